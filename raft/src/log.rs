@@ -1,0 +1,274 @@
+//! The in-memory Raft log: entries after the latest snapshot, plus the markers that say how
+//! much of it is committed, handed out for application, applied, and durable.
+
+use crate::types::{Entry, LogIndex, SnapshotMeta, Term};
+use std::collections::VecDeque;
+
+/// The log. Entries at or below `snapshot.index` have been compacted away.
+///
+/// Invariants (checked by [`RaftLog::check_invariants`]):
+/// - `entries[k].index == snapshot.index + 1 + k` (contiguous, starting after the snapshot);
+/// - `snapshot.index <= commit`, `applied <= applying <= commit <= last_index()`;
+/// - `persisted <= last_index()` and `persisted < unstable_from <= last_index() + 1`.
+#[derive(Debug)]
+pub(crate) struct RaftLog {
+    /// Where the latest snapshot ends; the log's entries start right after it.
+    pub snapshot: SnapshotMeta,
+    entries: VecDeque<Entry>,
+    /// Highest index known committed. Never regresses.
+    pub commit: LogIndex,
+    /// Highest index the host has applied (acknowledged by `advance`).
+    pub applied: LogIndex,
+    /// Highest index handed to the host for application (≥ `applied`).
+    pub applying: LogIndex,
+    /// Highest index known durable on this node's disk.
+    pub persisted: LogIndex,
+    /// First index not yet handed to the host for persistence.
+    pub unstable_from: LogIndex,
+}
+
+impl RaftLog {
+    /// A log restored from a snapshot point and the durable entries after it.
+    pub fn restore(snapshot: SnapshotMeta, entries: Vec<Entry>, commit: LogIndex) -> RaftLog {
+        for (k, e) in entries.iter().enumerate() {
+            assert_eq!(
+                e.index.0,
+                snapshot.index.0 + 1 + k as u64,
+                "restored entries are not contiguous after the snapshot at {}",
+                snapshot.index
+            );
+        }
+        let last = LogIndex(snapshot.index.0 + entries.len() as u64);
+        let commit = commit.max(snapshot.index).min(last);
+        RaftLog {
+            snapshot,
+            entries: entries.into(),
+            commit,
+            applied: snapshot.index,
+            applying: snapshot.index,
+            persisted: last,
+            unstable_from: last.next(),
+        }
+    }
+
+    pub fn first_index(&self) -> LogIndex {
+        self.snapshot.index.next()
+    }
+
+    pub fn last_index(&self) -> LogIndex {
+        LogIndex(self.snapshot.index.0 + self.entries.len() as u64)
+    }
+
+    pub fn last_term(&self) -> Term {
+        self.entries.back().map_or(self.snapshot.term, |e| e.term)
+    }
+
+    /// The term of the entry at `index`, or `None` when it was compacted or does not exist.
+    pub fn term(&self, index: LogIndex) -> Option<Term> {
+        if index == self.snapshot.index {
+            return Some(self.snapshot.term);
+        }
+        self.entry(index).map(|e| e.term)
+    }
+
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        if index <= self.snapshot.index {
+            return None;
+        }
+        self.entries
+            .get((index.0 - self.snapshot.index.0 - 1) as usize)
+    }
+
+    /// Entries in `[lo, hi)`, at least one if any exist, stopping before `bytes_max` is passed.
+    pub fn slice(&self, lo: LogIndex, hi: LogIndex, bytes_max: u64) -> Vec<Entry> {
+        assert!(
+            lo > self.snapshot.index,
+            "slice from compacted index {lo} (snapshot at {})",
+            self.snapshot.index
+        );
+        let hi = hi.min(self.last_index().next());
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        let mut index = lo;
+        while index < hi {
+            let e = self.entry(index).expect("index within the log");
+            bytes += e.payload_bytes();
+            if !out.is_empty() && bytes > bytes_max {
+                break;
+            }
+            out.push(e.clone());
+            index = index.next();
+        }
+        out
+    }
+
+    /// §5.4.1: is a log ending at (`last_index`, `last_term`) at least as up to date as ours?
+    pub fn is_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index >= self.last_index())
+    }
+
+    /// The first index holding `term`, searching back from `from` (for conflict hints).
+    pub fn first_index_of_term(&self, term: Term, from: LogIndex) -> LogIndex {
+        let mut index = from;
+        while index > self.first_index() && self.term(index.prev()) == Some(term) {
+            index = index.prev();
+        }
+        index
+    }
+
+    /// A leader's append of a new entry.
+    pub fn push(&mut self, entry: Entry) {
+        assert_eq!(
+            entry.index,
+            self.last_index().next(),
+            "appended out of order"
+        );
+        assert!(entry.term >= self.last_term(), "appended a term regression");
+        self.entries.push_back(entry);
+    }
+
+    /// A follower's append after a successful consistency check at `prev`: skips entries it
+    /// already holds, truncates at the first conflict, appends the rest. Returns the index of
+    /// the last entry the leader sent (the follower's log matches the leader's up to it).
+    pub fn merge(&mut self, prev: LogIndex, entries: Vec<Entry>) -> LogIndex {
+        let last_new = LogIndex(prev.0 + entries.len() as u64);
+        let mut conflict = None;
+        for (k, e) in entries.iter().enumerate() {
+            assert_eq!(
+                e.index.0,
+                prev.0 + 1 + k as u64,
+                "append entries not contiguous"
+            );
+            if e.index <= self.snapshot.index {
+                continue; // Covered by our snapshot, hence committed and identical.
+            }
+            match self.term(e.index) {
+                Some(t) if t == e.term => continue,
+                Some(_) => {
+                    conflict = Some(k);
+                    break;
+                }
+                None => {
+                    conflict = Some(k);
+                    break;
+                }
+            }
+        }
+        if let Some(k) = conflict {
+            let from = entries[k].index;
+            if from <= self.last_index() {
+                self.truncate_from(from);
+            }
+            for e in entries.into_iter().skip(k) {
+                self.push(e);
+            }
+        }
+        last_new
+    }
+
+    /// Drops every entry at or after `index`. Committed entries are never dropped.
+    fn truncate_from(&mut self, index: LogIndex) {
+        assert!(
+            index > self.commit,
+            "truncating committed entry {index} (commit {})",
+            self.commit
+        );
+        let keep = (index.0 - self.snapshot.index.0 - 1) as usize;
+        self.entries.truncate(keep);
+        self.unstable_from = self.unstable_from.min(index);
+        self.persisted = self.persisted.min(index.prev());
+    }
+
+    pub fn commit_to(&mut self, index: LogIndex) {
+        assert!(index >= self.commit, "commit regressed");
+        assert!(
+            index <= self.last_index(),
+            "commit {index} beyond last index {}",
+            self.last_index()
+        );
+        self.commit = index;
+    }
+
+    /// Discards entries at or below `meta.index` after the service snapshotted them.
+    pub fn compact(&mut self, meta: SnapshotMeta) {
+        assert!(meta.index > self.snapshot.index && meta.index <= self.last_index());
+        assert_eq!(self.term(meta.index), Some(meta.term));
+        let drop = (meta.index.0 - self.snapshot.index.0) as usize;
+        self.entries.drain(..drop);
+        self.snapshot = meta;
+    }
+
+    /// Installs a snapshot from the leader. When our log holds the snapshot's last entry the
+    /// suffix after it is kept (§7: "retain log entries following it"); otherwise the whole
+    /// log is replaced. Returns true when the log was discarded.
+    pub fn install(&mut self, meta: SnapshotMeta) -> bool {
+        assert!(
+            meta.index > self.commit,
+            "installing a snapshot behind commit"
+        );
+        let discard = self.term(meta.index) != Some(meta.term);
+        if discard {
+            self.entries.clear();
+            self.unstable_from = meta.index.next();
+            self.persisted = meta.index;
+        } else {
+            let drop = (meta.index.0 - self.snapshot.index.0) as usize;
+            self.entries.drain(..drop);
+            self.persisted = self.persisted.max(meta.index);
+            self.unstable_from = self.unstable_from.max(meta.index.next());
+        }
+        self.snapshot = meta;
+        self.commit = meta.index;
+        discard
+    }
+
+    /// Entries not yet handed out for persistence; marks them handed out.
+    pub fn take_unstable(&mut self) -> Vec<Entry> {
+        let last = self.last_index();
+        if self.unstable_from > last {
+            return Vec::new();
+        }
+        let out = self.slice(self.unstable_from, last.next(), u64::MAX);
+        self.unstable_from = last.next();
+        out
+    }
+
+    /// The host reports entries through (`index`, `term`) durable. Ignored when the log was
+    /// overwritten there since, because then the durable entry is not ours any more.
+    pub fn persisted_to(&mut self, index: LogIndex, term: Term) {
+        if index > self.persisted && index < self.unstable_from && self.term(index) == Some(term) {
+            self.persisted = index;
+        }
+    }
+
+    pub fn check_invariants(&self) {
+        if let (Some(first), Some(last)) = (self.entries.front(), self.entries.back()) {
+            assert_eq!(
+                first.index,
+                self.first_index(),
+                "log does not start after snapshot"
+            );
+            assert_eq!(last.index, self.last_index(), "log has a gap");
+        }
+        assert!(self.snapshot.index <= self.commit, "snapshot beyond commit");
+        assert!(self.applied <= self.applying, "applied beyond applying");
+        assert!(
+            self.applying <= self.commit,
+            "applying {} beyond commit {}",
+            self.applying,
+            self.commit
+        );
+        assert!(
+            self.commit <= self.last_index(),
+            "commit {} beyond last index {}",
+            self.commit,
+            self.last_index()
+        );
+        assert!(self.persisted <= self.last_index(), "persisted beyond log");
+        assert!(
+            self.persisted < self.unstable_from && self.unstable_from <= self.last_index().next(),
+            "persistence markers out of order"
+        );
+    }
+}

@@ -1,0 +1,1651 @@
+//! [`RawNode`]: the Raft state machine of one member, and [`Ready`], what it asks its host to do.
+
+use crate::config::Config;
+use crate::log::RaftLog;
+use crate::message::{Body, ConflictHint, Message};
+use crate::progress::{Progress, ProgressState};
+use crate::types::{
+    Entry, EntryKind, HardState, LogIndex, NodeId, ReadState, Snapshot, SnapshotMeta, Term,
+};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+
+/// The role a node plays, with the state only that role needs.
+#[derive(Debug)]
+enum Role {
+    Follower {
+        /// Chunks of a snapshot the leader is sending us.
+        incoming: Option<IncomingSnapshot>,
+    },
+    PreCandidate {
+        votes: Votes,
+    },
+    Candidate {
+        votes: Votes,
+    },
+    Leader(Box<LeaderState>),
+}
+
+/// A public, copyable view of the role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleKind {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asking for pre-votes.
+    PreCandidate,
+    /// Asking for votes.
+    Candidate,
+    /// Leads the cluster.
+    Leader,
+}
+
+impl fmt::Display for RoleKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            RoleKind::Follower => "follower",
+            RoleKind::PreCandidate => "pre-candidate",
+            RoleKind::Candidate => "candidate",
+            RoleKind::Leader => "leader",
+        };
+        f.write_str(s)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Votes {
+    granted: BTreeSet<NodeId>,
+    rejected: BTreeSet<NodeId>,
+}
+
+#[derive(Debug)]
+struct IncomingSnapshot {
+    meta: SnapshotMeta,
+    total_bytes: u64,
+    data: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct PendingRead {
+    context: u64,
+    index: LogIndex,
+    read_seq: u64,
+    /// Who asked: this node, or a follower that forwarded the read.
+    from: NodeId,
+}
+
+#[derive(Debug)]
+struct LeaderState {
+    progress: BTreeMap<NodeId, Progress>,
+    /// The latest ReadIndex round; heartbeats carry it and followers echo it.
+    read_seq: u64,
+    /// Reads confirmed once a quorum acknowledges their round, oldest first.
+    pending_reads: VecDeque<PendingRead>,
+    /// Reads that arrived before this leader committed an entry of its own term.
+    reads_waiting_for_commit: Vec<(u64, NodeId)>,
+    /// (target, ticks since the transfer started).
+    transfer: Option<(NodeId, u64)>,
+    /// Payload bytes of entries appended in this term and not yet committed.
+    uncommitted_bytes: u64,
+}
+
+/// Why a proposal was not accepted. None of these appended anything to the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProposeError {
+    /// This node is not the leader; `leader` is the one it knows of (`NONE` if unknown).
+    NotLeader {
+        /// The known leader.
+        leader: NodeId,
+    },
+    /// A leadership transfer is under way.
+    TransferInProgress,
+    /// Too many uncommitted bytes: back off and retry.
+    Backpressure,
+}
+
+impl fmt::Display for ProposeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProposeError::NotLeader { leader } if leader.is_none() => {
+                write!(f, "not the leader, and no leader is known")
+            }
+            ProposeError::NotLeader { leader } => write!(f, "not the leader; node {leader} is"),
+            ProposeError::TransferInProgress => write!(f, "leadership transfer in progress"),
+            ProposeError::Backpressure => write!(f, "too many uncommitted entries"),
+        }
+    }
+}
+
+impl std::error::Error for ProposeError {}
+
+/// Why a message, read or transfer was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepError {
+    /// The message is addressed to another node.
+    WrongRecipient(NodeId),
+    /// The sender is not a member of this cluster.
+    UnknownPeer(NodeId),
+    /// No leader is known to forward a read to.
+    NoLeader,
+    /// The transfer target is not a voter, or is this node.
+    BadTransferTarget(NodeId),
+    /// Only the leader can do this.
+    NotLeader,
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StepError::WrongRecipient(to) => write!(f, "message addressed to node {to}"),
+            StepError::UnknownPeer(from) => write!(f, "message from unknown node {from}"),
+            StepError::NoLeader => write!(f, "no leader known"),
+            StepError::BadTransferTarget(id) => write!(f, "cannot transfer leadership to {id}"),
+            StepError::NotLeader => write!(f, "not the leader"),
+        }
+    }
+}
+
+impl std::error::Error for StepError {}
+
+/// What the node asks its host to do, in this order:
+///
+/// 1. Send [`Ready::take_messages`] now. They depend on nothing unpersisted (a leader's
+///    appends may leave before its own disk write, thesis §10.2.1).
+/// 2. Persist, in one durable write: the snapshot from [`Ready::take_snapshot`] (it replaces
+///    every stored entry at or below its index; if the stored log does not hold the
+///    snapshot's last entry with the same term, drop the stored log entirely), then the hard
+///    state and the entries (an entry whose index is already stored replaces that entry and
+///    everything after it).
+/// 3. Only then send [`Ready::take_persisted_messages`]: votes and append answers promise
+///    that what they acknowledge is on disk.
+/// 4. Restore the snapshot into the state machine, if there was one, then apply
+///    [`Ready::take_committed_entries`] in order and serve [`Ready::take_read_states`] once
+///    their index is applied.
+/// 5. Call [`RawNode::advance`] with this `Ready`.
+///
+/// Between `ready()` and `advance()` the node may be stepped, ticked and proposed to; it
+/// will not hand out another `Ready` until this one is advanced.
+#[must_use = "a Ready must be persisted, sent, applied and then passed to advance()"]
+#[derive(Debug, Default)]
+pub struct Ready {
+    number: u64,
+    hard_state: Option<HardState>,
+    snapshot: Option<Snapshot>,
+    entries: Vec<Entry>,
+    messages: Vec<Message>,
+    persisted_messages: Vec<Message>,
+    committed_entries: Vec<Entry>,
+    read_states: Vec<ReadState>,
+    dropped_reads: Vec<u64>,
+    /// Bookkeeping for `advance`, untouched by the `take_*` accessors.
+    last_entry: Option<(LogIndex, Term)>,
+    apply_to: LogIndex,
+}
+
+impl Ready {
+    /// This Ready's sequence number.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+    /// The hard state to persist, when it changed.
+    pub fn hard_state(&self) -> Option<HardState> {
+        self.hard_state
+    }
+    /// A snapshot received from the leader, to persist and restore.
+    pub fn take_snapshot(&mut self) -> Option<Snapshot> {
+        self.snapshot.take()
+    }
+    /// Entries to persist.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+    /// Moves the entries to persist out.
+    pub fn take_entries(&mut self) -> Vec<Entry> {
+        std::mem::take(&mut self.entries)
+    }
+    /// Messages that may be sent before persisting.
+    pub fn take_messages(&mut self) -> Vec<Message> {
+        std::mem::take(&mut self.messages)
+    }
+    /// Messages that may be sent only after persisting.
+    pub fn take_persisted_messages(&mut self) -> Vec<Message> {
+        std::mem::take(&mut self.persisted_messages)
+    }
+    /// Committed entries to apply, in order.
+    pub fn take_committed_entries(&mut self) -> Vec<Entry> {
+        std::mem::take(&mut self.committed_entries)
+    }
+    /// Confirmed linearizable reads.
+    pub fn take_read_states(&mut self) -> Vec<ReadState> {
+        std::mem::take(&mut self.read_states)
+    }
+    /// Contexts of reads that will never be confirmed (leadership was lost): answer their
+    /// callers with a retryable error.
+    pub fn take_dropped_reads(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.dropped_reads)
+    }
+    /// True when anything must be persisted before the persisted messages go out.
+    pub fn must_sync(&self) -> bool {
+        self.hard_state.is_some() || !self.entries.is_empty() || self.snapshot.is_some()
+    }
+}
+
+impl fmt::Display for Ready {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ready#{}", self.number)?;
+        if let Some(hs) = &self.hard_state {
+            write!(f, " hs=[{hs}]")?;
+        }
+        if let Some(s) = &self.snapshot {
+            write!(f, " snapshot={}/{}", s.meta.term, s.meta.index)?;
+        }
+        write!(
+            f,
+            " entries={} msgs={}+{} apply={} reads={}",
+            self.entries.len(),
+            self.messages.len(),
+            self.persisted_messages.len(),
+            self.committed_entries.len(),
+            self.read_states.len()
+        )
+    }
+}
+
+/// What a host needs to restart a node from its durable state.
+#[derive(Clone, Debug, Default)]
+pub struct Restore {
+    /// The persisted hard state.
+    pub hard_state: HardState,
+    /// The latest durable snapshot (empty when none). The host restores its state machine
+    /// from it before handing it over.
+    pub snapshot: Snapshot,
+    /// The durable entries after the snapshot, contiguous.
+    pub entries: Vec<Entry>,
+}
+
+/// A summary of the node for status displays and tests.
+#[derive(Clone, Debug)]
+pub struct Status {
+    /// This node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: RoleKind,
+    /// Its term.
+    pub term: Term,
+    /// Whom it voted for in that term.
+    pub vote: NodeId,
+    /// The leader it knows of.
+    pub leader: NodeId,
+    /// Commit index.
+    pub commit: LogIndex,
+    /// Applied index.
+    pub applied: LogIndex,
+    /// First index still in the log.
+    pub first_index: LogIndex,
+    /// Last index in the log.
+    pub last_index: LogIndex,
+    /// Where the latest snapshot ends.
+    pub snapshot_index: LogIndex,
+    /// On a leader: (peer, match index, next index, appends in flight).
+    pub progress: Vec<(NodeId, LogIndex, LogIndex, usize)>,
+}
+
+/// One Raft member: a pure, deterministic state machine. See the crate docs for the loop
+/// that drives it and [`Ready`] for the contract with its host.
+pub struct RawNode {
+    config: Config,
+    term: Term,
+    /// Invariant: changes only from `NONE` within a term (one vote per term).
+    vote: NodeId,
+    leader: NodeId,
+    role: Role,
+    log: RaftLog,
+    /// The latest snapshot, kept to send to followers that fell behind the log.
+    snapshot: Option<Arc<Snapshot>>,
+    /// A snapshot received from the leader, not yet handed to the host.
+    snapshot_to_persist: Option<Snapshot>,
+    election_elapsed: u64,
+    heartbeat_elapsed: u64,
+    randomized_election_timeout: u64,
+    rng: SmallRng,
+    messages: Vec<Message>,
+    persisted_messages: Vec<Message>,
+    read_states: Vec<ReadState>,
+    dropped_reads: Vec<u64>,
+    /// The leader has new entries to replicate; flushed in `ready()` so proposals batch.
+    broadcast_pending: bool,
+    /// The hard state last handed to the host.
+    handed_hard_state: HardState,
+    ready_number: u64,
+    /// A Ready is out and not yet advanced.
+    ready_out: bool,
+    /// For the invariant check: the commit index never goes back.
+    commit_floor: LogIndex,
+}
+
+impl RawNode {
+    /// Starts a node from its durable state (a fresh node passes `Restore::default()`).
+    pub fn new(config: Config, restore: Restore) -> Result<RawNode, String> {
+        config.validate()?;
+        let hs = restore.hard_state;
+        let log = RaftLog::restore(restore.snapshot.meta, restore.entries, hs.commit);
+        let snapshot = (!restore.snapshot.is_empty()).then(|| Arc::new(restore.snapshot));
+        let rng = SmallRng::seed_from_u64(config.seed ^ config.id.0.rotate_left(32));
+        let mut node = RawNode {
+            term: hs.term,
+            vote: hs.vote,
+            leader: NodeId::NONE,
+            role: Role::Follower { incoming: None },
+            commit_floor: log.commit,
+            log,
+            snapshot,
+            snapshot_to_persist: None,
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_timeout: 0,
+            rng,
+            messages: Vec::new(),
+            persisted_messages: Vec::new(),
+            read_states: Vec::new(),
+            dropped_reads: Vec::new(),
+            broadcast_pending: false,
+            handed_hard_state: hs,
+            ready_number: 0,
+            ready_out: false,
+            config,
+        };
+        node.handed_hard_state = node.hard_state();
+        node.reset_election_timer();
+        node.check_invariants();
+        Ok(node)
+    }
+
+    // ----- queries -----
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+    /// Current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    /// True when this node is the leader.
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role, Role::Leader(_))
+    }
+    /// The leader this node knows of.
+    pub fn leader(&self) -> NodeId {
+        self.leader
+    }
+    /// The role.
+    pub fn role(&self) -> RoleKind {
+        match self.role {
+            Role::Follower { .. } => RoleKind::Follower,
+            Role::PreCandidate { .. } => RoleKind::PreCandidate,
+            Role::Candidate { .. } => RoleKind::Candidate,
+            Role::Leader(_) => RoleKind::Leader,
+        }
+    }
+    /// The hard state as it is now (possibly not yet persisted).
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.commit,
+        }
+    }
+    /// Last index in the log.
+    pub fn last_index(&self) -> LogIndex {
+        self.log.last_index()
+    }
+    /// Commit index.
+    pub fn commit_index(&self) -> LogIndex {
+        self.log.commit
+    }
+    /// The term of the entry at `index`, when the log still holds it.
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        self.log.term(index)
+    }
+    /// Where the latest snapshot ends.
+    pub fn snapshot_meta(&self) -> SnapshotMeta {
+        self.log.snapshot
+    }
+    /// A summary for status output.
+    pub fn status(&self) -> Status {
+        let progress = match &self.role {
+            Role::Leader(l) => l
+                .progress
+                .iter()
+                .map(|(id, p)| (*id, p.match_index, p.next_index, p.inflights.len()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Status {
+            id: self.config.id,
+            role: self.role(),
+            term: self.term,
+            vote: self.vote,
+            leader: self.leader,
+            commit: self.log.commit,
+            applied: self.log.applied,
+            first_index: self.log.first_index(),
+            last_index: self.log.last_index(),
+            snapshot_index: self.log.snapshot.index,
+            progress,
+        }
+    }
+
+    // ----- inputs -----
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        self.election_elapsed += 1;
+        if self.is_leader() {
+            self.tick_leader();
+        } else if self.election_elapsed >= self.randomized_election_timeout {
+            self.election_elapsed = 0;
+            self.campaign(false);
+        }
+        self.check_invariants();
+    }
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+        if let Role::Leader(l) = &mut self.role {
+            if let Some((target, elapsed)) = &mut l.transfer {
+                *elapsed += 1;
+                if *elapsed >= self.config.election_timeout_ticks {
+                    log::info!(
+                        "node {}: leadership transfer to {target} timed out",
+                        self.config.id
+                    );
+                    l.transfer = None;
+                }
+            }
+        }
+        if self.election_elapsed >= self.config.election_timeout_ticks {
+            self.election_elapsed = 0;
+            if self.config.check_quorum && !self.quorum_recently_active() {
+                log::warn!(
+                    "node {}: lost contact with a quorum at term {}, stepping down",
+                    self.config.id,
+                    self.term
+                );
+                self.become_follower(self.term, NodeId::NONE);
+            }
+        }
+    }
+
+    /// Check-quorum: have a majority (counting us) been heard from since the last check?
+    /// Resets the marks for the next round.
+    fn quorum_recently_active(&mut self) -> bool {
+        let quorum = self.quorum();
+        let Role::Leader(l) = &mut self.role else {
+            return false;
+        };
+        let mut active = 1;
+        for p in l.progress.values_mut() {
+            if p.recent_active {
+                active += 1;
+            }
+            p.recent_active = false;
+        }
+        active >= quorum
+    }
+
+    /// Proposes a command. On a leader it is appended and will be replicated; the returned
+    /// index is where it will commit if this leader stays in charge.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<LogIndex, ProposeError> {
+        let index = self.log.last_index().next();
+        let term = self.term;
+        let Role::Leader(l) = &mut self.role else {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        };
+        if l.transfer.is_some() {
+            return Err(ProposeError::TransferInProgress);
+        }
+        let bytes = data.len() as u64;
+        if l.uncommitted_bytes > 0
+            && l.uncommitted_bytes + bytes > self.config.uncommitted_bytes_max
+        {
+            return Err(ProposeError::Backpressure);
+        }
+        l.uncommitted_bytes += bytes;
+        self.log.push(Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data,
+        });
+        self.after_leader_append();
+        self.check_invariants();
+        Ok(index)
+    }
+
+    fn after_leader_append(&mut self) {
+        self.broadcast_pending = true;
+        // A single-node cluster commits as soon as its own disk has the entry.
+        self.maybe_commit();
+    }
+
+    /// Asks for a linearizable read identified by `context` (thesis §6.4). The answer comes
+    /// as a [`ReadState`] in a later `Ready`, or as a dropped read if leadership is lost.
+    pub fn read_index(&mut self, context: u64) -> Result<(), StepError> {
+        if self.is_leader() {
+            self.leader_read(context, self.config.id);
+        } else if self.leader.is_none() {
+            return Err(StepError::NoLeader);
+        } else {
+            self.send(self.leader, Body::ReadIndex { context });
+        }
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Tells the node the service has a snapshot of its state through `index` (which it has
+    /// applied): entries up to there are discarded and the snapshot is what lagging
+    /// followers receive. Returns false when the log is already compacted past `index`.
+    /// The host persists the snapshot itself before calling this.
+    pub fn compact(&mut self, index: LogIndex, data: Vec<u8>) -> bool {
+        assert!(
+            index <= self.log.applying,
+            "compact({index}) beyond what was handed out to apply ({})",
+            self.log.applying
+        );
+        if index <= self.log.snapshot.index {
+            return false;
+        }
+        let term = self.log.term(index).expect("applied entry is in the log");
+        let meta = SnapshotMeta { index, term };
+        self.log.compact(meta);
+        self.snapshot = Some(Arc::new(Snapshot { meta, data }));
+        self.check_invariants();
+        true
+    }
+
+    /// Hands leadership to `target` (thesis §3.10): once it has our whole log it is told to
+    /// start an election at once. Proposals are refused meanwhile.
+    pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), StepError> {
+        if target == self.config.id || !self.config.voters.contains(&target) {
+            return Err(StepError::BadTransferTarget(target));
+        }
+        let last = self.log.last_index();
+        let Role::Leader(l) = &mut self.role else {
+            return Err(StepError::NotLeader);
+        };
+        l.transfer = Some((target, 0));
+        let caught_up = l.progress[&target].match_index == last;
+        log::info!(
+            "node {}: transferring leadership to {target} at term {}",
+            self.config.id,
+            self.term
+        );
+        if caught_up {
+            self.send(target, Body::TimeoutNow);
+        } else {
+            self.send_append(target, true);
+        }
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Feeds a message from another node.
+    pub fn step(&mut self, m: Message) -> Result<(), StepError> {
+        if m.to != self.config.id {
+            return Err(StepError::WrongRecipient(m.to));
+        }
+        if !self.config.voters.contains(&m.from) || m.from == self.config.id {
+            return Err(StepError::UnknownPeer(m.from));
+        }
+        if self.step_term(&m) {
+            self.step_role(m);
+        }
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Figure 2's term rules, applied once for every message. Returns false when the
+    /// message is finished with (stale, or ignored under the leader lease).
+    fn step_term(&mut self, m: &Message) -> bool {
+        if m.term > self.term {
+            match m.body {
+                Body::PreVote { .. } => return !self.in_lease(),
+                Body::Vote { transfer, .. } => {
+                    if self.in_lease() && !transfer {
+                        return false;
+                    }
+                    self.become_follower(m.term, NodeId::NONE);
+                }
+                // A granted pre-vote carries the term we would campaign in.
+                Body::PreVoteResponse { granted: true } => {}
+                Body::Append { .. } | Body::Heartbeat { .. } | Body::Snapshot { .. } => {
+                    self.become_follower(m.term, m.from)
+                }
+                _ => self.become_follower(m.term, NodeId::NONE),
+            }
+            return true;
+        }
+        if m.term < self.term {
+            match m.body {
+                // A stale leader would otherwise never learn our term if it cannot win an
+                // election (pre-vote keeps our term from reaching it): tell it.
+                Body::Append { .. } | Body::Heartbeat { .. } | Body::Snapshot { .. } => {
+                    self.send(m.from, Body::HeartbeatResponse { read_seq: 0 })
+                }
+                Body::PreVote { .. } => self.send(m.from, Body::PreVoteResponse { granted: false }),
+                _ => {}
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Thesis §9.6 / §6.2: while we hear from a leader we ignore elections elsewhere.
+    fn in_lease(&self) -> bool {
+        self.config.check_quorum
+            && !self.leader.is_none()
+            && self.election_elapsed < self.config.election_timeout_ticks
+    }
+
+    fn step_role(&mut self, m: Message) {
+        match m.body {
+            Body::PreVote {
+                last_index,
+                last_term,
+            } => {
+                let granted = m.term > self.term && self.log.is_up_to_date(last_index, last_term);
+                let term = if granted { m.term } else { self.term };
+                self.send_with_term(m.from, term, Body::PreVoteResponse { granted });
+            }
+            Body::Vote {
+                last_index,
+                last_term,
+                ..
+            } => self.handle_vote(m.from, last_index, last_term),
+            Body::PreVoteResponse { granted } | Body::VoteResponse { granted } => {
+                self.handle_vote_response(m.from, m.term, &m.body, granted)
+            }
+            Body::Append { .. } | Body::Heartbeat { .. } | Body::Snapshot { .. } => {
+                assert!(
+                    !self.is_leader(),
+                    "node {}: two leaders in term {} ({} and {})",
+                    self.config.id,
+                    self.term,
+                    self.config.id,
+                    m.from
+                );
+                if !matches!(self.role, Role::Follower { .. }) || self.leader != m.from {
+                    self.become_follower(self.term, m.from);
+                }
+                self.election_elapsed = 0;
+                match m.body {
+                    Body::Append {
+                        prev_index,
+                        prev_term,
+                        commit,
+                        entries,
+                    } => self.handle_append(m.from, prev_index, prev_term, commit, entries),
+                    Body::Heartbeat { commit, read_seq } => {
+                        self.handle_heartbeat(m.from, commit, read_seq)
+                    }
+                    Body::Snapshot {
+                        meta,
+                        offset,
+                        total_bytes,
+                        data,
+                    } => self.handle_snapshot(m.from, meta, offset, total_bytes, data),
+                    _ => unreachable!(),
+                }
+            }
+            Body::TimeoutNow => {
+                if matches!(self.role, Role::Follower { .. }) {
+                    log::info!(
+                        "node {}: told by {} to start an election (leadership transfer)",
+                        self.config.id,
+                        m.from
+                    );
+                    self.campaign(true);
+                }
+            }
+            Body::ReadIndex { context } => {
+                if self.is_leader() {
+                    self.leader_read(context, m.from);
+                } else {
+                    self.send(
+                        m.from,
+                        Body::ReadIndexResponse {
+                            context,
+                            index: LogIndex(0),
+                        },
+                    );
+                }
+            }
+            Body::ReadIndexResponse { context, index } => {
+                if index == LogIndex(0) {
+                    self.dropped_reads.push(context);
+                } else {
+                    self.read_states.push(ReadState { context, index });
+                }
+            }
+            Body::AppendResponse { .. }
+            | Body::HeartbeatResponse { .. }
+            | Body::SnapshotResponse { .. } => self.step_leader_response(m),
+        }
+    }
+
+    fn handle_vote(&mut self, from: NodeId, last_index: LogIndex, last_term: Term) {
+        let can_vote = self.vote == from || (self.vote.is_none() && self.leader.is_none());
+        let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
+        if granted {
+            self.vote = from;
+            self.election_elapsed = 0;
+        }
+        self.send(from, Body::VoteResponse { granted });
+    }
+
+    fn handle_vote_response(&mut self, from: NodeId, term: Term, body: &Body, granted: bool) {
+        let quorum = self.quorum();
+        let votes = match (&mut self.role, body) {
+            // A grant carries the term we would campaign in; a refusal carries the
+            // voter's own term, which is ours (a higher one made us step down already).
+            (Role::PreCandidate { votes }, Body::PreVoteResponse { .. })
+                if (granted && term == self.term.next_term())
+                    || (!granted && term == self.term) =>
+            {
+                votes
+            }
+            (Role::Candidate { votes }, Body::VoteResponse { .. }) => votes,
+            _ => return,
+        };
+        if granted {
+            votes.granted.insert(from);
+        } else {
+            votes.rejected.insert(from);
+        }
+        let won = votes.granted.len() + 1 >= quorum;
+        let lost = votes.rejected.len() >= quorum;
+        let pre = matches!(self.role, Role::PreCandidate { .. });
+        if won && pre {
+            self.become_candidate(false);
+        } else if won {
+            self.become_leader();
+        } else if lost {
+            self.become_follower(self.term, NodeId::NONE);
+        }
+    }
+
+    fn handle_append(
+        &mut self,
+        from: NodeId,
+        prev_index: LogIndex,
+        prev_term: Term,
+        commit: LogIndex,
+        entries: Vec<Entry>,
+    ) {
+        if let Err(why) = check_append(prev_index, prev_term, self.term, &entries) {
+            log::error!(
+                "node {}: dropping malformed append from {from}: {why}",
+                self.config.id
+            );
+            return;
+        }
+        if prev_index < self.log.commit {
+            // Everything up to our commit index matches the leader's log already; answer
+            // with it so the leader moves on (possibly stale or duplicated message).
+            let index = self.log.commit;
+            self.send(
+                from,
+                Body::AppendResponse {
+                    reject: None,
+                    index,
+                },
+            );
+            return;
+        }
+        match self.log.term(prev_index) {
+            Some(t) if t == prev_term => {
+                let last_new = self.log.merge(prev_index, entries);
+                let commit = commit.min(last_new);
+                if commit > self.log.commit {
+                    self.log.commit_to(commit);
+                }
+                self.send(
+                    from,
+                    Body::AppendResponse {
+                        reject: None,
+                        index: last_new,
+                    },
+                );
+            }
+            found => {
+                let hint = match found {
+                    Some(t) => ConflictHint {
+                        term: t,
+                        index: self.log.first_index_of_term(t, prev_index),
+                    },
+                    None => ConflictHint {
+                        term: Term(0),
+                        index: self.log.last_index().next(),
+                    },
+                };
+                self.send(
+                    from,
+                    Body::AppendResponse {
+                        reject: Some(hint),
+                        index: prev_index,
+                    },
+                );
+            }
+        }
+    }
+
+    fn handle_heartbeat(&mut self, from: NodeId, commit: LogIndex, read_seq: u64) {
+        // The leader sends min(its commit, our match), so our log holds `commit`.
+        let commit = commit.min(self.log.last_index());
+        if commit > self.log.commit {
+            self.log.commit_to(commit);
+        }
+        self.send(from, Body::HeartbeatResponse { read_seq });
+    }
+
+    fn handle_snapshot(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        total_bytes: u64,
+        data: Vec<u8>,
+    ) {
+        let stale = meta.index <= self.log.commit;
+        let too_big = total_bytes > self.config.snapshot_bytes_max;
+        if stale || too_big {
+            if too_big {
+                log::error!(
+                    "node {}: refusing a {total_bytes}-byte snapshot (limit {})",
+                    self.config.id,
+                    self.config.snapshot_bytes_max
+                );
+            }
+            self.send(
+                from,
+                Body::SnapshotResponse {
+                    index: meta.index,
+                    next_offset: total_bytes,
+                    reject: true,
+                },
+            );
+            return;
+        }
+        let Role::Follower { incoming } = &mut self.role else {
+            unreachable!("became follower above");
+        };
+        if offset == 0 {
+            *incoming = Some(IncomingSnapshot {
+                meta,
+                total_bytes,
+                data: Vec::new(),
+            });
+        }
+        let next_offset = match incoming {
+            Some(inc) if inc.meta == meta && inc.total_bytes == total_bytes => {
+                if offset == inc.data.len() as u64 {
+                    let room = (total_bytes - offset) as usize;
+                    inc.data.extend_from_slice(&data[..data.len().min(room)]);
+                }
+                inc.data.len() as u64
+            }
+            _ => 0,
+        };
+        if next_offset == total_bytes {
+            let inc = incoming.take().expect("complete snapshot");
+            self.install_snapshot(Snapshot {
+                meta: inc.meta,
+                data: inc.data,
+            });
+        }
+        self.send(
+            from,
+            Body::SnapshotResponse {
+                index: meta.index,
+                next_offset,
+                reject: false,
+            },
+        );
+    }
+
+    fn install_snapshot(&mut self, snapshot: Snapshot) {
+        let meta = snapshot.meta;
+        let discarded = self.log.install(meta);
+        log::info!(
+            "node {}: installed snapshot {}/{} from leader {} ({} bytes, log {})",
+            self.config.id,
+            meta.term,
+            meta.index,
+            self.leader,
+            snapshot.data.len(),
+            if discarded { "replaced" } else { "kept" }
+        );
+        let shared = Arc::new(snapshot.clone());
+        self.snapshot = Some(shared);
+        self.snapshot_to_persist = Some(snapshot);
+    }
+
+    // ----- leader -----
+
+    fn leader_read(&mut self, context: u64, from: NodeId) {
+        let committed_in_term = self.log.term(self.log.commit) == Some(self.term);
+        let commit = self.log.commit;
+        let single = self.config.voters.len() == 1;
+        let Role::Leader(l) = &mut self.role else {
+            unreachable!()
+        };
+        if !committed_in_term {
+            l.reads_waiting_for_commit.push((context, from));
+            return;
+        }
+        if single {
+            self.answer_read(context, from, commit);
+            return;
+        }
+        l.read_seq += 1;
+        let read_seq = l.read_seq;
+        l.pending_reads.push_back(PendingRead {
+            context,
+            index: commit,
+            read_seq,
+            from,
+        });
+        self.broadcast_heartbeat();
+    }
+
+    fn answer_read(&mut self, context: u64, from: NodeId, index: LogIndex) {
+        if from == self.config.id {
+            self.read_states.push(ReadState { context, index });
+        } else {
+            self.send(from, Body::ReadIndexResponse { context, index });
+        }
+    }
+
+    /// Releases every pending read whose round a quorum has acknowledged.
+    fn release_reads(&mut self) {
+        let quorum = self.quorum();
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let mut acks: Vec<u64> = l.progress.values().map(|p| p.read_ack).collect();
+        acks.push(u64::MAX); // Our own acknowledgement.
+        acks.sort_unstable_by(|a, b| b.cmp(a));
+        let confirmed = acks[quorum - 1];
+        let mut released = Vec::new();
+        while l
+            .pending_reads
+            .front()
+            .is_some_and(|r| r.read_seq <= confirmed)
+        {
+            released.push(l.pending_reads.pop_front().expect("front exists"));
+        }
+        for r in released {
+            self.answer_read(r.context, r.from, r.index);
+        }
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        let commit = self.log.commit;
+        let Role::Leader(l) = &self.role else {
+            return;
+        };
+        let read_seq = l.read_seq;
+        let beats: Vec<(NodeId, LogIndex)> = l
+            .progress
+            .iter()
+            .map(|(id, p)| (*id, commit.min(p.match_index)))
+            .collect();
+        for (to, commit) in beats {
+            self.send(to, Body::Heartbeat { commit, read_seq });
+        }
+    }
+
+    fn step_leader_response(&mut self, m: Message) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let Some(p) = l.progress.get_mut(&m.from) else {
+            return;
+        };
+        p.recent_active = true;
+        match m.body {
+            Body::AppendResponse {
+                reject: None,
+                index,
+            } => {
+                let moved = p.update(index);
+                if let ProgressState::Probe = p.state {
+                    if moved || index >= p.match_index {
+                        p.become_replicate();
+                    }
+                } else {
+                    p.inflights.free_to(index);
+                }
+                if moved {
+                    self.maybe_commit();
+                }
+                self.send_more(m.from);
+                self.maybe_finish_transfer(m.from);
+            }
+            Body::AppendResponse {
+                reject: Some(hint),
+                index,
+            } => {
+                let next = self.next_from_hint(index, hint);
+                let Role::Leader(l) = &mut self.role else {
+                    unreachable!()
+                };
+                let p = l.progress.get_mut(&m.from).expect("progress exists");
+                if p.decrease_to(index, next) {
+                    self.send_append(m.from, true);
+                }
+            }
+            Body::HeartbeatResponse { read_seq } => {
+                p.read_ack = p.read_ack.max(read_seq);
+                p.paused = false;
+                if let ProgressState::Replicate = p.state {
+                    if p.inflights.full() {
+                        p.inflights.free_first();
+                    }
+                }
+                let behind = p.match_index < self.log.last_index();
+                let snapshotting = matches!(p.state, ProgressState::Snapshot { .. });
+                self.release_reads();
+                if snapshotting {
+                    self.send_snapshot_chunk(m.from);
+                } else if behind {
+                    self.send_append(m.from, true);
+                }
+            }
+            Body::SnapshotResponse {
+                index,
+                next_offset,
+                reject,
+            } => self.handle_snapshot_response(m.from, index, next_offset, reject),
+            _ => unreachable!("not a leader response"),
+        }
+    }
+
+    /// Where to retry after a refusal (the lab handout's XTerm/XIndex/XLen rule): when we
+    /// hold entries of the follower's conflicting term, resume after our last one of them;
+    /// otherwise jump to the first index the follower has of that term (or its log end).
+    fn next_from_hint(&self, rejected: LogIndex, hint: ConflictHint) -> LogIndex {
+        if hint.term == Term(0) {
+            return hint.index;
+        }
+        let mut index = rejected.min(self.log.last_index());
+        while index > self.log.snapshot.index {
+            match self.log.term(index) {
+                Some(t) if t > hint.term => index = index.prev(),
+                Some(t) if t == hint.term => return index.next(),
+                _ => break,
+            }
+        }
+        hint.index
+    }
+
+    fn handle_snapshot_response(
+        &mut self,
+        from: NodeId,
+        index: LogIndex,
+        next_offset: u64,
+        reject: bool,
+    ) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let p = l.progress.get_mut(&from).expect("progress exists");
+        let ProgressState::Snapshot {
+            snapshot,
+            acked_offset,
+        } = &mut p.state
+        else {
+            return;
+        };
+        if snapshot.meta.index != index {
+            return; // An answer about another snapshot.
+        }
+        let total = snapshot.data.len() as u64;
+        if reject || next_offset >= total {
+            // The follower holds the snapshot (or has committed past it): resume appends.
+            p.match_index = p.match_index.max(index);
+            p.become_probe();
+            self.maybe_commit();
+            self.send_append(from, true);
+            return;
+        }
+        *acked_offset = next_offset;
+        p.paused = false;
+        self.send_snapshot_chunk(from);
+    }
+
+    fn maybe_finish_transfer(&mut self, from: NodeId) {
+        let last = self.log.last_index();
+        let Role::Leader(l) = &self.role else {
+            return;
+        };
+        if let Some((target, _)) = l.transfer {
+            if target == from && l.progress[&from].match_index == last {
+                self.send(target, Body::TimeoutNow);
+            }
+        }
+    }
+
+    /// Sends what the window allows to one follower.
+    fn send_more(&mut self, to: NodeId) {
+        while self.send_append(to, false) {}
+    }
+
+    /// Sends one append (or snapshot chunk) to `to` if its progress allows. With
+    /// `allow_empty`, an append without entries is sent as a probe. Returns true when an
+    /// append with entries went out.
+    fn send_append(&mut self, to: NodeId, allow_empty: bool) -> bool {
+        let commit = self.log.commit;
+        let last = self.log.last_index();
+        let first = self.log.first_index();
+        let Role::Leader(l) = &mut self.role else {
+            return false;
+        };
+        let p = l.progress.get_mut(&to).expect("progress exists");
+        if p.is_paused() {
+            return false;
+        }
+        if p.next_index < first {
+            let Some(snapshot) = self.snapshot.clone() else {
+                panic!("log compacted below {first} without a snapshot");
+            };
+            log::info!(
+                "node {}: follower {to} needs entries before {first}: sending snapshot {}/{}",
+                self.config.id,
+                snapshot.meta.term,
+                snapshot.meta.index
+            );
+            p.become_snapshot(snapshot);
+            self.send_snapshot_chunk(to);
+            return false;
+        }
+        let prev_index = p.next_index.prev();
+        let prev_term = self.log.term(prev_index).expect("prev within the log");
+        let entries = if p.next_index <= last {
+            self.log
+                .slice(p.next_index, last.next(), self.config.append_bytes_max)
+        } else {
+            Vec::new()
+        };
+        if entries.is_empty() && !allow_empty {
+            return false;
+        }
+        let sent_entries = !entries.is_empty();
+        match p.state {
+            ProgressState::Replicate if sent_entries => {
+                let last_sent = entries.last().expect("non-empty").index;
+                let bytes = entries.iter().map(Entry::payload_bytes).sum();
+                p.next_index = last_sent.next();
+                p.inflights.add(last_sent, bytes);
+            }
+            ProgressState::Probe => p.paused = true,
+            _ => {}
+        }
+        self.send(
+            to,
+            Body::Append {
+                prev_index,
+                prev_term,
+                commit,
+                entries,
+            },
+        );
+        sent_entries
+    }
+
+    fn send_snapshot_chunk(&mut self, to: NodeId) {
+        let chunk_bytes = self.config.snapshot_chunk_bytes;
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let p = l.progress.get_mut(&to).expect("progress exists");
+        let ProgressState::Snapshot {
+            snapshot,
+            acked_offset,
+        } = &p.state
+        else {
+            return;
+        };
+        let total = snapshot.data.len() as u64;
+        let start = (*acked_offset).min(total);
+        let end = (start + chunk_bytes).min(total);
+        let body = Body::Snapshot {
+            meta: snapshot.meta,
+            offset: start,
+            total_bytes: total,
+            data: snapshot.data[start as usize..end as usize].to_vec(),
+        };
+        p.paused = true;
+        self.send(to, body);
+    }
+
+    /// Figure 8: commit the highest index a quorum holds, but only if it is of our term.
+    fn maybe_commit(&mut self) {
+        let quorum = self.quorum();
+        let persisted = self.log.persisted;
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let mut matches: Vec<LogIndex> = l.progress.values().map(|p| p.match_index).collect();
+        matches.push(persisted);
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = matches[quorum - 1];
+        if candidate <= self.log.commit || self.log.term(candidate) != Some(self.term) {
+            return;
+        }
+        let old = self.log.commit;
+        self.log.commit_to(candidate);
+        let freed: u64 = (old.0 + 1..=candidate.0)
+            .filter_map(|i| self.log.entry(LogIndex(i)))
+            .filter(|e| e.term == self.term)
+            .map(Entry::payload_bytes)
+            .sum();
+        let Role::Leader(l) = &mut self.role else {
+            unreachable!()
+        };
+        l.uncommitted_bytes = l.uncommitted_bytes.saturating_sub(freed);
+        let waiting = std::mem::take(&mut l.reads_waiting_for_commit);
+        for (context, from) in waiting {
+            self.leader_read(context, from);
+        }
+    }
+
+    // ----- transitions -----
+
+    fn campaign(&mut self, transfer: bool) {
+        if self.config.pre_vote && !transfer {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate(transfer);
+        }
+    }
+
+    fn become_follower(&mut self, term: Term, leader: NodeId) {
+        assert!(term >= self.term, "term regressed");
+        let was_leader = self.is_leader();
+        if term > self.term {
+            self.term = term;
+            self.vote = NodeId::NONE;
+        }
+        self.drop_leader_reads();
+        if self.leader != leader && !leader.is_none() {
+            log::info!(
+                "node {}: following leader {leader} at term {term}",
+                self.config.id
+            );
+        } else if was_leader {
+            log::info!("node {}: stepped down at term {term}", self.config.id);
+        }
+        self.leader = leader;
+        self.role = Role::Follower { incoming: None };
+        self.broadcast_pending = false;
+        self.reset_election_timer();
+    }
+
+    fn drop_leader_reads(&mut self) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let mut dropped: Vec<(u64, NodeId)> = l
+            .pending_reads
+            .drain(..)
+            .map(|r| (r.context, r.from))
+            .collect();
+        dropped.append(&mut l.reads_waiting_for_commit);
+        for (context, from) in dropped {
+            if from == self.config.id {
+                self.dropped_reads.push(context);
+            } else {
+                self.send(
+                    from,
+                    Body::ReadIndexResponse {
+                        context,
+                        index: LogIndex(0),
+                    },
+                );
+            }
+        }
+    }
+
+    fn become_pre_candidate(&mut self) {
+        assert!(!self.is_leader(), "a leader does not campaign");
+        log::debug!(
+            "node {}: asking for pre-votes for term {}",
+            self.config.id,
+            self.term.next_term()
+        );
+        self.role = Role::PreCandidate {
+            votes: Votes::default(),
+        };
+        self.leader = NodeId::NONE;
+        self.reset_election_timer();
+        if self.quorum() == 1 {
+            self.become_candidate(false);
+            return;
+        }
+        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        let term = self.term.next_term();
+        for to in self.peers() {
+            self.send_with_term(
+                to,
+                term,
+                Body::PreVote {
+                    last_index,
+                    last_term,
+                },
+            );
+        }
+    }
+
+    fn become_candidate(&mut self, transfer: bool) {
+        assert!(!self.is_leader(), "a leader does not campaign");
+        self.term = self.term.next_term();
+        self.vote = self.config.id;
+        self.leader = NodeId::NONE;
+        self.role = Role::Candidate {
+            votes: Votes::default(),
+        };
+        self.reset_election_timer();
+        log::info!(
+            "node {}: campaigning at term {}{}",
+            self.config.id,
+            self.term,
+            if transfer { " (transfer)" } else { "" }
+        );
+        if self.quorum() == 1 {
+            self.become_leader();
+            return;
+        }
+        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        for to in self.peers() {
+            self.send(
+                to,
+                Body::Vote {
+                    last_index,
+                    last_term,
+                    transfer,
+                },
+            );
+        }
+    }
+
+    fn become_leader(&mut self) {
+        assert!(
+            matches!(self.role, Role::Candidate { .. }),
+            "only a candidate becomes leader"
+        );
+        log::info!(
+            "node {}: became leader at term {}",
+            self.config.id,
+            self.term
+        );
+        let next = self.log.last_index().next();
+        let progress = self
+            .peers()
+            .into_iter()
+            .map(|id| {
+                let p = Progress::new(
+                    next,
+                    self.config.inflight_messages_max,
+                    self.config.inflight_bytes_max,
+                );
+                (id, p)
+            })
+            .collect();
+        self.role = Role::Leader(Box::new(LeaderState {
+            progress,
+            read_seq: 0,
+            pending_reads: VecDeque::new(),
+            reads_waiting_for_commit: Vec::new(),
+            transfer: None,
+            uncommitted_bytes: 0,
+        }));
+        self.leader = self.config.id;
+        self.heartbeat_elapsed = 0;
+        self.election_elapsed = 0;
+        if self.config.noop_on_election {
+            let index = self.log.last_index().next();
+            self.log.push(Entry {
+                term: self.term,
+                index,
+                kind: EntryKind::Noop,
+                data: Vec::new(),
+            });
+        }
+        for to in self.peers() {
+            self.send_append(to, true);
+        }
+        self.after_leader_append();
+    }
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        let base = self.config.election_timeout_ticks;
+        self.randomized_election_timeout = self.rng.gen_range(base..2 * base);
+    }
+
+    // ----- output -----
+
+    fn send(&mut self, to: NodeId, body: Body) {
+        self.send_with_term(to, self.term, body);
+    }
+
+    /// Queues a message. A leader's replication traffic may leave before its own disk
+    /// write; everything else (votes, answers) promises durable state and waits for it.
+    fn send_with_term(&mut self, to: NodeId, term: Term, body: Body) {
+        let now = self.is_leader()
+            && matches!(
+                body,
+                Body::Append { .. }
+                    | Body::Heartbeat { .. }
+                    | Body::Snapshot { .. }
+                    | Body::TimeoutNow
+                    | Body::ReadIndexResponse { .. }
+            );
+        let m = Message {
+            from: self.config.id,
+            to,
+            term,
+            body,
+        };
+        if now {
+            self.messages.push(m);
+        } else {
+            self.persisted_messages.push(m);
+        }
+    }
+
+    /// True when `ready()` would have something for the host.
+    pub fn has_ready(&self) -> bool {
+        if self.ready_out {
+            return false;
+        }
+        self.broadcast_pending
+            || self.hard_state() != self.handed_hard_state
+            || self.snapshot_to_persist.is_some()
+            || self.log.unstable_from <= self.log.last_index()
+            || !self.messages.is_empty()
+            || !self.persisted_messages.is_empty()
+            || !self.read_states.is_empty()
+            || !self.dropped_reads.is_empty()
+            || self.log.applying < self.log.commit.min(self.log.persisted)
+    }
+
+    /// Collects what the host must do now. Panics if the previous `Ready` was not advanced.
+    pub fn ready(&mut self) -> Ready {
+        assert!(!self.ready_out, "ready() called before advance()");
+        if self.broadcast_pending {
+            self.broadcast_pending = false;
+            for to in self.peers() {
+                self.send_more(to);
+            }
+        }
+        self.ready_number += 1;
+        self.ready_out = true;
+        let hs = self.hard_state();
+        let hard_state = (hs != self.handed_hard_state).then_some(hs);
+        self.handed_hard_state = hs;
+        let snapshot = self.snapshot_to_persist.take();
+        if let Some(s) = &snapshot {
+            self.log.applying = self.log.applying.max(s.meta.index);
+        }
+        let entries = self.log.take_unstable();
+        let last_entry = entries.last().map(|e| (e.index, e.term));
+        let apply_limit = self.log.commit.min(self.log.persisted);
+        let committed_entries = if self.log.applying < apply_limit {
+            self.log.slice(
+                self.log.applying.next(),
+                apply_limit.next(),
+                self.config.apply_bytes_max,
+            )
+        } else {
+            Vec::new()
+        };
+        if let Some(e) = committed_entries.last() {
+            self.log.applying = e.index;
+        }
+        let ready = Ready {
+            number: self.ready_number,
+            hard_state,
+            snapshot,
+            entries,
+            messages: std::mem::take(&mut self.messages),
+            persisted_messages: std::mem::take(&mut self.persisted_messages),
+            committed_entries,
+            read_states: std::mem::take(&mut self.read_states),
+            dropped_reads: std::mem::take(&mut self.dropped_reads),
+            last_entry,
+            apply_to: self.log.applying,
+        };
+        self.check_invariants();
+        ready
+    }
+
+    /// The host has done everything `ready` asked.
+    pub fn advance(&mut self, ready: Ready) {
+        assert!(
+            self.ready_out && ready.number == self.ready_number,
+            "advance() with a Ready that is not the outstanding one"
+        );
+        self.ready_out = false;
+        if let Some((index, term)) = ready.last_entry {
+            self.log.persisted_to(index, term);
+        }
+        self.log.applied = self.log.applied.max(ready.apply_to);
+        if self.is_leader() {
+            self.maybe_commit();
+        }
+        self.check_invariants();
+    }
+
+    // ----- helpers -----
+
+    fn peers(&self) -> Vec<NodeId> {
+        self.config
+            .voters
+            .iter()
+            .copied()
+            .filter(|&id| id != self.config.id)
+            .collect()
+    }
+
+    fn quorum(&self) -> usize {
+        self.config.voters.len() / 2 + 1
+    }
+
+    /// Asserted after every input; a failure is a bug in this crate.
+    fn check_invariants(&mut self) {
+        self.log.check_invariants();
+        assert!(
+            self.log.commit >= self.commit_floor,
+            "commit index regressed from {} to {}",
+            self.commit_floor,
+            self.log.commit
+        );
+        self.commit_floor = self.log.commit;
+        assert!(
+            self.vote.is_none() || self.config.voters.contains(&self.vote),
+            "voted for a non-member"
+        );
+        match &self.role {
+            Role::Leader(l) => {
+                assert_eq!(self.leader, self.config.id, "leader does not know itself");
+                assert_eq!(self.vote, self.config.id, "leader did not vote for itself");
+                for (id, p) in &l.progress {
+                    assert!(
+                        p.match_index < p.next_index,
+                        "progress of {id}: match {} not below next {}",
+                        p.match_index,
+                        p.next_index
+                    );
+                    assert!(
+                        p.match_index <= self.log.last_index(),
+                        "progress of {id}: match beyond our log"
+                    );
+                }
+            }
+            Role::Candidate { .. } => {
+                assert_eq!(
+                    self.vote, self.config.id,
+                    "candidate did not vote for itself"
+                )
+            }
+            Role::PreCandidate { .. } | Role::Follower { .. } => {}
+        }
+    }
+}
+
+/// Validates an append from the network before it touches the log: entries must follow
+/// `prev_index` contiguously with terms that never decrease and never pass the leader's.
+fn check_append(
+    prev_index: LogIndex,
+    prev_term: Term,
+    leader_term: Term,
+    entries: &[Entry],
+) -> Result<(), String> {
+    if prev_term > leader_term {
+        return Err(format!(
+            "prev term {prev_term} above leader term {leader_term}"
+        ));
+    }
+    let mut expect = (prev_index.next(), prev_term);
+    for e in entries {
+        if e.index != expect.0 || e.term < expect.1 || e.term > leader_term {
+            return Err(format!(
+                "entry {}/{} does not follow {}/{}",
+                e.term,
+                e.index,
+                expect.1,
+                expect.0.prev()
+            ));
+        }
+        expect = (e.index.next(), e.term);
+    }
+    Ok(())
+}
+
+impl Term {
+    /// The term after this one.
+    pub const fn next_term(self) -> Term {
+        Term(self.0 + 1)
+    }
+}
