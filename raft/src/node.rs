@@ -409,6 +409,10 @@ impl RawNode {
     pub fn term_at(&self, index: LogIndex) -> Option<Term> {
         self.log.term(index)
     }
+    /// The entry at `index`, when the log still holds it (for checkers and status).
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        self.log.entry(index)
+    }
     /// Where the latest snapshot ends.
     pub fn snapshot_meta(&self) -> SnapshotMeta {
         self.log.snapshot

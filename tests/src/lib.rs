@@ -1,1 +1,9 @@
-//! Workspace-level test support for raftd.
+//! Workspace-level test support for raftd: the deterministic simulator, the lab tester's
+//! scenarios re-created on it, the randomized swarm, and their checkers.
+#![forbid(unsafe_code)]
+
+pub mod checker;
+pub mod lab;
+pub mod runner;
+pub mod sim;
+pub mod swarm;

@@ -1,0 +1,100 @@
+//! Running scenarios by name and seed: single runs with a replay line on failure, and
+//! sweeps over many seeds with pass/fail counts and runs per second.
+
+use crate::lab::{Outcome, SCENARIOS};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+/// The swarm's name in listings and on the command line.
+pub const SWARM: &str = "swarm";
+
+/// Every scenario name: the lab's, ours, and the swarm.
+pub fn names() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = SCENARIOS.iter().map(|s| s.0).collect();
+    v.push(SWARM);
+    v
+}
+
+/// Looks a scenario up by name (case-insensitive).
+pub fn find(name: &str) -> Option<(&'static str, fn(u64) -> Outcome)> {
+    if name.eq_ignore_ascii_case(SWARM) {
+        return Some((SWARM, crate::swarm::swarm as fn(u64) -> Outcome));
+    }
+    SCENARIOS
+        .iter()
+        .find(|s| s.0.eq_ignore_ascii_case(name))
+        .map(|s| (s.0, s.2))
+}
+
+/// The one command that replays a run, printed with every failure.
+pub fn replay_command(name: &str, seed: u64) -> String {
+    format!("cargo run --release -p raftd-tests --bin sim -- run {name} --seed {seed} --trace")
+}
+
+/// Runs one scenario with one seed, turning a panic into an error that names the seed
+/// and the replay command.
+pub fn run_one(name: &str, seed: u64) -> Result<Outcome, String> {
+    let (name, f) = find(name).ok_or_else(|| format!("no scenario named {name}"))?;
+    catch_unwind(AssertUnwindSafe(|| f(seed))).map_err(|payload| {
+        let why = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panic".into());
+        format!(
+            "scenario {name} failed with seed {seed}: {why}\n  replay: {}",
+            replay_command(name, seed)
+        )
+    })
+}
+
+/// Tallies of a sweep of one scenario.
+#[derive(Debug, Default)]
+pub struct SweepResult {
+    /// Runs that passed.
+    pub passed: u64,
+    /// Failure messages (each with its replay command).
+    pub failures: Vec<String>,
+    /// Wall-clock seconds spent.
+    pub seconds: f64,
+    /// Virtual seconds simulated.
+    pub virtual_seconds: f64,
+}
+
+/// Runs `seeds` seeds of `name` starting at `first_seed`, collecting failures.
+pub fn sweep(name: &str, first_seed: u64, seeds: u64) -> SweepResult {
+    let started = Instant::now();
+    let mut r = SweepResult::default();
+    for seed in first_seed..first_seed + seeds {
+        match run_one(name, seed) {
+            Ok(o) => {
+                r.passed += 1;
+                r.virtual_seconds += o.virtual_time as f64 / 1e6;
+            }
+            Err(e) => r.failures.push(e),
+        }
+    }
+    r.seconds = started.elapsed().as_secs_f64();
+    r
+}
+
+/// For `cargo test`: runs the default number of seeds (`SIM_SEEDS`, default 3, starting
+/// at `SIM_SEED`, default 1) and panics with every failure's replay line.
+pub fn test_scenario(name: &str) {
+    let seeds = env_u64("SIM_SEEDS", 3);
+    let first = env_u64("SIM_SEED", 1);
+    let mut failures = Vec::new();
+    for seed in first..first + seeds {
+        if let Err(e) = run_one(name, seed) {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn env_u64(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

@@ -1,0 +1,763 @@
+//! The deterministic simulator: N cores on a simulated network with labrpc's semantics, a
+//! persister with the lab's crash semantics, virtual time, and one seeded PRNG for
+//! everything. The same seed gives the same run, event for event.
+//!
+//! Model of a host: each node has a durable image (hard state, snapshot, entries) that
+//! survives crashes, and an in-memory `RawNode` that does not. A `Ready` is handled like the
+//! daemon handles it: `messages` leave at once; the durable write takes a random disk time;
+//! when it completes, persisted messages leave, committed entries are applied and the node
+//! is advanced. A crash before the write completes loses the write, as a power cut would.
+
+use crate::checker::{Applier, Value};
+use raft::codec;
+use raft::{Body, Config, Entry, HardState, LogIndex, Message, NodeId, RawNode, Ready};
+use raft::{Restore, Snapshot, Term};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::cmp::Reverse;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+
+/// Virtual time in microseconds.
+pub type Micros = u64;
+/// One millisecond of virtual time.
+pub const MS: Micros = 1000;
+/// One second of virtual time.
+pub const SEC: Micros = 1_000_000;
+
+/// How the simulated network misbehaves. The first three fields are labrpc's modes; the
+/// rest are the swarm's extra faults.
+#[derive(Clone, Debug, Default)]
+pub struct NetFaults {
+    /// labrpc unreliable: requests wait 0–26 ms, 10 % of requests and 10 % of replies lost.
+    pub unreliable: bool,
+    /// labrpc long reordering: 2/3 of replies held back 200–2199 ms.
+    pub long_reordering: bool,
+    /// Extra loss of any message, in percent.
+    pub drop_percent: u32,
+    /// Messages delivered twice, in percent.
+    pub duplicate_percent: u32,
+    /// Extra random latency of every message, uniform in `[0, latency_max)`.
+    pub latency_max: Micros,
+}
+
+/// Everything fixed for one simulated cluster.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Number of nodes (ids 1..=n).
+    pub nodes: usize,
+    /// The sim's seed.
+    pub seed: u64,
+    /// Virtual time per core tick.
+    pub tick: Micros,
+    /// Template for each node's config (id, voters and seed are filled in).
+    pub raft: Config,
+    /// The lab's snapshot applier (part D) instead of the plain one.
+    pub snapshot_applier: bool,
+    /// The snapshot applier snapshots after index k when `(k + 1) % snapshot_every == 0`.
+    pub snapshot_every: u64,
+    /// A durable write takes a uniform time in `[0, disk_latency_max]`.
+    pub disk_latency_max: Micros,
+}
+
+impl SimConfig {
+    /// The lab's setting: heartbeats every 100 ms (the lab's limit is 10/s), elections after
+    /// 300–600 ms of silence, no leader no-op (the lab counts indices exactly).
+    pub fn lab(nodes: usize, seed: u64) -> SimConfig {
+        let mut raft = Config::new(NodeId(1), vec![NodeId(1)]);
+        raft.election_timeout_ticks = 30;
+        raft.heartbeat_interval_ticks = 10;
+        raft.noop_on_election = false;
+        raft.snapshot_chunk_bytes = 1024;
+        SimConfig {
+            nodes,
+            seed,
+            tick: 10 * MS,
+            raft,
+            snapshot_applier: false,
+            snapshot_every: 10,
+            disk_latency_max: 2 * MS,
+        }
+    }
+}
+
+/// A node's durable image: what a restart starts from.
+#[derive(Clone, Debug, Default)]
+pub struct Durable {
+    /// Persisted hard state.
+    pub hard_state: HardState,
+    /// Persisted snapshot (empty when none).
+    pub snapshot: Snapshot,
+    /// Persisted entries after the snapshot.
+    pub entries: Vec<Entry>,
+}
+
+impl Durable {
+    /// The size of the raft state as our encoding would store it (snapshot not counted),
+    /// which is what the lab's `RaftStateSize()` measures.
+    pub fn raft_state_bytes(&self) -> usize {
+        24 + 16
+            + self
+                .entries
+                .iter()
+                .map(|e| codec::ENTRY_HEADER_BYTES + e.data.len())
+                .sum::<usize>()
+    }
+
+    /// The term of the durable entry at `index`, or `None`.
+    pub fn term(&self, index: LogIndex) -> Option<Term> {
+        if index == self.snapshot.meta.index {
+            return Some(self.snapshot.meta.term);
+        }
+        let first = self.snapshot.meta.index.0 + 1;
+        if index.0 < first {
+            return None;
+        }
+        self.entries
+            .get((index.0 - first) as usize)
+            .map(|e| e.term)
+    }
+
+    fn write(&mut self, snapshot: Option<Snapshot>, hs: Option<HardState>, entries: Vec<Entry>) {
+        if let Some(s) = snapshot {
+            self.install_snapshot(s);
+        }
+        if let Some(hs) = hs {
+            self.hard_state = hs;
+        }
+        if let Some(first) = entries.first() {
+            let base = self.snapshot.meta.index.0 + 1;
+            assert!(first.index.0 >= base, "persisting an entry below the snapshot");
+            let keep = (first.index.0 - base) as usize;
+            assert!(keep <= self.entries.len(), "persisting with a gap");
+            self.entries.truncate(keep);
+            self.entries.extend(entries);
+        }
+    }
+
+    /// Stores a snapshot; keeps the entries after it when the log holds its last entry.
+    fn install_snapshot(&mut self, s: Snapshot) {
+        if s.meta.index <= self.snapshot.meta.index {
+            return;
+        }
+        if self.term(s.meta.index) == Some(s.meta.term) {
+            let drop = (s.meta.index.0 - self.snapshot.meta.index.0) as usize;
+            self.entries.drain(..drop);
+        } else {
+            self.entries.clear();
+        }
+        self.snapshot = s;
+    }
+}
+
+struct Node {
+    raw: RawNode,
+    incarnation: u64,
+    /// A Ready whose durable write is under way.
+    writing: Option<Ready>,
+}
+
+#[derive(Debug)]
+enum Event {
+    Tick {
+        node: usize,
+        incarnation: u64,
+    },
+    Deliver {
+        message: Message,
+        from_incarnation: u64,
+        to_incarnation: u64,
+    },
+    WriteDone {
+        node: usize,
+        incarnation: u64,
+    },
+    Task(usize),
+}
+
+/// A background activity in virtual time (a concurrent tester helper or client).
+pub trait Task {
+    /// Runs until the task would sleep; returns how long, or `None` when it has finished.
+    fn step(&mut self, sim: &mut Sim) -> Option<Micros>;
+}
+
+struct Queued {
+    at: Micros,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// Message counters with labrpc's meaning (spec §1.5).
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    /// Every request submitted to the network.
+    pub total_requests: u64,
+    /// Requests dispatched to each server, reset when it restarts.
+    pub dispatched: Vec<u64>,
+    /// Request bytes at submission plus reply bytes at delivery.
+    pub bytes: u64,
+}
+
+/// The simulated cluster.
+pub struct Sim {
+    /// The configuration it was built with.
+    pub config: SimConfig,
+    /// The one PRNG for everything random in the run.
+    pub rng: SmallRng,
+    now: Micros,
+    seq: u64,
+    queue: BinaryHeap<Reverse<Queued>>,
+    nodes: Vec<Option<Node>>,
+    incarnations: Vec<u64>,
+    /// Each node's durable image; survives crashes.
+    pub durable: Vec<Durable>,
+    /// The lab's connect/disconnect flag per node.
+    pub connected: Vec<bool>,
+    /// Directed link blocks for asymmetric partitions: `blocked[from][to]`.
+    pub blocked: Vec<Vec<bool>>,
+    /// Network faults in force.
+    pub faults: NetFaults,
+    /// labrpc's counters.
+    pub counters: Counters,
+    /// The tester's appliers and the safety checkers.
+    pub applier: Applier,
+    /// Leader seen per term: at most one (election safety).
+    leaders: BTreeMap<Term, NodeId>,
+    trace_hash: DefaultHasher,
+    /// Print every event (for replays).
+    pub trace: bool,
+    /// Set when the test is over: background tasks stop.
+    pub finished: bool,
+    /// Number of events processed.
+    pub events: u64,
+    tasks: Vec<Option<Box<dyn Task>>>,
+}
+
+impl Sim {
+    /// Builds the cluster and starts every node, all connected.
+    pub fn new(config: SimConfig) -> Sim {
+        let n = config.nodes;
+        let mut sim = Sim {
+            rng: SmallRng::seed_from_u64(config.seed),
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            nodes: (0..n).map(|_| None).collect(),
+            incarnations: vec![0; n],
+            durable: vec![Durable::default(); n],
+            connected: vec![false; n],
+            blocked: vec![vec![false; n]; n],
+            faults: NetFaults::default(),
+            counters: Counters {
+                dispatched: vec![0; n],
+                ..Counters::default()
+            },
+            applier: Applier::new(n, config.snapshot_applier),
+            leaders: BTreeMap::new(),
+            trace_hash: DefaultHasher::new(),
+            trace: std::env::var_os("SIM_TRACE").is_some(),
+            finished: false,
+            events: 0,
+            tasks: Vec::new(),
+            config,
+        };
+        sim.applier.snapshot_every = sim.config.snapshot_every;
+        for i in 0..n {
+            sim.start(i);
+        }
+        for i in 0..n {
+            sim.connect(i);
+        }
+        sim
+    }
+
+    /// Virtual time now.
+    pub fn now(&self) -> Micros {
+        self.now
+    }
+
+    /// Number of nodes.
+    pub fn n(&self) -> usize {
+        self.config.nodes
+    }
+
+    /// A hash of everything that happened: equal for two runs of one seed.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace_hash.clone().finish()
+    }
+
+    /// The core of node `i`, when it is up.
+    pub fn raw(&self, i: usize) -> Option<&RawNode> {
+        self.nodes[i].as_ref().map(|n| &n.raw)
+    }
+
+    /// True when node `i` is up.
+    pub fn alive(&self, i: usize) -> bool {
+        self.nodes[i].is_some()
+    }
+
+    fn schedule(&mut self, delay: Micros, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse(Queued {
+            at: self.now + delay,
+            seq: self.seq,
+            event,
+        }));
+    }
+
+    // ----- the tester's controls (spec §3) -----
+
+    /// Crash node `i`: its memory is gone, its in-flight disk write lost; the durable image
+    /// stays as it was. Messages to and from the dead incarnation are lost.
+    pub fn crash(&mut self, i: usize) {
+        if self.nodes[i].take().is_some() {
+            self.incarnations[i] += 1;
+            self.log_event(format_args!("crash {}", i + 1));
+        }
+    }
+
+    /// (Re)start node `i` from its durable image (crashing it first if it is up). It is
+    /// left as connected or disconnected as it was.
+    pub fn start(&mut self, i: usize) {
+        self.crash(i);
+        self.incarnations[i] += 1;
+        let incarnation = self.incarnations[i];
+        let d = self.durable[i].clone();
+        let mut config = self.config.raft.clone();
+        config.id = NodeId(i as u64 + 1);
+        config.voters = (1..=self.n() as u64).map(NodeId).collect();
+        config.seed = self.config.seed ^ (incarnation << 20) ^ (i as u64 + 1);
+        self.applier.restart(i, &d.snapshot);
+        self.counters.dispatched[i] = 0;
+        let raw = RawNode::new(
+            config,
+            Restore {
+                hard_state: d.hard_state,
+                snapshot: d.snapshot,
+                entries: d.entries,
+            },
+        )
+        .expect("valid config");
+        self.nodes[i] = Some(Node {
+            raw,
+            incarnation,
+            writing: None,
+        });
+        let phase = self.rng.gen_range(0..self.config.tick);
+        self.schedule(
+            phase,
+            Event::Tick {
+                node: i,
+                incarnation,
+            },
+        );
+        self.log_event(format_args!("start {} incarnation {incarnation}", i + 1));
+    }
+
+    /// The lab's `connect(i)`.
+    pub fn connect(&mut self, i: usize) {
+        self.connected[i] = true;
+    }
+
+    /// The lab's `disconnect(i)`.
+    pub fn disconnect(&mut self, i: usize) {
+        self.connected[i] = false;
+    }
+
+    fn link_up(&self, from: usize, to: usize) -> bool {
+        self.connected[from] && self.connected[to] && !self.blocked[from][to]
+    }
+
+    /// The lab's `Start(cmd)` on node `i`: (index, term, is_leader).
+    pub fn propose(&mut self, i: usize, data: Vec<u8>) -> (u64, Term, bool) {
+        let Some(node) = self.nodes[i].as_mut() else {
+            return (0, Term(0), false);
+        };
+        let term = node.raw.term();
+        match node.raw.propose(data) {
+            Ok(index) => {
+                self.pump(i);
+                (index.0, term, true)
+            }
+            Err(_) => (0, term, false),
+        }
+    }
+
+    /// Asks leader `i` to hand leadership to node index `target`; false if refused.
+    pub fn transfer_leader(&mut self, i: usize, target: usize) -> bool {
+        let Some(node) = self.nodes[i].as_mut() else {
+            return false;
+        };
+        let ok = node
+            .raw
+            .transfer_leader(NodeId(target as u64 + 1))
+            .is_ok();
+        self.pump(i);
+        ok
+    }
+
+    /// The lab's `GetState()`: (term, is_leader), for a live node.
+    pub fn state(&self, i: usize) -> Option<(Term, bool)> {
+        self.raw(i).map(|r| (r.term(), r.is_leader()))
+    }
+
+    /// The largest raft state (snapshot excluded) over all nodes: the lab's `LogSize()`.
+    pub fn log_size(&self) -> usize {
+        self.durable
+            .iter()
+            .map(Durable::raft_state_bytes)
+            .max()
+            .unwrap_or(0)
+    }
+
+    // ----- running -----
+
+    /// Starts a background task at the current time.
+    pub fn spawn(&mut self, task: Box<dyn Task>) {
+        self.tasks.push(Some(task));
+        let id = self.tasks.len() - 1;
+        self.schedule(0, Event::Task(id));
+    }
+
+    /// Runs the simulation for `duration` of virtual time.
+    pub fn sleep(&mut self, duration: Micros) {
+        let until = self.now + duration;
+        self.run_until(until);
+    }
+
+    /// Processes every event due at or before `until`, then sets the clock to `until`.
+    pub fn run_until(&mut self, until: Micros) {
+        while let Some(Reverse(q)) = self.queue.peek() {
+            if q.at > until {
+                break;
+            }
+            let Reverse(q) = self.queue.pop().expect("peeked");
+            self.now = q.at;
+            self.events += 1;
+            self.handle(q.event);
+        }
+        self.now = until;
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick { node, incarnation } => {
+                if self.incarnations[node] != incarnation || self.nodes[node].is_none() {
+                    return;
+                }
+                let n = self.nodes[node].as_mut().expect("alive");
+                n.raw.tick();
+                self.after_input(node);
+                let tick = self.config.tick;
+                self.schedule(tick, Event::Tick { node, incarnation });
+            }
+            Event::Deliver {
+                message,
+                from_incarnation,
+                to_incarnation,
+            } => self.deliver(message, from_incarnation, to_incarnation),
+            Event::Task(id) => {
+                let mut task = self.tasks[id].take().expect("task present");
+                match task.step(self) {
+                    Some(delay) => {
+                        self.tasks[id] = Some(task);
+                        self.schedule(delay, Event::Task(id));
+                    }
+                    None => {}
+                }
+            }
+            Event::WriteDone { node, incarnation } => {
+                if self.incarnations[node] != incarnation || self.nodes[node].is_none() {
+                    return; // The write died with the crash.
+                }
+                let ready = self.nodes[node]
+                    .as_mut()
+                    .and_then(|n| n.writing.take())
+                    .expect("a write was under way");
+                self.complete(node, ready);
+                self.pump(node);
+            }
+        }
+    }
+
+    fn deliver(&mut self, message: Message, from_incarnation: u64, to_incarnation: u64) {
+        let from = message.from.0 as usize - 1;
+        let to = message.to.0 as usize - 1;
+        // labrpc: a message to or from a dead, replaced or disconnected server is lost.
+        if self.incarnations[from] != from_incarnation
+            || self.incarnations[to] != to_incarnation
+            || self.nodes[to].is_none()
+            || !self.link_up(from, to)
+        {
+            return;
+        }
+        if message.body.is_response() {
+            self.counters.bytes += codec::encoded_len(&message) as u64;
+        } else {
+            self.counters.dispatched[to] += 1;
+        }
+        self.hash_message(&message);
+        if self.trace {
+            println!("{:>10} deliver {message}", self.now);
+        }
+        let node = self.nodes[to].as_mut().expect("alive");
+        node.raw
+            .step(message)
+            .expect("the simulator addresses messages correctly");
+        self.after_input(to);
+    }
+
+    fn after_input(&mut self, i: usize) {
+        self.check_leader(i);
+        self.pump(i);
+    }
+
+    /// Election safety: at most one leader per term. Also checks that a new leader holds
+    /// every entry known committed (leader completeness, §5.4).
+    fn check_leader(&mut self, i: usize) {
+        let raw = &self.nodes[i].as_ref().expect("alive").raw;
+        if !raw.is_leader() {
+            return;
+        }
+        let id = raw.id();
+        match self.leaders.get(&raw.term()) {
+            Some(&other) if other != id => panic!(
+                "election safety: term {} has two leaders, {other} and {id}",
+                raw.term()
+            ),
+            Some(_) => {}
+            None => {
+                self.leaders.insert(raw.term(), id);
+                self.applier.check_leader_completeness(raw);
+            }
+        }
+    }
+
+    /// Hands every Ready the node has to the simulated host.
+    fn pump(&mut self, i: usize) {
+        loop {
+            let Some(node) = self.nodes[i].as_mut() else {
+                return;
+            };
+            if node.writing.is_some() || !node.raw.has_ready() {
+                return;
+            }
+            let mut ready = node.raw.ready();
+            let incarnation = node.incarnation;
+            for m in ready.take_messages() {
+                self.send(m);
+            }
+            if ready.must_sync() && self.config.disk_latency_max > 0 {
+                let delay = self.rng.gen_range(0..=self.config.disk_latency_max);
+                self.nodes[i].as_mut().expect("alive").writing = Some(ready);
+                self.schedule(
+                    delay,
+                    Event::WriteDone {
+                        node: i,
+                        incarnation,
+                    },
+                );
+                return;
+            }
+            self.complete(i, ready);
+        }
+    }
+
+    /// The durable write is done: store it, send what waited for it, apply, advance.
+    fn complete(&mut self, i: usize, mut ready: Ready) {
+        let snapshot = ready.take_snapshot();
+        let entries = ready.take_entries();
+        self.durable[i].write(snapshot.clone(), ready.hard_state(), entries);
+        for m in ready.take_persisted_messages() {
+            self.send(m);
+        }
+        if let Some(s) = snapshot {
+            self.applier.apply_snapshot(i, &s);
+        }
+        for entry in ready.take_committed_entries() {
+            let snap = self.applier.apply(i, &entry);
+            if let Some(data) = snap {
+                self.compact(i, entry.index, data);
+            }
+        }
+        let _ = ready.take_read_states();
+        let _ = ready.take_dropped_reads();
+        let node = self.nodes[i].as_mut().expect("alive");
+        node.raw.advance(ready);
+        self.check_leader(i);
+    }
+
+    /// The service snapshots through `index`: the core compacts, the persister stores the
+    /// snapshot with the trimmed state at once (the lab's `Save(state, snapshot)`).
+    pub fn compact(&mut self, i: usize, index: LogIndex, data: Vec<u8>) {
+        let node = self.nodes[i].as_mut().expect("alive");
+        let term = node.raw.term_at(index).expect("applied entry is in the log");
+        if !node.raw.compact(index, data.clone()) {
+            return;
+        }
+        self.durable[i].install_snapshot(Snapshot {
+            meta: raft::SnapshotMeta { index, term },
+            data,
+        });
+    }
+
+    /// Puts a message on the simulated network with labrpc's semantics (spec §1.3).
+    fn send(&mut self, m: Message) {
+        let from = m.from.0 as usize - 1;
+        let to = m.to.0 as usize - 1;
+        let response = m.body.is_response();
+        if !response {
+            self.counters.total_requests += 1;
+            self.counters.bytes += codec::encoded_len(&m) as u64;
+        }
+        if !self.link_up(from, to) {
+            return;
+        }
+        let f = self.faults.clone();
+        let mut delay = 0;
+        if f.unreliable {
+            if !response {
+                delay += self.rng.gen_range(0..27) * MS;
+            }
+            if self.rng.gen_range(0..1000) < 100 {
+                return; // Request or reply lost.
+            }
+        }
+        if response && f.long_reordering && self.rng.gen_range(0..900) < 600 {
+            let spread = 1 + self.rng.gen_range(0..2000);
+            delay += (200 + self.rng.gen_range(0..spread)) * MS;
+        }
+        if f.drop_percent > 0 && self.rng.gen_range(0..100) < f.drop_percent {
+            return;
+        }
+        if f.latency_max > 0 {
+            delay += self.rng.gen_range(0..f.latency_max);
+        }
+        let copies = if f.duplicate_percent > 0 && self.rng.gen_range(0..100) < f.duplicate_percent
+        {
+            2
+        } else {
+            1
+        };
+        for copy in 0..copies {
+            let extra = if copy == 0 {
+                0
+            } else {
+                self.rng.gen_range(0..50 * MS)
+            };
+            let event = Event::Deliver {
+                message: m.clone(),
+                from_incarnation: self.incarnations[from],
+                to_incarnation: self.incarnations[to],
+            };
+            self.schedule(delay + extra, event);
+        }
+    }
+
+    fn hash_message(&mut self, m: &Message) {
+        self.now.hash(&mut self.trace_hash);
+        m.from.hash(&mut self.trace_hash);
+        m.to.hash(&mut self.trace_hash);
+        m.term.hash(&mut self.trace_hash);
+        m.body.name().hash(&mut self.trace_hash);
+        if let Body::Append { entries, .. } = &m.body {
+            entries.len().hash(&mut self.trace_hash);
+        }
+    }
+
+    fn log_event(&mut self, what: std::fmt::Arguments<'_>) {
+        let line = what.to_string();
+        line.hash(&mut self.trace_hash);
+        if self.trace {
+            println!("{:>10} {line}", self.now);
+        }
+    }
+
+    // ----- checkers run at checkpoints -----
+
+    /// Log matching (§5.3) between every pair of live nodes: where two logs hold an entry
+    /// with the same index and term, they are identical up to it. Checks the newest
+    /// `window` common indices.
+    pub fn check_log_matching(&self, window: u64) {
+        let live: Vec<&RawNode> = self.nodes.iter().flatten().map(|n| &n.raw).collect();
+        for (a_pos, a) in live.iter().enumerate() {
+            for b in &live[a_pos + 1..] {
+                let lo = a.snapshot_meta().index.max(b.snapshot_meta().index).next();
+                let hi = a.last_index().min(b.last_index());
+                if hi < lo {
+                    continue;
+                }
+                let lo = LogIndex(lo.0.max(hi.0.saturating_sub(window)));
+                let mut index = hi;
+                let mut matched = false;
+                while index >= lo && index.0 > 0 {
+                    let (ea, eb) = (a.entry(index), b.entry(index));
+                    let (ea, eb) = (ea.expect("in range"), eb.expect("in range"));
+                    if ea.term == eb.term {
+                        matched = true;
+                    }
+                    if matched {
+                        assert!(
+                            ea == eb,
+                            "log matching: nodes {} and {} differ at index {index} below a common entry",
+                            a.id(),
+                            b.id()
+                        );
+                    }
+                    index = index.prev();
+                }
+            }
+        }
+    }
+
+    /// Durability: every entry known committed is held, with its term, by a majority of
+    /// the durable images (or covered by their snapshots). Checks the newest `window`.
+    pub fn check_committed_durable(&self, window: usize) {
+        let quorum = self.n() / 2 + 1;
+        for (&index, value) in self.applier.committed.iter().rev().take(window) {
+            let holders = self
+                .durable
+                .iter()
+                .filter(|d| {
+                    d.snapshot.meta.index.0 >= index || d.term(LogIndex(index)) == Some(value.term)
+                })
+                .count();
+            assert!(
+                holders >= quorum,
+                "durability: committed entry {index} (term {}) is on only {holders} disks",
+                value.term
+            );
+        }
+    }
+
+    /// All checkpoint checkers.
+    pub fn check_all(&self) {
+        self.check_log_matching(512);
+        self.check_committed_durable(512);
+    }
+
+    /// Value committed at `index` according to the appliers, with the count of servers
+    /// that applied it (the lab's `nCommitted`).
+    pub fn n_committed(&self, index: u64) -> (usize, Option<Rc<Value>>) {
+        self.applier.n_committed(index)
+    }
+}

@@ -1,0 +1,154 @@
+//! The swarm: a randomized scenario in the style of FoundationDB and TigerBeetle simulation
+//! testing. A seed picks the cluster size (3, 5 or 7), the core's options and the fault mix;
+//! a fault phase then throws symmetric and asymmetric partitions, loss, duplication,
+//! reordering, latency, crashes and restarts, leadership transfers and snapshots at a
+//! stream of proposals, with the checkers watching every step. A liveness phase follows:
+//! heal a random majority — it must elect a leader and commit within a bounded virtual time
+//! — then heal everything and require every node to converge.
+
+use crate::lab::{Outcome, Tester};
+use crate::sim::{Micros, NetFaults, SimConfig, MS, SEC};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+/// Runs one swarm scenario.
+pub fn swarm(seed: u64) -> Outcome {
+    // The configuration is drawn from the seed; the simulator's own PRNG (same seed) then
+    // drives everything else.
+    let mut pick = SmallRng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed);
+    let n = [3, 5, 7][pick.gen_range(0..3)];
+    let mut config = SimConfig::lab(n, seed);
+    config.raft.pre_vote = pick.gen_bool(0.75);
+    config.raft.check_quorum = pick.gen_bool(0.75);
+    config.raft.noop_on_election = pick.gen_bool(0.75);
+    config.raft.inflight_messages_max = pick.gen_range(1..16);
+    config.raft.inflight_bytes_max = pick.gen_range(16..1024);
+    config.raft.append_bytes_max = pick.gen_range(8..256);
+    config.raft.snapshot_chunk_bytes = pick.gen_range(16..512);
+    config.snapshot_applier = pick.gen_bool(0.5);
+    config.snapshot_every = pick.gen_range(3..40);
+    config.disk_latency_max = pick.gen_range(0..10) * MS;
+    let fault_phase: Micros = pick.gen_range(5..20) * SEC;
+    let mut t = Tester::with_config(config, false);
+    let mut next_cmd = 1u64;
+    let mut next_check = SEC;
+    let end = t.sim.now() + fault_phase;
+
+    while t.sim.now() < end {
+        let step = t.rand(200) + 1;
+        t.sleep(step * MS);
+        if t.sim.now() >= next_check {
+            t.sim.check_all();
+            next_check += SEC;
+        }
+        let roll = t.rand(1000);
+        match roll {
+            // Proposals on whichever nodes take them: most of the traffic.
+            0..=549 => {
+                let burst = 1 + t.rand(8);
+                for _ in 0..burst {
+                    let i = t.rand(n as u64) as usize;
+                    t.sim.propose(i, crate::lab::cmd(next_cmd));
+                    next_cmd += 1;
+                }
+            }
+            550..=619 => symmetric_partition(&mut t),
+            620..=679 => {
+                let (a, b) = (t.rand(n as u64) as usize, t.rand(n as u64) as usize);
+                if a != b {
+                    t.sim.blocked[a][b] = true;
+                }
+            }
+            680..=739 => heal_links(&mut t),
+            740..=789 => {
+                let i = t.rand(n as u64) as usize;
+                t.sim.crash(i);
+            }
+            790..=859 => {
+                let i = t.rand(n as u64) as usize;
+                if !t.sim.alive(i) {
+                    t.sim.start(i);
+                }
+            }
+            860..=929 => random_faults(&mut t),
+            930..=959 => {
+                let leader = (0..n).find(|&i| t.sim.state(i).is_some_and(|(_, l)| l));
+                if let Some(l) = leader {
+                    let target = t.rand(n as u64) as usize;
+                    if target != l {
+                        t.sim.transfer_leader(l, target);
+                    }
+                }
+            }
+            _ => {
+                let i = t.rand(n as u64) as usize;
+                t.disconnect(i);
+                let back = t.rand(3 * SEC);
+                t.sleep(back);
+                t.connect(i);
+            }
+        }
+    }
+    t.sim.check_all();
+
+    // Liveness: a random majority, healed, must elect a leader and commit in bounded time.
+    t.sim.faults = NetFaults::default();
+    heal_links(&mut t);
+    let majority = n / 2 + 1;
+    let mut order: Vec<usize> = (0..n).collect();
+    for k in (1..n).rev() {
+        let j = t.rand(k as u64 + 1) as usize;
+        order.swap(k, j);
+    }
+    for (pos, &i) in order.iter().enumerate() {
+        if pos < majority {
+            if !t.sim.alive(i) {
+                t.sim.start(i);
+            }
+            t.connect(i);
+        } else {
+            t.disconnect(i);
+        }
+    }
+    t.one(next_cmd, majority, true);
+    next_cmd += 1;
+    // Then everyone.
+    for i in 0..n {
+        if !t.sim.alive(i) {
+            t.sim.start(i);
+        }
+        t.connect(i);
+    }
+    t.one(next_cmd, n, true);
+    t.end()
+}
+
+fn symmetric_partition(t: &mut Tester) {
+    let n = t.n();
+    let side: Vec<bool> = (0..n).map(|_| t.rand(2) == 0).collect();
+    for a in 0..n {
+        for b in 0..n {
+            t.sim.blocked[a][b] = side[a] != side[b];
+        }
+    }
+}
+
+fn heal_links(t: &mut Tester) {
+    for row in t.sim.blocked.iter_mut() {
+        row.iter_mut().for_each(|x| *x = false);
+    }
+    for i in 0..t.n() {
+        t.connect(i);
+    }
+}
+
+fn random_faults(t: &mut Tester) {
+    let f = NetFaults {
+        unreliable: t.rand(4) == 0,
+        long_reordering: t.rand(6) == 0,
+        drop_percent: [0, 0, 5, 20, 40][t.rand(5) as usize],
+        duplicate_percent: [0, 0, 5, 20][t.rand(4) as usize],
+        latency_max: [0, 0, 5 * MS, 30 * MS, 100 * MS][t.rand(5) as usize],
+    };
+    t.sim.faults = f;
+}
