@@ -140,7 +140,7 @@ impl Applier {
                 );
             }
         }
-        if self.snapshot_mode && (k + 1) % self.snapshot_every == 0 {
+        if self.snapshot_mode && (k + 1).is_multiple_of(self.snapshot_every) {
             return Some(encode_snapshot(k, &self.logs[i][..=k as usize]));
         }
         None

@@ -5,6 +5,9 @@ use crate::lab::{Outcome, SCENARIOS};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
+/// A scenario: a function of the seed.
+pub type ScenarioFn = fn(u64) -> Outcome;
+
 /// The swarm's name in listings and on the command line.
 pub const SWARM: &str = "swarm";
 
@@ -16,9 +19,9 @@ pub fn names() -> Vec<&'static str> {
 }
 
 /// Looks a scenario up by name (case-insensitive).
-pub fn find(name: &str) -> Option<(&'static str, fn(u64) -> Outcome)> {
+pub fn find(name: &str) -> Option<(&'static str, ScenarioFn)> {
     if name.eq_ignore_ascii_case(SWARM) {
-        return Some((SWARM, crate::swarm::swarm as fn(u64) -> Outcome));
+        return Some((SWARM, crate::swarm::swarm as ScenarioFn));
     }
     SCENARIOS
         .iter()
@@ -78,10 +81,10 @@ pub fn sweep(name: &str, first_seed: u64, seeds: u64) -> SweepResult {
     r
 }
 
-/// For `cargo test`: runs the default number of seeds (`SIM_SEEDS`, default 3, starting
+/// For `cargo test`: runs the default number of seeds (`SIM_SEEDS`, default 25, starting
 /// at `SIM_SEED`, default 1) and panics with every failure's replay line.
 pub fn test_scenario(name: &str) {
-    let seeds = env_u64("SIM_SEEDS", 3);
+    let seeds = env_u64("SIM_SEEDS", 25);
     let first = env_u64("SIM_SEED", 1);
     let mut failures = Vec::new();
     for seed in first..first + seeds {

@@ -115,9 +115,7 @@ impl Durable {
         if index.0 < first {
             return None;
         }
-        self.entries
-            .get((index.0 - first) as usize)
-            .map(|e| e.term)
+        self.entries.get((index.0 - first) as usize).map(|e| e.term)
     }
 
     fn write(&mut self, snapshot: Option<Snapshot>, hs: Option<HardState>, entries: Vec<Entry>) {
@@ -129,7 +127,10 @@ impl Durable {
         }
         if let Some(first) = entries.first() {
             let base = self.snapshot.meta.index.0 + 1;
-            assert!(first.index.0 >= base, "persisting an entry below the snapshot");
+            assert!(
+                first.index.0 >= base,
+                "persisting an entry below the snapshot"
+            );
             let keep = (first.index.0 - base) as usize;
             assert!(keep <= self.entries.len(), "persisting with a gap");
             self.entries.truncate(keep);
@@ -330,8 +331,11 @@ impl Sim {
     /// stays as it was. Messages to and from the dead incarnation are lost.
     pub fn crash(&mut self, i: usize) {
         if self.nodes[i].take().is_some() {
+            // A crash is when a missing durable copy would bite: check right here that
+            // everything committed survives on a majority of disks.
+            self.check_committed_durable(512);
             self.incarnations[i] += 1;
-            self.log_event(format_args!("crash {}", i + 1));
+            self.note(format_args!("crash {}", i + 1));
         }
     }
 
@@ -370,7 +374,7 @@ impl Sim {
                 incarnation,
             },
         );
-        self.log_event(format_args!("start {} incarnation {incarnation}", i + 1));
+        self.note(format_args!("start {} incarnation {incarnation}", i + 1));
     }
 
     /// The lab's `connect(i)`.
@@ -407,10 +411,7 @@ impl Sim {
         let Some(node) = self.nodes[i].as_mut() else {
             return false;
         };
-        let ok = node
-            .raw
-            .transfer_leader(NodeId(target as u64 + 1))
-            .is_ok();
+        let ok = node.raw.transfer_leader(NodeId(target as u64 + 1)).is_ok();
         self.pump(i);
         ok
     }
@@ -477,12 +478,9 @@ impl Sim {
             } => self.deliver(message, from_incarnation, to_incarnation),
             Event::Task(id) => {
                 let mut task = self.tasks[id].take().expect("task present");
-                match task.step(self) {
-                    Some(delay) => {
-                        self.tasks[id] = Some(task);
-                        self.schedule(delay, Event::Task(id));
-                    }
-                    None => {}
+                if let Some(delay) = task.step(self) {
+                    self.tasks[id] = Some(task);
+                    self.schedule(delay, Event::Task(id));
                 }
             }
             Event::WriteDone { node, incarnation } => {
@@ -610,7 +608,11 @@ impl Sim {
     /// snapshot with the trimmed state at once (the lab's `Save(state, snapshot)`).
     pub fn compact(&mut self, i: usize, index: LogIndex, data: Vec<u8>) {
         let node = self.nodes[i].as_mut().expect("alive");
-        let term = node.raw.term_at(index).expect("applied entry is in the log");
+        // A snapshot from the leader may have overtaken the entries being applied; then the
+        // core has compacted past `index` already and there is nothing to do.
+        let Some(term) = node.raw.term_at(index) else {
+            return;
+        };
         if !node.raw.compact(index, data.clone()) {
             return;
         }
@@ -684,7 +686,8 @@ impl Sim {
         }
     }
 
-    fn log_event(&mut self, what: std::fmt::Arguments<'_>) {
+    /// Records a line in the trace (and the trace hash).
+    pub fn note(&mut self, what: std::fmt::Arguments<'_>) {
         let line = what.to_string();
         line.hash(&mut self.trace_hash);
         if self.trace {
@@ -732,21 +735,36 @@ impl Sim {
     /// Durability: every entry known committed is held, with its term, by a majority of
     /// the durable images (or covered by their snapshots). Checks the newest `window`.
     pub fn check_committed_durable(&self, window: usize) {
-        let quorum = self.n() / 2 + 1;
         for (&index, value) in self.applier.committed.iter().rev().take(window) {
-            let holders = self
-                .durable
-                .iter()
-                .filter(|d| {
-                    d.snapshot.meta.index.0 >= index || d.term(LogIndex(index)) == Some(value.term)
-                })
-                .count();
-            assert!(
-                holders >= quorum,
-                "durability: committed entry {index} (term {}) is on only {holders} disks",
-                value.term
-            );
+            self.check_durable(LogIndex(index), value.term);
         }
+        // What live nodes consider committed, applied anywhere or not yet.
+        for raw in self.nodes.iter().flatten().map(|n| &n.raw) {
+            let commit = raw.commit_index();
+            let lo = raw
+                .snapshot_meta()
+                .index
+                .max(LogIndex(commit.0.saturating_sub(64)));
+            let mut index = commit;
+            while index > lo {
+                let term = raw.term_at(index).expect("committed entry in the log");
+                self.check_durable(index, term);
+                index = index.prev();
+            }
+        }
+    }
+
+    fn check_durable(&self, index: LogIndex, term: Term) {
+        let quorum = self.n() / 2 + 1;
+        let holders = self
+            .durable
+            .iter()
+            .filter(|d| d.snapshot.meta.index >= index || d.term(index) == Some(term))
+            .count();
+        assert!(
+            holders >= quorum,
+            "durability: committed entry {index} (term {term}) is on only {holders} disks"
+        );
     }
 
     /// All checkpoint checkers.

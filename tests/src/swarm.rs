@@ -44,33 +44,40 @@ pub fn swarm(seed: u64) -> Outcome {
         let roll = t.rand(1000);
         match roll {
             // Proposals on whichever nodes take them: most of the traffic.
-            0..=549 => {
+            0..=649 => {
                 let burst = 1 + t.rand(8);
                 for _ in 0..burst {
-                    let i = t.rand(n as u64) as usize;
+                    // Mostly to a node that claims leadership, sometimes to anyone.
+                    let leader = (0..n).find(|&i| t.sim.state(i).is_some_and(|(_, l)| l));
+                    let i = match leader {
+                        Some(l) if t.rand(5) > 0 => l,
+                        _ => t.rand(n as u64) as usize,
+                    };
                     t.sim.propose(i, crate::lab::cmd(next_cmd));
                     next_cmd += 1;
                 }
             }
-            550..=619 => symmetric_partition(&mut t),
-            620..=679 => {
+            650..=689 => symmetric_partition(&mut t),
+            690..=719 => {
                 let (a, b) = (t.rand(n as u64) as usize, t.rand(n as u64) as usize);
                 if a != b {
                     t.sim.blocked[a][b] = true;
+                    t.sim.note(format_args!("block {} -> {}", a + 1, b + 1));
                 }
             }
-            680..=739 => heal_links(&mut t),
-            740..=789 => {
+            720..=769 => heal_links(&mut t),
+            770..=804 => {
                 let i = t.rand(n as u64) as usize;
                 t.sim.crash(i);
             }
-            790..=859 => {
-                let i = t.rand(n as u64) as usize;
-                if !t.sim.alive(i) {
+            805..=869 => {
+                let dead: Vec<usize> = (0..n).filter(|&i| !t.sim.alive(i)).collect();
+                if !dead.is_empty() {
+                    let i = dead[t.rand(dead.len() as u64) as usize];
                     t.sim.start(i);
                 }
             }
-            860..=929 => random_faults(&mut t),
+            870..=929 => random_faults(&mut t),
             930..=959 => {
                 let leader = (0..n).find(|&i| t.sim.state(i).is_some_and(|(_, l)| l));
                 if let Some(l) = leader {
@@ -131,9 +138,11 @@ fn symmetric_partition(t: &mut Tester) {
             t.sim.blocked[a][b] = side[a] != side[b];
         }
     }
+    t.sim.note(format_args!("partition {side:?}"));
 }
 
 fn heal_links(t: &mut Tester) {
+    t.sim.note(format_args!("heal links"));
     for row in t.sim.blocked.iter_mut() {
         row.iter_mut().for_each(|x| *x = false);
     }
@@ -150,5 +159,6 @@ fn random_faults(t: &mut Tester) {
         duplicate_percent: [0, 0, 5, 20][t.rand(4) as usize],
         latency_max: [0, 0, 5 * MS, 30 * MS, 100 * MS][t.rand(5) as usize],
     };
+    t.sim.note(format_args!("faults {f:?}"));
     t.sim.faults = f;
 }

@@ -82,9 +82,7 @@ fn sweep(args: &[String]) -> ExitCode {
         .unwrap_or(1);
     let jobs: u64 = flag(args, "--jobs")
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
-        });
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64));
     let names: Vec<&str> = if which == "all" {
         runner::names()
     } else {
