@@ -108,13 +108,17 @@ impl RaftLog {
             || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
-    /// The first index holding `term`, searching back from `from` (for conflict hints).
-    pub fn first_index_of_term(&self, term: Term, from: LogIndex) -> LogIndex {
-        let mut index = from;
-        while index > self.first_index() && self.term(index.prev()) == Some(term) {
-            index = index.prev();
+    /// The last index at or below `from` whose term is at most `term`, with that term (see
+    /// `ConflictHint`). Stops at the snapshot, whose entries are committed and match.
+    pub fn last_at_or_below(&self, from: LogIndex, term: Term) -> (LogIndex, Term) {
+        let mut index = from.min(self.last_index());
+        loop {
+            match self.term(index) {
+                Some(t) if t <= term || index <= self.snapshot.index => return (index, t),
+                Some(_) => index = index.prev(),
+                None => return (self.snapshot.index, self.snapshot.term),
+            }
         }
-        index
     }
 
     /// A leader's append of a new entry.

@@ -18,15 +18,20 @@ pub struct Message {
     pub body: Body,
 }
 
-/// Why an append was refused, so the leader can skip back a whole term at a time instead of
-/// one entry per round trip (the "fast backtracking" of §5.3's closing paragraphs).
+/// Why an append was refused, so the leader can skip back many entries per round trip
+/// instead of one (the "fast backtracking" of §5.3's closing paragraphs).
+///
+/// The follower names the last entry it holds, at or below the refused `prev_index`, whose
+/// term is at most the leader's `prev_term`: no entry after it can match the leader's log,
+/// since the leader's terms up to `prev_index` are all at most `prev_term`. The leader then
+/// does the same search in its own log with the follower's term, and probes there. Each
+/// round trip skips whole terms on both sides (the search etcd-raft uses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConflictHint {
-    /// The term of the follower's entry at the rejected `prev_index`, or `Term(0)` when the
-    /// follower's log is shorter than that.
+    /// The term of the follower's entry at `index`.
     pub term: Term,
-    /// The first index the follower holds with `term`, or its last index + 1 when its log is
-    /// too short.
+    /// The last index at or below the refused `prev_index` whose term is at most the
+    /// leader's `prev_term`.
     pub index: LogIndex,
 }
 

@@ -830,17 +830,9 @@ impl RawNode {
                     },
                 );
             }
-            found => {
-                let hint = match found {
-                    Some(t) => ConflictHint {
-                        term: t,
-                        index: self.log.first_index_of_term(t, prev_index),
-                    },
-                    None => ConflictHint {
-                        term: Term(0),
-                        index: self.log.last_index().next(),
-                    },
-                };
+            _ => {
+                let (index, term) = self.log.last_at_or_below(prev_index, prev_term);
+                let hint = ConflictHint { term, index };
                 self.send(
                     from,
                     Body::AppendResponse {
@@ -1084,22 +1076,16 @@ impl RawNode {
         }
     }
 
-    /// Where to retry after a refusal (the lab handout's XTerm/XIndex/XLen rule): when we
-    /// hold entries of the follower's conflicting term, resume after our last one of them;
-    /// otherwise jump to the first index the follower has of that term (or its log end).
+    /// Where to probe after a refusal: right after our last entry at or below the hint's
+    /// index whose term is at most the hint's term (see [`ConflictHint`]). When that entry
+    /// has the hint's term exactly, the follower holds it too and the probe will match.
     fn next_from_hint(&self, rejected: LogIndex, hint: ConflictHint) -> LogIndex {
-        if hint.term == Term(0) {
-            return hint.index;
+        let from = hint.index.min(rejected.prev());
+        if from < self.log.snapshot.index {
+            // Behind our snapshot: the probe will turn into sending it.
+            return from.next();
         }
-        let mut index = rejected.min(self.log.last_index());
-        while index > self.log.snapshot.index {
-            match self.log.term(index) {
-                Some(t) if t > hint.term => index = index.prev(),
-                Some(t) if t == hint.term => return index.next(),
-                _ => break,
-            }
-        }
-        hint.index
+        self.log.last_at_or_below(from, hint.term).0.next()
     }
 
     fn handle_snapshot_response(
@@ -1302,7 +1288,13 @@ impl RawNode {
         self.leader = leader;
         self.role = Role::Follower { incoming: None };
         self.broadcast_pending = false;
-        self.reset_election_timer();
+        // Figure 2: the election timer restarts on hearing from the leader or granting a
+        // vote, not on merely learning a higher term. Restarting it here would let a
+        // candidate that cannot win (its log is behind) keep the nodes that could win from
+        // ever timing out, by raising the term over and over (without pre-vote).
+        if was_leader {
+            self.reset_election_timer();
+        }
     }
 
     fn drop_leader_reads(&mut self) {

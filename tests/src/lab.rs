@@ -1214,6 +1214,39 @@ pub fn prevote_rejoin(seed: u64) -> Outcome {
     t.end()
 }
 
+/// Without pre-vote, candidates whose logs are too old to win keep raising the term. The
+/// one node that can win must still time out and win: learning a higher term must not
+/// restart its election timer (Figure 2). Seven nodes; three stale ones and the single
+/// up-to-date survivor form the only quorum.
+pub fn stale_candidates(seed: u64) -> Outcome {
+    let mut config = SimConfig::lab(7, seed);
+    config.raft.pre_vote = false;
+    config.raft.check_quorum = false;
+    let mut t = Tester::with_config(config, false);
+    let c = t.rand_cmd();
+    t.one(c, 7, true);
+    let leader = t.check_one_leader();
+    let stale: Vec<usize> = (1..4).map(|k| (leader + k) % 7).collect();
+    for &s in &stale {
+        t.disconnect(s);
+    }
+    for _ in 0..3 {
+        let c = t.rand_cmd();
+        t.one(c, 4, true);
+    }
+    // Only `survivor` still holds the newest entries among the nodes left running.
+    t.crash(leader);
+    t.crash(leader + 5);
+    t.crash(leader + 6);
+    t.sleep(3 * ELECTION_TIMEOUT);
+    for &s in &stale {
+        t.connect(s);
+    }
+    let c = t.rand_cmd();
+    t.one(c, 4, true);
+    t.end()
+}
+
 /// A scenario: name, description, function of a seed.
 pub type Scenario = (&'static str, &'static str, fn(u64) -> Outcome);
 
@@ -1280,5 +1313,10 @@ pub const SCENARIOS: &[Scenario] = &[
         "prevote",
         "a rejoining node does not disrupt the leader",
         prevote_rejoin,
+    ),
+    (
+        "stale",
+        "stale candidates do not starve the one that can win",
+        stale_candidates,
     ),
 ];

@@ -48,6 +48,7 @@ scenarios! {
     d7_snapshot_init => "D7",
     stable_leader_keeps_its_term => "stable",
     prevote_rejoining_node_does_not_disrupt_leader => "prevote",
+    stale_candidates_do_not_starve_the_winner => "stale",
 }
 
 /// The swarm runs more seeds than the scripted scenarios: it is where the random fault
