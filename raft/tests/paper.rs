@@ -167,10 +167,6 @@ impl Cluster {
     }
 }
 
-fn last_leader(c: &Cluster) -> u64 {
-    c.nodes.iter().find(|n| n.is_leader()).unwrap().id().0
-}
-
 /// §5.2 Election safety: a cluster elects exactly one leader, and every node agrees on its
 /// term. Shown by electing on a 5-node cluster and inspecting every node.
 #[test]

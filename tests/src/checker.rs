@@ -3,7 +3,7 @@
 //! different commands at one index), in-order application without gaps, and the record of
 //! committed entries the durability and leader-completeness checks use.
 
-use raft::{Entry, EntryKind, LogIndex, RawNode, Snapshot, Term};
+use raft::{Entry, EntryKind, Snapshot, Term};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -166,23 +166,6 @@ impl Applier {
             }
         }
         (count, value)
-    }
-
-    /// Leader completeness (§5.4): a new leader's log holds every entry known committed
-    /// (the newest 512 of them above its snapshot are checked).
-    pub fn check_leader_completeness(&self, leader: &RawNode) {
-        let floor = leader.snapshot_meta().index.0;
-        for (&index, c) in self.committed.range(floor + 1..).rev().take(512) {
-            let term = leader.term_at(LogIndex(index));
-            assert!(
-                term == Some(c.term),
-                "leader completeness: leader {} at term {} lacks committed entry {index} (term {}), has {:?}",
-                leader.id(),
-                leader.term(),
-                c.term,
-                term
-            );
-        }
     }
 }
 

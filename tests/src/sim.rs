@@ -243,6 +243,10 @@ pub struct Sim {
     pub applier: Applier,
     /// Leader seen per term: at most one (election safety).
     leaders: BTreeMap<Term, NodeId>,
+    /// Per index: (entry term, term of the leader that first committed it).
+    commit_terms: BTreeMap<u64, (Term, Term)>,
+    /// Per node: the commit index already looked at by `check_leader`.
+    observed_commit: Vec<LogIndex>,
     trace_hash: DefaultHasher,
     /// Print every event (for replays).
     pub trace: bool,
@@ -274,6 +278,8 @@ impl Sim {
             },
             applier: Applier::new(n, config.snapshot_applier),
             leaders: BTreeMap::new(),
+            commit_terms: BTreeMap::new(),
+            observed_commit: vec![LogIndex(0); n],
             trace_hash: DefaultHasher::new(),
             trace: std::env::var_os("SIM_TRACE").is_some(),
             finished: false,
@@ -531,11 +537,27 @@ impl Sim {
 
     /// Election safety: at most one leader per term. Also checks that a new leader holds
     /// every entry known committed (leader completeness, §5.4).
+    ///
+    /// Also records, for every index, the term of the leader that first committed it:
+    /// completeness binds only leaders of later terms (a vote granted before the commit and
+    /// delivered late can still elect a leader of an earlier term, which then lacks the
+    /// entry but can never commit anything).
     fn check_leader(&mut self, i: usize) {
         let raw = &self.nodes[i].as_ref().expect("alive").raw;
+        let commit = raw.commit_index();
         if !raw.is_leader() {
+            self.observed_commit[i] = self.observed_commit[i].max(commit);
             return;
         }
+        let mut k = self.observed_commit[i];
+        while k < commit {
+            k = k.next();
+            let entry_term = raw.term_at(k).expect("committed entry above the snapshot");
+            self.commit_terms
+                .entry(k.0)
+                .or_insert((entry_term, raw.term()));
+        }
+        self.observed_commit[i] = commit;
         let id = raw.id();
         match self.leaders.get(&raw.term()) {
             Some(&other) if other != id => panic!(
@@ -545,8 +567,29 @@ impl Sim {
             Some(_) => {}
             None => {
                 self.leaders.insert(raw.term(), id);
-                self.applier.check_leader_completeness(raw);
+                self.check_leader_completeness(i);
             }
+        }
+    }
+
+    /// Leader completeness (§5.4): a leader holds every entry committed in an earlier term
+    /// (the newest 512 above its snapshot are checked).
+    fn check_leader_completeness(&self, i: usize) {
+        let leader = &self.nodes[i].as_ref().expect("alive").raw;
+        let floor = leader.snapshot_meta().index.0;
+        for (&index, &(entry_term, commit_term)) in
+            self.commit_terms.range(floor + 1..).rev().take(512)
+        {
+            if commit_term >= leader.term() {
+                continue;
+            }
+            let term = leader.term_at(LogIndex(index));
+            assert!(
+                term == Some(entry_term),
+                "leader completeness: leader {} at term {} lacks entry {index} (term {entry_term}) committed in term {commit_term}, has {term:?}",
+                leader.id(),
+                leader.term(),
+            );
         }
     }
 
