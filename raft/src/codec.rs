@@ -457,6 +457,42 @@ mod tests {
         ]
     }
 
+    /// The sizes FORMAT.md quotes.
+    #[test]
+    fn sizes_match_format_md() {
+        let m = |body| Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(3),
+            body,
+        };
+        let heartbeat = m(Body::Heartbeat {
+            commit: LogIndex(1),
+            read_seq: 2,
+        });
+        let vote = m(Body::Vote {
+            last_index: LogIndex(1),
+            last_term: Term(1),
+            transfer: false,
+        });
+        let append = m(Body::Append {
+            prev_index: LogIndex(1),
+            prev_term: Term(1),
+            commit: LogIndex(1),
+            entries: vec![Entry {
+                term: Term(3),
+                index: LogIndex(2),
+                kind: EntryKind::Normal,
+                data: vec![0; 8],
+            }],
+        });
+        for (msg, size) in [(heartbeat, 41), (vote, 42), (append, 82)] {
+            let mut buf = Vec::new();
+            encode(&msg, &mut buf);
+            assert_eq!(buf.len(), size, "{msg}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
