@@ -83,7 +83,9 @@ fn main() {
         let mut proposed = 0;
         while proposed < entries {
             for _ in 0..batch.min(entries - proposed) {
-                c.nodes[leader].propose(command.clone()).expect("leader accepts");
+                c.nodes[leader]
+                    .propose(command.clone())
+                    .expect("leader accepts");
                 proposed += 1;
             }
             c.pump();
