@@ -546,6 +546,17 @@ impl Transport {
         }
     }
 
+    /// Bytes queued but not yet written, over all connections and the fault layer's delay
+    /// queue. A caller shutting down cleanly polls until this is zero.
+    pub fn pending_bytes(&self) -> usize {
+        let delayed: usize = self.peers.iter().map(|p| p.delayed_bytes).sum();
+        let outboxes: usize = (0..self.connections.slots_len())
+            .filter_map(|index| self.connections.get(index))
+            .map(Connection::outbox_pending)
+            .sum();
+        delayed + outboxes
+    }
+
     /// Whether the outbound connection to `peer` is established.
     pub fn is_connected(&self, peer: u64) -> bool {
         self.peers.iter().any(|p| p.id == peer && p.up)

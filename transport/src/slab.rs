@@ -91,6 +91,11 @@ impl<T> Slab<T> {
         }
     }
 
+    /// One past the highest index ever used; every live index is below it.
+    pub(crate) fn slots_len(&self) -> usize {
+        self.slots.len()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -114,6 +119,7 @@ mod tests {
         assert!(slab.get_mut_generation(a, ga).is_none());
         assert_eq!(slab.get_mut_generation(c, gc), Some(&mut "c"));
         assert_eq!(slab.len(), 2);
+        assert_eq!(slab.slots_len(), 2);
         assert_eq!(slab.get(b), Some(&"b"));
         assert_eq!(slab.generation(b), Some(0));
         *slab.get_mut(b).unwrap() = "B";

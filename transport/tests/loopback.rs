@@ -3,6 +3,8 @@
 mod common;
 
 use common::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 use transport::client::Connection;
@@ -10,7 +12,9 @@ use transport::{Event, SendError, Transport};
 
 /// Sends `count` frames from `node` to peer `to`, polling (which flushes) whenever the outbox is
 /// full, while checking frames arriving from `to` carry `body_for(0..count)` in order.
-fn send_and_check(mut node: Transport, to: u64, count: u64) -> Transport {
+/// Once done, it keeps polling until its outbox is written and the other side is done too
+/// (`done` counts finished sides), so no frame is left unsent when the transport is dropped.
+fn send_and_check(mut node: Transport, to: u64, count: u64, done: Arc<AtomicUsize>) -> Transport {
     let mut sent = 0;
     let mut received = 0;
     let mut events = Vec::new();
@@ -44,6 +48,15 @@ fn send_and_check(mut node: Transport, to: u64, count: u64) -> Transport {
             }
         }
     }
+    while node.pending_bytes() > 0 {
+        node.poll(Some(Duration::from_millis(5)), &mut events)
+            .unwrap();
+    }
+    done.fetch_add(1, Ordering::SeqCst);
+    while done.load(Ordering::SeqCst) < 2 {
+        node.poll(Some(Duration::from_millis(5)), &mut events)
+            .unwrap();
+    }
     node
 }
 
@@ -51,8 +64,10 @@ fn exchange(count: u64) {
     init_logs();
     let (one, two) = connected_pair(config(1), config(2));
     let start = Instant::now();
-    let a = thread::spawn(move || send_and_check(one, 2, count));
-    let b = thread::spawn(move || send_and_check(two, 1, count));
+    let done = Arc::new(AtomicUsize::new(0));
+    let done2 = done.clone();
+    let a = thread::spawn(move || send_and_check(one, 2, count, done));
+    let b = thread::spawn(move || send_and_check(two, 1, count, done2));
     let (one, two) = (a.join().unwrap(), b.join().unwrap());
     let elapsed = start.elapsed();
     for (node, peer) in [(&one, 2), (&two, 1)] {
