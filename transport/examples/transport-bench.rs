@@ -4,7 +4,7 @@
 //! `cargo run --release -p transport --example transport-bench [-- --small N --large N --raw-mib N]`
 //!
 //! The parent process receives; for each measurement it spawns itself as the sending peer.
-//! Raw TCP is a plain blocking copy loop (256 KiB writes and reads). Frame rates count from the
+//! Raw TCP is a plain blocking copy loop (1 MiB writes and reads). Frame rates count from the
 //! first frame received to the last, in the receiving process; MB/s counts wire bytes (headers
 //! included) in units of 10^6 bytes.
 
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use transport::{Event, SendError, Transport, TransportConfig};
 
 const CLUSTER: &str = "bench";
-const COPY_CHUNK_BYTES: usize = 256 * 1024;
+const COPY_CHUNK_BYTES: usize = 1 << 20;
 const SEND_WINDOW_BYTES: usize = 1 << 20;
 
 fn main() {
@@ -49,7 +49,7 @@ fn spawn_self(args: &[String]) -> Child {
 
 fn parent(args: &[String]) {
     let small_count = option(args, "--small", 5_000_000);
-    let large_count = option(args, "--large", 40_000);
+    let large_count = option(args, "--large", 100_000);
     let raw_mib = option(args, "--raw-mib", 4096);
 
     let raw_mb_s = raw_receive(raw_mib << 20);
