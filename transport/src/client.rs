@@ -1,0 +1,198 @@
+//! A small blocking client for tools such as `raftctl`: the same frames and handshake as the
+//! event loop, over a plain `std::net::TcpStream`, in the client role.
+
+use crate::codec::{
+    decode, encode_frame, DecodeError, Decoded, HandshakeError, Hello, Role, Status, Welcome,
+    CLUSTER_ID_BYTES_MAX, HELLO_BYTES_MAX, PROTOCOL_VERSION, TOKEN_BYTES_MAX,
+};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Why a client operation failed.
+#[derive(Debug)]
+pub enum Error {
+    /// The socket failed (including refused connections and broken pipes).
+    Io(io::Error),
+    /// No answer arrived in time. For `recv`, a partial frame stays buffered for the next call.
+    TimedOut,
+    /// The server closed the connection.
+    Closed,
+    /// The server refused the handshake.
+    Refused(Status),
+    /// The server's handshake answer was malformed.
+    Handshake(HandshakeError),
+    /// The server sent a malformed frame; the connection is unusable.
+    Decode(DecodeError),
+    /// A cluster id, token or frame body exceeded its limit; nothing was sent.
+    TooLarge(&'static str),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(error) => write!(f, "{error}"),
+            Error::TimedOut => write!(f, "timed out"),
+            Error::Closed => write!(f, "connection closed by the server"),
+            Error::Refused(status) => write!(f, "connection refused by the server: {status}"),
+            Error::Handshake(error) => write!(f, "bad handshake from the server: {error}"),
+            Error::Decode(error) => write!(f, "bad frame from the server: {error}"),
+            Error::TooLarge(what) => write!(f, "{what} is too large"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(error: io::Error) -> Self {
+        match error.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::TimedOut,
+            _ => Error::Io(error),
+        }
+    }
+}
+
+/// A blocking connection to one node, in the client role.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    /// Received bytes live in `inbox[inbox_start..]`.
+    inbox: Vec<u8>,
+    inbox_start: usize,
+    frame_bytes_max: usize,
+    node_id: u64,
+}
+
+/// Frames larger than this are refused unless [`Connection::set_frame_bytes_max`] raises it.
+pub const CLIENT_FRAME_BYTES_MAX: usize = 16 << 20;
+
+impl Connection {
+    /// Connects to `addr` and completes the handshake, all within `timeout`.
+    pub fn connect(
+        addr: SocketAddr,
+        cluster_id: &str,
+        token: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Connection, Error> {
+        if cluster_id.len() > CLUSTER_ID_BYTES_MAX {
+            return Err(Error::TooLarge("cluster id"));
+        }
+        if token.is_some_and(|t| t.len() > TOKEN_BYTES_MAX) {
+            return Err(Error::TooLarge("token"));
+        }
+        let deadline = Instant::now() + timeout;
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_nodelay(true)?;
+        let mut connection = Connection {
+            stream,
+            inbox: Vec::new(),
+            inbox_start: 0,
+            frame_bytes_max: HELLO_BYTES_MAX,
+            node_id: 0,
+        };
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            role: Role::Client,
+            cluster_id: cluster_id.as_bytes().to_vec(),
+            token: token.unwrap_or_default().to_vec(),
+        };
+        let mut frame = Vec::new();
+        hello.encode_frame(&mut frame);
+        connection.write_all_by(&frame, deadline)?;
+        let (kind, body) = connection.recv_by(deadline)?;
+        let welcome = Welcome::decode(kind, &body).map_err(Error::Handshake)?;
+        if welcome.status != Status::Accepted {
+            return Err(Error::Refused(welcome.status));
+        }
+        connection.node_id = welcome.node_id;
+        connection.frame_bytes_max = CLIENT_FRAME_BYTES_MAX;
+        Ok(connection)
+    }
+
+    /// The id of the node this connection reached.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// Changes the largest frame body accepted or sent (default [`CLIENT_FRAME_BYTES_MAX`]).
+    pub fn set_frame_bytes_max(&mut self, frame_bytes_max: usize) {
+        self.frame_bytes_max = frame_bytes_max;
+    }
+
+    /// Sends one frame, waiting at most `timeout` for the socket to take it.
+    pub fn send(&mut self, kind: u8, body: &[u8], timeout: Duration) -> Result<(), Error> {
+        if body.len() > self.frame_bytes_max {
+            return Err(Error::TooLarge("frame body"));
+        }
+        let mut frame = Vec::with_capacity(crate::codec::frame_bytes(body.len()));
+        encode_frame(&mut frame, kind, body);
+        self.write_all_by(&frame, Instant::now() + timeout)
+    }
+
+    /// Waits at most `timeout` for the next frame and returns its kind and body.
+    pub fn recv(&mut self, timeout: Duration) -> Result<(u8, Vec<u8>), Error> {
+        self.recv_by(Instant::now() + timeout)
+    }
+
+    fn write_all_by(&mut self, mut bytes: &[u8], deadline: Instant) -> Result<(), Error> {
+        while !bytes.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::TimedOut);
+            }
+            self.stream.set_write_timeout(Some(left))?;
+            match self.stream.write(bytes) {
+                Ok(0) => return Err(Error::Closed),
+                Ok(n) => bytes = &bytes[n..],
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn recv_by(&mut self, deadline: Instant) -> Result<(u8, Vec<u8>), Error> {
+        loop {
+            let needed = match decode(&self.inbox[self.inbox_start..], self.frame_bytes_max) {
+                Decoded::Frame {
+                    kind,
+                    body,
+                    consumed,
+                } => {
+                    let start = self.inbox_start;
+                    let body = self.inbox[start + body.start..start + body.end].to_vec();
+                    self.inbox_start += consumed;
+                    if self.inbox_start == self.inbox.len() {
+                        self.inbox.clear();
+                        self.inbox_start = 0;
+                    }
+                    return Ok((kind, body));
+                }
+                Decoded::Error(error) => return Err(Error::Decode(error)),
+                Decoded::NeedMore { needed } => needed,
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::TimedOut);
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            self.inbox.drain(..self.inbox_start);
+            self.inbox_start = 0;
+            // The buffer holds at most the current frame (bounded by the limit above) plus one
+            // 64 KiB read beyond it.
+            let chunk = (needed - self.inbox.len()).max(64 * 1024);
+            let filled = self.inbox.len();
+            self.inbox.resize(filled + chunk, 0);
+            let result = self.stream.read(&mut self.inbox[filled..]);
+            self.inbox.truncate(filled + *result.as_ref().unwrap_or(&0));
+            match result {
+                Ok(0) => return Err(Error::Closed),
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,1385 @@
+//! The event loop: one mio `Poll`, a listener, a waker, and connections in a slab.
+
+use crate::codec::{
+    decode, encode_frame, frame_bytes, judge_hello, Decoded, Hello, Role, Status, Welcome,
+    CLUSTER_ID_BYTES_MAX, FRAME_BYTES_LIMIT, HELLO_BYTES_MAX, PROTOCOL_VERSION, TOKEN_BYTES_MAX,
+};
+use crate::fault::{Faults, Verdict};
+use crate::slab::Slab;
+use log::{debug, error, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Connection `i` in the slab is registered as `Token(i + FIRST_CONNECTION)`.
+const FIRST_CONNECTION: usize = 2;
+
+/// Readiness events handled per `Poll::poll` call (a fixed capacity, per STYLE.md).
+const EVENTS_CAPACITY: usize = 1024;
+/// Smallest and largest size a connection's read buffer is grown to for ordinary reads; a
+/// single larger frame grows it to exactly that frame's size (bounded by `frame_bytes_max`).
+const READ_BUFFER_BYTES_MIN: usize = 4 * 1024;
+const READ_BUFFER_BYTES_MAX: usize = 256 * 1024;
+/// Bytes read from one connection per turn before moving on; the rest is read next turn, so a
+/// flooding sender cannot starve the others or grow the event list without bound.
+const READ_BUDGET_BYTES: usize = 4 * 1024 * 1024;
+const _: () = assert!(READ_BUFFER_BYTES_MIN <= READ_BUFFER_BYTES_MAX);
+const _: () = assert!(HELLO_BYTES_MAX + crate::codec::HEADER_BYTES <= READ_BUFFER_BYTES_MIN);
+
+/// Settings for a [`Transport`]. Build one with [`TransportConfig::new`] and adjust fields.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// This node's id.
+    pub node_id: u64,
+    /// The cluster's name; connections from another cluster are refused. At most 255 bytes.
+    pub cluster_id: String,
+    /// Where to accept connections from peers and clients (port 0 picks a free port; read it
+    /// back with [`Transport::local_addr`]).
+    pub listen: SocketAddr,
+    /// The other nodes. An entry with this node's own id is ignored, so the daemon can pass the
+    /// whole cluster.
+    pub peers: Vec<(u64, SocketAddr)>,
+    /// A shared secret every connection must present. At most 255 bytes.
+    pub token: Option<Vec<u8>>,
+    /// Largest frame body accepted or sent, in bytes.
+    pub frame_bytes_max: usize,
+    /// Largest number of unsent bytes queued per connection; frames beyond it are dropped.
+    pub outbox_bytes_max: usize,
+    /// Time allowed from accepting (or dialing) a connection to completing its handshake.
+    pub handshake_timeout: Duration,
+    /// First delay before redialing a peer; it doubles on each failure.
+    pub reconnect_backoff_min: Duration,
+    /// Longest delay before redialing a peer; also used after the peer refused us.
+    pub reconnect_backoff_max: Duration,
+    /// Seed of the random numbers used for backoff jitter and the fault layer.
+    pub seed: u64,
+}
+
+impl TransportConfig {
+    /// A configuration with no peers, no token and default limits: 16 MiB frames, 64 MiB
+    /// outboxes, a 5 s handshake timeout and reconnect backoff from 50 ms to 2 s.
+    pub fn new(node_id: u64, cluster_id: impl Into<String>, listen: SocketAddr) -> Self {
+        TransportConfig {
+            node_id,
+            cluster_id: cluster_id.into(),
+            listen,
+            peers: Vec::new(),
+            token: None,
+            frame_bytes_max: 16 << 20,
+            outbox_bytes_max: 64 << 20,
+            handshake_timeout: Duration::from_secs(5),
+            reconnect_backoff_min: Duration::from_millis(50),
+            reconnect_backoff_max: Duration::from_secs(2),
+            seed: node_id ^ 0x5EED_u64.rotate_left(32),
+        }
+    }
+
+    fn validate(&self) -> io::Result<()> {
+        let invalid = |message: String| Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+        if self.cluster_id.len() > CLUSTER_ID_BYTES_MAX {
+            return invalid(format!(
+                "cluster id is longer than {CLUSTER_ID_BYTES_MAX} bytes"
+            ));
+        }
+        if self
+            .token
+            .as_ref()
+            .is_some_and(|t| t.len() > TOKEN_BYTES_MAX)
+        {
+            return invalid(format!("token is longer than {TOKEN_BYTES_MAX} bytes"));
+        }
+        if self.frame_bytes_max > FRAME_BYTES_LIMIT {
+            return invalid(format!("frame_bytes_max exceeds {FRAME_BYTES_LIMIT}"));
+        }
+        if self.outbox_bytes_max < frame_bytes(self.frame_bytes_max) {
+            return invalid("outbox_bytes_max must hold at least one largest frame".to_string());
+        }
+        if self.reconnect_backoff_min.is_zero()
+            || self.reconnect_backoff_min > self.reconnect_backoff_max
+        {
+            return invalid("reconnect backoff must satisfy 0 < min <= max".to_string());
+        }
+        let mut ids: Vec<u64> = self.peers.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        if let Some(pair) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
+            return invalid(format!("peer {} is listed twice", pair[0]));
+        }
+        Ok(())
+    }
+}
+
+/// Identifies one client connection for as long as it is open; never reused for a later one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(u64);
+
+impl ClientId {
+    fn new(index: usize, generation: u64) -> Self {
+        ClientId((generation << 32) | index as u64)
+    }
+
+    fn index(self) -> usize {
+        (self.0 & 0xFFFF_FFFF) as usize
+    }
+
+    fn generation(self) -> u64 {
+        self.0 >> 32
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "client#{}.{}", self.index(), self.generation())
+    }
+}
+
+/// What [`Transport::poll`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A frame from a peer node.
+    PeerFrame {
+        /// The sending node.
+        from: u64,
+        /// The frame's kind byte.
+        kind: u8,
+        /// The frame's body.
+        body: Vec<u8>,
+    },
+    /// A frame from a client connection.
+    ClientFrame {
+        /// The connection it came on; answer with [`Transport::send_client`].
+        client: ClientId,
+        /// The frame's kind byte.
+        kind: u8,
+        /// The frame's body.
+        body: Vec<u8>,
+    },
+    /// A client connection closed; its id is no longer valid.
+    ClientClosed(ClientId),
+    /// The outbound connection to a peer completed its handshake: sends to it are carried.
+    PeerUp(u64),
+    /// The outbound connection to a peer broke: sends to it fail until the next `PeerUp`.
+    PeerDown(u64),
+    /// Another thread called `wake()` on the [`Transport::waker`].
+    Woken,
+}
+
+/// Why a frame was not queued. Frames dropped by the fault layer are not errors: to the caller
+/// they look sent, as on a lossy network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The node id is not a configured peer.
+    UnknownPeer(u64),
+    /// The client connection has closed.
+    UnknownClient(ClientId),
+    /// The peer's outbound connection is not established.
+    NotConnected(u64),
+    /// The connection's outbox would exceed `outbox_bytes_max`; the frame was dropped.
+    OutboxFull,
+    /// The body is longer than `frame_bytes_max`.
+    TooLarge {
+        /// The body's length.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::UnknownPeer(id) => write!(f, "node {id} is not a configured peer"),
+            SendError::UnknownClient(id) => write!(f, "{id} is closed"),
+            SendError::NotConnected(id) => write!(f, "peer {id} is not connected"),
+            SendError::OutboxFull => write!(f, "outbox full, frame dropped"),
+            SendError::TooLarge { len, max } => {
+                write!(f, "frame body of {len} bytes exceeds {max}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Counters for one peer, for `raftctl status`. Frame and byte counts include headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStats {
+    /// The peer's node id.
+    pub id: u64,
+    /// The address this node dials.
+    pub addr: SocketAddr,
+    /// Whether the outbound connection is established.
+    pub connected: bool,
+    /// Inbound connections from this peer currently open (normally 0 or 1).
+    pub inbound_connections: u32,
+    /// Frames queued for sending.
+    pub frames_out: u64,
+    /// Bytes queued for sending.
+    pub bytes_out: u64,
+    /// Frames received and delivered.
+    pub frames_in: u64,
+    /// Bytes received and delivered.
+    pub bytes_in: u64,
+    /// Frames dropped because the outbox (or the fault layer's delay queue) was full.
+    pub dropped_outbox_full: u64,
+    /// Frames dropped because the peer was not connected.
+    pub dropped_not_connected: u64,
+    /// Frames dropped by the fault layer (loss or partition, either direction).
+    pub dropped_by_faults: u64,
+    /// Outbound connections established after the first.
+    pub reconnects: u64,
+    /// Handshakes this peer refused.
+    pub refusals: u64,
+}
+
+/// A snapshot of the transport's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// One entry per configured peer, in configuration order.
+    pub peers: Vec<PeerStats>,
+    /// Client connections currently open (handshake completed).
+    pub clients: usize,
+    /// Frames to clients dropped because a client's outbox was full.
+    pub client_frames_dropped: u64,
+    /// Connections closed for bad input: bad frames, failed handshakes, timeouts.
+    pub connections_rejected: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Outbound, TCP connect in progress.
+    Connecting { peer: usize },
+    /// Outbound, hello sent, waiting for the welcome.
+    AwaitWelcome { peer: usize },
+    /// Outbound, established: this node sends its frames for `peer` here.
+    ToPeer { peer: usize },
+    /// Inbound, waiting for the hello.
+    AwaitHello,
+    /// Inbound from a peer: frames from `peer` arrive here.
+    FromPeer { peer: usize },
+    /// Inbound from a client.
+    Client,
+}
+
+impl State {
+    fn in_handshake(self) -> bool {
+        matches!(
+            self,
+            State::Connecting { .. } | State::AwaitWelcome { .. } | State::AwaitHello
+        )
+    }
+}
+
+struct Connection {
+    stream: TcpStream,
+    remote: SocketAddr,
+    state: State,
+    /// Received bytes live in `inbox[inbox_start..inbox_end]`; `inbox.len()` is its capacity.
+    inbox: Vec<u8>,
+    inbox_start: usize,
+    inbox_end: usize,
+    /// Bytes to send live in `outbox[outbox_start..]`.
+    outbox: Vec<u8>,
+    outbox_start: usize,
+    /// Whether the registration currently includes `WRITABLE`.
+    writable_interest: bool,
+    /// Whether the connection is on the transport's list of outboxes to flush.
+    flush_queued: bool,
+}
+
+impl Connection {
+    fn new(stream: TcpStream, remote: SocketAddr, state: State) -> Self {
+        Connection {
+            stream,
+            remote,
+            state,
+            inbox: Vec::new(),
+            inbox_start: 0,
+            inbox_end: 0,
+            outbox: Vec::new(),
+            outbox_start: 0,
+            writable_interest: false,
+            flush_queued: false,
+        }
+    }
+
+    fn outbox_pending(&self) -> usize {
+        self.outbox.len() - self.outbox_start
+    }
+
+    /// Makes room for at least `needed` buffered bytes and some spare space to read into.
+    fn prepare_inbox(&mut self, needed: usize) {
+        if self.inbox_start == self.inbox_end {
+            self.inbox_start = 0;
+            self.inbox_end = 0;
+            if self.inbox.len() > READ_BUFFER_BYTES_MAX {
+                // A large frame has been consumed; give its memory back.
+                self.inbox = vec![0; READ_BUFFER_BYTES_MAX];
+            }
+        }
+        let buffered = self.inbox_end - self.inbox_start;
+        let wanted = needed.max(buffered + READ_BUFFER_BYTES_MIN);
+        if self.inbox.len() - self.inbox_start < wanted {
+            self.inbox.copy_within(self.inbox_start..self.inbox_end, 0);
+            self.inbox_start = 0;
+            self.inbox_end = buffered;
+        }
+        if self.inbox.len() < wanted {
+            let grown = (self.inbox.len() * 2).clamp(READ_BUFFER_BYTES_MIN, READ_BUFFER_BYTES_MAX);
+            self.inbox.resize(grown.max(wanted), 0);
+        }
+    }
+}
+
+struct Peer {
+    id: u64,
+    addr: SocketAddr,
+    /// The slab index of the outbound connection, whatever its state.
+    outbound: Option<usize>,
+    up: bool,
+    backoff: Duration,
+    next_dial: Option<Instant>,
+    /// Bytes held by the fault layer's delay queue for this peer (bounded by the outbox limit).
+    delayed_bytes: usize,
+    ever_up: bool,
+    stats: PeerStats,
+}
+
+impl Peer {
+    fn new(id: u64, addr: SocketAddr, backoff: Duration, now: Instant) -> Self {
+        Peer {
+            id,
+            addr,
+            outbound: None,
+            up: false,
+            backoff,
+            next_dial: Some(now),
+            delayed_bytes: 0,
+            ever_up: false,
+            stats: PeerStats {
+                id,
+                addr,
+                connected: false,
+                inbound_connections: 0,
+                frames_out: 0,
+                bytes_out: 0,
+                frames_in: 0,
+                bytes_in: 0,
+                dropped_outbox_full: 0,
+                dropped_not_connected: 0,
+                dropped_by_faults: 0,
+                reconnects: 0,
+                refusals: 0,
+            },
+        }
+    }
+}
+
+/// A frame held back by the fault layer until `due`.
+struct Delayed {
+    due: Instant,
+    seq: u64,
+    peer: usize,
+    frame: Vec<u8>,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for Delayed {}
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Delayed {
+    /// Reversed, so the `BinaryHeap` (a max-heap) yields the earliest due frame first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.due, other.seq).cmp(&(self.due, self.seq))
+    }
+}
+
+/// The transport: frames between this node, its peers and clients over one mio event loop.
+/// See the crate docs for the contract.
+pub struct Transport {
+    config: TransportConfig,
+    poll: Poll,
+    events: Events,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    waker: Arc<Waker>,
+    connections: Slab<Connection>,
+    peers: Vec<Peer>,
+    /// Connections whose outbox gained bytes since the last flush.
+    flush_list: Vec<usize>,
+    /// Connections that still had bytes to read when their read budget ran out.
+    read_again: Vec<(usize, u64)>,
+    /// Handshake deadlines in the order they were set; all share one timeout, so the queue is
+    /// sorted by deadline.
+    handshake_deadlines: VecDeque<(Instant, usize, u64)>,
+    delayed: BinaryHeap<Delayed>,
+    delayed_seq: u64,
+    faults: Faults,
+    rng: SmallRng,
+    /// Readiness copied out of `events`, so handlers may borrow `self` mutably.
+    ready: Vec<(Token, bool, bool)>,
+    /// Events found outside `poll` (by `flush`), reported by the next `poll`.
+    pending_events: Vec<Event>,
+    clients: usize,
+    client_frames_dropped: u64,
+    connections_rejected: u64,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("node_id", &self.config.node_id)
+            .field("local_addr", &self.local_addr)
+            .field("connections", &self.connections.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn would_block(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::WouldBlock
+}
+
+fn interrupted(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::Interrupted
+}
+
+fn token_of(index: usize) -> Token {
+    Token(index + FIRST_CONNECTION)
+}
+
+impl Transport {
+    /// Binds the listener and prepares to dial every peer on the first [`poll`](Self::poll).
+    pub fn new(config: TransportConfig) -> io::Result<Transport> {
+        config.validate()?;
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(config.listen)?;
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let now = Instant::now();
+        let peers = config
+            .peers
+            .iter()
+            .filter(|(id, _)| *id != config.node_id)
+            .map(|&(id, addr)| Peer::new(id, addr, config.reconnect_backoff_min, now))
+            .collect();
+        info!(
+            "node {} listening on {local_addr} (cluster {:?})",
+            config.node_id, config.cluster_id
+        );
+        let rng = SmallRng::seed_from_u64(config.seed);
+        Ok(Transport {
+            config,
+            poll,
+            events: Events::with_capacity(EVENTS_CAPACITY),
+            listener,
+            local_addr,
+            waker,
+            connections: Slab::new(),
+            peers,
+            flush_list: Vec::new(),
+            read_again: Vec::new(),
+            handshake_deadlines: VecDeque::new(),
+            delayed: BinaryHeap::new(),
+            delayed_seq: 0,
+            faults: Faults::default(),
+            rng,
+            ready: Vec::with_capacity(EVENTS_CAPACITY),
+            pending_events: Vec::new(),
+            clients: 0,
+            client_frames_dropped: 0,
+            connections_rejected: 0,
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.config.node_id
+    }
+
+    /// A handle other threads use to interrupt [`poll`](Self::poll); each `wake()` makes the
+    /// loop report [`Event::Woken`].
+    pub fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
+    }
+
+    /// Replaces the fault layer's settings; takes effect for the next frame.
+    pub fn set_faults(&mut self, faults: Faults) {
+        info!("node {} faults set to {faults:?}", self.config.node_id);
+        self.faults = faults;
+    }
+
+    /// The fault layer's current settings.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            peers: self.peers.iter().map(|p| p.stats.clone()).collect(),
+            clients: self.clients,
+            client_frames_dropped: self.client_frames_dropped,
+            connections_rejected: self.connections_rejected,
+        }
+    }
+
+    /// Bytes queued but not yet written, over all connections and the fault layer's delay
+    /// queue. A caller shutting down cleanly polls until this is zero.
+    pub fn pending_bytes(&self) -> usize {
+        let delayed: usize = self.peers.iter().map(|p| p.delayed_bytes).sum();
+        let outboxes: usize = (0..self.connections.slots_len())
+            .filter_map(|index| self.connections.get(index))
+            .map(Connection::outbox_pending)
+            .sum();
+        delayed + outboxes
+    }
+
+    /// Whether the outbound connection to `peer` is established.
+    pub fn is_connected(&self, peer: u64) -> bool {
+        self.peers.iter().any(|p| p.id == peer && p.up)
+    }
+
+    /// Adds a peer after construction (it is dialed on the next poll). Tests use it to wire
+    /// up endpoints that bound port 0; a daemon passes its peers in the configuration.
+    pub fn add_peer(&mut self, id: u64, addr: SocketAddr) -> io::Result<()> {
+        if id == self.config.node_id || self.peer_index(id).is_some() {
+            let message = format!("node {id} is this node or already a peer");
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+        }
+        self.config.peers.push((id, addr));
+        let peer = Peer::new(id, addr, self.config.reconnect_backoff_min, Instant::now());
+        self.peers.push(peer);
+        Ok(())
+    }
+
+    fn peer_index(&self, id: u64) -> Option<usize> {
+        self.peers.iter().position(|p| p.id == id)
+    }
+
+    /// Queues a frame for `to`. It is written on a later [`poll`](Self::poll) (or
+    /// [`flush`](Self::flush)), together with every other frame queued for it meanwhile.
+    pub fn send_peer(&mut self, to: u64, kind: u8, body: &[u8]) -> Result<(), SendError> {
+        let peer_index = self.peer_index(to).ok_or(SendError::UnknownPeer(to))?;
+        let max = self.config.frame_bytes_max;
+        if body.len() > max {
+            return Err(SendError::TooLarge {
+                len: body.len(),
+                max,
+            });
+        }
+        let peer = &mut self.peers[peer_index];
+        let Some(index) = peer.outbound.filter(|_| peer.up) else {
+            peer.stats.dropped_not_connected += 1;
+            return Err(SendError::NotConnected(to));
+        };
+        if !self.faults.is_none() {
+            match self.faults.outbound(to, &mut self.rng) {
+                Verdict::Send => {}
+                Verdict::Drop => {
+                    peer.stats.dropped_by_faults += 1;
+                    return Ok(());
+                }
+                Verdict::Delay(delay) => return self.delay_frame(peer_index, kind, body, delay),
+            }
+        }
+        let conn = self
+            .connections
+            .get_mut(index)
+            .expect("an up peer has a live connection");
+        let bytes = frame_bytes(body.len());
+        if conn.outbox_pending() + bytes > self.config.outbox_bytes_max {
+            peer.stats.dropped_outbox_full += 1;
+            return Err(SendError::OutboxFull);
+        }
+        encode_frame(&mut conn.outbox, kind, body);
+        peer.stats.frames_out += 1;
+        peer.stats.bytes_out += bytes as u64;
+        if !conn.flush_queued {
+            conn.flush_queued = true;
+            self.flush_list.push(index);
+        }
+        Ok(())
+    }
+
+    fn delay_frame(
+        &mut self,
+        peer_index: usize,
+        kind: u8,
+        body: &[u8],
+        delay: Duration,
+    ) -> Result<(), SendError> {
+        let peer = &mut self.peers[peer_index];
+        let bytes = frame_bytes(body.len());
+        if peer.delayed_bytes + bytes > self.config.outbox_bytes_max {
+            peer.stats.dropped_outbox_full += 1;
+            return Err(SendError::OutboxFull);
+        }
+        peer.delayed_bytes += bytes;
+        let mut frame = Vec::with_capacity(bytes);
+        encode_frame(&mut frame, kind, body);
+        self.delayed_seq += 1;
+        self.delayed.push(Delayed {
+            due: Instant::now() + delay,
+            seq: self.delayed_seq,
+            peer: peer_index,
+            frame,
+        });
+        Ok(())
+    }
+
+    /// Queues a frame for a client connection.
+    pub fn send_client(
+        &mut self,
+        client: ClientId,
+        kind: u8,
+        body: &[u8],
+    ) -> Result<(), SendError> {
+        let max = self.config.frame_bytes_max;
+        if body.len() > max {
+            return Err(SendError::TooLarge {
+                len: body.len(),
+                max,
+            });
+        }
+        let index = client.index();
+        let conn = match self
+            .connections
+            .get_mut_generation(index, client.generation())
+        {
+            Some(conn) if conn.state == State::Client => conn,
+            _ => return Err(SendError::UnknownClient(client)),
+        };
+        if conn.outbox_pending() + frame_bytes(body.len()) > self.config.outbox_bytes_max {
+            self.client_frames_dropped += 1;
+            return Err(SendError::OutboxFull);
+        }
+        encode_frame(&mut conn.outbox, kind, body);
+        if !conn.flush_queued {
+            conn.flush_queued = true;
+            self.flush_list.push(index);
+        }
+        Ok(())
+    }
+
+    /// Closes a client connection (for example one that broke the application's protocol).
+    /// No [`Event::ClientClosed`] is reported for it.
+    pub fn close_client(&mut self, client: ClientId) {
+        let index = client.index();
+        if self
+            .connections
+            .get_mut_generation(index, client.generation())
+            .is_some_and(|c| c.state == State::Client)
+        {
+            let mut discard = Vec::new();
+            self.close(index, "closed by this node", &mut discard);
+        }
+    }
+
+    /// Writes queued frames now instead of at the next [`poll`](Self::poll).
+    pub fn flush(&mut self) {
+        let mut out = Vec::new();
+        self.flush_all(&mut out);
+        // Connections that broke while flushing report their closure on the next poll.
+        self.pending_events.extend(out);
+    }
+}
+
+/// A random duration in `[d/2, d]`, so nodes that lost each other at the same moment do not
+/// redial in lockstep.
+fn jitter(rng: &mut SmallRng, d: Duration) -> Duration {
+    let nanos = d.as_nanos().min(u64::MAX as u128) as u64;
+    Duration::from_nanos(nanos / 2 + rng.gen_range(0..=nanos / 2))
+}
+
+/// Until the handshake completes, frames are limited to the size of a hello.
+fn frame_limit(state: State, frame_bytes_max: usize) -> usize {
+    if state.in_handshake() {
+        HELLO_BYTES_MAX
+    } else {
+        frame_bytes_max
+    }
+}
+
+/// Bytes of outbox capacity kept after the outbox drains; a burst beyond it is given back.
+const OUTBOX_KEEP_BYTES: usize = 4 << 20;
+
+impl Transport {
+    /// Runs the loop until something happened or `timeout` passed (`None`: no limit), appending
+    /// what happened to `out`.
+    ///
+    /// Queued frames are written first, so frames sent between two polls leave in one write per
+    /// connection. The call returns after the first turn that handled any readiness or produced
+    /// an event, so it may return early with `out` unchanged; callers recompute their timeout
+    /// (the time to their next tick) and call again.
+    pub fn poll(&mut self, timeout: Option<Duration>, out: &mut Vec<Event>) -> io::Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        out.append(&mut self.pending_events);
+        loop {
+            self.run_timers(Instant::now(), out);
+            self.flush_all(out);
+            let now = Instant::now();
+            let mut wait = deadline.map(|d| d.saturating_duration_since(now));
+            if let Some(next) = self.next_timer() {
+                let until = next.saturating_duration_since(now);
+                wait = Some(wait.map_or(until, |w| w.min(until)));
+            }
+            if !out.is_empty() || !self.read_again.is_empty() {
+                wait = Some(Duration::ZERO);
+            }
+            if let Err(error) = self.poll.poll(&mut self.events, wait) {
+                if interrupted(&error) {
+                    continue;
+                }
+                return Err(error);
+            }
+            let mut ready = std::mem::take(&mut self.ready);
+            ready.clear();
+            for event in self.events.iter() {
+                // Closed and error flags are hints (mio's portability notes); a read or write
+                // then finds out what actually happened.
+                let hint = event.is_error() || event.is_read_closed() || event.is_write_closed();
+                ready.push((
+                    event.token(),
+                    event.is_readable() || hint,
+                    event.is_writable() || hint,
+                ));
+            }
+            let handled = !ready.is_empty();
+            for &(token, readable, writable) in &ready {
+                match token {
+                    LISTENER => self.accept_all(),
+                    WAKER => out.push(Event::Woken),
+                    Token(t) => {
+                        self.on_connection_ready(t - FIRST_CONNECTION, readable, writable, out)
+                    }
+                }
+            }
+            self.ready = ready;
+            self.read_pending(out);
+            self.run_timers(Instant::now(), out);
+            self.flush_all(out);
+            let expired = deadline.is_some_and(|d| Instant::now() >= d);
+            if handled || !out.is_empty() || expired {
+                return Ok(());
+            }
+        }
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        let handshake = self.handshake_deadlines.front().map(|&(at, _, _)| at);
+        let dial = self
+            .peers
+            .iter()
+            .filter(|p| p.outbound.is_none())
+            .filter_map(|p| p.next_dial)
+            .min();
+        let delayed = self.delayed.peek().map(|d| d.due);
+        [handshake, dial, delayed].into_iter().flatten().min()
+    }
+
+    fn run_timers(&mut self, now: Instant, out: &mut Vec<Event>) {
+        while let Some(&(at, index, generation)) = self.handshake_deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.handshake_deadlines.pop_front();
+            let state = self
+                .connections
+                .get_mut_generation(index, generation)
+                .map(|c| c.state);
+            match state {
+                Some(State::AwaitHello) => {
+                    let reason = format!(
+                        "handshake not completed within {:?}",
+                        self.config.handshake_timeout
+                    );
+                    self.reject(index, &reason, out);
+                }
+                Some(State::Connecting { .. } | State::AwaitWelcome { .. }) => {
+                    self.close(index, "handshake timed out", out);
+                }
+                _ => {}
+            }
+        }
+        for peer_index in 0..self.peers.len() {
+            let peer = &self.peers[peer_index];
+            if peer.outbound.is_none() && peer.next_dial.is_some_and(|at| at <= now) {
+                self.dial(peer_index, now);
+            }
+        }
+        while self.delayed.peek().is_some_and(|d| d.due <= now) {
+            let delayed = self.delayed.pop().expect("peeked");
+            self.peers[delayed.peer].delayed_bytes -= delayed.frame.len();
+            self.enqueue_encoded(delayed.peer, &delayed.frame);
+        }
+    }
+
+    /// Queues an already encoded frame released by the fault layer's delay queue.
+    fn enqueue_encoded(&mut self, peer_index: usize, frame: &[u8]) {
+        let peer = &mut self.peers[peer_index];
+        let Some(index) = peer.outbound.filter(|_| peer.up) else {
+            peer.stats.dropped_not_connected += 1;
+            return;
+        };
+        let conn = self
+            .connections
+            .get_mut(index)
+            .expect("an up peer has a live connection");
+        if conn.outbox_pending() + frame.len() > self.config.outbox_bytes_max {
+            peer.stats.dropped_outbox_full += 1;
+            return;
+        }
+        conn.outbox.extend_from_slice(frame);
+        peer.stats.frames_out += 1;
+        peer.stats.bytes_out += frame.len() as u64;
+        if !conn.flush_queued {
+            conn.flush_queued = true;
+            self.flush_list.push(index);
+        }
+    }
+
+    fn schedule_redial(&mut self, peer_index: usize, now: Instant) {
+        let peer = &mut self.peers[peer_index];
+        let delay = jitter(&mut self.rng, peer.backoff);
+        peer.next_dial = Some(now + delay);
+        peer.backoff = (peer.backoff * 2).min(self.config.reconnect_backoff_max);
+        debug!(
+            "node {}: next dial to peer {} in {delay:?}",
+            self.config.node_id, peer.id
+        );
+    }
+
+    fn dial(&mut self, peer_index: usize, now: Instant) {
+        let addr = self.peers[peer_index].addr;
+        self.peers[peer_index].next_dial = None;
+        let stream = match TcpStream::connect(addr) {
+            Ok(stream) => stream,
+            Err(error) => {
+                debug!(
+                    "node {}: dial to {addr} failed: {error}",
+                    self.config.node_id
+                );
+                self.schedule_redial(peer_index, now);
+                return;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = Connection::new(stream, addr, State::Connecting { peer: peer_index });
+        let (index, generation) = self.connections.insert(connection);
+        let conn = self.connections.get_mut(index).expect("just inserted");
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(error) =
+            self.poll
+                .registry()
+                .register(&mut conn.stream, token_of(index), interest)
+        {
+            warn!(
+                "node {}: cannot register a connection to {addr}: {error}",
+                self.config.node_id
+            );
+            self.connections.remove(index);
+            self.schedule_redial(peer_index, now);
+            return;
+        }
+        conn.writable_interest = true;
+        self.peers[peer_index].outbound = Some(index);
+        self.handshake_deadlines.push_back((
+            now + self.config.handshake_timeout,
+            index,
+            generation,
+        ));
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            let (stream, remote) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(error) if would_block(&error) => return,
+                Err(error) if interrupted(&error) => continue,
+                Err(error) => {
+                    error!("node {}: accept failed: {error}", self.config.node_id);
+                    return;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let (index, generation) =
+                self.connections
+                    .insert(Connection::new(stream, remote, State::AwaitHello));
+            let conn = self.connections.get_mut(index).expect("just inserted");
+            if let Err(error) =
+                self.poll
+                    .registry()
+                    .register(&mut conn.stream, token_of(index), Interest::READABLE)
+            {
+                warn!(
+                    "node {}: cannot register a connection from {remote}: {error}",
+                    self.config.node_id
+                );
+                self.connections.remove(index);
+                continue;
+            }
+            let deadline = Instant::now() + self.config.handshake_timeout;
+            self.handshake_deadlines
+                .push_back((deadline, index, generation));
+            debug!(
+                "node {}: accepted a connection from {remote}",
+                self.config.node_id
+            );
+        }
+    }
+
+    fn on_connection_ready(
+        &mut self,
+        index: usize,
+        readable: bool,
+        writable: bool,
+        out: &mut Vec<Event>,
+    ) {
+        // An unknown token is a spurious event for a connection already closed this turn.
+        let Some(conn) = self.connections.get_mut(index) else {
+            return;
+        };
+        if let State::Connecting { peer } = conn.state {
+            self.on_connect_ready(index, peer, out);
+            return;
+        }
+        if readable {
+            self.on_readable(index, out);
+        }
+        if writable {
+            self.flush_connection(index, out);
+        }
+    }
+
+    /// Completes a non-blocking connect, following mio's `TcpStream::connect` recipe.
+    fn on_connect_ready(&mut self, index: usize, peer: usize, out: &mut Vec<Event>) {
+        let conn = self.connections.get_mut(index).expect("caller checked");
+        match conn.stream.take_error() {
+            Ok(None) => {}
+            Ok(Some(error)) | Err(error) => {
+                self.close(index, &format!("connect failed: {error}"), out);
+                return;
+            }
+        }
+        match conn.stream.peer_addr() {
+            Ok(_) => {}
+            // Not connected yet: a spurious wakeup; wait for the next writable event.
+            Err(error) if error.kind() == io::ErrorKind::NotConnected => return,
+            Err(error) => {
+                self.close(index, &format!("connect failed: {error}"), out);
+                return;
+            }
+        }
+        conn.state = State::AwaitWelcome { peer };
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            role: Role::Node(self.config.node_id),
+            cluster_id: self.config.cluster_id.as_bytes().to_vec(),
+            token: self.config.token.clone().unwrap_or_default(),
+        };
+        hello.encode_frame(&mut conn.outbox);
+        self.flush_connection(index, out);
+    }
+
+    fn read_pending(&mut self, out: &mut Vec<Event>) {
+        let list = std::mem::take(&mut self.read_again);
+        for (index, generation) in list {
+            if self.connections.generation(index) == Some(generation) {
+                self.on_readable(index, out);
+            }
+        }
+    }
+
+    /// Reads until `WouldBlock` or the read budget runs out, decoding frames as they complete.
+    fn on_readable(&mut self, index: usize, out: &mut Vec<Event>) {
+        let mut budget = READ_BUDGET_BYTES;
+        loop {
+            let Some(conn) = self.connections.get_mut(index) else {
+                return;
+            };
+            let limit = frame_limit(conn.state, self.config.frame_bytes_max);
+            let needed = match decode(&conn.inbox[conn.inbox_start..conn.inbox_end], limit) {
+                Decoded::NeedMore { needed } => {
+                    needed - (conn.inbox_end - conn.inbox_start).min(needed)
+                }
+                _ => 0,
+            };
+            conn.prepare_inbox(needed + (conn.inbox_end - conn.inbox_start));
+            let end = conn.inbox_end;
+            match conn.stream.read(&mut conn.inbox[end..]) {
+                Ok(0) => {
+                    if conn.inbox_start == conn.inbox_end {
+                        self.close(index, "closed by the remote side", out);
+                    } else {
+                        self.reject(
+                            index,
+                            "closed by the remote side in the middle of a frame (truncated frame)",
+                            out,
+                        );
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    conn.inbox_end += n;
+                    if !self.process_inbox(index, out) {
+                        return;
+                    }
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        let generation = self.connections.generation(index).expect("still open");
+                        self.read_again.push((index, generation));
+                        return;
+                    }
+                }
+                Err(error) if would_block(&error) => return,
+                Err(error) if interrupted(&error) => continue,
+                Err(error) => {
+                    self.close(index, &format!("read failed: {error}"), out);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Decodes and dispatches every complete frame buffered on a connection. Returns false if
+    /// the connection was closed.
+    fn process_inbox(&mut self, index: usize, out: &mut Vec<Event>) -> bool {
+        let Some(generation) = self.connections.generation(index) else {
+            return false;
+        };
+        loop {
+            let Some(conn) = self.connections.get_mut(index) else {
+                return false;
+            };
+            let limit = frame_limit(conn.state, self.config.frame_bytes_max);
+            let start = conn.inbox_start;
+            let (kind, body) = match decode(&conn.inbox[start..conn.inbox_end], limit) {
+                Decoded::NeedMore { .. } => return true,
+                Decoded::Error(error) => {
+                    self.reject(index, &format!("bad frame: {error}"), out);
+                    return false;
+                }
+                Decoded::Frame {
+                    kind,
+                    body,
+                    consumed,
+                } => {
+                    conn.inbox_start += consumed;
+                    (kind, start + body.start..start + body.end)
+                }
+            };
+            let body = &conn.inbox[body];
+            match conn.state {
+                State::FromPeer { peer } => {
+                    let peer = &mut self.peers[peer];
+                    if self.faults.drops_inbound(peer.id) {
+                        peer.stats.dropped_by_faults += 1;
+                        continue;
+                    }
+                    peer.stats.frames_in += 1;
+                    peer.stats.bytes_in += frame_bytes(body.len()) as u64;
+                    out.push(Event::PeerFrame {
+                        from: peer.id,
+                        kind,
+                        body: body.to_vec(),
+                    });
+                }
+                State::Client => {
+                    let client = ClientId::new(index, generation);
+                    out.push(Event::ClientFrame {
+                        client,
+                        kind,
+                        body: body.to_vec(),
+                    });
+                }
+                State::AwaitHello => {
+                    let hello = Hello::decode(kind, body);
+                    if !self.on_hello(index, hello, out) {
+                        return false;
+                    }
+                }
+                State::AwaitWelcome { peer } => {
+                    let welcome = Welcome::decode(kind, body);
+                    if !self.on_welcome(index, peer, welcome, out) {
+                        return false;
+                    }
+                }
+                State::ToPeer { peer } => {
+                    let reason = format!(
+                        "peer {} sent a frame on this node's outbound connection",
+                        self.peers[peer].id
+                    );
+                    self.reject(index, &reason, out);
+                    return false;
+                }
+                State::Connecting { .. } => unreachable!("no reads before the connect completes"),
+            }
+        }
+    }
+}
+
+impl Transport {
+    /// Judges a hello and answers it with a welcome. Returns false if the connection was closed.
+    fn on_hello(
+        &mut self,
+        index: usize,
+        hello: Result<Hello, crate::codec::HandshakeError>,
+        out: &mut Vec<Event>,
+    ) -> bool {
+        let me = self.config.node_id;
+        let remote = self.connections.get(index).expect("open").remote;
+        let hello = match hello {
+            Ok(hello) => hello,
+            Err(error) => {
+                self.reject(index, &format!("bad handshake: {error}"), out);
+                return false;
+            }
+        };
+        let token = self.config.token.as_deref().unwrap_or_default();
+        let peers = &self.peers;
+        let status = judge_hello(&hello, self.config.cluster_id.as_bytes(), token, |id| {
+            id != me && peers.iter().any(|p| p.id == id)
+        });
+        let peer_index = match hello.role {
+            Role::Node(id) => self.peer_index(id),
+            Role::Client => None,
+        };
+        let conn = self.connections.get_mut(index).expect("open");
+        Welcome {
+            version: PROTOCOL_VERSION,
+            status,
+            node_id: me,
+        }
+        .encode_frame(&mut conn.outbox);
+        if status != Status::Accepted {
+            // The refusal is a few bytes on a fresh socket, so one write attempt suffices; the
+            // connection closes whether or not it got through.
+            let _ = conn.stream.write(&conn.outbox[conn.outbox_start..]);
+            warn!(
+                "node {me}: refused connection from {remote} ({:?}, version {}, cluster {:?}): {status} \
+                 (this node: version {PROTOCOL_VERSION}, cluster {:?})",
+                hello.role,
+                hello.version,
+                String::from_utf8_lossy(&hello.cluster_id),
+                self.config.cluster_id,
+            );
+            self.connections_rejected += 1;
+            self.close(index, "handshake refused", out);
+            return false;
+        }
+        match hello.role {
+            Role::Node(id) => {
+                let peer = peer_index.expect("judged to be a peer");
+                conn.state = State::FromPeer { peer };
+                self.peers[peer].stats.inbound_connections += 1;
+                info!("node {me}: accepted connection from peer {id} at {remote}");
+            }
+            Role::Client => {
+                conn.state = State::Client;
+                self.clients += 1;
+                debug!(
+                    "node {me}: accepted client {} at {remote}",
+                    ClientId::new(index, self.connections.generation(index).expect("open"))
+                );
+            }
+        }
+        self.flush_connection(index, out);
+        self.connections.get(index).is_some()
+    }
+
+    /// Handles the welcome answering this node's hello. Returns false if the connection closed.
+    fn on_welcome(
+        &mut self,
+        index: usize,
+        peer_index: usize,
+        welcome: Result<Welcome, crate::codec::HandshakeError>,
+        out: &mut Vec<Event>,
+    ) -> bool {
+        let me = self.config.node_id;
+        let peer = &mut self.peers[peer_index];
+        let refusal = match welcome {
+            Err(error) => Some(format!("bad handshake answer: {error}")),
+            Ok(w) if w.status != Status::Accepted => Some(format!(
+                "refused by the remote side: {} (this node: version {PROTOCOL_VERSION}, cluster {:?}; remote version {})",
+                w.status, self.config.cluster_id, w.version
+            )),
+            Ok(w) if w.node_id != peer.id => {
+                Some(format!("the node at {} is node {}, not node {}", peer.addr, w.node_id, peer.id))
+            }
+            Ok(_) => None,
+        };
+        if let Some(reason) = refusal {
+            // Being refused is a configuration problem, not a transient one: wait the longest
+            // backoff before asking again.
+            error!(
+                "node {me}: connection to peer {} at {}: {reason}",
+                peer.id, peer.addr
+            );
+            peer.stats.refusals += 1;
+            peer.backoff = self.config.reconnect_backoff_max;
+            self.close(index, &reason, out);
+            return false;
+        }
+        let conn = self.connections.get_mut(index).expect("open");
+        conn.state = State::ToPeer { peer: peer_index };
+        if peer.ever_up {
+            peer.stats.reconnects += 1;
+        }
+        peer.ever_up = true;
+        peer.up = true;
+        peer.stats.connected = true;
+        peer.backoff = self.config.reconnect_backoff_min;
+        info!("node {me}: connected to peer {} at {}", peer.id, peer.addr);
+        out.push(Event::PeerUp(peer.id));
+        true
+    }
+
+    /// Closes a connection for bad input, counting and logging it.
+    fn reject(&mut self, index: usize, reason: &str, out: &mut Vec<Event>) {
+        if let Some(conn) = self.connections.get(index) {
+            warn!(
+                "node {}: closing connection with {}: {reason}",
+                self.config.node_id, conn.remote
+            );
+            self.connections_rejected += 1;
+        }
+        self.close(index, reason, out);
+    }
+
+    /// Removes a connection and updates whatever depended on it.
+    fn close(&mut self, index: usize, reason: &str, out: &mut Vec<Event>) {
+        let me = self.config.node_id;
+        let generation = self.connections.generation(index);
+        let Some(mut conn) = self.connections.remove(index) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        match conn.state {
+            State::Connecting { peer } | State::AwaitWelcome { peer } | State::ToPeer { peer } => {
+                let p = &mut self.peers[peer];
+                p.outbound = None;
+                if p.up {
+                    p.up = false;
+                    p.stats.connected = false;
+                    info!("node {me}: lost peer {} at {}: {reason}", p.id, p.addr);
+                    out.push(Event::PeerDown(p.id));
+                } else {
+                    debug!(
+                        "node {me}: connection to peer {} at {} failed: {reason}",
+                        p.id, p.addr
+                    );
+                }
+                self.schedule_redial(peer, Instant::now());
+            }
+            State::FromPeer { peer } => {
+                let p = &mut self.peers[peer];
+                p.stats.inbound_connections -= 1;
+                info!(
+                    "node {me}: inbound connection from peer {} closed: {reason}",
+                    p.id
+                );
+            }
+            State::Client => {
+                self.clients -= 1;
+                let client = ClientId::new(index, generation.expect("was open"));
+                debug!("node {me}: {client} at {} closed: {reason}", conn.remote);
+                out.push(Event::ClientClosed(client));
+            }
+            State::AwaitHello => debug!(
+                "node {me}: connection from {} closed: {reason}",
+                conn.remote
+            ),
+        }
+    }
+
+    fn flush_all(&mut self, out: &mut Vec<Event>) {
+        let mut list = std::mem::take(&mut self.flush_list);
+        for &index in &list {
+            if let Some(conn) = self.connections.get_mut(index) {
+                conn.flush_queued = false;
+                self.flush_connection(index, out);
+            }
+        }
+        list.clear();
+        if self.flush_list.is_empty() {
+            self.flush_list = list;
+        }
+    }
+
+    /// Writes as much of the outbox as the socket takes (normally in one `write`), then asks for
+    /// writable events only if bytes remain.
+    fn flush_connection(&mut self, index: usize, out: &mut Vec<Event>) {
+        let Some(conn) = self.connections.get_mut(index) else {
+            return;
+        };
+        if matches!(conn.state, State::Connecting { .. }) {
+            return;
+        }
+        while conn.outbox_start < conn.outbox.len() {
+            match conn.stream.write(&conn.outbox[conn.outbox_start..]) {
+                Ok(0) => {
+                    self.close(index, "write accepted no bytes", out);
+                    return;
+                }
+                Ok(n) => conn.outbox_start += n,
+                Err(error) if would_block(&error) => break,
+                Err(error) if interrupted(&error) => continue,
+                Err(error) => {
+                    self.close(index, &format!("write failed: {error}"), out);
+                    return;
+                }
+            }
+        }
+        if conn.outbox_start == conn.outbox.len() {
+            conn.outbox.clear();
+            conn.outbox_start = 0;
+            if conn.outbox.capacity() > OUTBOX_KEEP_BYTES {
+                conn.outbox.shrink_to(OUTBOX_KEEP_BYTES);
+            }
+        } else if conn.outbox_start >= conn.outbox.len() / 2 {
+            // Compacting only once half is sent keeps the copying amortised O(1) per byte.
+            conn.outbox.drain(..conn.outbox_start);
+            conn.outbox_start = 0;
+        }
+        let want_writable = conn.outbox_pending() > 0;
+        if want_writable != conn.writable_interest {
+            let interest = if want_writable {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if let Err(error) =
+                self.poll
+                    .registry()
+                    .reregister(&mut conn.stream, token_of(index), interest)
+            {
+                self.close(index, &format!("cannot change interest: {error}"), out);
+                return;
+            }
+            conn.writable_interest = want_writable;
+        }
+    }
+}
