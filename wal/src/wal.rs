@@ -189,6 +189,17 @@ impl Wal {
                 snapshot_file = Some(name.clone());
             }
         }
+        if snapshot_file.is_none() && log.snapshot.index > LogIndex(0) {
+            let what = format!(
+                "a snapshot marker records a snapshot through index {} but its file is missing or damaged",
+                log.snapshot.index
+            );
+            return Err(WalError::Corrupt {
+                file: dir.join(snapshot_name(&log.snapshot)),
+                offset: 0,
+                what,
+            });
+        }
         check_log_start(&dir, &segments, &log)?;
         let mut wal = Wal {
             dir,
