@@ -8,7 +8,7 @@
 //! exclusive flock. Records (entries, hard state, snapshot marker, truncate-suffix) are copied
 //! into the map; every batch ends with a commit record carrying a CRC over all the batch's bytes
 //! (and one CRC per 512-byte sector piece, so recovery can tell a torn write from a flipped bit).
-//! The byte layout is in `FORMAT.md`, mirrored by the constants in [`format`].
+//! The byte layout is in `FORMAT.md`, mirrored by the constants in [`format`](mod@format).
 //!
 //! # Contract
 //!
@@ -44,6 +44,16 @@
 //! | 5 | Row 3 or 4 (except a missing segment or a log starting after the snapshot) with [`WalOptions::repair`] set | repaired | cut at the start of the batch holding the first bad record, log a warning, report it in [`Recovered::repaired`] |
 //! | 6 | A newest segment whose header never became durable, with no valid commit in it | torn tail | delete it, as row 2 |
 //! | 7 | A damaged snapshot file | skipped | warn and use the next newest; row 4 applies if entries are then missing |
+//!
+//! Each row is tested: row 1 by every round trip; row 2 by
+//! `recovery::every_truncation_of_the_last_batch_recovers_the_last_complete_batch` and the crash
+//! workloads; row 3 by `recovery::every_bit_flip_before_the_last_commit_is_refused` and
+//! `recovery::garbage_followed_by_a_valid_batch_is_refused`; row 4 by
+//! `recovery::a_gap_in_committed_entries_is_refused`, `..._term_regression_...`,
+//! `recovery::torn_segment_creation_and_missing_segments` and `snapshot::damaged_snapshot_file`;
+//! row 5 by the repair cases in the bit-flip and gap tests; row 6 by
+//! `recovery::torn_segment_creation_and_missing_segments`; row 7 by
+//! `snapshot::damaged_newest_snapshot_falls_back_to_the_older_one`.
 //!
 //! Only one batch can be in flight when a process dies (each `persist` waits for its msync), so
 //! anything after the last valid commit is at most one batch the caller was never told was
