@@ -21,7 +21,13 @@ pub(crate) fn map(file: &File, len: usize) -> io::Result<MmapMut> {
     // through the map never need new blocks and cannot hit ENOSPC as a SIGBUS), and it drops the
     // map before deleting the file. Another process writing the files despite the lock is outside
     // the contract (documented in the crate docs).
-    unsafe { MmapOptions::new().len(len).map_mut(file) }
+    let map = unsafe { MmapOptions::new().len(len).map_mut(file) }?;
+    // Without this, a write fault triggers readahead, which fills the page cache with large
+    // folios; dirtying one byte then makes writeback (and so every msync) write the whole folio.
+    // Measured on ext4: a 41 KiB batch took ~2.5x longer to msync. MADV_RANDOM keeps folios
+    // at one page, so a persist writes back only the pages the batch touched.
+    map.advise(memmap2::Advice::Random)?;
+    Ok(map)
 }
 
 /// Reserves `len` bytes of disk for `file` (which must be empty), so the blocks exist before
