@@ -83,6 +83,14 @@ pub enum WalError {
         /// The term of the entry before it.
         previous: Term,
     },
+    /// An append would overwrite an entry at or below the hard state's commit index: committed
+    /// entries are never truncated (Raft §5.4), so the caller has a bug.
+    TruncatesCommitted {
+        /// The first index the append would overwrite.
+        index: LogIndex,
+        /// The commit index.
+        commit: LogIndex,
+    },
     /// A hard state with a lower term than the current one.
     HardStateRegression {
         /// The current term.
@@ -195,6 +203,12 @@ impl fmt::Display for WalError {
                 write!(
                     f,
                     "entry {index} has term {term}, lower than the term {previous} before it"
+                )
+            }
+            WalError::TruncatesCommitted { index, commit } => {
+                write!(
+                    f,
+                    "append at {index} would overwrite committed entries (commit index {commit})"
                 )
             }
             WalError::HardStateRegression { current, given } => {

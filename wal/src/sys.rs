@@ -24,7 +24,7 @@ pub(crate) fn map(file: &File, len: usize) -> io::Result<MmapMut> {
     let map = unsafe { MmapOptions::new().len(len).map_mut(file) }?;
     // Without this, a write fault triggers readahead, which fills the page cache with large
     // folios; dirtying one byte then makes writeback (and so every msync) write the whole folio.
-    // Measured on ext4: a 41 KiB batch took ~2.5x longer to msync. MADV_RANDOM keeps folios
+    // Measured on ext4: a 41 KiB batch took 1.4-2x longer to persist. MADV_RANDOM keeps folios
     // at one page, so a persist writes back only the pages the batch touched.
     map.advise(memmap2::Advice::Random)?;
     Ok(map)

@@ -299,6 +299,13 @@ impl Wal {
                 found: first.index,
             });
         }
+        if first.index <= self.last_index() && first.index <= self.hard_state.commit {
+            let commit = self.hard_state.commit;
+            return Err(WalError::TruncatesCommitted {
+                index: first.index,
+                commit,
+            });
+        }
         let mut previous = (
             first.index.prev(),
             self.log.term(first.index.prev()).unwrap_or_default(),

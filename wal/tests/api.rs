@@ -106,3 +106,32 @@ fn batch_larger_than_a_segment() {
     let (wal, _) = Wal::open(temp.path(), real_options(4096)).unwrap();
     assert_eq!(all_entries(&wal), entries);
 }
+
+// Proves a zero-length or short newest segment (its creation or preallocation never became
+// durable) is treated as a torn tail on the real file system, not as an error.
+#[test]
+fn empty_newest_segment_file_is_a_torn_tail() {
+    let temp = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(temp.path(), real_options(4096)).unwrap();
+    let entries: Vec<_> = (1..=3).map(|i| entry(i, 1, 10)).collect();
+    wal.append(&entries).unwrap();
+    wal.persist().unwrap();
+    drop(wal);
+    for len in [0u64, 17] {
+        let path = temp.path().join("0000000000000002.wal");
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(len).unwrap();
+        drop(file);
+        let (wal, recovered) = Wal::open(temp.path(), real_options(4096)).unwrap();
+        assert!(recovered.torn_tail.is_some(), "len {len}");
+        assert_eq!(all_entries(&wal), entries);
+        assert!(!path.exists());
+    }
+}
+
+// Proves the WAL can move to another thread (the daemon may run storage on its own thread).
+#[test]
+fn wal_is_send() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Wal>();
+}

@@ -151,8 +151,8 @@ fn locked_directory_names_the_holder() {
     Wal::open(temp.path(), WalOptions::default()).unwrap();
 }
 
-// Proves the append contract's typed errors: gaps, compacted indices, term regressions, and
-// hard-state term regressions; none of them poisons the WAL.
+// Proves the append contract's typed errors: gaps, compacted indices, term regressions,
+// overwriting committed entries, and hard-state term regressions; none of them poisons the WAL.
 #[test]
 fn append_contract_errors() {
     let backend = MemBackend::with_dir(&dir());
@@ -186,6 +186,17 @@ fn append_contract_errors() {
         .unwrap_err();
     assert!(
         matches!(error, WalError::HardStateRegression { .. }),
+        "{error}"
+    );
+    let state = raft::HardState {
+        term: raft::Term(3),
+        commit: LogIndex(2),
+        ..Default::default()
+    };
+    wal.set_hard_state(state).unwrap();
+    let error = wal.append(&[entry(2, 3, 4)]).unwrap_err();
+    assert!(
+        matches!(error, WalError::TruncatesCommitted { .. }),
         "{error}"
     );
     wal.persist().unwrap();
