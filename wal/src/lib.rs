@@ -31,6 +31,30 @@
 //! * Only one process may open a directory; a second gets [`WalError::Locked`] naming the
 //!   holder's pid. Other processes writing the files despite the lock are outside the contract.
 //!
+//! # Use
+//!
+//! ```
+//! use raft::{Entry, EntryKind, HardState, LogIndex, NodeId, Term};
+//! use wal::{Wal, WalOptions};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let (mut wal, recovered) = Wal::open(dir.path(), WalOptions::default())?;
+//! assert_eq!(recovered.last_index, LogIndex(0));
+//!
+//! // One Raft Ready: the hard state and new entries, then one persist before any message
+//! // that depends on them is sent.
+//! wal.set_hard_state(HardState { term: Term(1), vote: NodeId(1), commit: LogIndex(0) })?;
+//! let entry = Entry { term: Term(1), index: LogIndex(1), kind: EntryKind::Noop, data: vec![] };
+//! wal.append(&[entry.clone()])?;
+//! wal.persist()?;
+//!
+//! drop(wal);
+//! let (wal, recovered) = Wal::open(dir.path(), WalOptions::default())?;
+//! assert_eq!(recovered.hard_state.vote, NodeId(1));
+//! assert_eq!(wal.entries(LogIndex(1), LogIndex(2), u64::MAX)?, vec![entry]);
+//! # Ok::<(), wal::WalError>(())
+//! ```
+//!
 //! # Recovery decision table
 //!
 //! `Wal::open` replays every segment in order; the first problem found is classified so:
