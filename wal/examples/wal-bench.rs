@@ -1,0 +1,365 @@
+//! The WAL benchmark: group-commit latency and throughput next to raw write + fdatasync on the
+//! same disk, recovery scan speed, and disk use under compaction.
+//!
+//! ```text
+//! cargo run --release -p wal --example wal-bench -- --dir /tmp/wal-bench [--recovery-mib 1024]
+//!     [--compaction-appends 1000000] [--seconds 3] [--only commit|recovery|compaction]
+//! ```
+//!
+//! The directory is created if needed and emptied between phases; do not point it at data.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use raft::{Entry, EntryKind, LogIndex, Snapshot, SnapshotMeta, Term};
+use wal::{Wal, WalOptions};
+
+const ENTRY_DATA_BYTES: usize = 128;
+
+struct Args {
+    dir: PathBuf,
+    recovery_mib: u64,
+    compaction_appends: u64,
+    seconds: f64,
+    only: Option<String>,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        dir: PathBuf::from("/tmp/wal-bench"),
+        recovery_mib: 1024,
+        compaction_appends: 1_000_000,
+        seconds: 3.0,
+        only: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--dir" => args.dir = PathBuf::from(value),
+            "--recovery-mib" => args.recovery_mib = value.parse().expect("--recovery-mib N"),
+            "--compaction-appends" => {
+                args.compaction_appends = value.parse().expect("--compaction-appends N")
+            }
+            "--seconds" => args.seconds = value.parse().expect("--seconds S"),
+            "--only" => args.only = Some(value),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    args
+}
+
+fn fresh_dir(path: &Path) {
+    let _ = fs::remove_dir_all(path);
+    fs::create_dir_all(path).expect("create the benchmark directory");
+}
+
+fn entries(first: u64, count: u64) -> Vec<Entry> {
+    (first..first + count)
+        .map(|i| Entry {
+            index: LogIndex(i),
+            term: Term(1),
+            kind: EntryKind::Normal,
+            data: vec![(i % 251) as u8; ENTRY_DATA_BYTES],
+        })
+        .collect()
+}
+
+/// Latencies of the measured operations.
+struct Samples(Vec<Duration>);
+
+impl Samples {
+    fn percentile(&mut self, p: f64) -> Duration {
+        self.0.sort_unstable();
+        let rank = ((self.0.len() as f64 - 1.0) * p).round() as usize;
+        self.0[rank]
+    }
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// WAL bytes per batch: the entry records plus the commit record.
+fn wal_batch_bytes(batch: u64) -> usize {
+    let entry = wal::format::entry_record_bytes(&entries(1, 1)[0]);
+    let batch_bytes = entry * batch as usize;
+    batch_bytes + wal::format::commit_record_bytes(0, batch_bytes)
+}
+
+const RAW_FILE_BYTES: u64 = 16 << 20;
+const ROUNDS: u32 = 6;
+
+/// A preallocated file for the raw baseline: zero-filled and fsynced, or fallocated the way
+/// WAL segments are (unwritten extents).
+fn raw_file(dir: &Path, name: &str, zero_filled: bool) -> File {
+    let path = dir.join(name);
+    let _ = fs::remove_file(&path);
+    if !zero_filled {
+        use wal::Backend;
+        drop(
+            wal::StdBackend
+                .create_segment(&path, RAW_FILE_BYTES)
+                .unwrap(),
+        );
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .unwrap();
+    if zero_filled {
+        let zeros = vec![0u8; 1 << 20];
+        for i in 0..RAW_FILE_BYTES >> 20 {
+            file.write_all_at(&zeros, i << 20).unwrap();
+        }
+    }
+    file.sync_all().unwrap();
+    File::open(dir).unwrap().sync_all().unwrap();
+    file
+}
+
+/// pwrite + fdatasync of `bytes` at consecutive offsets (wrapping around) for `seconds`.
+fn raw_round(
+    file: &File,
+    offset: &mut u64,
+    bytes: usize,
+    seconds: f64,
+    samples: &mut Vec<Duration>,
+) {
+    let data = vec![0x5au8; bytes];
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < seconds {
+        if *offset + bytes as u64 > RAW_FILE_BYTES {
+            *offset = 0;
+        }
+        let t = Instant::now();
+        file.write_all_at(&data, *offset).unwrap();
+        file.sync_data().unwrap();
+        samples.push(t.elapsed());
+        *offset += bytes as u64;
+    }
+}
+
+/// Appends batches and persists each, for `seconds`; returns the entries appended.
+fn wal_round(
+    wal: &mut Wal,
+    next: &mut u64,
+    batch: u64,
+    seconds: f64,
+    samples: &mut Vec<Duration>,
+) -> u64 {
+    let start = Instant::now();
+    let first = *next;
+    while start.elapsed().as_secs_f64() < seconds {
+        let batch_entries = entries(*next, batch);
+        let t = Instant::now();
+        wal.append(&batch_entries).unwrap();
+        wal.persist().unwrap();
+        samples.push(t.elapsed());
+        *next += batch;
+    }
+    *next - first
+}
+
+fn mean(samples: &Samples) -> Duration {
+    samples.0.iter().sum::<Duration>() / samples.0.len().max(1) as u32
+}
+
+fn bench_group_commit(args: &Args) {
+    println!("== group commit: {ENTRY_DATA_BYTES}-byte entries, persist() after each batch ==");
+    println!(
+        "{:>5} | {:>11} {:>8} {:>8} | {:>6} {:>11} {:>8} {:>8} | {:>8} {:>8} | {:>5}",
+        "batch",
+        "wal entr/s",
+        "p50 us",
+        "p99 us",
+        "bytes",
+        "raw entr/s",
+        "p50 us",
+        "p99 us",
+        "fa p50",
+        "fa p99",
+        "ratio"
+    );
+    let dir = args.dir.join("commit");
+    let round_seconds = args.seconds / f64::from(ROUNDS);
+    for batch in [1u64, 16, 256] {
+        fresh_dir(&dir);
+        let wal_dir = dir.join("wal");
+        fs::create_dir(&wal_dir).unwrap();
+        let (mut wal, _) = Wal::open(&wal_dir, WalOptions::default()).unwrap();
+        let bytes = wal_batch_bytes(batch);
+        let zero_filled = raw_file(&dir, "raw-zero-filled", true);
+        let fallocated = raw_file(&dir, "raw-fallocated", false);
+        let (mut wal_samples, mut raw_samples, mut fa_samples) =
+            (Vec::new(), Vec::new(), Vec::new());
+        let (mut next, mut appended, mut wal_time) = (1, 0, Duration::ZERO);
+        let (mut raw_offset, mut fa_offset) = (0, 0);
+        // Short interleaved rounds, so disk noise (other tenants, writeback) hits all three.
+        for _ in 0..ROUNDS {
+            let start = Instant::now();
+            appended += wal_round(&mut wal, &mut next, batch, round_seconds, &mut wal_samples);
+            wal_time += start.elapsed();
+            raw_round(
+                &zero_filled,
+                &mut raw_offset,
+                bytes,
+                round_seconds,
+                &mut raw_samples,
+            );
+            raw_round(
+                &fallocated,
+                &mut fa_offset,
+                bytes,
+                round_seconds / 2.0,
+                &mut fa_samples,
+            );
+        }
+        let mut wal_samples = Samples(wal_samples);
+        let mut raw_samples = Samples(raw_samples);
+        let mut fa_samples = Samples(fa_samples);
+        let (wal_p50, raw_p50) = (wal_samples.percentile(0.5), raw_samples.percentile(0.5));
+        println!(
+            "{:>5} | {:>11.0} {:>8.1} {:>8.1} | {:>6} {:>11.0} {:>8.1} {:>8.1} | {:>8.1} {:>8.1} | {:>5.2}",
+            batch,
+            appended as f64 / wal_time.as_secs_f64(),
+            micros(wal_p50),
+            micros(wal_samples.percentile(0.99)),
+            bytes,
+            batch as f64 / mean(&raw_samples).as_secs_f64(),
+            micros(raw_p50),
+            micros(raw_samples.percentile(0.99)),
+            micros(fa_samples.percentile(0.5)),
+            micros(fa_samples.percentile(0.99)),
+            wal_p50.as_secs_f64() / raw_p50.as_secs_f64(),
+        );
+    }
+    fs::remove_dir_all(&dir).unwrap();
+    println!("raw = pwrite + fdatasync of the same bytes per batch at consecutive offsets of a zero-filled,");
+    println!("fsynced 16 MiB file; fa = the same into a fallocated file (unwritten extents, like WAL segments);");
+    println!("raw entr/s = batch / mean raw latency; ratio = wal p50 / raw p50; {ROUNDS} interleaved rounds.");
+}
+
+fn bench_recovery(args: &Args) {
+    let dir = args.dir.join("recovery");
+    fresh_dir(&dir);
+    let target = args.recovery_mib << 20;
+    let batch = 4096u64;
+    let (mut wal, _) = Wal::open(&dir, WalOptions::default()).unwrap();
+    let mut next = 1;
+    let start = Instant::now();
+    while (next - 1) * (wal::format::entry_record_bytes(&entries(1, 1)[0]) as u64) < target {
+        wal.append(&entries(next, batch)).unwrap();
+        wal.persist().unwrap();
+        next += batch;
+    }
+    let write_time = start.elapsed();
+    let disk = wal.disk_bytes();
+    drop(wal);
+    let mib = disk as f64 / f64::from(1 << 20);
+    println!("== recovery ==");
+    let log_bytes = (next - 1) * wal::format::entry_record_bytes(&entries(1, 1)[0]) as u64;
+    println!(
+        "wrote {} entries ({:.0} MiB of records, {mib:.0} MiB of preallocated segments) in {:.1}s",
+        next - 1,
+        log_bytes as f64 / f64::from(1 << 20),
+        write_time.as_secs_f64()
+    );
+    for cold in [true, false] {
+        if cold {
+            drop_page_cache(&dir);
+        }
+        let start = Instant::now();
+        let (wal, recovered) = Wal::open(&dir, WalOptions::default()).unwrap();
+        let open_time = start.elapsed();
+        assert_eq!(recovered.last_index, LogIndex(next - 1));
+        println!(
+            "open ({}): {} segments in {:.2}s = {:.0} MB/s of records ({:.0} MB/s of segment files)",
+            if cold { "page cache dropped for the segments" } else { "page cache warm" },
+            wal.segment_count(),
+            open_time.as_secs_f64(),
+            log_bytes as f64 / 1e6 / open_time.as_secs_f64(),
+            disk as f64 / 1e6 / open_time.as_secs_f64()
+        );
+    }
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Asks the kernel to drop the cached pages of the files in `dir` (GNU dd's documented
+/// `iflag=nocache count=0` idiom), so the next open reads from the disk.
+fn drop_page_cache(dir: &Path) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let status = std::process::Command::new("dd")
+            .arg(format!("if={}", path.display()))
+            .args(["iflag=nocache", "count=0", "status=none"])
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            println!(
+                "(could not drop the page cache for {}; the cold figure is warm)",
+                path.display()
+            );
+        }
+    }
+}
+
+fn bench_compaction(args: &Args) {
+    let dir = args.dir.join("compaction");
+    fresh_dir(&dir);
+    let (mut wal, _) = Wal::open(&dir, WalOptions::default()).unwrap();
+    let (batch, every) = (100u64, 10_000u64);
+    let mut next = 1;
+    let mut max_files = 0;
+    let start = Instant::now();
+    while next <= args.compaction_appends {
+        wal.append(&entries(next, batch)).unwrap();
+        wal.persist().unwrap();
+        next += batch;
+        if (next - 1) % every == 0 {
+            let meta = SnapshotMeta {
+                index: LogIndex(next - 1),
+                term: Term(1),
+            };
+            wal.save_snapshot(&Snapshot {
+                meta,
+                data: vec![7; 4096],
+            })
+            .unwrap();
+            max_files = max_files.max(fs::read_dir(&dir).unwrap().count());
+        }
+    }
+    let files: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    println!("== compaction ==");
+    println!(
+        "{} appends (batches of {batch}, snapshot every {every}) in {:.1}s: at most {max_files} files in the dir (incl. LOCK); at the end {:?}, {:.1} MiB",
+        next - 1,
+        start.elapsed().as_secs_f64(),
+        files,
+        wal.disk_bytes() as f64 / (1 << 20) as f64
+    );
+    drop(wal);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+fn main() {
+    let args = parse_args();
+    fs::create_dir_all(&args.dir).expect("create the benchmark directory");
+    let run = |phase: &str| args.only.as_deref().is_none_or(|only| only == phase);
+    if run("commit") {
+        bench_group_commit(&args);
+    }
+    if run("recovery") {
+        bench_recovery(&args);
+    }
+    if run("compaction") {
+        bench_compaction(&args);
+    }
+}

@@ -1,0 +1,159 @@
+//! File access behind a small trait, so tests can inject torn writes, lost unsynced writes, bit
+//! flips and failing syscalls (see `testing::MemBackend`). `StdBackend` is the real one.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+
+use memmap2::MmapMut;
+
+use crate::sys;
+
+/// A segment file mapped into memory. Writes go to `bytes_mut`; `sync` makes a range durable.
+pub trait SegmentMap: Send {
+    /// The whole file.
+    fn bytes(&self) -> &[u8];
+    /// The whole file, writable. Nothing written here is durable before `sync` covers it.
+    fn bytes_mut(&mut self) -> &mut [u8];
+    /// Makes `[offset, offset + len)` durable (msync with MS_SYNC) and returns only then.
+    fn sync(&mut self, offset: usize, len: usize) -> io::Result<()>;
+}
+
+/// The file operations the WAL needs. Paths are always inside the WAL directory.
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// Ok if `dir` is an existing directory; `NotFound` if missing; `NotADirectory` otherwise.
+    fn check_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes the directory's exclusive lock and writes this process's pid into `lock_path`.
+    /// `WouldBlock` when someone else holds it. The lock lasts as long as the returned value.
+    fn lock(&self, lock_path: &Path) -> io::Result<Box<dyn Send>>;
+    /// The names of the files in `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Creates a new file of exactly `bytes` zero bytes with every block allocated, and maps it.
+    /// On failure (ENOSPC above all) no file is left behind.
+    fn create_segment(&self, path: &Path, bytes: u64) -> io::Result<Box<dyn SegmentMap>>;
+    /// Maps an existing file.
+    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentMap>>;
+    /// Reads a whole file.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Creates or replaces `path` with `bytes` and fsyncs it.
+    fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+    /// Renames a file (not durable before `sync_dir`).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Deletes a file (not durable before `sync_dir`).
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Fsyncs the directory, making creates, renames and deletes in it durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// The size of a file in bytes.
+    fn file_bytes(&self, path: &Path) -> io::Result<u64>;
+}
+
+/// The real backend: std::fs, fallocate, flock and memmap2.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StdBackend;
+
+struct StdSegment {
+    // The map must not outlive the file's blocks; the file stays open while the map lives.
+    map: MmapMut,
+    _file: File,
+}
+
+impl SegmentMap for StdSegment {
+    fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.map
+    }
+
+    fn sync(&mut self, offset: usize, len: usize) -> io::Result<()> {
+        self.map.flush_range(offset, len)
+    }
+}
+
+fn map_file(file: File) -> io::Result<Box<dyn SegmentMap>> {
+    let len = usize::try_from(file.metadata()?.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large to map"))?;
+    let map = sys::map(&file, len)?;
+    Ok(Box::new(StdSegment { map, _file: file }))
+}
+
+impl Backend for StdBackend {
+    fn check_dir(&self, dir: &Path) -> io::Result<()> {
+        if fs::metadata(dir)?.is_dir() {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(libc::ENOTDIR))
+        }
+    }
+
+    fn lock(&self, lock_path: &Path) -> io::Result<Box<dyn Send>> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(lock_path)?;
+        sys::lock(&file)?;
+        file.set_len(0)?;
+        writeln!(file, "{}", std::process::id())?;
+        Ok(Box::new(file))
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        Ok(names)
+    }
+
+    fn create_segment(&self, path: &Path, bytes: u64) -> io::Result<Box<dyn SegmentMap>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        if let Err(error) = sys::preallocate(&file, bytes).and_then(|()| file.set_len(bytes)) {
+            drop(file);
+            let _ = fs::remove_file(path);
+            return Err(error);
+        }
+        map_file(file)
+    }
+
+    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentMap>> {
+        map_file(OpenOptions::new().read(true).write(true).open(path)?)
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        fs::read(path)
+    }
+
+    fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn file_bytes(&self, path: &Path) -> io::Result<u64> {
+        Ok(fs::metadata(path)?.len())
+    }
+}

@@ -1,0 +1,108 @@
+//! raftd's write-ahead log: the durable home of the Raft log, the hard state (term, vote,
+//! commit) and snapshots.
+//!
+//! # Shape
+//!
+//! A directory holds preallocated, memory-mapped segment files (`<id:016x>.wal`), snapshot files
+//! (`snap-<index:016x>-<term:016x>.snap`) and a `LOCK` file holding the owner's pid under an
+//! exclusive flock. Records (entries, hard state, snapshot marker, truncate-suffix) are copied
+//! into the map; every batch ends with a commit record carrying a CRC over all the batch's bytes
+//! (and one CRC per 512-byte sector piece, so recovery can tell a torn write from a flipped bit).
+//! The byte layout is in `FORMAT.md`, mirrored by the constants in [`format`](mod@format).
+//!
+//! # Contract
+//!
+//! * [`Wal::append`] and [`Wal::set_hard_state`] only write into the map. Nothing is durable
+//!   until [`Wal::persist`] returns: it writes the commit record, msyncs the written range once
+//!   and fsyncs the directory if a file was created, renamed or deleted. The caller batches a
+//!   whole Raft `Ready` and persists once (group commit), and sends no message that depends on
+//!   the batch before that.
+//! * After a failed write, msync or fsync the WAL is poisoned: every later write returns
+//!   [`WalError::Poisoned`]; fsync is never retried (the kernel may have dropped the dirty pages
+//!   already). The node must stop voting and accepting entries and be restarted.
+//! * A full disk when a new segment or snapshot file is allocated returns
+//!   [`WalError::NoSpace`] with nothing written; the WAL stays usable. Segments are never grown
+//!   while mapped, so a full disk can never turn into a SIGBUS.
+//! * [`Wal::save_snapshot`] writes the snapshot atomically (temp file, fsync, rename, directory
+//!   fsync), persists a snapshot-marker record, then deletes the segments lying wholly at or
+//!   below the snapshot's index and every older snapshot file.
+//! * Reads ([`Wal::entries`], [`Wal::term`]) go to the mapped files through an in-memory map
+//!   of index → (term, segment, offset); entry data is never held in memory.
+//! * Only one process may open a directory; a second gets [`WalError::Locked`] naming the
+//!   holder's pid. Other processes writing the files despite the lock are outside the contract.
+//!
+//! # Use
+//!
+//! ```
+//! use raft::{Entry, EntryKind, HardState, LogIndex, NodeId, Term};
+//! use wal::{Wal, WalOptions};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let (mut wal, recovered) = Wal::open(dir.path(), WalOptions::default())?;
+//! assert_eq!(recovered.last_index, LogIndex(0));
+//!
+//! // One Raft Ready: the hard state and new entries, then one persist before any message
+//! // that depends on them is sent.
+//! wal.set_hard_state(HardState { term: Term(1), vote: NodeId(1), commit: LogIndex(0) })?;
+//! let entry = Entry { term: Term(1), index: LogIndex(1), kind: EntryKind::Noop, data: vec![] };
+//! wal.append(&[entry.clone()])?;
+//! wal.persist()?;
+//!
+//! drop(wal);
+//! let (wal, recovered) = Wal::open(dir.path(), WalOptions::default())?;
+//! assert_eq!(recovered.hard_state.vote, NodeId(1));
+//! assert_eq!(wal.entries(LogIndex(1), LogIndex(2), u64::MAX)?, vec![entry]);
+//! # Ok::<(), wal::WalError>(())
+//! ```
+//!
+//! # Recovery decision table
+//!
+//! `Wal::open` replays every segment in order; the first problem found is classified so:
+//!
+//! | # | What open finds | Verdict | Action |
+//! |---|-----------------|---------|--------|
+//! | 1 | Every batch ends with a valid commit record; only zeros after the last | clean | open |
+//! | 2 | Bytes after the last valid commit record, no valid commit after them, and either no intact commit record closes them or every sector that differs from the CRCs in that record is still all zeros | torn tail | truncate there, re-zero, fsync, log a warning, report it in [`Recovered::torn_tail`], continue |
+//! | 3 | A bad record CRC, a bad batch CRC, bad header, or non-zero bytes after a commit, followed by a valid commit anywhere later; or a sector that differs from its CRC and is not all zeros | corruption | refuse: [`WalError::Corrupt`] names file, offset and what |
+//! | 4 | In committed data: a gap in indices, a term regression, a hard-state term regression, a truncation past the end, a segment not continuing the previous one, a missing segment, or a log starting after the snapshot | corruption | refuse, as row 3 |
+//! | 5 | Row 3 or 4 (except a missing segment or a log starting after the snapshot) with [`WalOptions::repair`] set | repaired | cut at the start of the batch holding the first bad record, log a warning, report it in [`Recovered::repaired`] |
+//! | 6 | A newest segment whose header never became durable, with no valid commit in it | torn tail | delete it, as row 2 |
+//! | 7 | A damaged snapshot file | skipped | warn and use the next newest; row 4 applies if entries are then missing |
+//!
+//! Each row is tested: row 1 by every round trip; row 2 by
+//! `recovery::every_truncation_of_the_last_batch_recovers_the_last_complete_batch` and the crash
+//! workloads; row 3 by `recovery::every_bit_flip_before_the_last_commit_is_refused` and
+//! `recovery::garbage_followed_by_a_valid_batch_is_refused`; row 4 by
+//! `recovery::a_gap_in_committed_entries_is_refused`, `..._term_regression_...`,
+//! `recovery::torn_segment_creation_and_missing_segments` and `snapshot::damaged_snapshot_file`;
+//! row 5 by the repair cases in the bit-flip and gap tests; row 6 by
+//! `recovery::torn_segment_creation_and_missing_segments`; row 7 by
+//! `snapshot::damaged_newest_snapshot_falls_back_to_the_older_one`.
+//!
+//! Only one batch can be in flight when a process dies (each `persist` waits for its msync), so
+//! anything after the last valid commit is at most one batch the caller was never told was
+//! durable. One limit remains: a bit flip inside the final commit record itself cannot be told
+//! apart from that record being torn, so it reads as row 2 and the last batch is dropped with a
+//! warning.
+//!
+//! # Unsafe code
+//!
+//! `#![forbid(unsafe_code)]` cannot hold here because mapping a file is unsafe. All `unsafe`
+//! is in the private `sys` module (the map, fallocate, flock), each block with a `// SAFETY:`
+//! comment; every other module is checked by `#![deny(unsafe_code)]`.
+
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod backend;
+mod error;
+pub mod format;
+mod log_map;
+mod recovery;
+mod sys;
+pub mod testing;
+mod wal;
+
+pub use crate::backend::{Backend, SegmentMap, StdBackend};
+pub use crate::error::WalError;
+pub use crate::wal::{Recovered, Wal, WalOptions, LOCK_FILE, SEGMENT_BYTES_DEFAULT};

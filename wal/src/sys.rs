@@ -1,0 +1,68 @@
+//! The only module with `unsafe` code: mapping segment files, and the two libc calls the
+//! standard library does not offer (fallocate, flock). Every block says why it is sound.
+
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+use memmap2::{MmapMut, MmapOptions};
+
+/// Maps all `len` bytes of `file` read-write and shared.
+///
+/// The mapping stays valid while the returned value lives, even if `file` is closed.
+pub(crate) fn map(file: &File, len: usize) -> io::Result<MmapMut> {
+    // SAFETY: memmap2 requires that no one else truncates or modifies the file while it is
+    // mapped, or reads through the map may see changing bytes or fault (SIGBUS) past the end.
+    // The WAL directory is held under an exclusive flock by this process (see `lock`), the WAL
+    // only maps segment files it created or recovered in that directory, it never changes a
+    // mapped file's length (segments are preallocated with fallocate before mapping, so writes
+    // through the map never need new blocks and cannot hit ENOSPC as a SIGBUS), and it drops the
+    // map before deleting the file. Another process writing the files despite the lock is outside
+    // the contract (documented in the crate docs).
+    let map = unsafe { MmapOptions::new().len(len).map_mut(file) }?;
+    // Without this, a write fault triggers readahead, which fills the page cache with large
+    // folios; dirtying one byte then makes writeback (and so every msync) write the whole folio.
+    // Measured on ext4: a 41 KiB batch took 1.4-2x longer to persist. MADV_RANDOM keeps folios
+    // at one page, so a persist writes back only the pages the batch touched.
+    map.advise(memmap2::Advice::Random)?;
+    Ok(map)
+}
+
+/// Reserves `len` bytes of disk for `file` (which must be empty), so the blocks exist before
+/// anything is written through a map. Returns the OS error (ENOSPC when the disk is full).
+pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: fallocate only reads its integer arguments; the fd is open for the duration of the
+    // call because `file` is borrowed.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() != Some(libc::EOPNOTSUPP) {
+        return Err(error);
+    }
+    // A file system without fallocate: posix_fallocate writes zeros itself, which still
+    // allocates every block up front.
+    // SAFETY: as above; posix_fallocate returns the error number instead of setting errno.
+    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) } {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// Takes an exclusive, non-blocking flock on `file`. `ErrorKind::WouldBlock` means another open
+/// file description (another process, or another `Wal` in this one) holds it. The lock is
+/// released when the file is closed.
+pub(crate) fn lock(file: &File) -> io::Result<()> {
+    // SAFETY: flock only reads its integer arguments; the fd is open because `file` is borrowed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

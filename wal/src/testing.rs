@@ -1,0 +1,334 @@
+//! A fault-injecting, in-memory file system for tests (of this crate and of the daemon).
+//!
+//! Every file has a *live* image (what reads see) and a *durable* image (what survives a crash:
+//! advanced only by `sync` of a segment range, `write_synced`, and for names in the directory,
+//! `sync_dir`). `crash` builds the file system a reboot would see; `crash_torn` additionally keeps
+//! a random subset of the unsynced 512-byte sectors, as kernel writeback may have written them.
+//! Faults: a full disk on segment creation, failing msync/fsync, a read-only directory.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::backend::{Backend, SegmentMap};
+use crate::format::CHUNK_BYTES;
+
+/// Faults to inject; all off by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Creating a segment fails with ENOSPC.
+    pub no_space: bool,
+    /// Every segment sync and directory fsync fails with EIO.
+    pub fail_sync: bool,
+    /// Creating or opening files for writing fails with EROFS.
+    pub read_only: bool,
+}
+
+#[derive(Debug, Default)]
+struct MemFile {
+    live: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+type FileRef = Arc<Mutex<MemFile>>;
+
+#[derive(Debug, Default)]
+struct MemState {
+    dirs: BTreeSet<PathBuf>,
+    /// The directory as it is now.
+    live: BTreeMap<PathBuf, FileRef>,
+    /// The directory as of the last `sync_dir`.
+    durable: BTreeMap<PathBuf, FileRef>,
+    locks: BTreeSet<PathBuf>,
+    faults: Faults,
+    syncs: u64,
+}
+
+/// The in-memory backend. Clones share the same file system.
+#[derive(Clone, Debug, Default)]
+pub struct MemBackend {
+    state: Arc<Mutex<MemState>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn os_error(errno: i32) -> io::Error {
+    io::Error::from_raw_os_error(errno)
+}
+
+impl MemBackend {
+    /// An empty file system with one existing directory.
+    pub fn with_dir(dir: &Path) -> MemBackend {
+        let backend = MemBackend::default();
+        lock(&backend.state).dirs.insert(dir.to_path_buf());
+        backend
+    }
+
+    /// Sets the faults to inject from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        lock(&self.state).faults = faults;
+    }
+
+    /// The number of successful segment syncs and directory fsyncs so far.
+    pub fn sync_count(&self) -> u64 {
+        lock(&self.state).syncs
+    }
+
+    /// The file system a crash right now would leave: durable names with durable contents.
+    pub fn crash(&self) -> MemBackend {
+        self.crash_with(|_, _| false)
+    }
+
+    /// Like `crash`, but each unsynced 512-byte sector independently reached the disk or not,
+    /// chosen by a generator seeded with `seed` (torn writes in any sector order).
+    pub fn crash_torn(&self, seed: u64) -> MemBackend {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        self.crash_with(move |_, _| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x & 1 == 1
+        })
+    }
+
+    fn crash_with(&self, mut keep_sector: impl FnMut(&Path, usize) -> bool) -> MemBackend {
+        let state = lock(&self.state);
+        let mut next = MemState {
+            dirs: state.dirs.clone(),
+            ..MemState::default()
+        };
+        for (path, file) in &state.durable {
+            let file = lock(file);
+            let mut image = file.durable.clone();
+            for (sector, chunk) in image.chunks_mut(CHUNK_BYTES).enumerate() {
+                let lo = sector * CHUNK_BYTES;
+                let live = file.live.get(lo..lo + chunk.len());
+                if live.is_some_and(|live| live != chunk) && keep_sector(path, sector) {
+                    chunk.copy_from_slice(live.expect("checked"));
+                }
+            }
+            let file = Arc::new(Mutex::new(MemFile {
+                live: image.clone(),
+                durable: image,
+            }));
+            next.live.insert(path.clone(), file.clone());
+            next.durable.insert(path.clone(), file);
+        }
+        MemBackend {
+            state: Arc::new(Mutex::new(next)),
+        }
+    }
+
+    /// The names of the files in the directory now.
+    pub fn file_names(&self) -> Vec<PathBuf> {
+        lock(&self.state).live.keys().cloned().collect()
+    }
+
+    /// A file's live contents.
+    pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
+        lock(&self.state)
+            .live
+            .get(path)
+            .map(|file| lock(file).live.clone())
+    }
+
+    /// Flips one bit of a file, in both images (call it while no `Wal` has the file mapped).
+    pub fn flip_bit(&self, path: &Path, bit: usize) {
+        let state = lock(&self.state);
+        let mut file = lock(state.live.get(path).expect("file exists"));
+        file.live[bit / 8] ^= 1 << (bit % 8);
+        file.durable[bit / 8] ^= 1 << (bit % 8);
+    }
+
+    /// Replaces a file's contents in both images (call it while no `Wal` has the file mapped).
+    pub fn set_contents(&self, path: &Path, bytes: Vec<u8>) {
+        let state = lock(&self.state);
+        let mut file = lock(state.live.get(path).expect("file exists"));
+        file.live = bytes.clone();
+        file.durable = bytes;
+    }
+
+    fn check_writable(&self) -> io::Result<()> {
+        if lock(&self.state).faults.read_only {
+            return Err(os_error(libc::EROFS));
+        }
+        Ok(())
+    }
+
+    fn file(&self, path: &Path) -> io::Result<FileRef> {
+        lock(&self.state)
+            .live
+            .get(path)
+            .cloned()
+            .ok_or_else(|| os_error(libc::ENOENT))
+    }
+}
+
+struct MemSegment {
+    state: Arc<Mutex<MemState>>,
+    file: FileRef,
+    bytes: Vec<u8>,
+}
+
+impl SegmentMap for MemSegment {
+    fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+
+    fn sync(&mut self, offset: usize, len: usize) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        if state.faults.fail_sync {
+            return Err(os_error(libc::EIO));
+        }
+        state.syncs += 1;
+        let mut file = lock(&self.file);
+        file.live.copy_from_slice(&self.bytes);
+        file.durable[offset..offset + len].copy_from_slice(&self.bytes[offset..offset + len]);
+        Ok(())
+    }
+}
+
+impl Drop for MemSegment {
+    fn drop(&mut self) {
+        // Like munmap: written pages stay in the page cache (live), not on disk (durable).
+        lock(&self.file).live.copy_from_slice(&self.bytes);
+    }
+}
+
+struct MemLock {
+    state: Arc<Mutex<MemState>>,
+    path: PathBuf,
+}
+
+impl Drop for MemLock {
+    fn drop(&mut self) {
+        lock(&self.state).locks.remove(&self.path);
+    }
+}
+
+impl Backend for MemBackend {
+    fn check_dir(&self, dir: &Path) -> io::Result<()> {
+        if lock(&self.state).dirs.contains(dir) {
+            Ok(())
+        } else {
+            Err(os_error(libc::ENOENT))
+        }
+    }
+
+    fn lock(&self, lock_path: &Path) -> io::Result<Box<dyn Send>> {
+        if lock(&self.state).locks.contains(lock_path) {
+            return Err(io::Error::from(io::ErrorKind::WouldBlock));
+        }
+        self.write_synced(lock_path, format!("{}\n", std::process::id()).as_bytes())?;
+        lock(&self.state).locks.insert(lock_path.to_path_buf());
+        Ok(Box::new(MemLock {
+            state: self.state.clone(),
+            path: lock_path.to_path_buf(),
+        }))
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let state = lock(&self.state);
+        let names = state.live.keys().filter(|path| path.parent() == Some(dir));
+        Ok(names
+            .filter_map(|path| Some(path.file_name()?.to_string_lossy().into_owned()))
+            .collect())
+    }
+
+    fn create_segment(&self, path: &Path, bytes: u64) -> io::Result<Box<dyn SegmentMap>> {
+        self.check_writable()?;
+        let mut state = lock(&self.state);
+        if state.faults.no_space {
+            return Err(os_error(libc::ENOSPC));
+        }
+        if state.live.contains_key(path) {
+            return Err(os_error(libc::EEXIST));
+        }
+        let zeros = vec![0u8; bytes as usize];
+        let file = Arc::new(Mutex::new(MemFile {
+            live: zeros.clone(),
+            durable: zeros.clone(),
+        }));
+        state.live.insert(path.to_path_buf(), file.clone());
+        Ok(Box::new(MemSegment {
+            state: self.state.clone(),
+            file,
+            bytes: zeros,
+        }))
+    }
+
+    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentMap>> {
+        let file = self.file(path)?;
+        let bytes = lock(&file).live.clone();
+        Ok(Box::new(MemSegment {
+            state: self.state.clone(),
+            file,
+            bytes,
+        }))
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let file = self.file(path)?;
+        let bytes = lock(&file).live.clone();
+        Ok(bytes)
+    }
+
+    fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        self.check_writable()?;
+        let mut state = lock(&self.state);
+        if state.faults.fail_sync {
+            return Err(os_error(libc::EIO));
+        }
+        let file = Arc::new(Mutex::new(MemFile {
+            live: bytes.to_vec(),
+            durable: bytes.to_vec(),
+        }));
+        state.live.insert(path.to_path_buf(), file);
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check_writable()?;
+        let mut state = lock(&self.state);
+        let file = state
+            .live
+            .remove(from)
+            .ok_or_else(|| os_error(libc::ENOENT))?;
+        state.live.insert(to.to_path_buf(), file);
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.check_writable()?;
+        lock(&self.state)
+            .live
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| os_error(libc::ENOENT))
+    }
+
+    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        if state.faults.fail_sync {
+            return Err(os_error(libc::EIO));
+        }
+        state.syncs += 1;
+        state.durable = state.live.clone();
+        Ok(())
+    }
+
+    fn file_bytes(&self, path: &Path) -> io::Result<u64> {
+        let file = self.file(path)?;
+        let bytes = lock(&file).live.len() as u64;
+        Ok(bytes)
+    }
+}

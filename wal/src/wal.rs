@@ -1,0 +1,893 @@
+//! The `Wal` itself: open and recovery, the write path (append, hard state, persist,
+//! snapshots, compaction) and the reads.
+
+use std::collections::VecDeque;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use log::{info, warn};
+use raft::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
+
+use crate::backend::{Backend, StdBackend};
+use crate::error::{is_no_space, is_read_only, WalError};
+use crate::format::{self, kind, SEGMENT_HEADER_BYTES};
+use crate::log_map::{Location, LogMap};
+use crate::recovery::{self, Segment, Verdict};
+
+/// The lock file's name; it holds the pid of the process that holds the lock.
+pub const LOCK_FILE: &str = "LOCK";
+/// The default segment size: big enough that rollover is rare, small enough that compaction
+/// frees space soon after a snapshot.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+const SEGMENT_BYTES_MIN: u64 = 4096;
+
+/// How to open a WAL.
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    /// Size of each preallocated segment file (a batch bigger than this gets a bigger segment).
+    pub segment_bytes: u64,
+    /// Cut the log at the first corrupt record instead of refusing to open (logged, and the
+    /// cut is reported in `Recovered::repaired`). The operator's choice, never a default.
+    pub repair: bool,
+    /// File access; `StdBackend` unless a test injects faults.
+    pub backend: Arc<dyn Backend>,
+}
+
+impl Default for WalOptions {
+    fn default() -> WalOptions {
+        WalOptions {
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            repair: false,
+            backend: Arc::new(StdBackend),
+        }
+    }
+}
+
+/// What `Wal::open` found. Entries are not loaded: read them with `Wal::entries`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// The last durable hard state (default if none was ever persisted).
+    pub hard_state: HardState,
+    /// The newest valid snapshot, if any.
+    pub snapshot: Option<Snapshot>,
+    /// The first index in the log (snapshot index + 1).
+    pub first_index: LogIndex,
+    /// The last index in the log (the snapshot index if the log is empty).
+    pub last_index: LogIndex,
+    /// A torn tail that was truncated (decision table row 2), described for the operator.
+    pub torn_tail: Option<String>,
+    /// Corruption cut away because `repair` was set (row 4), described for the operator.
+    pub repaired: Option<String>,
+}
+
+/// An open write-ahead log. See the crate docs for the contract.
+pub struct Wal {
+    dir: PathBuf,
+    backend: Arc<dyn Backend>,
+    segment_bytes: usize,
+    _lock: Box<dyn Send>,
+    /// Oldest first, consecutive ids; the last one is written to.
+    segments: VecDeque<Segment>,
+    log: LogMap,
+    hard_state: HardState,
+    /// The hard state as of the last persist: written first into each new segment.
+    durable_hard_state: HardState,
+    /// The last index as of the last persist: the first index of the next new segment is one more.
+    durable_last_index: LogIndex,
+    /// Where the batch not yet closed by a commit record starts, in the last segment.
+    batch_start: usize,
+    /// Where the next record goes, in the last segment.
+    write_pos: usize,
+    /// Bytes of the last segment before this offset are durable.
+    synced_end: usize,
+    /// A file was created, renamed or deleted since the last directory fsync.
+    dir_dirty: bool,
+    snapshot_name: Option<String>,
+    /// The first write, msync or fsync failure; every later write is refused.
+    failed: Option<String>,
+}
+
+fn segment_name(id: u64) -> String {
+    format!("{id:016x}.wal")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".wal")?;
+    (hex.len() == 16)
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
+}
+
+fn snapshot_name(meta: &SnapshotMeta) -> String {
+    format!(
+        "snap-{:016x}-{:016x}.snap",
+        meta.index.get(),
+        meta.term.get()
+    )
+}
+
+fn parse_snapshot_name(name: &str) -> Option<u64> {
+    let rest = name.strip_prefix("snap-")?.strip_suffix(".snap")?;
+    u64::from_str_radix(rest.get(..16)?, 16).ok()
+}
+
+fn io_error(path: &Path, op: &'static str, source: io::Error) -> WalError {
+    WalError::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
+impl Wal {
+    /// Opens (or initialises, when empty) the WAL in `dir`, which must exist: takes the lock,
+    /// recovers per the decision table, and returns the WAL with what it recovered.
+    pub fn open(dir: impl AsRef<Path>, options: WalOptions) -> Result<(Wal, Recovered), WalError> {
+        let dir = dir.as_ref().to_path_buf();
+        let backend = options.backend.clone();
+        let lock = lock_dir(&*backend, &dir)?;
+        let names = backend
+            .list(&dir)
+            .map_err(|e| io_error(&dir, "list directory", e))?;
+        for name in names.iter().filter(|name| name.ends_with(".tmp")) {
+            // An interrupted snapshot write; the rename never happened, so nothing refers to it.
+            let path = dir.join(name);
+            backend
+                .remove(&path)
+                .map_err(|e| io_error(&path, "remove", e))?;
+        }
+        let mut segments = open_segments(&*backend, &dir, &names)?;
+        let snapshot = newest_snapshot(&*backend, &dir, &names)?;
+        let mut torn_tail = None;
+        let mut repaired = None;
+        let replayed = loop {
+            let problem = match recovery::analyze(&segments) {
+                Ok(replayed) => break replayed,
+                Err(problem) => problem,
+            };
+            let path = segments[problem.segment].path.clone();
+            let where_ = format!("{} at offset {}", path.display(), problem.offset);
+            match recovery::classify(&segments, &problem) {
+                Verdict::TornTail => {
+                    let text = format!(
+                        "torn tail in {where_} ({}); truncated at {}",
+                        problem.what, problem.cut_at
+                    );
+                    warn!("wal: {text}");
+                    torn_tail = Some(text);
+                }
+                Verdict::Corrupt(what) if options.repair => {
+                    let text = format!(
+                        "corruption in {where_} ({what}); repair cut the log at {}",
+                        problem.cut_at
+                    );
+                    warn!("wal: {text}");
+                    repaired = Some(text);
+                }
+                Verdict::Corrupt(what) => {
+                    return Err(WalError::Corrupt {
+                        file: path,
+                        offset: problem.offset as u64,
+                        what,
+                    });
+                }
+            }
+            cut(
+                &*backend,
+                &dir,
+                &mut segments,
+                problem.segment,
+                problem.cut_at,
+            )?;
+        };
+        let mut log = replayed.log;
+        let mut snapshot_file = None;
+        if let Some((name, snapshot)) = &snapshot {
+            if snapshot.meta.index >= log.snapshot.index {
+                log.compact(snapshot.meta);
+                snapshot_file = Some(name.clone());
+            }
+        }
+        if snapshot_file.is_none() && log.snapshot.index > LogIndex(0) {
+            let what = format!(
+                "a snapshot marker records a snapshot through index {} but its file is missing or damaged",
+                log.snapshot.index
+            );
+            return Err(WalError::Corrupt {
+                file: dir.join(snapshot_name(&log.snapshot)),
+                offset: 0,
+                what,
+            });
+        }
+        check_log_start(&dir, &segments, &log)?;
+        let mut wal = Wal {
+            dir,
+            backend,
+            segment_bytes: usize::try_from(options.segment_bytes.max(SEGMENT_BYTES_MIN))
+                .unwrap_or(usize::MAX),
+            _lock: lock,
+            segments: VecDeque::from(segments),
+            hard_state: replayed.hard_state,
+            durable_hard_state: replayed.hard_state,
+            durable_last_index: log.last_index(),
+            log,
+            batch_start: replayed.write_pos,
+            write_pos: replayed.write_pos,
+            synced_end: replayed.write_pos,
+            dir_dirty: false,
+            snapshot_name: snapshot_file,
+            failed: None,
+        };
+        if wal.segments.is_empty() {
+            wal.create_first_segment()?;
+        }
+        wal.compact_files()?;
+        let recovered = Recovered {
+            hard_state: wal.hard_state,
+            snapshot: snapshot
+                .map(|(_, snapshot)| snapshot)
+                .filter(|s| s.meta == wal.log.snapshot),
+            first_index: wal.first_index(),
+            last_index: wal.last_index(),
+            torn_tail,
+            repaired,
+        };
+        info!(
+            "wal: opened {} with {} segment(s), log {}..={}, {}",
+            wal.dir.display(),
+            wal.segments.len(),
+            recovered.first_index,
+            recovered.last_index,
+            recovered.hard_state
+        );
+        Ok((wal, recovered))
+    }
+
+    // ---- the write path ------------------------------------------------------------------
+
+    /// Appends entries to the log, not yet durable (see `persist`). Their indices must be
+    /// consecutive and the first must be at most `last_index() + 1` and above the snapshot; if
+    /// it is at or below `last_index()`, the conflicting suffix is discarded first (Raft §5.3).
+    /// Terms must not decrease.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), WalError> {
+        self.check_writable()?;
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        self.check_append(entries)?;
+        let overwrite = first.index <= self.last_index();
+        let mut bytes: usize = entries.iter().map(format::entry_record_bytes).sum();
+        if overwrite {
+            bytes += format::TRUNCATE_RECORD_BYTES;
+        }
+        self.reserve(bytes)?;
+        if overwrite {
+            self.put_record(
+                kind::TRUNCATE_SUFFIX,
+                &format::truncate_payload(first.index),
+                &[],
+            );
+            self.log.truncate_from(first.index.get());
+        }
+        let segment_id = self.active_id();
+        for entry in entries {
+            let offset = self.put_record(kind::ENTRY, &format::entry_head(entry), &entry.data);
+            let location = Location {
+                term: entry.term,
+                segment_id,
+                offset,
+            };
+            self.log
+                .push(entry.index.get(), location)
+                .expect("append checked contiguity and terms");
+        }
+        Ok(())
+    }
+
+    fn check_append(&self, entries: &[Entry]) -> Result<(), WalError> {
+        let first = &entries[0];
+        if first.index <= self.log.snapshot.index {
+            return Err(WalError::Compacted {
+                index: first.index,
+                first_index: self.first_index(),
+            });
+        }
+        if first.index > self.last_index().next() {
+            return Err(WalError::NotContiguous {
+                expected: self.last_index().next(),
+                found: first.index,
+            });
+        }
+        if first.index <= self.last_index() && first.index <= self.hard_state.commit {
+            let commit = self.hard_state.commit;
+            return Err(WalError::TruncatesCommitted {
+                index: first.index,
+                commit,
+            });
+        }
+        let mut previous = (
+            first.index.prev(),
+            self.log.term(first.index.prev()).unwrap_or_default(),
+        );
+        for entry in entries {
+            if entry.index != previous.0.next() {
+                return Err(WalError::NotContiguous {
+                    expected: previous.0.next(),
+                    found: entry.index,
+                });
+            }
+            if entry.term < previous.1 {
+                return Err(WalError::TermRegression {
+                    index: entry.index,
+                    term: entry.term,
+                    previous: previous.1,
+                });
+            }
+            if entry.data.len() > format::ENTRY_DATA_BYTES_MAX {
+                let (bytes, max) = (entry.data.len() as u64, format::ENTRY_DATA_BYTES_MAX as u64);
+                return Err(WalError::EntryTooLarge {
+                    index: entry.index,
+                    bytes,
+                    max,
+                });
+            }
+            previous = (entry.index, entry.term);
+        }
+        Ok(())
+    }
+
+    /// Records a new hard state, not yet durable (see `persist`). The term must not decrease.
+    pub fn set_hard_state(&mut self, state: HardState) -> Result<(), WalError> {
+        self.check_writable()?;
+        if state == self.hard_state {
+            return Ok(());
+        }
+        if state.term < self.hard_state.term {
+            return Err(WalError::HardStateRegression {
+                current: self.hard_state.term,
+                given: state.term,
+            });
+        }
+        self.reserve(format::HARD_STATE_RECORD_BYTES)?;
+        self.put_record(kind::HARD_STATE, &format::hard_state_payload(&state), &[]);
+        self.hard_state = state;
+        Ok(())
+    }
+
+    /// Makes everything appended and set since the last call durable: closes the batch with a
+    /// commit record, msyncs the written range once, and fsyncs the directory if a file was
+    /// created, renamed or deleted. Returns only when all of it is on disk. Call it once per
+    /// batch of work (one Raft `Ready`): that is the group commit. A failure poisons the WAL.
+    pub fn persist(&mut self) -> Result<(), WalError> {
+        self.check_writable()?;
+        if self.write_pos == self.batch_start && !self.dir_dirty {
+            return Ok(());
+        }
+        if self.write_pos > self.batch_start {
+            let (start, at) = (self.batch_start, self.write_pos);
+            let segment = self.segments.back_mut().expect("there is always a segment");
+            self.write_pos += format::put_commit(segment.map.bytes_mut(), start, at);
+        }
+        let (from, to) = (self.synced_end, self.write_pos);
+        let segment = self.segments.back_mut().expect("there is always a segment");
+        if let Err(source) = segment.map.sync(from, to - from) {
+            let error = io_error(&segment.path, "msync", source);
+            return Err(self.poison(error));
+        }
+        self.sync_dir_if_dirty()?;
+        self.batch_start = self.write_pos;
+        self.synced_end = self.write_pos;
+        self.durable_hard_state = self.hard_state;
+        self.durable_last_index = self.last_index();
+        Ok(())
+    }
+
+    /// Stores a snapshot and compacts the log behind it. The snapshot file is written to a
+    /// temporary name, fsynced, renamed and the directory fsynced; then a snapshot-marker
+    /// record is appended and everything pending is persisted (this calls `persist`); then
+    /// segments wholly at or below the snapshot's index and older snapshot files are deleted.
+    /// If the log does not hold the snapshot's last entry with its term, the whole log is
+    /// discarded (Raft §7, InstallSnapshot).
+    pub fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), WalError> {
+        self.check_writable()?;
+        let meta = snapshot.meta;
+        if meta.index <= self.log.snapshot.index {
+            return Err(WalError::SnapshotStale {
+                index: meta.index,
+                current: self.log.snapshot.index,
+            });
+        }
+        let name = snapshot_name(&meta);
+        let path = self.dir.join(&name);
+        let temp = self.dir.join(format!("{name}.tmp"));
+        let bytes = format::encode_snapshot(&meta, &snapshot.data);
+        if let Err(source) = self.backend.write_synced(&temp, &bytes) {
+            let _ = self.backend.remove(&temp);
+            if is_no_space(&source) {
+                return Err(WalError::NoSpace {
+                    path: temp,
+                    bytes: bytes.len() as u64,
+                });
+            }
+            return Err(self.poison(io_error(&temp, "write snapshot", source)));
+        }
+        if let Err(source) = self.backend.rename(&temp, &path) {
+            return Err(self.poison(io_error(&path, "rename snapshot", source)));
+        }
+        self.dir_dirty = true;
+        self.sync_dir_if_dirty()?;
+        self.reserve(format::MARKER_RECORD_BYTES)?;
+        self.put_record(kind::SNAPSHOT_MARKER, &format::marker_payload(&meta), &[]);
+        self.log.compact(meta);
+        self.snapshot_name = Some(name);
+        self.persist()?;
+        self.compact_files()
+    }
+
+    // ---- reads ---------------------------------------------------------------------------
+
+    /// Entries `lo..hi` (hi exclusive), stopping before `max_bytes` of entry data would be
+    /// exceeded, but always at least one entry when `lo < hi`. Reads from the mapped segments;
+    /// includes entries appended but not yet persisted.
+    pub fn entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, WalError> {
+        if lo < self.first_index() {
+            return Err(WalError::Compacted {
+                index: lo,
+                first_index: self.first_index(),
+            });
+        }
+        if hi > self.last_index().next() {
+            return Err(WalError::Unavailable {
+                index: hi.prev(),
+                last_index: self.last_index(),
+            });
+        }
+        let mut entries = Vec::new();
+        let mut bytes = 0u64;
+        let first_id = self.segments[0].id;
+        for index in lo.get()..hi.get() {
+            let location = self
+                .log
+                .location(LogIndex(index))
+                .expect("index is within the log");
+            let segment = &self.segments[(location.segment_id - first_id) as usize];
+            let entry = format::read_entry_unchecked(segment.map.bytes(), location.offset);
+            bytes += entry.payload_bytes();
+            if bytes > max_bytes && !entries.is_empty() {
+                break;
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    /// The term of the entry at `index`: also known for the snapshot's last index, and None
+    /// for compacted or future indices.
+    pub fn term(&self, index: LogIndex) -> Option<Term> {
+        self.log.term(index)
+    }
+
+    /// The first index in the log: one past the snapshot.
+    pub fn first_index(&self) -> LogIndex {
+        self.log.snapshot.index.next()
+    }
+
+    /// The last index in the log, or the snapshot's index when the log is empty.
+    pub fn last_index(&self) -> LogIndex {
+        self.log.last_index()
+    }
+
+    /// The hard state as last set (durable once `persist` returned).
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    /// Where the current snapshot ends (index 0 when there is none).
+    pub fn snapshot_meta(&self) -> SnapshotMeta {
+        self.log.snapshot
+    }
+
+    /// Reads the current snapshot back from its file.
+    pub fn snapshot(&self) -> Result<Option<Snapshot>, WalError> {
+        let Some(name) = &self.snapshot_name else {
+            return Ok(None);
+        };
+        let path = self.dir.join(name);
+        let bytes = self
+            .backend
+            .read(&path)
+            .map_err(|e| io_error(&path, "read snapshot", e))?;
+        let snapshot = format::decode_snapshot(&bytes).map_err(|what| WalError::Corrupt {
+            file: path,
+            offset: 0,
+            what,
+        })?;
+        Ok(Some(snapshot))
+    }
+
+    /// Bytes the WAL's files take on disk (segments are preallocated, so this counts them whole).
+    pub fn disk_bytes(&self) -> u64 {
+        let segments: u64 = self
+            .segments
+            .iter()
+            .map(|segment| segment.map.bytes().len() as u64)
+            .sum();
+        let snapshot = self.snapshot_name.as_ref().map_or(0, |name| {
+            self.backend.file_bytes(&self.dir.join(name)).unwrap_or(0)
+        });
+        segments + snapshot
+    }
+
+    /// The number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// The WAL's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// True once a write, msync or fsync failed: the WAL refuses all writes from then on, and
+    /// the node must stop voting and accepting entries.
+    pub fn is_poisoned(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    // ---- helpers -------------------------------------------------------------------------
+
+    fn check_writable(&self) -> Result<(), WalError> {
+        match &self.failed {
+            Some(first) => Err(WalError::Poisoned {
+                first: first.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn poison(&mut self, error: WalError) -> WalError {
+        if self.failed.is_none() {
+            warn!("wal: poisoned: {error}");
+            self.failed = Some(error.to_string());
+        }
+        error
+    }
+
+    fn active_id(&self) -> u64 {
+        self.segments.back().expect("there is always a segment").id
+    }
+
+    /// Writes one record at the write position (room was reserved) and returns its offset.
+    fn put_record(&mut self, kind: u8, head: &[u8], data: &[u8]) -> usize {
+        let at = self.write_pos;
+        let segment = self.segments.back_mut().expect("there is always a segment");
+        self.write_pos += format::put_record(&mut segment.map.bytes_mut()[at..], kind, head, data);
+        at
+    }
+
+    fn sync_dir_if_dirty(&mut self) -> Result<(), WalError> {
+        if !self.dir_dirty {
+            return Ok(());
+        }
+        if let Err(source) = self.backend.sync_dir(&self.dir) {
+            let error = io_error(&self.dir, "fsync directory", source);
+            return Err(self.poison(error));
+        }
+        self.dir_dirty = false;
+        Ok(())
+    }
+
+    /// Makes sure the last segment has room for `bytes` more of the current batch and its
+    /// commit record, rolling over to a new segment if not.
+    fn reserve(&mut self, bytes: usize) -> Result<(), WalError> {
+        let batch_bytes = self.write_pos - self.batch_start + bytes;
+        let needed = self.write_pos + bytes + format::commit_record_bytes_max(batch_bytes);
+        if needed
+            <= self
+                .segments
+                .back()
+                .expect("there is always a segment")
+                .map
+                .bytes()
+                .len()
+        {
+            return Ok(());
+        }
+        self.roll_over(bytes)
+    }
+
+    /// Starts a new segment and moves the open batch into it, so that a batch never spans two
+    /// segments. The new segment begins with the durable hard state, so compaction can delete
+    /// older segments without losing it. Nothing changes if the segment cannot be allocated.
+    fn roll_over(&mut self, bytes: usize) -> Result<(), WalError> {
+        let moved = self.write_pos - self.batch_start;
+        let batch_bytes = format::HARD_STATE_RECORD_BYTES + moved + bytes;
+        let needed =
+            SEGMENT_HEADER_BYTES + batch_bytes + format::commit_record_bytes_max(batch_bytes);
+        let size = self.segment_bytes.max(needed.next_multiple_of(4096));
+        let id = self.active_id() + 1;
+        let first_index = self.durable_last_index.next();
+        let mut segment = self.create_segment(id, first_index, size)?;
+        let old = self.segments.back_mut().expect("there is always a segment");
+        let mut at = SEGMENT_HEADER_BYTES;
+        let hard_state = format::hard_state_payload(&self.durable_hard_state);
+        at += format::put_record(
+            &mut segment.map.bytes_mut()[at..],
+            kind::HARD_STATE,
+            &hard_state,
+            &[],
+        );
+        let pending = &old.map.bytes()[self.batch_start..self.write_pos];
+        segment.map.bytes_mut()[at..at + moved].copy_from_slice(pending);
+        // Entries of the open batch now live in the new segment.
+        let (old_id, shift_from) = (old.id, self.batch_start);
+        for location in self.log.locations.iter_mut().rev() {
+            if location.segment_id != old_id || location.offset < shift_from {
+                break;
+            }
+            location.segment_id = id;
+            location.offset = location.offset - shift_from + at;
+        }
+        // The old segment must end at its last commit record: zero the moved bytes and make that
+        // durable now, before anything in the new segment can be (recovery treats bytes after
+        // the last commit of a non-last segment followed by a valid batch as corruption).
+        if moved > 0 {
+            old.map.bytes_mut()[self.batch_start..self.write_pos].fill(0);
+            if let Err(source) = old.map.sync(self.batch_start, moved) {
+                let error = io_error(&old.path, "msync", source);
+                return Err(self.poison(error));
+            }
+        }
+        self.segments.push_back(segment);
+        self.batch_start = SEGMENT_HEADER_BYTES;
+        self.synced_end = 0;
+        self.write_pos = at + moved;
+        Ok(())
+    }
+
+    /// Creates, preallocates and maps a segment and writes its header (not yet durable).
+    fn create_segment(
+        &mut self,
+        id: u64,
+        first_index: LogIndex,
+        size: usize,
+    ) -> Result<Segment, WalError> {
+        let path = self.dir.join(segment_name(id));
+        let mut map = match self.backend.create_segment(&path, size as u64) {
+            Ok(map) => map,
+            Err(source) if is_no_space(&source) => {
+                return Err(WalError::NoSpace {
+                    path,
+                    bytes: size as u64,
+                })
+            }
+            Err(source) if is_read_only(&source) => {
+                return Err(WalError::ReadOnly {
+                    dir: self.dir.clone(),
+                    source,
+                })
+            }
+            Err(source) => return Err(io_error(&path, "create segment", source)),
+        };
+        format::encode_segment_header(map.bytes_mut(), id, first_index);
+        self.dir_dirty = true;
+        Ok(Segment {
+            id,
+            first_index,
+            path,
+            map,
+        })
+    }
+
+    fn create_first_segment(&mut self) -> Result<(), WalError> {
+        let first_index = self.first_index();
+        let segment = self.create_segment(1, first_index, self.segment_bytes)?;
+        self.segments.push_back(segment);
+        self.batch_start = SEGMENT_HEADER_BYTES;
+        self.write_pos = SEGMENT_HEADER_BYTES;
+        self.synced_end = 0;
+        // Make the header and the file durable now so an empty WAL reopens as one.
+        let segment = self.segments.back_mut().expect("just pushed");
+        if let Err(source) = segment.map.sync(0, SEGMENT_HEADER_BYTES) {
+            let error = io_error(&segment.path, "msync", source);
+            return Err(self.poison(error));
+        }
+        self.synced_end = SEGMENT_HEADER_BYTES;
+        self.sync_dir_if_dirty()
+    }
+
+    /// Deletes segments wholly at or below the snapshot and snapshot files other than the
+    /// current one, then fsyncs the directory.
+    fn compact_files(&mut self) -> Result<(), WalError> {
+        let snapshot_index = self.log.snapshot.index;
+        while self.segments.len() > 1 && self.segments[1].first_index <= snapshot_index.next() {
+            let segment = self.segments.pop_front().expect("more than one segment");
+            let path = segment.path.clone();
+            drop(segment);
+            if let Err(source) = self.backend.remove(&path) {
+                return Err(self.poison(io_error(&path, "remove segment", source)));
+            }
+            self.dir_dirty = true;
+        }
+        let names = match self.backend.list(&self.dir) {
+            Ok(names) => names,
+            Err(source) => {
+                return Err(self.poison(io_error(&self.dir.clone(), "list directory", source)))
+            }
+        };
+        for name in names {
+            if parse_snapshot_name(&name).is_some() && Some(&name) != self.snapshot_name.as_ref() {
+                let path = self.dir.join(&name);
+                if let Err(source) = self.backend.remove(&path) {
+                    return Err(self.poison(io_error(&path, "remove snapshot", source)));
+                }
+                self.dir_dirty = true;
+            }
+        }
+        self.sync_dir_if_dirty()
+    }
+}
+
+fn lock_dir(backend: &dyn Backend, dir: &Path) -> Result<Box<dyn Send>, WalError> {
+    match backend.check_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(WalError::DirMissing {
+                dir: dir.to_path_buf(),
+            })
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+            return Err(WalError::NotADirectory {
+                dir: dir.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(io_error(dir, "stat directory", e)),
+    }
+    let lock_path = dir.join(LOCK_FILE);
+    match backend.lock(&lock_path) {
+        Ok(lock) => Ok(lock),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            let holder_pid = backend
+                .read(&lock_path)
+                .ok()
+                .and_then(|bytes| String::from_utf8_lossy(&bytes).trim().parse().ok());
+            Err(WalError::Locked {
+                dir: dir.to_path_buf(),
+                holder_pid,
+            })
+        }
+        Err(source) if is_read_only(&source) => Err(WalError::ReadOnly {
+            dir: dir.to_path_buf(),
+            source,
+        }),
+        Err(source) => Err(io_error(&lock_path, "lock", source)),
+    }
+}
+
+fn open_segments(
+    backend: &dyn Backend,
+    dir: &Path,
+    names: &[String],
+) -> Result<Vec<Segment>, WalError> {
+    let mut ids: Vec<u64> = names
+        .iter()
+        .filter_map(|name| parse_segment_name(name))
+        .collect();
+    ids.sort_unstable();
+    let mut segments = Vec::with_capacity(ids.len());
+    for (position, &id) in ids.iter().enumerate() {
+        let path = dir.join(segment_name(id));
+        if position > 0 && id != ids[position - 1] + 1 {
+            let what = format!("segment {} is missing", segment_name(ids[position - 1] + 1));
+            return Err(WalError::Corrupt {
+                file: path,
+                offset: 0,
+                what,
+            });
+        }
+        let map = backend
+            .open_segment(&path)
+            .map_err(|e| io_error(&path, "open segment", e))?;
+        // The header's first index is checked during analysis; read it here so the list is
+        // complete. A damaged header reads as index 0 and is reported by analysis.
+        let first_index =
+            format::decode_segment_header(map.bytes()).map_or(LogIndex(0), |(_, first)| first);
+        segments.push(Segment {
+            id,
+            first_index,
+            path,
+            map,
+        });
+    }
+    Ok(segments)
+}
+
+/// The newest snapshot file whose CRC checks, with its name. Damaged ones are skipped with a
+/// warning (they are deleted once a newer snapshot is saved).
+fn newest_snapshot(
+    backend: &dyn Backend,
+    dir: &Path,
+    names: &[String],
+) -> Result<Option<(String, Snapshot)>, WalError> {
+    let mut candidates: Vec<(u64, &String)> = names
+        .iter()
+        .filter_map(|name| parse_snapshot_name(name).map(|index| (index, name)))
+        .collect();
+    candidates.sort_unstable_by(|a, b| b.cmp(a));
+    for (_, name) in candidates {
+        let path = dir.join(name);
+        let bytes = backend
+            .read(&path)
+            .map_err(|e| io_error(&path, "read snapshot", e))?;
+        match format::decode_snapshot(&bytes) {
+            Ok(snapshot) => return Ok(Some((name.clone(), snapshot))),
+            Err(what) => warn!("wal: skipping damaged snapshot {}: {what}", path.display()),
+        }
+    }
+    Ok(None)
+}
+
+/// The log must start right after the snapshot: otherwise entries are missing (a deleted or
+/// damaged snapshot file whose segments were already compacted away).
+fn check_log_start(dir: &Path, segments: &[Segment], log: &LogMap) -> Result<(), WalError> {
+    if log.start == log.snapshot.index.get() + 1 {
+        return Ok(());
+    }
+    let file = segments
+        .first()
+        .map_or_else(|| dir.to_path_buf(), |segment| segment.path.clone());
+    let what = format!(
+        "the log starts at index {} but the newest valid snapshot ends at {}: entries {}..{} are missing",
+        log.start,
+        log.snapshot.index,
+        log.snapshot.index.get() + 1,
+        log.start
+    );
+    Err(WalError::Corrupt {
+        file,
+        offset: 0,
+        what,
+    })
+}
+
+/// Cuts the log at `offset` of segment `position`: zeroes the rest of that segment (or deletes
+/// it when the cut is at its header) and deletes every later segment, all made durable.
+fn cut(
+    backend: &dyn Backend,
+    dir: &Path,
+    segments: &mut Vec<Segment>,
+    position: usize,
+    offset: usize,
+) -> Result<(), WalError> {
+    let keep = if offset == 0 { position } else { position + 1 };
+    while segments.len() > keep {
+        let segment = segments.pop().expect("len > keep");
+        let path = segment.path.clone();
+        drop(segment);
+        backend
+            .remove(&path)
+            .map_err(|e| io_error(&path, "remove segment", e))?;
+    }
+    if let Some(segment) = segments.get_mut(position) {
+        let bytes = segment.map.bytes_mut();
+        let end = bytes
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(offset, |last| last + 1)
+            .max(offset);
+        bytes[offset..end].fill(0);
+        segment
+            .map
+            .sync(offset, end - offset)
+            .map_err(|e| io_error(&segment.path, "msync", e))?;
+    }
+    backend
+        .sync_dir(dir)
+        .map_err(|e| io_error(dir, "fsync directory", e))
+}

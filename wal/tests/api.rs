@@ -1,0 +1,137 @@
+//! The write and read paths on the real file system: round trips across segment rollovers,
+//! overwrites of a conflicting suffix, bounded reads, and large batches.
+
+mod common;
+
+use common::*;
+use raft::{HardState, LogIndex, NodeId, Term};
+use wal::{Wal, WalOptions};
+
+fn real_options(segment_bytes: u64) -> WalOptions {
+    WalOptions {
+        segment_bytes,
+        ..WalOptions::default()
+    }
+}
+
+// Proves a random workload against the naive model on the real backend (std::fs, fallocate,
+// mmap, msync): after every batch the WAL matches the model, and after reopening too.
+#[test]
+fn random_workload_round_trips_on_disk() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut rand = xorshift(3);
+    let mut model = Model::default();
+    for round in 0..3 {
+        let (mut wal, recovered) = Wal::open(temp.path(), real_options(8192)).unwrap();
+        assert_eq!(recovered.torn_tail, None);
+        model.check(&wal, &format!("reopen {round}"));
+        for step in 0..100 {
+            let (entries, hard_state) = random_batch(&model, &mut rand, 500);
+            if let Some(state) = hard_state {
+                wal.set_hard_state(state).unwrap();
+                model.hard_state = state;
+            }
+            wal.append(&entries).unwrap();
+            model.append(&entries);
+            wal.persist().unwrap();
+            if step % 25 == 0 {
+                model.check(&wal, &format!("round {round} step {step}"));
+            }
+        }
+    }
+}
+
+// Proves an overwrite that reaches back into an earlier segment and a rollover in the middle
+// of a batch both survive reopen.
+#[test]
+fn overwrite_across_segments() {
+    let temp = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(temp.path(), real_options(4096)).unwrap();
+    let mut model = Model::default();
+    for chunk in (1..=30).collect::<Vec<u64>>().chunks(3) {
+        let first: Vec<_> = chunk.iter().map(|&i| entry(i, 1, 300)).collect();
+        wal.append(&first).unwrap();
+        model.append(&first);
+        wal.persist().unwrap();
+    }
+    assert!(wal.segment_count() > 2);
+    let state = HardState {
+        term: Term(2),
+        vote: NodeId(3),
+        commit: LogIndex(5),
+    };
+    wal.set_hard_state(state).unwrap();
+    model.hard_state = state;
+    let second: Vec<_> = (6..=20).map(|i| entry(i, 2, 250)).collect();
+    wal.append(&second).unwrap();
+    model.append(&second);
+    model.check(&wal, "before persist");
+    wal.persist().unwrap();
+    drop(wal);
+    let (wal, _) = Wal::open(temp.path(), real_options(4096)).unwrap();
+    model.check(&wal, "after reopen");
+}
+
+// Proves `entries` honours max_bytes (but returns at least one entry) and range errors.
+#[test]
+fn bounded_reads() {
+    let temp = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(temp.path(), real_options(1 << 20)).unwrap();
+    let entries: Vec<_> = (1..=10).map(|i| entry(i, 1, 100)).collect();
+    wal.append(&entries).unwrap();
+    assert_eq!(
+        wal.entries(LogIndex(1), LogIndex(11), 250).unwrap().len(),
+        2
+    );
+    assert_eq!(wal.entries(LogIndex(1), LogIndex(11), 10).unwrap().len(), 1);
+    assert_eq!(wal.entries(LogIndex(3), LogIndex(3), 10).unwrap().len(), 0);
+    assert!(matches!(
+        wal.entries(LogIndex(5), LogIndex(12), 10),
+        Err(wal::WalError::Unavailable { .. })
+    ));
+    assert_eq!(wal.term(LogIndex(10)), Some(Term(1)));
+    assert_eq!(wal.term(LogIndex(11)), None);
+    assert_eq!(wal.term(LogIndex(0)), Some(Term(0)));
+}
+
+// Proves a batch larger than a segment gets a segment of its own size and reopens.
+#[test]
+fn batch_larger_than_a_segment() {
+    let temp = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(temp.path(), real_options(4096)).unwrap();
+    let entries: Vec<_> = (1..=50).map(|i| entry(i, 1, 1000)).collect();
+    wal.append(&entries).unwrap();
+    wal.persist().unwrap();
+    drop(wal);
+    let (wal, _) = Wal::open(temp.path(), real_options(4096)).unwrap();
+    assert_eq!(all_entries(&wal), entries);
+}
+
+// Proves a zero-length or short newest segment (its creation or preallocation never became
+// durable) is treated as a torn tail on the real file system, not as an error.
+#[test]
+fn empty_newest_segment_file_is_a_torn_tail() {
+    let temp = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(temp.path(), real_options(4096)).unwrap();
+    let entries: Vec<_> = (1..=3).map(|i| entry(i, 1, 10)).collect();
+    wal.append(&entries).unwrap();
+    wal.persist().unwrap();
+    drop(wal);
+    for len in [0u64, 17] {
+        let path = temp.path().join("0000000000000002.wal");
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(len).unwrap();
+        drop(file);
+        let (wal, recovered) = Wal::open(temp.path(), real_options(4096)).unwrap();
+        assert!(recovered.torn_tail.is_some(), "len {len}");
+        assert_eq!(all_entries(&wal), entries);
+        assert!(!path.exists());
+    }
+}
+
+// Proves the WAL can move to another thread (the daemon may run storage on its own thread).
+#[test]
+fn wal_is_send() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Wal>();
+}
