@@ -1,0 +1,465 @@
+//! `raftctl local`: a cluster of raftd processes on this machine, for trying raftd out and
+//! for tests. `up` starts it in the background and records it in `DIR/cluster.json`; `down`
+//! stops it; `demo` walks through what a newcomer should see.
+
+use crate::{collect_status, render_status, Failure};
+use clap::Subcommand;
+use raftd::client::{Client, ClientConfig};
+use raftd::protocol::{Op, Outcome, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Subcommand, Debug)]
+pub enum LocalCmd {
+    /// Start a local cluster in the background and print its addresses.
+    Up {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Directory for the nodes' data and logs [default: $TMPDIR/raftd-local].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Stop the local cluster (gracefully; force after a few seconds).
+    Down {
+        /// The directory it was started in [default: $TMPDIR/raftd-local].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Start 3 nodes, write, kill the leader, watch a new one take over, restart the old
+    /// one, watch it catch up, stop. Leaves nothing running.
+    Demo {
+        /// Directory for the demo's data [default: a fresh temporary directory, removed after].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn default_dir() -> PathBuf {
+    std::env::var_os("RAFTD_LOCAL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("raftd-local"))
+}
+
+/// The addresses of the local cluster, if `raftctl local up` recorded one.
+pub fn default_cluster_addresses() -> Option<Vec<String>> {
+    let state = read_state(&default_dir()).ok()?;
+    Some(state.nodes.iter().map(|n| n.addr.to_string()).collect())
+}
+
+#[derive(Clone, Debug)]
+struct NodeState {
+    id: u64,
+    addr: SocketAddr,
+    pid: u32,
+}
+
+struct State {
+    nodes: Vec<NodeState>,
+}
+
+fn state_path(dir: &Path) -> PathBuf {
+    dir.join("cluster.json")
+}
+
+fn read_state(dir: &Path) -> Result<State, String> {
+    let path = state_path(dir);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let nodes = v["nodes"]
+        .as_array()
+        .ok_or_else(|| format!("{}: no nodes", path.display()))?
+        .iter()
+        .filter_map(|n| {
+            Some(NodeState {
+                id: n["id"].as_u64()?,
+                addr: n["address"].as_str()?.parse().ok()?,
+                pid: n["pid"].as_u64()? as u32,
+            })
+        })
+        .collect();
+    Ok(State { nodes })
+}
+
+fn write_state(dir: &Path, nodes: &[NodeState]) -> Result<(), String> {
+    let v = serde_json::json!({
+        "nodes": nodes.iter().map(|n| serde_json::json!({
+            "id": n.id, "address": n.addr.to_string(), "pid": n.pid,
+            "data_dir": dir.join(format!("node{}", n.id)).display().to_string(),
+            "log": dir.join(format!("node{}.log", n.id)).display().to_string(),
+        })).collect::<Vec<_>>()
+    });
+    let path = state_path(dir);
+    std::fs::write(&path, serde_json::to_string_pretty(&v).expect("json"))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The raftd binary: `RAFTD_BIN`, or the one next to this raftctl.
+fn raftd_binary() -> Result<PathBuf, Failure> {
+    if let Some(p) = std::env::var_os("RAFTD_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let me = std::env::current_exe()
+        .map_err(|e| Failure::Usage(format!("cannot find raftctl's own path: {e}")))?;
+    let candidate = me.with_file_name("raftd");
+    if candidate.exists() {
+        return Ok(candidate);
+    }
+    Err(Failure::Usage(format!(
+        "raftd is not next to raftctl ({}); build it (cargo build --release) or set RAFTD_BIN",
+        candidate.display()
+    )))
+}
+
+/// Free loopback ports, found by binding port 0.
+fn free_ports(n: u64) -> Result<Vec<SocketAddr>, Failure> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Failure::Usage(format!("cannot find a free port: {e}")))?;
+    Ok(listeners
+        .iter()
+        .map(|l| l.local_addr().expect("bound"))
+        .collect())
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+}
+
+/// A local cluster handle: the processes this raftctl started.
+struct Cluster {
+    dir: PathBuf,
+    binary: PathBuf,
+    peers: String,
+    nodes: Vec<NodeState>,
+    children: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    fn start(dir: &Path, n: u64) -> Result<Cluster, Failure> {
+        if n == 0 || n > 15 {
+            return Err(Failure::Usage("--nodes must be between 1 and 15".into()));
+        }
+        if let Ok(state) = read_state(dir) {
+            if state.nodes.iter().any(|n| pid_alive(n.pid)) {
+                return Err(Failure::Usage(format!(
+                    "a local cluster is already running in {} (stop it with `raftctl local down`)",
+                    dir.display()
+                )));
+            }
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failure::Usage(format!("cannot create {}: {e}", dir.display())))?;
+        let binary = raftd_binary()?;
+        let addrs = free_ports(n)?;
+        let peers = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            dir: dir.to_path_buf(),
+            binary,
+            peers,
+            nodes: Vec::new(),
+            children: Vec::new(),
+        };
+        for (i, addr) in addrs.iter().enumerate() {
+            c.nodes.push(NodeState {
+                id: i as u64 + 1,
+                addr: *addr,
+                pid: 0,
+            });
+            c.children.push(None);
+        }
+        for id in 1..=n {
+            c.spawn(id)?;
+        }
+        write_state(dir, &c.nodes).map_err(Failure::Usage)?;
+        Ok(c)
+    }
+
+    fn spawn(&mut self, id: u64) -> Result<(), Failure> {
+        use std::os::unix::process::CommandExt;
+        let log_path = self.dir.join(format!("node{id}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| Failure::Usage(format!("{}: {e}", log_path.display())))?;
+        let child = Command::new(&self.binary)
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--peers")
+            .arg(&self.peers)
+            .arg("--data-dir")
+            .arg(self.dir.join(format!("node{id}")))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| Failure::Usage(e.to_string()))?)
+            .stderr(log)
+            // Its own process group: a Ctrl-C meant for raftctl does not reach the nodes.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| Failure::Usage(format!("cannot start {}: {e}", self.binary.display())))?;
+        let i = id as usize - 1;
+        self.nodes[i].pid = child.id();
+        self.children[i] = Some(child);
+        Ok(())
+    }
+
+    fn addresses(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|n| n.addr).collect()
+    }
+}
+
+fn client_for(addrs: Vec<SocketAddr>, timeout: Duration) -> Client {
+    Client::new(ClientConfig {
+        nodes: addrs,
+        cluster_id: "raftd".into(),
+        token: None,
+        timeout,
+    })
+}
+
+/// Waits until some node reports itself leader; returns (id, address, term).
+fn wait_for_leader(
+    client: &mut Client,
+    nodes: &[SocketAddr],
+    within: Duration,
+) -> Option<(u64, SocketAddr, u64)> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        for d in collect_status(client, nodes) {
+            if d["role"] == "leader" {
+                let addr = d["address"].as_str()?.parse().ok()?;
+                return Some((d["id"].as_u64()?, addr, d["term"].as_u64()?));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn stop_nodes(nodes: &[NodeState], timeout: Duration) {
+    let mut client = client_for(nodes.iter().map(|n| n.addr).collect(), timeout);
+    for n in nodes {
+        if pid_alive(n.pid) {
+            let _ = client.call_node(n.addr, Op::Shutdown { crash: false });
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while nodes.iter().any(|n| pid_alive(n.pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for n in nodes.iter().filter(|n| pid_alive(n.pid)) {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(n.pid.to_string())
+            .status();
+    }
+}
+
+/// Runs a `local` subcommand.
+pub fn run(cmd: &LocalCmd, timeout: Duration, json: bool) -> Result<(), Failure> {
+    match cmd {
+        LocalCmd::Up { nodes, dir } => {
+            let dir = dir.clone().unwrap_or_else(default_dir);
+            let cluster = Cluster::start(&dir, *nodes)?;
+            let mut client = client_for(cluster.addresses(), timeout);
+            let leader =
+                wait_for_leader(&mut client, &cluster.addresses(), Duration::from_secs(10));
+            let addrs: Vec<String> = cluster.addresses().iter().map(|a| a.to_string()).collect();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "dir": dir.display().to_string(), "addresses": addrs, "leader": leader.map(|l| l.0)})
+                );
+            } else {
+                println!("started {} nodes in {}", nodes, dir.display());
+                for n in &cluster.nodes {
+                    println!(
+                        "  node {} at {} (pid {}, log {}/node{}.log)",
+                        n.id,
+                        n.addr,
+                        n.pid,
+                        dir.display(),
+                        n.id
+                    );
+                }
+                match leader {
+                    Some((id, _, term)) => println!("leader: node {id} (term {term})"),
+                    None => println!("no leader yet; check the logs"),
+                }
+                println!("try: raftctl status   |   raftctl propose put hello world   |   raftctl local down");
+                println!("(other shells: export RAFTCTL_CLUSTER={})", addrs.join(","));
+            }
+            Ok(())
+        }
+        LocalCmd::Down { dir } => {
+            let dir = dir.clone().unwrap_or_else(default_dir);
+            let state = read_state(&dir).map_err(|e| {
+                Failure::Usage(format!("no local cluster recorded ({e}); nothing to stop"))
+            })?;
+            stop_nodes(&state.nodes, timeout);
+            let _ = std::fs::remove_file(state_path(&dir));
+            if json {
+                println!("{}", serde_json::json!({"ok": true}));
+            } else {
+                println!(
+                    "stopped {} nodes (data kept in {})",
+                    state.nodes.len(),
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+        LocalCmd::Demo { dir } => demo(dir.clone(), timeout),
+    }
+}
+
+fn say(step: &str) {
+    println!("\n== {step}");
+}
+
+fn demo(dir: Option<PathBuf>, timeout: Duration) -> Result<(), Failure> {
+    let (dir, temporary) = match dir {
+        Some(d) => (d, false),
+        None => (
+            std::env::temp_dir().join(format!("raftd-demo-{}", std::process::id())),
+            true,
+        ),
+    };
+    say("starting 3 raftd nodes");
+    let mut cluster = Cluster::start(&dir, 3)?;
+    let result = demo_steps(&mut cluster, timeout.max(Duration::from_secs(10)));
+    say("stopping the cluster");
+    stop_nodes(&cluster.nodes, timeout);
+    for child in cluster.children.iter_mut().flatten() {
+        let _ = child.wait();
+    }
+    if temporary && result.is_ok() {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        println!("data and logs kept in {}", dir.display());
+    }
+    if result.is_ok() {
+        println!("\ndemo complete.");
+    }
+    result
+}
+
+fn demo_steps(cluster: &mut Cluster, timeout: Duration) -> Result<(), Failure> {
+    let addrs = cluster.addresses();
+    for n in &cluster.nodes {
+        println!("  node {} at {} (pid {})", n.id, n.addr, n.pid);
+    }
+    let mut client = client_for(addrs.clone(), timeout);
+    let started = Instant::now();
+    let (leader, leader_addr, term) = wait_for_leader(&mut client, &addrs, Duration::from_secs(10))
+        .ok_or_else(|| {
+            Failure::Definite("no leader elected within 10 s; see the node logs".into())
+        })?;
+    println!(
+        "  node {leader} was elected leader of term {term} after {:?}",
+        started.elapsed()
+    );
+
+    say("writing 100 keys through the leader");
+    for k in 0..100 {
+        let outcome = client.write(Write::Put {
+            key: format!("key{k}").into_bytes(),
+            value: format!("value{k}").into_bytes(),
+        })?;
+        if k == 99 {
+            if let Outcome::Written { index, term } = outcome {
+                println!("  key99 committed at index {index}, term {term}");
+            }
+        }
+    }
+    print!("{}", render_status(&collect_status(&mut client, &addrs)));
+
+    say(&format!("killing the leader, node {leader}, with SIGKILL"));
+    let killed_at = Instant::now();
+    let i = leader as usize - 1;
+    if let Some(mut child) = cluster.children[i].take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let others: Vec<SocketAddr> = addrs
+        .iter()
+        .copied()
+        .filter(|a| *a != leader_addr)
+        .collect();
+    let mut survivors = client_for(others.clone(), timeout);
+    let (new_leader, _, new_term) =
+        wait_for_leader(&mut survivors, &others, Duration::from_secs(10))
+            .ok_or_else(|| Failure::Definite("no new leader within 10 s".into()))?;
+    survivors.write(Write::Put {
+        key: b"after-failover".to_vec(),
+        value: b"yes".to_vec(),
+    })?;
+    println!(
+        "  node {new_leader} took over at term {new_term}; a write succeeded {:?} after the kill",
+        killed_at.elapsed()
+    );
+    for k in 100..150 {
+        survivors.write(Write::Put {
+            key: format!("key{k}").into_bytes(),
+            value: format!("value{k}").into_bytes(),
+        })?;
+    }
+    println!("  wrote 50 more keys while node {leader} was down");
+
+    say(&format!("restarting node {leader}"));
+    cluster.spawn(leader)?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let docs = collect_status(&mut client, &addrs);
+        let commit_max = docs
+            .iter()
+            .filter_map(|d| d["commit"].as_u64())
+            .max()
+            .unwrap_or(0);
+        let back = docs
+            .iter()
+            .find(|d| d["id"] == leader && d["reachable"] == true)
+            .and_then(|d| d["applied"].as_u64());
+        if back.is_some_and(|a| a >= commit_max && commit_max > 0) {
+            println!(
+                "  node {leader} caught up: applied index {} of {commit_max}",
+                back.unwrap_or(0)
+            );
+            print!("{}", render_status(&docs));
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(Failure::Definite(format!(
+                "node {leader} did not catch up within 15 s"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    say("reading back through every node (linearizable reads)");
+    for &addr in &addrs {
+        let mut one = client_for(vec![addr], timeout);
+        let v = one.get(b"key42")?;
+        let w = one.get(b"after-failover")?;
+        println!(
+            "  {addr}: key42 = {}, after-failover = {}",
+            v.map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_default(),
+            w.map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,506 @@
+//! `raftctl`: the operator's and the client's tool for a raftd cluster.
+//!
+//! Exit codes: 0 done; 1 usage or configuration error (nothing sent); 2 definite failure
+//! (certainly not applied); 3 outcome unknown (sent, no answer in time).
+#![forbid(unsafe_code)]
+
+mod local;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use raftd::client::{Client, ClientConfig, ClientError};
+use raftd::protocol::{FaultSpec, Op, Outcome, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// raftctl: inspect, use and test a raftd cluster.
+#[derive(Parser, Debug)]
+#[command(name = "raftctl", version, about, long_about = None)]
+struct Cli {
+    /// Node addresses, HOST:PORT,... [default: the local cluster started by `raftctl local up`]
+    #[arg(long, env = "RAFTCTL_CLUSTER", value_delimiter = ',', global = true)]
+    cluster: Vec<String>,
+
+    /// Cluster name the nodes were started with.
+    #[arg(long, default_value = "raftd", global = true)]
+    cluster_id: String,
+
+    /// Give up after this long (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
+    timeout: Duration,
+
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// File holding the cluster's shared secret.
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show every node: role, term, leader, indices, WAL size, peers.
+    Status,
+    /// Replicate a write and print the index and term it committed at.
+    Propose {
+        #[command(subcommand)]
+        write: ProposeCmd,
+    },
+    /// Read a key (linearizable, through any node).
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Stop a node gracefully, or abort it at once with --crash (like kill -9).
+    Kill {
+        /// The node's id.
+        id: u64,
+        /// Abort immediately instead of a clean stop.
+        #[arg(long)]
+        crash: bool,
+    },
+    /// Make a node take a snapshot now.
+    Snapshot {
+        /// The node's id.
+        id: u64,
+    },
+    /// Hand leadership to a node.
+    TransferLeader {
+        /// The node to lead.
+        id: u64,
+    },
+    /// Inject network faults on a node's transport (its outgoing peer traffic).
+    Fault(FaultArgs),
+    /// Run a cluster on this machine.
+    Local {
+        #[command(subcommand)]
+        action: local::LocalCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProposeCmd {
+    /// Set KEY to VALUE.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Remove KEY.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Set KEY to NEW if it holds EXPECTED ("-" for: the key is absent).
+    Cas {
+        /// The key.
+        key: String,
+        /// The value it must hold now, or "-" for absent.
+        expected: String,
+        /// The value to set.
+        new: String,
+    },
+}
+
+#[derive(ClapArgs, Debug)]
+struct FaultArgs {
+    /// The node whose transport gets the faults.
+    id: u64,
+    /// Drop this percentage of the node's outgoing peer frames.
+    #[arg(long)]
+    drop: Option<f64>,
+    /// Delay its outgoing peer frames by MIN..MAX milliseconds.
+    #[arg(long, value_parser = parse_range)]
+    delay: Option<(u64, u64)>,
+    /// Cut it off from these node ids (both directions), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    partition: Vec<u64>,
+    /// Remove every fault.
+    #[arg(long, conflicts_with_all = ["drop", "delay", "partition"])]
+    clear: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 5s or 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("'{s}': unit must be ms, s or m")),
+    };
+    if !(secs > 0.0 && secs < 86_400.0) {
+        return Err(format!("'{s}' must be positive and under a day"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("'{s}' is not MIN..MAX"))?;
+    let a: u64 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{a}' is not a number"))?;
+    let b: u64 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{b}' is not a number"))?;
+    if a > b {
+        return Err(format!("{a}..{b}: MIN is above MAX"));
+    }
+    Ok((a, b))
+}
+
+/// What a command ends with: an exit code and what to print.
+pub enum Failure {
+    /// Bad usage or configuration; nothing was sent.
+    Usage(String),
+    /// Certainly not applied.
+    Definite(String),
+    /// Sent; outcome unknown.
+    Unknown(String),
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        match e {
+            ClientError::Definite(s) => Failure::Definite(s),
+            ClientError::Unknown(s) => Failure::Unknown(s),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            let (code, msg) = match f {
+                Failure::Usage(m) => (1, m),
+                Failure::Definite(m) => (2, m),
+                Failure::Unknown(m) => (3, m),
+            };
+            if json {
+                println!("{}", serde_json::json!({"ok": false, "error": msg}));
+            } else {
+                eprintln!("raftctl: {msg}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Local { action } = &cli.command {
+        return local::run(action, cli.timeout, cli.json);
+    }
+    let config = client_config(&cli)?;
+    let mut client = Client::new(config.clone());
+    match cli.command {
+        Command::Status => status(&mut client, &config, cli.json),
+        Command::Propose { write } => {
+            let w = match write {
+                ProposeCmd::Put { key, value } => Write::Put {
+                    key: key.into_bytes(),
+                    value: value.into_bytes(),
+                },
+                ProposeCmd::Delete { key } => Write::Delete {
+                    key: key.into_bytes(),
+                },
+                ProposeCmd::Cas { key, expected, new } => Write::Cas {
+                    key: key.into_bytes(),
+                    expected: (expected != "-").then(|| expected.into_bytes()),
+                    new: new.into_bytes(),
+                },
+            };
+            propose(&mut client, w, cli.json)
+        }
+        Command::Get { key } => {
+            let value = client.get(key.as_bytes())?;
+            let text = value
+                .as_ref()
+                .map(|v| String::from_utf8_lossy(v).into_owned());
+            if cli.json {
+                println!("{}", serde_json::json!({"ok": true, "value": text}));
+            } else {
+                match text {
+                    Some(t) => println!("{t}"),
+                    None => println!("(no such key)"),
+                }
+            }
+            Ok(())
+        }
+        Command::Kill { id, crash } => {
+            node_op(&mut client, &config, id, Op::Shutdown { crash }, cli.json)
+        }
+        Command::Snapshot { id } => node_op(&mut client, &config, id, Op::Snapshot, cli.json),
+        Command::TransferLeader { id } => {
+            // Asked of the leader: find it through a redirect from any node.
+            let leader = find_leader(&mut client, &config)?;
+            let outcome = client.call_node(leader, Op::TransferLeader { target: id })?;
+            print_outcome(outcome, cli.json)
+        }
+        Command::Fault(f) => {
+            let spec = if f.clear {
+                FaultSpec::default()
+            } else {
+                if f.drop.is_none() && f.delay.is_none() && f.partition.is_empty() {
+                    return Err(Failure::Usage(
+                        "fault needs --drop, --delay, --partition or --clear".into(),
+                    ));
+                }
+                let drop_percent = f.drop.unwrap_or(0.0);
+                if !(0.0..=100.0).contains(&drop_percent) {
+                    return Err(Failure::Usage("--drop must be between 0 and 100".into()));
+                }
+                FaultSpec {
+                    drop_percent,
+                    delay_ms: f.delay,
+                    partition: f.partition,
+                }
+            };
+            node_op(&mut client, &config, f.id, Op::Fault(spec), cli.json)
+        }
+        Command::Local { .. } => unreachable!("handled above"),
+    }
+}
+
+fn client_config(cli: &Cli) -> Result<ClientConfig, Failure> {
+    let names: Vec<String> = if cli.cluster.is_empty() {
+        local::default_cluster_addresses().ok_or_else(|| {
+            Failure::Usage(
+                "no --cluster given (or RAFTCTL_CLUSTER), and no local cluster is running; start one with `raftctl local up`".into(),
+            )
+        })?
+    } else {
+        cli.cluster.clone()
+    };
+    let mut nodes = Vec::new();
+    for n in &names {
+        let addr = n
+            .to_socket_addrs()
+            .map_err(|e| Failure::Usage(format!("--cluster '{n}': {e}")))?
+            .next()
+            .ok_or_else(|| Failure::Usage(format!("--cluster '{n}' resolves to nothing")))?;
+        nodes.push(addr);
+    }
+    let token = match &cli.token_file {
+        None => None,
+        Some(p) => Some(
+            std::fs::read(p)
+                .map_err(|e| Failure::Usage(format!("--token-file {}: {e}", p.display())))?
+                .trim_ascii()
+                .to_vec(),
+        ),
+    };
+    Ok(ClientConfig {
+        nodes,
+        cluster_id: cli.cluster_id.clone(),
+        token,
+        timeout: cli.timeout,
+    })
+}
+
+fn propose(client: &mut Client, w: Write, json: bool) -> Result<(), Failure> {
+    match client.write(w)? {
+        Outcome::Written { index, term } => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "index": index, "term": term})
+                );
+            } else {
+                println!("committed at index {index}, term {term}");
+            }
+            Ok(())
+        }
+        Outcome::CasMismatch { current, index } => {
+            let current = current.map(|v| String::from_utf8_lossy(&v).into_owned());
+            Err(Failure::Definite(format!(
+                "compare-and-swap did not match: the key holds {} (checked at index {index}); nothing was written",
+                current.map_or("nothing (absent)".to_string(), |c| format!("'{c}'"))
+            )))
+        }
+        other => Err(Failure::Definite(format!("unexpected answer: {other:?}"))),
+    }
+}
+
+fn print_outcome(outcome: Outcome, json: bool) -> Result<(), Failure> {
+    match outcome {
+        Outcome::Done { detail } => {
+            if json {
+                println!("{}", serde_json::json!({"ok": true, "detail": detail}));
+            } else {
+                println!("{detail}");
+            }
+            Ok(())
+        }
+        Outcome::NotLeader { leader, address } => Err(Failure::Definite(format!(
+            "that node is not the leader (leader: {leader} at {address}); try again"
+        ))),
+        Outcome::Refused { reason } | Outcome::Unavailable { reason } => {
+            Err(Failure::Definite(reason))
+        }
+        other => Err(Failure::Definite(format!("unexpected answer: {other:?}"))),
+    }
+}
+
+/// The address of node `id`, asking each address for its id.
+fn address_of(client: &mut Client, config: &ClientConfig, id: u64) -> Result<SocketAddr, Failure> {
+    for &addr in &config.nodes {
+        if client.node_id(addr).ok() == Some(id) {
+            return Ok(addr);
+        }
+    }
+    Err(Failure::Definite(format!(
+        "node {id} is not reachable at any of {} (is it running? is it in --cluster?)",
+        config
+            .nodes
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    )))
+}
+
+fn node_op(
+    client: &mut Client,
+    config: &ClientConfig,
+    id: u64,
+    op: Op,
+    json: bool,
+) -> Result<(), Failure> {
+    let addr = address_of(client, config, id)?;
+    let crash = matches!(op, Op::Shutdown { crash: true });
+    match client.call_node(addr, op) {
+        Ok(outcome) => print_outcome(outcome, json),
+        // An aborted node may not get its answer out: that is the point of --crash.
+        Err(ClientError::Unknown(_)) if crash => print_outcome(
+            Outcome::Done {
+                detail: format!("node {id} aborted"),
+            },
+            json,
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn find_leader(client: &mut Client, config: &ClientConfig) -> Result<SocketAddr, Failure> {
+    for &addr in &config.nodes {
+        if let Ok(Outcome::Status(s)) = client.call_node(addr, Op::Status) {
+            let v: serde_json::Value = serde_json::from_str(&s).unwrap_or_default();
+            if v["role"] == "leader" {
+                return Ok(addr);
+            }
+        }
+    }
+    Err(Failure::Definite(
+        "no leader found; wait for an election and retry".into(),
+    ))
+}
+
+/// One status document per node; unreachable nodes are listed as such.
+pub fn collect_status(client: &mut Client, nodes: &[SocketAddr]) -> Vec<serde_json::Value> {
+    nodes
+        .iter()
+        .map(|&addr| match client.call_node(addr, Op::Status) {
+            Ok(Outcome::Status(s)) => {
+                let mut v: serde_json::Value = serde_json::from_str(&s).unwrap_or_default();
+                v["reachable"] = true.into();
+                v["address"] = addr.to_string().into();
+                v
+            }
+            Ok(other) => serde_json::json!({"address": addr.to_string(), "reachable": false, "error": format!("{other:?}")}),
+            Err(e) => serde_json::json!({"address": addr.to_string(), "reachable": false, "error": e.to_string()}),
+        })
+        .collect()
+}
+
+fn status(client: &mut Client, config: &ClientConfig, json: bool) -> Result<(), Failure> {
+    let docs = collect_status(client, &config.nodes);
+    if json {
+        println!("{}", serde_json::Value::Array(docs.clone()));
+    } else {
+        print!("{}", render_status(&docs));
+    }
+    if docs.iter().all(|d| d["reachable"] == false) {
+        return Err(Failure::Definite("no node is reachable".into()));
+    }
+    Ok(())
+}
+
+fn mib(bytes: &serde_json::Value) -> String {
+    format!(
+        "{:.1}M",
+        bytes.as_u64().unwrap_or(0) as f64 / (1 << 20) as f64
+    )
+}
+
+/// The status table a person reads.
+pub fn render_status(docs: &[serde_json::Value]) -> String {
+    let mut out = format!(
+        "{:<3} {:<21} {:<4} {:<13} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+        "ID", "ADDRESS", "UP", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST", "SNAP", "WAL"
+    );
+    for d in docs {
+        if d["reachable"] != true {
+            out.push_str(&format!(
+                "{:<3} {:<21} {:<4} {}\n",
+                "-",
+                d["address"].as_str().unwrap_or("?"),
+                "no",
+                d["error"].as_str().unwrap_or("")
+            ));
+            continue;
+        }
+        // serde_json values ignore width flags: make them strings first.
+        let n = |k: &str| d[k].to_string();
+        out.push_str(&format!(
+            "{:<3} {:<21} {:<4} {:<13} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+            n("id"),
+            d["address"].as_str().unwrap_or("?"),
+            "yes",
+            d["role"].as_str().unwrap_or("?"),
+            n("term"),
+            n("leader"),
+            n("commit"),
+            n("applied"),
+            n("last_index"),
+            n("snapshot_index"),
+            mib(&d["wal_bytes"])
+        ));
+        let leader = d["role"] == "leader";
+        let peers: Vec<String> = d["peers"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| {
+                        let conn = if p["connected"] == true { "up" } else { "down" };
+                        if leader {
+                            format!("{} match={} next={} {conn}", p["id"], p["match"], p["next"])
+                        } else {
+                            format!("{} {conn}", p["id"])
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push_str(&format!("    peers: {}\n", peers.join(", ")));
+    }
+    out
+}

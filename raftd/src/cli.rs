@@ -1,0 +1,165 @@
+//! The daemon's command line, and its validation into a [`ServerConfig`].
+
+use crate::server::{ServerConfig, TICK_MS};
+use clap::Parser;
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+/// raftd: one member of a Raft-replicated key-value store.
+///
+/// Start one per host with the same --peers list everywhere. Clients (raftctl) and peers
+/// share the one port. Logs go to stderr (RUST_LOG=debug for more).
+#[derive(Parser, Debug)]
+#[command(name = "raftd", version, about, long_about = None)]
+pub struct Args {
+    /// This node's id: a positive integer listed in --peers.
+    #[arg(long)]
+    pub id: u64,
+
+    /// Every member as ID=HOST:PORT, comma-separated, this node included; the same list on
+    /// every node. Example: 1=10.0.0.1:7001,2=10.0.0.2:7001,3=10.0.0.3:7001
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub peers: Vec<String>,
+
+    /// Directory for the write-ahead log, snapshots and the node's identity file. Created if
+    /// missing; refused if it belongs to another cluster or node.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+
+    /// Address to listen on [default: this node's address from --peers]. Use 0.0.0.0:PORT to
+    /// listen on every interface.
+    #[arg(long)]
+    pub listen: Option<String>,
+
+    /// Cluster name. Peers and clients presenting another name are refused.
+    #[arg(long, default_value = "raftd")]
+    pub cluster_id: String,
+
+    /// File holding a shared secret that peers and clients must present.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+
+    /// Leader heartbeat interval in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_ms: u64,
+
+    /// Election timeout in milliseconds (randomized between this and twice this).
+    #[arg(long, default_value_t = 1000)]
+    pub election_ms: u64,
+
+    /// Snapshot the store and compact the log every this many applied entries.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_entries: u64,
+
+    /// Also snapshot when the write-ahead log has grown by this many MiB since the last one.
+    #[arg(long, default_value_t = 256)]
+    pub snapshot_wal_mib: u64,
+
+    /// Repair a corrupted write-ahead log by cutting it at the first bad record. Entries
+    /// after that point are lost from this node (the cluster still has them if a majority is
+    /// healthy). Use only when raftd refused to start and said why.
+    #[arg(long)]
+    pub repair_wal: bool,
+}
+
+/// Parses `ID=HOST:PORT`.
+pub fn parse_peer(s: &str) -> Result<(u64, SocketAddr), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("peer '{s}' is not ID=HOST:PORT"))?;
+    let id: u64 = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("peer '{s}': id '{id}' is not a positive integer"))?;
+    if id == 0 {
+        return Err(format!("peer '{s}': ids start at 1"));
+    }
+    let addr = addr
+        .trim()
+        .to_socket_addrs()
+        .map_err(|e| format!("peer '{s}': cannot resolve '{addr}': {e}"))?
+        .next()
+        .ok_or_else(|| format!("peer '{s}': '{addr}' resolves to nothing"))?;
+    Ok((id, addr))
+}
+
+impl Args {
+    /// Validates the flags together. The error is one line saying what to fix.
+    pub fn into_config(self) -> Result<ServerConfig, String> {
+        let mut peers = Vec::new();
+        let mut ids = BTreeSet::new();
+        for p in &self.peers {
+            let (id, addr) = parse_peer(p)?;
+            if !ids.insert(id) {
+                return Err(format!("node id {id} appears twice in --peers"));
+            }
+            peers.push((id, addr));
+        }
+        let own = peers
+            .iter()
+            .find(|p| p.0 == self.id)
+            .map(|p| p.1)
+            .ok_or_else(|| {
+                format!(
+                    "--id {} is not in --peers ({})",
+                    self.id,
+                    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+                )
+            })?;
+        let listen = match &self.listen {
+            None => own,
+            Some(l) => l
+                .to_socket_addrs()
+                .map_err(|e| format!("--listen '{l}': {e}"))?
+                .next()
+                .ok_or_else(|| format!("--listen '{l}' resolves to nothing"))?,
+        };
+        if self.heartbeat_ms < TICK_MS {
+            return Err(format!("--heartbeat-ms must be at least {TICK_MS}"));
+        }
+        if self.election_ms < 2 * self.heartbeat_ms {
+            return Err(format!(
+                "--election-ms ({}) must be at least twice --heartbeat-ms ({})",
+                self.election_ms, self.heartbeat_ms
+            ));
+        }
+        if self.snapshot_entries == 0 || self.snapshot_wal_mib == 0 {
+            return Err("--snapshot-entries and --snapshot-wal-mib must be positive".into());
+        }
+        if self.cluster_id.is_empty() || self.cluster_id.len() > 255 {
+            return Err("--cluster-id must be 1 to 255 bytes".into());
+        }
+        let token = match &self.token_file {
+            None => None,
+            Some(path) => {
+                let t = std::fs::read(path)
+                    .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
+                let t = t.trim_ascii().to_vec();
+                if t.is_empty() {
+                    return Err(format!("--token-file {} is empty", path.display()));
+                }
+                Some(t)
+            }
+        };
+        if self.data_dir.exists() && !self.data_dir.is_dir() {
+            return Err(format!(
+                "--data-dir {} exists and is not a directory",
+                self.data_dir.display()
+            ));
+        }
+        Ok(ServerConfig {
+            id: self.id,
+            peers,
+            listen,
+            data_dir: self.data_dir,
+            cluster_id: self.cluster_id,
+            token,
+            heartbeat_ms: self.heartbeat_ms,
+            election_ms: self.election_ms,
+            snapshot_entries: self.snapshot_entries,
+            snapshot_wal_bytes: self.snapshot_wal_mib << 20,
+            repair_wal: self.repair_wal,
+        })
+    }
+}

@@ -1,0 +1,598 @@
+//! The client protocol and the command encoding, as specified in `raftd/FORMAT.md`.
+//!
+//! Clients speak to any node over the transport's client role: a [`Request`] frame out, a
+//! [`Response`] frame back, matched by `request_id`. Writes carry a client id and sequence
+//! number, which the replicated state machine uses to apply a retried write exactly once.
+//! Decoders are pure, bound every allocation by the bytes present, and never panic.
+
+use std::fmt;
+
+/// Transport frame kind of a Raft message between nodes.
+pub const FRAME_RAFT: u8 = 1;
+/// Transport frame kind of a client request.
+pub const FRAME_REQUEST: u8 = 10;
+/// Transport frame kind of a response to a client.
+pub const FRAME_RESPONSE: u8 = 11;
+
+/// Keys and values are at most this long.
+pub const KEY_BYTES_MAX: usize = 64 << 10;
+/// Values are at most this long.
+pub const VALUE_BYTES_MAX: usize = 1 << 20;
+
+/// A write to the key-value store, as replicated in the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Set `key` to `value`.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Remove `key`.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Set `key` to `new` if its value is `expected` (`None`: the key is absent).
+    Cas {
+        /// The key.
+        key: Vec<u8>,
+        /// The value the key must hold now.
+        expected: Option<Vec<u8>>,
+        /// The value to set.
+        new: Vec<u8>,
+    },
+}
+
+/// A command in the log: a write tagged with its client session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    /// The client's session id (random, chosen by the client).
+    pub client_id: u64,
+    /// The client's sequence number for this write; retries reuse it.
+    pub seq: u64,
+    /// What to do.
+    pub write: Write,
+}
+
+/// Transport faults to switch on a node at run time (`raftctl fault`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FaultSpec {
+    /// Percent of outgoing peer frames dropped.
+    pub drop_percent: f64,
+    /// Delay range for peer frames, in milliseconds.
+    pub delay_ms: Option<(u64, u64)>,
+    /// Peers cut off in both directions.
+    pub partition: Vec<u64>,
+}
+
+/// What a client asks.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// A replicated write.
+    Write(Command),
+    /// A linearizable read (ReadIndex).
+    Get {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// The node's status as JSON.
+    Status,
+    /// Take a snapshot now.
+    Snapshot,
+    /// Hand leadership to this node (asked of the leader).
+    TransferLeader {
+        /// The target node.
+        target: u64,
+    },
+    /// Set (or with the default value, clear) the transport's fault layer.
+    Fault(FaultSpec),
+    /// Stop the node: gracefully, or at once like kill -9.
+    Shutdown {
+        /// Abort without flushing anything.
+        crash: bool,
+    },
+}
+
+/// A request frame's body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    /// Echoed in the response.
+    pub request_id: u64,
+    /// The operation.
+    pub op: Op,
+}
+
+/// A response frame's body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// The request it answers.
+    pub request_id: u64,
+    /// The outcome.
+    pub outcome: Outcome,
+}
+
+/// The outcome of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A write committed and applied at `index` in `term`.
+    Written {
+        /// Log index.
+        index: u64,
+        /// Term.
+        term: u64,
+    },
+    /// A compare-and-swap whose expected value did not match; nothing was written.
+    CasMismatch {
+        /// The key's value when the command was applied.
+        current: Option<Vec<u8>>,
+        /// Where the command was applied.
+        index: u64,
+    },
+    /// The value read (`None`: no such key).
+    Value(Option<Vec<u8>>),
+    /// Done (snapshot, transfer, fault, shutdown); `detail` says what happened.
+    Done {
+        /// A human-readable detail.
+        detail: String,
+    },
+    /// The status document, JSON.
+    Status(String),
+    /// This node is not the leader; ask `leader` at `address` (0 and "" when unknown).
+    NotLeader {
+        /// The leader's id.
+        leader: u64,
+        /// The leader's client address.
+        address: String,
+    },
+    /// Definitely not done; retrying may succeed (no leader, back-pressure, lost leadership
+    /// before a read was confirmed, a write superseded by a new leader).
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+    /// Refused for good (bad request).
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why bytes did not decode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+// ----- encoding -----
+
+const OP_WRITE: u8 = 1;
+const OP_GET: u8 = 2;
+const OP_STATUS: u8 = 3;
+const OP_SNAPSHOT: u8 = 4;
+const OP_TRANSFER: u8 = 5;
+const OP_FAULT: u8 = 6;
+const OP_SHUTDOWN: u8 = 7;
+
+const WRITE_PUT: u8 = 1;
+const WRITE_DELETE: u8 = 2;
+const WRITE_CAS: u8 = 3;
+
+const OUT_WRITTEN: u8 = 0;
+const OUT_CAS_MISMATCH: u8 = 1;
+const OUT_VALUE: u8 = 2;
+const OUT_DONE: u8 = 3;
+const OUT_STATUS: u8 = 4;
+const OUT_NOT_LEADER: u8 = 5;
+const OUT_UNAVAILABLE: u8 = 6;
+const OUT_REFUSED: u8 = 7;
+
+/// A little-endian writer.
+#[derive(Default)]
+struct Out(Vec<u8>);
+
+impl Out {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        let len = u32::try_from(b.len()).expect("checked length fits u32");
+        self.0.extend_from_slice(&len.to_le_bytes());
+        self.0.extend_from_slice(b);
+    }
+    fn opt(&mut self, b: &Option<Vec<u8>>) {
+        match b {
+            None => self.u8(0),
+            Some(b) => {
+                self.u8(1);
+                self.bytes(b);
+            }
+        }
+    }
+}
+
+/// A little-endian reader that never reads past the end.
+struct In<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> In<'a> {
+    fn new(b: &'a [u8]) -> In<'a> {
+        In { b, at: 0 }
+    }
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], DecodeError> {
+        if self.b.len() - self.at < n {
+            return Err(DecodeError(format!("truncated at {what}")));
+        }
+        let s = &self.b[self.at..self.at + n];
+        self.at += n;
+        Ok(s)
+    }
+    fn u8(&mut self, what: &str) -> Result<u8, DecodeError> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn u64(&mut self, what: &str) -> Result<u64, DecodeError> {
+        let s = self.take(8, what)?;
+        Ok(u64::from_le_bytes(s.try_into().expect("8 bytes")))
+    }
+    fn bytes(&mut self, what: &str, max: usize) -> Result<Vec<u8>, DecodeError> {
+        let s = self.take(4, what)?;
+        let len = u32::from_le_bytes(s.try_into().expect("4 bytes")) as usize;
+        if len > max {
+            return Err(DecodeError(format!("{what} of {len} bytes exceeds {max}")));
+        }
+        Ok(self.take(len, what)?.to_vec())
+    }
+    fn string(&mut self, what: &str) -> Result<String, DecodeError> {
+        String::from_utf8(self.bytes(what, 16 << 20)?)
+            .map_err(|_| DecodeError(format!("{what} is not UTF-8")))
+    }
+    fn opt(&mut self, what: &str, max: usize) -> Result<Option<Vec<u8>>, DecodeError> {
+        match self.u8(what)? {
+            0 => Ok(None),
+            1 => Ok(Some(self.bytes(what, max)?)),
+            t => Err(DecodeError(format!("bad option tag {t} at {what}"))),
+        }
+    }
+    fn finish(&self) -> Result<(), DecodeError> {
+        if self.at == self.b.len() {
+            Ok(())
+        } else {
+            Err(DecodeError(format!(
+                "{} bytes after the end",
+                self.b.len() - self.at
+            )))
+        }
+    }
+}
+
+fn put_command(o: &mut Out, c: &Command) {
+    o.u64(c.client_id);
+    o.u64(c.seq);
+    match &c.write {
+        Write::Put { key, value } => {
+            o.u8(WRITE_PUT);
+            o.bytes(key);
+            o.bytes(value);
+        }
+        Write::Delete { key } => {
+            o.u8(WRITE_DELETE);
+            o.bytes(key);
+        }
+        Write::Cas { key, expected, new } => {
+            o.u8(WRITE_CAS);
+            o.bytes(key);
+            o.opt(expected);
+            o.bytes(new);
+        }
+    }
+}
+
+fn get_command(i: &mut In<'_>) -> Result<Command, DecodeError> {
+    let client_id = i.u64("client_id")?;
+    let seq = i.u64("seq")?;
+    let write = match i.u8("write kind")? {
+        WRITE_PUT => Write::Put {
+            key: i.bytes("key", KEY_BYTES_MAX)?,
+            value: i.bytes("value", VALUE_BYTES_MAX)?,
+        },
+        WRITE_DELETE => Write::Delete {
+            key: i.bytes("key", KEY_BYTES_MAX)?,
+        },
+        WRITE_CAS => Write::Cas {
+            key: i.bytes("key", KEY_BYTES_MAX)?,
+            expected: i.opt("expected", VALUE_BYTES_MAX)?,
+            new: i.bytes("new", VALUE_BYTES_MAX)?,
+        },
+        k => return Err(DecodeError(format!("unknown write kind {k}"))),
+    };
+    Ok(Command {
+        client_id,
+        seq,
+        write,
+    })
+}
+
+impl Command {
+    /// The bytes stored in a log entry.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = Out::default();
+        put_command(&mut o, self);
+        o.0
+    }
+
+    /// Decodes a log entry's bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
+        let mut i = In::new(bytes);
+        let c = get_command(&mut i)?;
+        i.finish()?;
+        Ok(c)
+    }
+}
+
+impl Request {
+    /// The frame body.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = Out::default();
+        o.u64(self.request_id);
+        match &self.op {
+            Op::Write(c) => {
+                o.u8(OP_WRITE);
+                put_command(&mut o, c);
+            }
+            Op::Get { key } => {
+                o.u8(OP_GET);
+                o.bytes(key);
+            }
+            Op::Status => o.u8(OP_STATUS),
+            Op::Snapshot => o.u8(OP_SNAPSHOT),
+            Op::TransferLeader { target } => {
+                o.u8(OP_TRANSFER);
+                o.u64(*target);
+            }
+            Op::Fault(f) => {
+                o.u8(OP_FAULT);
+                o.u64(f.drop_percent.to_bits());
+                match f.delay_ms {
+                    None => o.u8(0),
+                    Some((lo, hi)) => {
+                        o.u8(1);
+                        o.u64(lo);
+                        o.u64(hi);
+                    }
+                }
+                o.u64(f.partition.len() as u64);
+                for p in &f.partition {
+                    o.u64(*p);
+                }
+            }
+            Op::Shutdown { crash } => {
+                o.u8(OP_SHUTDOWN);
+                o.u8(u8::from(*crash));
+            }
+        }
+        o.0
+    }
+
+    /// Decodes a frame body.
+    pub fn decode(bytes: &[u8]) -> Result<Request, DecodeError> {
+        let mut i = In::new(bytes);
+        let request_id = i.u64("request_id")?;
+        let op = match i.u8("op")? {
+            OP_WRITE => Op::Write(get_command(&mut i)?),
+            OP_GET => Op::Get {
+                key: i.bytes("key", KEY_BYTES_MAX)?,
+            },
+            OP_STATUS => Op::Status,
+            OP_SNAPSHOT => Op::Snapshot,
+            OP_TRANSFER => Op::TransferLeader {
+                target: i.u64("target")?,
+            },
+            OP_FAULT => {
+                let drop_percent = f64::from_bits(i.u64("drop")?);
+                if !(0.0..=100.0).contains(&drop_percent) {
+                    return Err(DecodeError(format!("drop {drop_percent} not in 0..=100")));
+                }
+                let delay_ms = match i.u8("delay tag")? {
+                    0 => None,
+                    1 => Some((i.u64("delay min")?, i.u64("delay max")?)),
+                    t => return Err(DecodeError(format!("bad delay tag {t}"))),
+                };
+                let n = i.u64("partition count")?;
+                if n > 4096 {
+                    return Err(DecodeError(format!("partition of {n} nodes")));
+                }
+                let mut partition = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    partition.push(i.u64("partition id")?);
+                }
+                Op::Fault(FaultSpec {
+                    drop_percent,
+                    delay_ms,
+                    partition,
+                })
+            }
+            OP_SHUTDOWN => Op::Shutdown {
+                crash: i.u8("crash")? != 0,
+            },
+            k => return Err(DecodeError(format!("unknown op {k}"))),
+        };
+        i.finish()?;
+        Ok(Request { request_id, op })
+    }
+}
+
+impl Response {
+    /// The frame body.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = Out::default();
+        o.u64(self.request_id);
+        match &self.outcome {
+            Outcome::Written { index, term } => {
+                o.u8(OUT_WRITTEN);
+                o.u64(*index);
+                o.u64(*term);
+            }
+            Outcome::CasMismatch { current, index } => {
+                o.u8(OUT_CAS_MISMATCH);
+                o.opt(current);
+                o.u64(*index);
+            }
+            Outcome::Value(v) => {
+                o.u8(OUT_VALUE);
+                o.opt(v);
+            }
+            Outcome::Done { detail } => {
+                o.u8(OUT_DONE);
+                o.bytes(detail.as_bytes());
+            }
+            Outcome::Status(json) => {
+                o.u8(OUT_STATUS);
+                o.bytes(json.as_bytes());
+            }
+            Outcome::NotLeader { leader, address } => {
+                o.u8(OUT_NOT_LEADER);
+                o.u64(*leader);
+                o.bytes(address.as_bytes());
+            }
+            Outcome::Unavailable { reason } => {
+                o.u8(OUT_UNAVAILABLE);
+                o.bytes(reason.as_bytes());
+            }
+            Outcome::Refused { reason } => {
+                o.u8(OUT_REFUSED);
+                o.bytes(reason.as_bytes());
+            }
+        }
+        o.0
+    }
+
+    /// Decodes a frame body.
+    pub fn decode(bytes: &[u8]) -> Result<Response, DecodeError> {
+        let mut i = In::new(bytes);
+        let request_id = i.u64("request_id")?;
+        let outcome = match i.u8("outcome")? {
+            OUT_WRITTEN => Outcome::Written {
+                index: i.u64("index")?,
+                term: i.u64("term")?,
+            },
+            OUT_CAS_MISMATCH => Outcome::CasMismatch {
+                current: i.opt("current", VALUE_BYTES_MAX)?,
+                index: i.u64("index")?,
+            },
+            OUT_VALUE => Outcome::Value(i.opt("value", VALUE_BYTES_MAX)?),
+            OUT_DONE => Outcome::Done {
+                detail: i.string("detail")?,
+            },
+            OUT_STATUS => Outcome::Status(i.string("status")?),
+            OUT_NOT_LEADER => Outcome::NotLeader {
+                leader: i.u64("leader")?,
+                address: i.string("address")?,
+            },
+            OUT_UNAVAILABLE => Outcome::Unavailable {
+                reason: i.string("reason")?,
+            },
+            OUT_REFUSED => Outcome::Refused {
+                reason: i.string("reason")?,
+            },
+            k => return Err(DecodeError(format!("unknown outcome {k}"))),
+        };
+        i.finish()?;
+        Ok(Response {
+            request_id,
+            outcome,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(any::<u8>(), 0..16)
+    }
+
+    fn arb_command() -> impl Strategy<Value = Command> {
+        let write = prop_oneof![
+            (arb_bytes(), arb_bytes()).prop_map(|(key, value)| Write::Put { key, value }),
+            arb_bytes().prop_map(|key| Write::Delete { key }),
+            (arb_bytes(), prop::option::of(arb_bytes()), arb_bytes())
+                .prop_map(|(key, expected, new)| Write::Cas { key, expected, new }),
+        ];
+        (any::<u64>(), any::<u64>(), write).prop_map(|(client_id, seq, write)| Command {
+            client_id,
+            seq,
+            write,
+        })
+    }
+
+    proptest! {
+        /// Commands and requests survive encode → decode; any byte string decodes to a
+        /// value or an error, never a panic.
+        #[test]
+        fn round_trips_and_garbage(c in arb_command(), id in any::<u64>(), junk in prop::collection::vec(any::<u8>(), 0..64)) {
+            prop_assert_eq!(Command::decode(&c.encode()).unwrap(), c.clone());
+            let r = Request { request_id: id, op: Op::Write(c) };
+            prop_assert_eq!(Request::decode(&r.encode()).unwrap(), r);
+            let _ = Request::decode(&junk);
+            let _ = Response::decode(&junk);
+            let _ = Command::decode(&junk);
+        }
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let outcomes = vec![
+            Outcome::Written { index: 3, term: 2 },
+            Outcome::CasMismatch {
+                current: Some(b"v".to_vec()),
+                index: 9,
+            },
+            Outcome::Value(None),
+            Outcome::Value(Some(b"x".to_vec())),
+            Outcome::Done {
+                detail: "ok".into(),
+            },
+            Outcome::Status("{}".into()),
+            Outcome::NotLeader {
+                leader: 2,
+                address: "127.0.0.1:7002".into(),
+            },
+            Outcome::Unavailable {
+                reason: "no leader".into(),
+            },
+            Outcome::Refused {
+                reason: "bad".into(),
+            },
+        ];
+        for outcome in outcomes {
+            let r = Response {
+                request_id: 5,
+                outcome,
+            };
+            assert_eq!(Response::decode(&r.encode()).unwrap(), r);
+        }
+        let f = Request {
+            request_id: 1,
+            op: Op::Fault(FaultSpec {
+                drop_percent: 12.5,
+                delay_ms: Some((1, 5)),
+                partition: vec![2, 3],
+            }),
+        };
+        assert_eq!(Request::decode(&f.encode()).unwrap(), f);
+    }
+}

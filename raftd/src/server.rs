@@ -1,0 +1,728 @@
+//! The daemon's event loop: one thread, one `mio` poll (inside the transport), gluing the
+//! core, the write-ahead log, the transport and the key-value store together.
+//!
+//! Each turn: poll the transport until the next tick is due; feed peer frames to the core
+//! and turn client requests into proposals or ReadIndex reads; tick; then drain every
+//! `Ready`: send what may leave now (a leader's appends leave before its own fsync), write
+//! the hard state and entries to the WAL with one sync for the whole batch (group commit),
+//! send what waited for the sync, apply committed entries, answer clients, advance.
+
+use crate::kv::{Kv, SESSIONS_MAX_DEFAULT};
+use crate::protocol::{
+    Command, FaultSpec, Op, Outcome, Request, Response, FRAME_RAFT, FRAME_REQUEST, FRAME_RESPONSE,
+};
+use raft::{
+    codec, Config, Entry, EntryKind, LogIndex, Message, NodeId, ProposeError, RawNode, ReadState,
+    Ready, Restore, Snapshot, SnapshotMeta, StepError,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use transport::{ClientId, Event, Faults, Transport, TransportConfig};
+use wal::{Wal, WalOptions};
+
+/// Milliseconds per core tick.
+pub const TICK_MS: u64 = 10;
+
+/// Everything the daemon is started with (validated by the command line).
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// This node's id.
+    pub id: u64,
+    /// Every member's id and address, this node included.
+    pub peers: Vec<(u64, SocketAddr)>,
+    /// Where to listen (defaults to this node's address in `peers`).
+    pub listen: SocketAddr,
+    /// Data directory (the WAL lives in `wal/` under it).
+    pub data_dir: PathBuf,
+    /// Cluster name; peers and clients from another cluster are refused.
+    pub cluster_id: String,
+    /// Shared secret required of peers and clients.
+    pub token: Option<Vec<u8>>,
+    /// Heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Base election timeout (randomized up to twice this).
+    pub election_ms: u64,
+    /// Take a snapshot after this many applied entries.
+    pub snapshot_entries: u64,
+    /// Or when the WAL grows past this many bytes since the last snapshot.
+    pub snapshot_wal_bytes: u64,
+    /// Repair a corrupted WAL by truncating at the first bad record (operator's choice).
+    pub repair_wal: bool,
+}
+
+/// A client write waiting for its entry to apply.
+struct PendingWrite {
+    client: ClientId,
+    request_id: u64,
+    term: raft::Term,
+}
+
+/// A client read waiting for confirmation or for the state machine to catch up.
+struct PendingRead {
+    client: ClientId,
+    request_id: u64,
+    key: Vec<u8>,
+}
+
+/// The running daemon.
+pub struct Server {
+    config: ServerConfig,
+    raw: RawNode,
+    wal: Wal,
+    transport: Transport,
+    kv: Kv,
+    applied: LogIndex,
+    /// Writes by log index.
+    pending_writes: BTreeMap<LogIndex, PendingWrite>,
+    /// Reads by ReadIndex context.
+    pending_reads: HashMap<u64, PendingRead>,
+    /// Confirmed reads waiting for `applied` to reach their index.
+    reads_waiting: Vec<(LogIndex, PendingRead)>,
+    next_read_context: u64,
+    next_tick: Instant,
+    stop: Arc<AtomicBool>,
+    wal_bytes_at_snapshot: u64,
+    started: Instant,
+    /// Set by a graceful shutdown request.
+    stopping: bool,
+}
+
+fn addr_of(config: &ServerConfig, id: u64) -> Option<SocketAddr> {
+    config.peers.iter().find(|p| p.0 == id).map(|p| p.1)
+}
+
+/// Checks (or creates) the identity file that ties a data directory to one cluster and one
+/// node, so a directory copied from elsewhere is refused instead of silently reused.
+fn check_identity(dir: &Path, cluster_id: &str, id: u64) -> Result<(), String> {
+    let path = dir.join("raftd.id");
+    let want = format!("cluster={cluster_id}\nnode={id}\n");
+    match std::fs::read_to_string(&path) {
+        Ok(have) if have == want => Ok(()),
+        Ok(have) => {
+            let field = |k: &str| {
+                have.lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .unwrap_or("?")
+                    .to_string()
+            };
+            Err(format!(
+                "data directory {} belongs to cluster '{}' node {}, not cluster '{cluster_id}' node {id}; use another --data-dir",
+                dir.display(),
+                field("cluster="),
+                field("node=")
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, want)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok(())
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+impl Server {
+    /// Opens the data directory, recovers, binds the listener. Errors are one clear line.
+    pub fn open(config: ServerConfig, stop: Arc<AtomicBool>) -> Result<Server, String> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+        check_identity(dir, &config.cluster_id, config.id)?;
+        let wal_dir = dir.join("wal");
+        std::fs::create_dir_all(&wal_dir)
+            .map_err(|e| format!("cannot create {}: {e}", wal_dir.display()))?;
+        let options = WalOptions {
+            repair: config.repair_wal,
+            ..WalOptions::default()
+        };
+        let (wal, recovered) = Wal::open(&wal_dir, options).map_err(|e| e.to_string())?;
+        if let Some(torn) = &recovered.torn_tail {
+            log::warn!("WAL: {torn}");
+        }
+        if let Some(repaired) = &recovered.repaired {
+            log::warn!("WAL repaired: {repaired}");
+        }
+        let entries = if recovered.first_index <= recovered.last_index {
+            wal.entries(recovered.first_index, recovered.last_index.next(), u64::MAX)
+                .map_err(|e| e.to_string())?
+        } else {
+            Vec::new()
+        };
+        let snapshot = recovered.snapshot.clone().unwrap_or_default();
+        let kv = if snapshot.is_empty() {
+            Kv::new(SESSIONS_MAX_DEFAULT)
+        } else {
+            Kv::restore(&snapshot.data, SESSIONS_MAX_DEFAULT)
+                .map_err(|e| format!("snapshot in {} does not load: {e}", wal_dir.display()))?
+        };
+        let applied = snapshot.meta.index;
+        log::info!(
+            "node {}: recovered term {} vote {} commit {}, snapshot at {}, log {}..={}",
+            config.id,
+            recovered.hard_state.term,
+            recovered.hard_state.vote,
+            recovered.hard_state.commit,
+            snapshot.meta.index,
+            recovered.first_index,
+            recovered.last_index
+        );
+        let voters: Vec<NodeId> = config.peers.iter().map(|p| NodeId(p.0)).collect();
+        let mut rc = Config::new(NodeId(config.id), voters);
+        rc.heartbeat_interval_ticks = (config.heartbeat_ms / TICK_MS).max(1);
+        rc.election_timeout_ticks =
+            (config.election_ms / TICK_MS).max(rc.heartbeat_interval_ticks + 1);
+        rc.seed = rand::random();
+        let raw = RawNode::new(
+            rc,
+            Restore {
+                hard_state: recovered.hard_state,
+                snapshot,
+                entries,
+            },
+        )?;
+        let mut tc = TransportConfig::new(config.id, config.cluster_id.clone(), config.listen);
+        tc.peers = config.peers.clone();
+        tc.token = config.token.clone();
+        let transport =
+            Transport::new(tc).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        let wal_bytes = wal.disk_bytes();
+        Ok(Server {
+            raw,
+            wal,
+            transport,
+            kv,
+            applied,
+            pending_writes: BTreeMap::new(),
+            pending_reads: HashMap::new(),
+            reads_waiting: Vec::new(),
+            next_read_context: 1,
+            next_tick: Instant::now() + Duration::from_millis(TICK_MS),
+            stop,
+            wal_bytes_at_snapshot: wal_bytes,
+            started: Instant::now(),
+            stopping: false,
+            config,
+        })
+    }
+
+    /// The address the node listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.transport.local_addr()
+    }
+
+    /// Runs until SIGTERM/SIGINT or a shutdown request; then flushes and returns.
+    pub fn run(&mut self) -> Result<(), String> {
+        log::info!(
+            "node {} listening on {} (cluster '{}', {} members)",
+            self.config.id,
+            self.local_addr(),
+            self.config.cluster_id,
+            self.config.peers.len()
+        );
+        let mut events = Vec::with_capacity(1024);
+        while !self.stop.load(Ordering::Relaxed) && !self.stopping {
+            let now = Instant::now();
+            let timeout = self.next_tick.saturating_duration_since(now);
+            events.clear();
+            self.transport
+                .poll(Some(timeout), &mut events)
+                .map_err(|e| format!("poll failed: {e}"))?;
+            for event in events.drain(..) {
+                self.handle_event(event)?;
+            }
+            let now = Instant::now();
+            while self.next_tick <= now {
+                self.raw.tick();
+                self.next_tick += Duration::from_millis(TICK_MS);
+            }
+            self.drain_ready()?;
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    fn shutdown(&mut self) {
+        log::info!("node {}: stopping", self.config.id);
+        // Everything acknowledged is already durable; let queued frames leave.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut events = Vec::new();
+        while self.transport.pending_bytes() > 0 && Instant::now() < deadline {
+            events.clear();
+            let _ = self
+                .transport
+                .poll(Some(Duration::from_millis(10)), &mut events);
+        }
+        log::info!("node {}: stopped", self.config.id);
+    }
+
+    fn handle_event(&mut self, event: Event) -> Result<(), String> {
+        match event {
+            Event::PeerFrame { from, kind, body } => {
+                if kind != FRAME_RAFT {
+                    log::warn!(
+                        "node {}: unknown frame kind {kind} from peer {from}",
+                        self.config.id
+                    );
+                    return Ok(());
+                }
+                match codec::decode(&body) {
+                    Ok(m) if m.from == NodeId(from) => self.step(m),
+                    Ok(m) => log::warn!(
+                        "node {}: peer {from} sent a message claiming to be from {}; dropped",
+                        self.config.id,
+                        m.from
+                    ),
+                    Err(e) => log::warn!(
+                        "node {}: undecodable message from peer {from}: {e}",
+                        self.config.id
+                    ),
+                }
+            }
+            Event::ClientFrame { client, kind, body } => {
+                if kind != FRAME_REQUEST {
+                    self.reply(client, 0, refused(format!("unknown frame kind {kind}")));
+                    return Ok(());
+                }
+                match Request::decode(&body) {
+                    Ok(req) => self.handle_request(client, req)?,
+                    Err(e) => self.reply(client, 0, refused(format!("bad request: {e}"))),
+                }
+            }
+            Event::ClientClosed(_) => {}
+            Event::PeerUp(id) => log::info!("node {}: connected to peer {id}", self.config.id),
+            Event::PeerDown(id) => {
+                log::info!("node {}: lost connection to peer {id}", self.config.id)
+            }
+            Event::Woken => {}
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, m: Message) {
+        let was_leader = self.raw.is_leader();
+        if let Err(e) = self.raw.step(m) {
+            match e {
+                StepError::UnknownPeer(_) | StepError::WrongRecipient(_) => {
+                    log::warn!("node {}: {e}", self.config.id)
+                }
+                _ => {}
+            }
+        }
+        if was_leader && !self.raw.is_leader() {
+            log::warn!(
+                "node {}: lost leadership at term {}",
+                self.config.id,
+                self.raw.term()
+            );
+        }
+    }
+
+    fn reply(&mut self, client: ClientId, request_id: u64, outcome: Outcome) {
+        let body = Response {
+            request_id,
+            outcome,
+        }
+        .encode();
+        // A client that went away is no error of ours.
+        let _ = self.transport.send_client(client, FRAME_RESPONSE, &body);
+    }
+
+    fn not_leader(&self) -> Outcome {
+        let leader = self.raw.leader().0;
+        let address = addr_of(&self.config, leader)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        Outcome::NotLeader { leader, address }
+    }
+
+    fn handle_request(&mut self, client: ClientId, req: Request) -> Result<(), String> {
+        let id = req.request_id;
+        match req.op {
+            Op::Write(command) => self.propose(client, id, command),
+            Op::Get { key } => {
+                let context = self.next_read_context;
+                self.next_read_context += 1;
+                match self.raw.read_index(context) {
+                    Ok(()) => {
+                        self.pending_reads.insert(
+                            context,
+                            PendingRead {
+                                client,
+                                request_id: id,
+                                key,
+                            },
+                        );
+                    }
+                    Err(e) => self.reply(client, id, unavailable(format!("cannot read: {e}"))),
+                }
+            }
+            Op::Status => {
+                let status = self.status_json();
+                self.reply(client, id, Outcome::Status(status));
+            }
+            Op::Snapshot => {
+                let outcome = match self.take_snapshot()? {
+                    Some(meta) => done(format!(
+                        "snapshot taken at index {} term {}",
+                        meta.index, meta.term
+                    )),
+                    None => done(format!(
+                        "nothing new to snapshot (snapshot at {})",
+                        self.raw.snapshot_meta().index
+                    )),
+                };
+                self.reply(client, id, outcome);
+            }
+            Op::TransferLeader { target } => {
+                let outcome = match self.raw.transfer_leader(NodeId(target)) {
+                    Ok(()) => done(format!("transferring leadership to node {target}")),
+                    Err(StepError::NotLeader) => self.not_leader(),
+                    Err(e) => refused(e.to_string()),
+                };
+                self.reply(client, id, outcome);
+            }
+            Op::Fault(spec) => {
+                let detail = describe_faults(&spec);
+                self.transport.set_faults(Faults {
+                    drop_percent: spec.drop_percent,
+                    delay_ms: spec.delay_ms,
+                    partition: spec.partition.iter().copied().collect(),
+                    direction: transport::Direction::Both,
+                });
+                log::warn!("node {}: fault layer set: {detail}", self.config.id);
+                self.reply(client, id, done(detail));
+            }
+            Op::Shutdown { crash } => {
+                self.reply(
+                    client,
+                    id,
+                    done(format!("node {} stopping", self.config.id)),
+                );
+                self.transport.flush();
+                if crash {
+                    log::warn!("node {}: crash requested, aborting now", self.config.id);
+                    std::process::abort();
+                }
+                self.stopping = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn propose(&mut self, client: ClientId, request_id: u64, command: Command) {
+        match self.raw.propose(command.encode()) {
+            Ok(index) => {
+                let term = self.raw.term();
+                self.pending_writes.insert(
+                    index,
+                    PendingWrite {
+                        client,
+                        request_id,
+                        term,
+                    },
+                );
+            }
+            Err(ProposeError::NotLeader { .. }) => {
+                let outcome = self.not_leader();
+                self.reply(client, request_id, outcome);
+            }
+            Err(e) => self.reply(client, request_id, unavailable(e.to_string())),
+        }
+    }
+
+    /// Handles every Ready the core has (see `raft::Ready` for the contract).
+    fn drain_ready(&mut self) -> Result<(), String> {
+        while self.raw.has_ready() {
+            let mut rd = self.raw.ready();
+            self.handle_ready(&mut rd)?;
+            self.raw.advance(rd);
+            self.maybe_snapshot()?;
+        }
+        self.transport.flush();
+        Ok(())
+    }
+
+    fn handle_ready(&mut self, rd: &mut Ready) -> Result<(), String> {
+        for m in rd.take_messages() {
+            self.send(&m);
+        }
+        // The leader's appends leave now, overlapping its own disk write.
+        self.transport.flush();
+        if let Some(snapshot) = rd.take_snapshot() {
+            self.install_snapshot(snapshot)?;
+        }
+        // Entries before the hard state: the WAL refuses to overwrite entries at or below
+        // the commit index it was last told, and this Ready's commit may cover entries that
+        // replace a conflicting tail in the same batch. One sync covers both.
+        let entries = rd.take_entries();
+        if !entries.is_empty() {
+            self.wal.append(&entries).map_err(fatal)?;
+        }
+        if let Some(hs) = rd.hard_state() {
+            self.wal.set_hard_state(hs).map_err(fatal)?;
+        }
+        if rd.must_sync() {
+            self.wal.persist().map_err(fatal)?;
+        }
+        for m in rd.take_persisted_messages() {
+            self.send(&m);
+        }
+        for entry in rd.take_committed_entries() {
+            self.apply(entry);
+        }
+        for rs in rd.take_read_states() {
+            self.read_confirmed(rs);
+        }
+        for context in rd.take_dropped_reads() {
+            if let Some(r) = self.pending_reads.remove(&context) {
+                self.reply(
+                    r.client,
+                    r.request_id,
+                    unavailable("leadership changed before the read was confirmed".into()),
+                );
+            }
+        }
+        self.serve_waiting_reads();
+        Ok(())
+    }
+
+    fn send(&mut self, m: &Message) {
+        let mut body = Vec::with_capacity(codec::encoded_len(m));
+        codec::encode(m, &mut body);
+        // Losing a message is within Raft's model; the transport counts drops.
+        let _ = self.transport.send_peer(m.to.0, FRAME_RAFT, &body);
+    }
+
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), String> {
+        self.wal.save_snapshot(&snapshot).map_err(fatal)?;
+        self.kv = Kv::restore(&snapshot.data, SESSIONS_MAX_DEFAULT)
+            .map_err(|e| format!("snapshot from the leader does not load: {e}"))?;
+        self.applied = snapshot.meta.index;
+        self.wal_bytes_at_snapshot = self.wal.disk_bytes();
+        log::info!(
+            "node {}: installed snapshot at index {} term {} ({} keys)",
+            self.config.id,
+            snapshot.meta.index,
+            snapshot.meta.term,
+            self.kv.len()
+        );
+        // Writes waiting on entries the snapshot covers: their outcome is in the sessions;
+        // tell the clients to retry, which returns it.
+        let covered: Vec<LogIndex> = self
+            .pending_writes
+            .range(..=snapshot.meta.index)
+            .map(|(i, _)| *i)
+            .collect();
+        for index in covered {
+            let w = self.pending_writes.remove(&index).expect("listed");
+            self.reply(
+                w.client,
+                w.request_id,
+                unavailable("superseded by a snapshot; retry".into()),
+            );
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, entry: Entry) {
+        self.applied = entry.index;
+        let pending = self.pending_writes.remove(&entry.index);
+        if entry.kind != EntryKind::Normal {
+            if let Some(w) = pending {
+                self.reply(
+                    w.client,
+                    w.request_id,
+                    unavailable("leader changed; retry".into()),
+                );
+            }
+            return;
+        }
+        let outcome = match Command::decode(&entry.data) {
+            Ok(command) => self.kv.apply(entry.index.0, entry.term.0, &command),
+            Err(e) => {
+                // Every replica sees the same bytes and skips them the same way.
+                log::error!(
+                    "node {}: entry {} does not decode ({e}); skipped",
+                    self.config.id,
+                    entry.index
+                );
+                refused(format!("undecodable command: {e}"))
+            }
+        };
+        if let Some(w) = pending {
+            if w.term == entry.term {
+                self.reply(w.client, w.request_id, outcome);
+            } else {
+                self.reply(
+                    w.client,
+                    w.request_id,
+                    unavailable("leader changed before the write committed; retry".into()),
+                );
+            }
+        }
+    }
+
+    fn read_confirmed(&mut self, rs: ReadState) {
+        if let Some(r) = self.pending_reads.remove(&rs.context) {
+            self.reads_waiting.push((rs.index, r));
+        }
+    }
+
+    fn serve_waiting_reads(&mut self) {
+        if self.reads_waiting.is_empty() {
+            return;
+        }
+        let applied = self.applied;
+        let waiting = std::mem::take(&mut self.reads_waiting);
+        for (index, r) in waiting {
+            if index <= applied {
+                let value = self.kv.get(&r.key).cloned();
+                self.reply(r.client, r.request_id, Outcome::Value(value));
+            } else {
+                self.reads_waiting.push((index, r));
+            }
+        }
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), String> {
+        let since = self
+            .applied
+            .0
+            .saturating_sub(self.raw.snapshot_meta().index.0);
+        let wal_growth = self
+            .wal
+            .disk_bytes()
+            .saturating_sub(self.wal_bytes_at_snapshot);
+        if since >= self.config.snapshot_entries
+            || (since > 0 && wal_growth >= self.config.snapshot_wal_bytes)
+        {
+            self.take_snapshot()?;
+        }
+        Ok(())
+    }
+
+    /// Snapshots the store at the applied index, persists it, compacts WAL and core.
+    fn take_snapshot(&mut self) -> Result<Option<SnapshotMeta>, String> {
+        let index = self.applied;
+        if index <= self.raw.snapshot_meta().index {
+            return Ok(None);
+        }
+        let term = self
+            .raw
+            .term_at(index)
+            .ok_or_else(|| format!("applied index {index} is not in the log"))?;
+        let meta = SnapshotMeta { index, term };
+        let data = self.kv.snapshot();
+        let bytes = data.len();
+        self.wal
+            .save_snapshot(&Snapshot {
+                meta,
+                data: data.clone(),
+            })
+            .map_err(fatal)?;
+        self.raw.compact(index, data);
+        self.wal_bytes_at_snapshot = self.wal.disk_bytes();
+        log::info!(
+            "node {}: snapshot taken at index {index} term {term} ({bytes} bytes, {} keys); WAL now {} bytes",
+            self.config.id,
+            self.kv.len(),
+            self.wal.disk_bytes()
+        );
+        Ok(Some(meta))
+    }
+
+    fn status_json(&self) -> String {
+        let s = self.raw.status();
+        let stats = self.transport.stats();
+        let progress: HashMap<u64, (u64, u64, usize)> = s
+            .progress
+            .iter()
+            .map(|(id, m, n, inflight)| (id.0, (m.0, n.0, *inflight)))
+            .collect();
+        let peers: Vec<serde_json::Value> = stats
+            .peers
+            .iter()
+            .map(|p| {
+                let (m, n, inflight) = progress.get(&p.id).copied().unwrap_or((0, 0, 0));
+                serde_json::json!({
+                    "id": p.id,
+                    "address": p.addr.to_string(),
+                    "connected": p.connected,
+                    "match": m,
+                    "next": n,
+                    "inflight": inflight,
+                    "frames_out": p.frames_out,
+                    "frames_in": p.frames_in,
+                    "bytes_out": p.bytes_out,
+                    "bytes_in": p.bytes_in,
+                    "dropped": p.dropped_outbox_full + p.dropped_not_connected + p.dropped_by_faults,
+                    "reconnects": p.reconnects,
+                })
+            })
+            .collect();
+        let faults = self.transport.faults();
+        serde_json::json!({
+            "id": s.id.0,
+            "address": addr_of(&self.config, s.id.0).map(|a| a.to_string()),
+            "cluster": self.config.cluster_id,
+            "role": s.role.to_string(),
+            "term": s.term.0,
+            "vote": s.vote.0,
+            "leader": s.leader.0,
+            "commit": s.commit.0,
+            "applied": self.applied.0,
+            "first_index": s.first_index.0,
+            "last_index": s.last_index.0,
+            "snapshot_index": s.snapshot_index.0,
+            "wal_bytes": self.wal.disk_bytes(),
+            "wal_segments": self.wal.segment_count(),
+            "keys": self.kv.len(),
+            "sessions": self.kv.session_count(),
+            "uptime_ms": self.started.elapsed().as_millis() as u64,
+            "faults": {
+                "drop_percent": faults.drop_percent,
+                "delay_ms": faults.delay_ms,
+                "partition": faults.partition.iter().collect::<Vec<_>>(),
+            },
+            "peers": peers,
+        })
+        .to_string()
+    }
+}
+
+fn describe_faults(spec: &FaultSpec) -> String {
+    if *spec == FaultSpec::default() {
+        return "faults cleared".into();
+    }
+    let mut parts = Vec::new();
+    if spec.drop_percent > 0.0 {
+        parts.push(format!("drop {}%", spec.drop_percent));
+    }
+    if let Some((lo, hi)) = spec.delay_ms {
+        parts.push(format!("delay {lo}..{hi} ms"));
+    }
+    if !spec.partition.is_empty() {
+        parts.push(format!("partitioned from {:?}", spec.partition));
+    }
+    parts.join(", ")
+}
+
+fn fatal(e: wal::WalError) -> String {
+    format!("write-ahead log failed, stopping so nothing unsafe is acknowledged: {e}")
+}
+
+fn done(detail: String) -> Outcome {
+    Outcome::Done { detail }
+}
+
+fn refused(reason: String) -> Outcome {
+    Outcome::Refused { reason }
+}
+
+fn unavailable(reason: String) -> Outcome {
+    Outcome::Unavailable { reason }
+}
