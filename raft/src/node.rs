@@ -602,6 +602,28 @@ impl RawNode {
         Ok(())
     }
 
+    /// The host lost its connection to `peer` in a way that says the process is gone (the
+    /// connection was closed or reset, as when a process dies). When `peer` is this
+    /// follower's leader, the follower stops honouring the leader's lease and campaigns
+    /// after a short random delay (up to a quarter of the election timeout) instead of a
+    /// full election timeout. Timers do not affect safety; pre-vote keeps a false alarm from
+    /// disrupting a leader that is still alive, since followers that still hear from it
+    /// refuse.
+    pub fn report_unreachable(&mut self, peer: NodeId) {
+        if !matches!(self.role, Role::Follower { .. }) || self.leader != peer || peer.is_none() {
+            return;
+        }
+        log::info!(
+            "node {}: lost the connection to leader {peer}; campaigning soon",
+            self.config.id
+        );
+        self.leader = NodeId::NONE;
+        self.election_elapsed = 0;
+        let quarter = (self.config.election_timeout_ticks / 4).max(1);
+        self.randomized_election_timeout = self.rng.gen_range(1..=quarter);
+        self.check_invariants();
+    }
+
     /// Feeds a message from another node.
     pub fn step(&mut self, m: Message) -> Result<(), StepError> {
         if m.to != self.config.id {

@@ -643,3 +643,33 @@ fn messages_display_on_one_line() {
         "1->2 Append term=3 prev=2/17 commit=16 entries=0"
     );
 }
+
+/// A follower told that its leader's process is gone campaigns within a quarter of the
+/// election timeout instead of a full one, and the survivors elect a leader quickly; a
+/// false alarm about a live leader does not unseat it.
+#[test]
+fn unreachable_leader_triggers_a_quick_election() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    let term = c.node(leader).term();
+    // False alarm: one follower loses its connection, the leader is fine.
+    let f = (1..=3).find(|&i| i != leader).unwrap();
+    c.node(f).report_unreachable(NodeId(leader));
+    c.tick_all(10);
+    assert!(c.node(leader).is_leader());
+    assert_eq!(c.node(leader).term(), term);
+    // Real crash: both followers learn it; a new leader within a few ticks (timeout is 10).
+    c.isolate(leader);
+    for id in (1..=3).filter(|&i| i != leader) {
+        c.node(id).report_unreachable(NodeId(leader));
+    }
+    let mut ticks = 0;
+    while !(1..=3).any(|i| i != leader && c.nodes[i as usize - 1].is_leader()) {
+        for id in (1..=3).filter(|&i| i != leader) {
+            c.node(id).tick();
+        }
+        c.settle();
+        ticks += 1;
+        assert!(ticks < 10, "no quick election");
+    }
+}

@@ -295,7 +295,8 @@ impl Server {
             Event::ClientClosed(_) => {}
             Event::PeerUp(id) => log::info!("node {}: connected to peer {id}", self.config.id),
             Event::PeerDown(id) => {
-                log::info!("node {}: lost connection to peer {id}", self.config.id)
+                log::info!("node {}: lost connection to peer {id}", self.config.id);
+                self.raw.report_unreachable(NodeId(id));
             }
             Event::Woken => {}
         }

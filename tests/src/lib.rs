@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checker;
+pub mod cluster;
 pub mod lab;
 pub mod runner;
 pub mod sim;

@@ -1,0 +1,286 @@
+//! Real `raftd` processes on 127.0.0.1 for process-level tests: start, kill -9, stop,
+//! restart, ask for status. Each cluster lives in its own temporary directory and on ports
+//! the OS handed out, so tests can run in parallel; dropping the cluster kills its nodes.
+
+use raftd::client::{Client, ClientConfig};
+use raftd::protocol::{Op, Outcome};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How to start the nodes.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// Election timeout (ms).
+    pub election_ms: u64,
+    /// Heartbeat interval (ms).
+    pub heartbeat_ms: u64,
+    /// Snapshot every this many entries.
+    pub snapshot_entries: u64,
+    /// Cluster name.
+    pub cluster_id: String,
+    /// `RUST_LOG` for the nodes.
+    pub log: String,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> ClusterOptions {
+        ClusterOptions {
+            election_ms: 1000,
+            heartbeat_ms: 100,
+            snapshot_entries: 10_000,
+            cluster_id: "raftd".into(),
+            log: "info".into(),
+        }
+    }
+}
+
+/// The `raftd` binary next to the test executable (`target/<profile>/raftd`), built on
+/// demand when missing; `RAFTD_BIN` overrides.
+pub fn raftd_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("RAFTD_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .to_path_buf();
+    let bin = profile_dir.join("raftd");
+    if !bin.exists() {
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "raftd", "--bin", "raftd"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build -p raftd failed");
+    }
+    bin
+}
+
+/// Loopback addresses with free ports.
+pub fn free_addresses(n: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("bound"))
+        .collect()
+}
+
+/// A cluster of raftd processes.
+pub struct ProcessCluster {
+    dir: PathBuf,
+    binary: PathBuf,
+    options: ClusterOptions,
+    /// (id, address) of every node.
+    pub peers: Vec<(u64, SocketAddr)>,
+    children: Vec<Option<Child>>,
+}
+
+impl ProcessCluster {
+    /// Starts `n` nodes (ids 1..=n).
+    pub fn start(n: usize, options: ClusterOptions) -> ProcessCluster {
+        let dir = std::env::temp_dir().join(format!(
+            "raftd-test-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        let peers: Vec<(u64, SocketAddr)> = free_addresses(n)
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| (i as u64 + 1, a))
+            .collect();
+        let mut c = ProcessCluster {
+            dir,
+            binary: raftd_binary(),
+            options,
+            peers,
+            children: (0..n).map(|_| None).collect(),
+        };
+        for id in 1..=n as u64 {
+            c.spawn(id);
+        }
+        c
+    }
+
+    /// The cluster's directory (data dirs and logs).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Node ids.
+    pub fn ids(&self) -> Vec<u64> {
+        self.peers.iter().map(|p| p.0).collect()
+    }
+
+    /// A node's address.
+    pub fn addr(&self, id: u64) -> SocketAddr {
+        self.peers[id as usize - 1].1
+    }
+
+    /// A node's log file.
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("node{id}.log"))
+    }
+
+    /// A node's data directory.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("node{id}"))
+    }
+
+    /// The `--peers` value.
+    pub fn peers_arg(&self) -> String {
+        self.peers
+            .iter()
+            .map(|(id, a)| format!("{id}={a}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts (or restarts) node `id` with its data directory as it is.
+    pub fn spawn(&mut self, id: u64) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))
+            .expect("open node log");
+        let child = Command::new(&self.binary)
+            .args(["--id", &id.to_string(), "--peers", &self.peers_arg()])
+            .arg("--data-dir")
+            .arg(self.data_dir(id))
+            .args(["--cluster-id", &self.options.cluster_id])
+            .args(["--election-ms", &self.options.election_ms.to_string()])
+            .args(["--heartbeat-ms", &self.options.heartbeat_ms.to_string()])
+            .args([
+                "--snapshot-entries",
+                &self.options.snapshot_entries.to_string(),
+            ])
+            .env("RUST_LOG", &self.options.log)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("start raftd");
+        self.children[id as usize - 1] = Some(child);
+    }
+
+    /// True when node `id`'s process is running.
+    pub fn is_running(&mut self, id: u64) -> bool {
+        match &mut self.children[id as usize - 1] {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// kill -9 of node `id`.
+    pub fn kill9(&mut self, id: u64) {
+        if let Some(mut c) = self.children[id as usize - 1].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM to node `id`; waits for it to exit and returns its exit code.
+    pub fn terminate(&mut self, id: u64) -> Option<i32> {
+        let mut c = self.children[id as usize - 1].take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A client over every node.
+    pub fn client(&self, timeout: Duration) -> Client {
+        self.client_over(&self.ids(), timeout)
+    }
+
+    /// A client over some nodes.
+    pub fn client_over(&self, ids: &[u64], timeout: Duration) -> Client {
+        Client::new(ClientConfig {
+            nodes: ids.iter().map(|&id| self.addr(id)).collect(),
+            cluster_id: self.options.cluster_id.clone(),
+            token: None,
+            timeout,
+        })
+    }
+
+    /// Node `id`'s status document, if it answers.
+    pub fn status(&self, id: u64) -> Option<serde_json::Value> {
+        let mut c = self.client_over(&[id], Duration::from_millis(500));
+        match c.call_node(self.addr(id), Op::Status) {
+            Ok(Outcome::Status(s)) => serde_json::from_str(&s).ok(),
+            _ => None,
+        }
+    }
+
+    /// Waits for a node among `among` to report itself leader.
+    pub fn wait_leader(&self, among: &[u64], within: Duration) -> Option<u64> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            for &id in among {
+                if let Some(s) = self.status(id) {
+                    if s["role"] == "leader" {
+                        return Some(id);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Waits until node `id` has applied at least `index`.
+    pub fn wait_applied(&self, id: u64, index: u64, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self
+                .status(id)
+                .is_some_and(|s| s["applied"].as_u64().unwrap_or(0) >= index)
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// The tail of a node's log, for failure messages.
+    pub fn log_tail(&self, id: u64) -> String {
+        let text = std::fs::read_to_string(self.log_path(id)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("cluster data and logs kept in {}", self.dir.display());
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! Process-level tests: real `raftd` binaries on 127.0.0.1, talked to through the client
+//! library, killed with SIGKILL and restarted. Each test starts its own cluster on ports the
+//! OS hands out.
+
+use raftd::protocol::{Outcome, Write};
+use raftd_tests::cluster::{free_addresses, raftd_binary, ClusterOptions, ProcessCluster};
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(10);
+
+fn put(k: &str, v: &str) -> Write {
+    Write::Put {
+        key: k.as_bytes().to_vec(),
+        value: v.as_bytes().to_vec(),
+    }
+}
+
+fn leader(c: &ProcessCluster) -> u64 {
+    c.wait_leader(&c.ids(), T)
+        .unwrap_or_else(|| panic!("no leader; node 1 log:\n{}", c.log_tail(1)))
+}
+
+/// Writes through the cluster and linearizable reads through every single node agree,
+/// on 3 and on 5 nodes.
+#[test]
+fn writes_and_reads_through_any_node() {
+    for n in [3, 5] {
+        let c = ProcessCluster::start(n, ClusterOptions::default());
+        leader(&c);
+        let mut client = c.client(T);
+        for k in 0..20 {
+            let out = client
+                .write(put(&format!("k{k}"), &format!("v{k}")))
+                .unwrap();
+            assert!(matches!(out, Outcome::Written { .. }), "{out:?}");
+        }
+        for id in c.ids() {
+            let mut one = c.client_over(&[id], T);
+            for k in [0, 7, 19] {
+                let v = one.get(format!("k{k}").as_bytes()).unwrap();
+                assert_eq!(v, Some(format!("v{k}").into_bytes()), "node {id}, key k{k}");
+            }
+            assert_eq!(one.get(b"missing").unwrap(), None);
+        }
+    }
+}
+
+/// kill -9 of the leader: a new leader serves writes within 2 × the election timeout; the
+/// old leader restarts and catches up. On 3 and 5 nodes.
+#[test]
+fn leader_kill9_failover_and_catch_up() {
+    for n in [3usize, 5] {
+        let options = ClusterOptions::default();
+        let election = Duration::from_millis(options.election_ms);
+        let mut c = ProcessCluster::start(n, options);
+        let old = leader(&c);
+        let mut client = c.client(T);
+        for k in 0..50 {
+            client.write(put(&format!("a{k}"), "x")).unwrap();
+        }
+        c.kill9(old);
+        let killed = Instant::now();
+        let others: Vec<u64> = c.ids().into_iter().filter(|&i| i != old).collect();
+        let mut survivors = c.client_over(&others, T);
+        let out = survivors.write(put("after", "kill")).unwrap();
+        let took = killed.elapsed();
+        assert!(
+            took <= 2 * election,
+            "{n} nodes: writes resumed {took:?} after the kill, over 2 × {election:?}"
+        );
+        let Outcome::Written { index, .. } = out else {
+            panic!("{out:?}")
+        };
+        c.spawn(old);
+        assert!(
+            c.wait_applied(old, index, T),
+            "old leader did not catch up; its log:\n{}",
+            c.log_tail(old)
+        );
+        let mut via_old = c.client_over(&[old], T);
+        assert_eq!(via_old.get(b"after").unwrap(), Some(b"kill".to_vec()));
+        assert_eq!(via_old.get(b"a49").unwrap(), Some(b"x".to_vec()));
+    }
+}
+
+/// Every acknowledged write survives kill -9 of every node at once and a restart:
+/// concurrent writers record what was acknowledged; after the crash all of it is there.
+#[test]
+fn acknowledged_writes_survive_kill9_of_every_node() {
+    let mut c = ProcessCluster::start(3, ClusterOptions::default());
+    leader(&c);
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let stop_at = Instant::now() + Duration::from_secs(2);
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let mut client = c.client(Duration::from_secs(2));
+            let acked = acked.clone();
+            std::thread::spawn(move || {
+                let mut k = 0;
+                while Instant::now() < stop_at {
+                    let key = format!("w{w}-{k}");
+                    if let Ok(Outcome::Written { .. }) = client.write(put(&key, &key)) {
+                        acked.lock().unwrap().insert(key, ());
+                    }
+                    k += 1;
+                }
+            })
+        })
+        .collect();
+    // Kill everything while the writers are still going.
+    std::thread::sleep(Duration::from_millis(1500));
+    for id in c.ids() {
+        c.kill9(id);
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    let acked: Vec<String> = acked.lock().unwrap().keys().cloned().collect();
+    assert!(acked.len() > 50, "only {} writes acknowledged", acked.len());
+    for id in c.ids() {
+        c.spawn(id);
+    }
+    leader(&c);
+    let mut client = c.client(T);
+    for key in &acked {
+        assert_eq!(
+            client.get(key.as_bytes()).unwrap(),
+            Some(key.clone().into_bytes()),
+            "acknowledged write {key} lost"
+        );
+    }
+}
+
+/// A follower down while 50,000 writes and several snapshots happen catches up by
+/// InstallSnapshot; meanwhile the leader's log was compacted.
+#[test]
+fn lagging_follower_catches_up_by_snapshot() {
+    let options = ClusterOptions {
+        snapshot_entries: 5000,
+        ..ClusterOptions::default()
+    };
+    let mut c = ProcessCluster::start(3, options);
+    let l = leader(&c);
+    let lagging = c.ids().into_iter().find(|&i| i != l).unwrap();
+    c.kill9(lagging);
+    let writers: Vec<_> = (0..16)
+        .map(|w| {
+            let mut client = c.client(T);
+            std::thread::spawn(move || {
+                for k in 0..50_000 / 16 + 1 {
+                    let key = format!("s{w}-{k}");
+                    client.write(put(&key, "v")).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let leader_id = leader(&c);
+    let s = c.status(leader_id).unwrap();
+    let commit = s["commit"].as_u64().unwrap();
+    assert!(commit >= 50_000, "commit {commit}");
+    assert!(
+        s["snapshot_index"].as_u64().unwrap() >= 40_000,
+        "leader did not snapshot: {s}"
+    );
+    assert!(
+        s["first_index"].as_u64().unwrap() > 40_000,
+        "leader's log not compacted: {s}"
+    );
+    c.spawn(lagging);
+    assert!(
+        c.wait_applied(lagging, commit, Duration::from_secs(30)),
+        "follower did not catch up; log:\n{}",
+        c.log_tail(lagging)
+    );
+    let log = std::fs::read_to_string(c.log_path(lagging)).unwrap();
+    assert!(
+        log.contains("installed snapshot"),
+        "caught up without a snapshot?\n{}",
+        c.log_tail(lagging)
+    );
+    let mut via = c.client_over(&[lagging], T);
+    assert_eq!(via.get(b"s3-100").unwrap(), Some(b"v".to_vec()));
+}
+
+/// A retried write (same client id and sequence number) is applied once: the retry gets
+/// the first outcome back and does not undo a later write.
+#[test]
+fn retried_write_is_applied_once() {
+    let c = ProcessCluster::start(3, ClusterOptions::default());
+    leader(&c);
+    let config = raftd::client::ClientConfig {
+        nodes: c.ids().iter().map(|&i| c.addr(i)).collect(),
+        cluster_id: "raftd".into(),
+        token: None,
+        timeout: T,
+    };
+    let mut client = raftd::client::Client::with_session(config, 0xfeed);
+    let first = client.write_with_seq(put("k", "first"), 1).unwrap();
+    client.write_with_seq(put("k", "second"), 2).unwrap();
+    // A late retry of the first write, e.g. after a timeout.
+    let again = client.write_with_seq(put("k", "first"), 2).unwrap();
+    assert!(matches!(again, Outcome::Written { .. }));
+    let retried = client.write_with_seq(put("k", "first"), 1);
+    assert!(
+        matches!(&retried, Err(raftd::client::ClientError::Definite(m)) if m.contains("stale")),
+        "{retried:?}"
+    );
+    let Outcome::Written { index, .. } = first else {
+        panic!()
+    };
+    assert!(index > 0);
+    assert_eq!(client.get(b"k").unwrap(), Some(b"second".to_vec()));
+    // Retrying the latest write returns its original outcome, not a new index.
+    let latest = client.write_with_seq(put("k", "third"), 3).unwrap();
+    let latest_again = client.write_with_seq(put("k", "third"), 3).unwrap();
+    assert_eq!(latest, latest_again);
+}
+
+/// Garbage, an oversized frame and a client from another cluster are refused; the node
+/// keeps serving.
+#[test]
+fn bad_input_is_refused_and_the_node_keeps_serving() {
+    let c = ProcessCluster::start(3, ClusterOptions::default());
+    let l = leader(&c);
+    let addr = c.addr(l);
+    let mut garbage = TcpStream::connect(addr).unwrap();
+    let _ = garbage.write_all(&[0xde; 4096]);
+    let mut huge = TcpStream::connect(addr).unwrap();
+    let _ = huge.write_all(&u32::MAX.to_le_bytes());
+    let _ = huge.write_all(&[0; 64]);
+    let wrong = transport::client::Connection::connect(
+        addr,
+        "some-other-cluster",
+        None,
+        Duration::from_secs(2),
+    );
+    assert!(wrong.is_err(), "a client of another cluster was accepted");
+    let mut client = c.client(T);
+    let out = client.write(put("still", "serving")).unwrap();
+    assert!(matches!(out, Outcome::Written { .. }));
+    assert_eq!(client.get(b"still").unwrap(), Some(b"serving".to_vec()));
+}
+
+fn raftd_fails(args: &[&str]) -> String {
+    let out = Command::new(raftd_binary()).args(args).output().unwrap();
+    assert!(!out.status.success(), "raftd {args:?} succeeded");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.trim().is_empty(), "raftd {args:?} failed silently");
+    err
+}
+
+/// Every bad flag combination exits non-zero with a clear message.
+#[test]
+fn bad_configuration_exits_with_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("raftd-flags-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.join("data");
+    let d = d.to_str().unwrap();
+    let a = free_addresses(3);
+    let peers = format!("1={},2={},3={}", a[0], a[1], a[2]);
+    let err = raftd_fails(&["--id", "1", "--peers", &peers, "--data-dir", d, "--bogus"]);
+    assert!(err.contains("--bogus"), "{err}");
+    let err = raftd_fails(&["--id", "4", "--peers", &peers, "--data-dir", d]);
+    assert!(err.contains("--id 4 is not in --peers"), "{err}");
+    let dup = format!("1={},1={}", a[0], a[1]);
+    let err = raftd_fails(&["--id", "1", "--peers", &dup, "--data-dir", d]);
+    assert!(err.contains("appears twice"), "{err}");
+    let err = raftd_fails(&["--id", "1", "--peers", "1=nowhere", "--data-dir", d]);
+    assert!(err.contains("nowhere"), "{err}");
+    let err = raftd_fails(&[
+        "--id",
+        "1",
+        "--peers",
+        &peers,
+        "--data-dir",
+        d,
+        "--election-ms",
+        "100",
+    ]);
+    assert!(err.contains("--election-ms"), "{err}");
+    let file = dir.join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = raftd_fails(&[
+        "--id",
+        "1",
+        "--peers",
+        &peers,
+        "--data-dir",
+        file.to_str().unwrap(),
+    ]);
+    assert!(err.contains("not a directory"), "{err}");
+    // A data directory that belongs to another cluster.
+    std::fs::create_dir_all(d).unwrap();
+    std::fs::write(format!("{d}/raftd.id"), "cluster=other\nnode=1\n").unwrap();
+    let err = raftd_fails(&["--id", "1", "--peers", &peers, "--data-dir", d]);
+    assert!(err.contains("belongs to cluster 'other'"), "{err}");
+    std::fs::write(format!("{d}/raftd.id"), "cluster=raftd\nnode=2\n").unwrap();
+    let err = raftd_fails(&["--id", "1", "--peers", &peers, "--data-dir", d]);
+    assert!(err.contains("node 2"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SIGTERM stops a node cleanly with exit code 0.
+#[test]
+fn sigterm_stops_cleanly() {
+    let mut c = ProcessCluster::start(3, ClusterOptions::default());
+    leader(&c);
+    c.client(T).write(put("x", "y")).unwrap();
+    assert_eq!(c.terminate(2), Some(0), "log:\n{}", c.log_tail(2));
+}
+
+/// The README's main command: `raftctl local demo` completes and exits 0.
+#[test]
+fn local_demo_completes() {
+    let raftd = raftd_binary();
+    let raftctl = raftd.with_file_name("raftctl");
+    if !raftctl.exists() {
+        let release = raftd.parent().unwrap().ends_with("release");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "raftctl"]);
+        if release {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().unwrap().success());
+    }
+    let out = Command::new(&raftctl)
+        .args(["local", "demo"])
+        .env("RAFTD_BIN", &raftd)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("demo complete"), "{text}");
+    assert!(text.contains("took over"), "{text}");
+    assert!(text.contains("caught up"), "{text}");
+}
