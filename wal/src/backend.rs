@@ -18,6 +18,9 @@ pub trait SegmentMap: Send {
     fn bytes_mut(&mut self) -> &mut [u8];
     /// Makes `[offset, offset + len)` durable (msync with MS_SYNC) and returns only then.
     fn sync(&mut self, offset: usize, len: usize) -> io::Result<()>;
+    /// A hint that the file is done being scanned and will now be appended to at `offset`.
+    /// Failure is harmless (only speed is at stake), so there is no result.
+    fn start_appending(&mut self, _offset: usize) {}
 }
 
 /// The file operations the WAL needs. Paths are always inside the WAL directory.
@@ -55,7 +58,7 @@ pub struct StdBackend;
 struct StdSegment {
     // The map must not outlive the file's blocks; the file stays open while the map lives.
     map: MmapMut,
-    _file: File,
+    file: File,
 }
 
 impl SegmentMap for StdSegment {
@@ -70,13 +73,45 @@ impl SegmentMap for StdSegment {
     fn sync(&mut self, offset: usize, len: usize) -> io::Result<()> {
         self.map.flush_range(offset, len)
     }
+
+    fn start_appending(&mut self, offset: usize) {
+        // Recovery scanned this file with readahead, which caches it in large folios; dirtying
+        // one byte of a large folio makes every msync write the whole folio back. Drop the clean
+        // cache after the write position and stop readahead, so appends use one-page folios.
+        let from = offset.next_multiple_of(4096);
+        let _ = self.map.advise(memmap2::Advice::Random);
+        let _ = sys::drop_cached(
+            &self.file,
+            from as u64,
+            self.map.len().saturating_sub(from) as u64,
+        );
+    }
 }
 
-fn map_file(file: File) -> io::Result<Box<dyn SegmentMap>> {
+/// How a new map will be used: scanned from the start (recovery), or appended to.
+#[derive(Clone, Copy)]
+enum Access {
+    Scan,
+    Append,
+}
+
+fn map_file(file: File, access: Access) -> io::Result<Box<dyn SegmentMap>> {
     let len = usize::try_from(file.metadata()?.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large to map"))?;
     let map = sys::map(&file, len)?;
-    Ok(Box::new(StdSegment { map, _file: file }))
+    // Readahead makes recovery's sequential scan fast; for appending it is harmful: a write
+    // fault would read ahead into large folios, and every msync would write whole folios back
+    // (measured on ext4: a 41 KiB batch took 1.4-2x longer to persist).
+    let advice = match access {
+        Access::Scan => memmap2::Advice::Sequential,
+        Access::Append => memmap2::Advice::Random,
+    };
+    map.advise(advice)?;
+    if let Access::Scan = access {
+        // Start reading the whole file now, so the disk works while the scan checks CRCs.
+        let _ = map.advise(memmap2::Advice::WillNeed);
+    }
+    Ok(Box::new(StdSegment { map, file }))
 }
 
 impl Backend for StdBackend {
@@ -120,11 +155,14 @@ impl Backend for StdBackend {
             let _ = fs::remove_file(path);
             return Err(error);
         }
-        map_file(file)
+        map_file(file, Access::Append)
     }
 
     fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentMap>> {
-        map_file(OpenOptions::new().read(true).write(true).open(path)?)
+        map_file(
+            OpenOptions::new().read(true).write(true).open(path)?,
+            Access::Scan,
+        )
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {

@@ -70,8 +70,9 @@
 //! | 7 | A damaged snapshot file | skipped | warn and use the next newest; row 4 applies if entries are then missing |
 //!
 //! Each row is tested: row 1 by every round trip; row 2 by
-//! `recovery::every_truncation_of_the_last_batch_recovers_the_last_complete_batch` and the crash
-//! workloads; row 3 by `recovery::every_bit_flip_before_the_last_commit_is_refused` and
+//! `recovery::every_truncation_of_the_last_batch_recovers_the_last_complete_batch`, the crash
+//! workloads and `kill::sigkill_keeps_everything_persisted`; row 3 by
+//! `recovery::every_bit_flip_before_the_last_commit_is_refused` and
 //! `recovery::garbage_followed_by_a_valid_batch_is_refused`; row 4 by
 //! `recovery::a_gap_in_committed_entries_is_refused`, `..._term_regression_...`,
 //! `recovery::torn_segment_creation_and_missing_segments` and `snapshot::damaged_snapshot_file`;
@@ -88,8 +89,8 @@
 //! # Unsafe code
 //!
 //! `#![forbid(unsafe_code)]` cannot hold here because mapping a file is unsafe. All `unsafe`
-//! is in the private `sys` module (the map, fallocate, flock), each block with a `// SAFETY:`
-//! comment; every other module is checked by `#![deny(unsafe_code)]`.
+//! is in the private `sys` module (the map, fallocate, flock, posix_fadvise), each block with a
+//! `// SAFETY:` comment; every other module is checked by `#![deny(unsafe_code)]`.
 
 #![deny(missing_docs)]
 #![deny(unsafe_code)]

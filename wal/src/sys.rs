@@ -1,5 +1,5 @@
-//! The only module with `unsafe` code: mapping segment files, and the two libc calls the
-//! standard library does not offer (fallocate, flock). Every block says why it is sound.
+//! The only module with `unsafe` code: mapping segment files, and the libc calls the standard
+//! library does not offer (fallocate, flock, posix_fadvise). Every block says why it is sound.
 
 #![allow(unsafe_code)]
 
@@ -21,13 +21,22 @@ pub(crate) fn map(file: &File, len: usize) -> io::Result<MmapMut> {
     // through the map never need new blocks and cannot hit ENOSPC as a SIGBUS), and it drops the
     // map before deleting the file. Another process writing the files despite the lock is outside
     // the contract (documented in the crate docs).
-    let map = unsafe { MmapOptions::new().len(len).map_mut(file) }?;
-    // Without this, a write fault triggers readahead, which fills the page cache with large
-    // folios; dirtying one byte then makes writeback (and so every msync) write the whole folio.
-    // Measured on ext4: a 41 KiB batch took 1.4-2x longer to persist. MADV_RANDOM keeps folios
-    // at one page, so a persist writes back only the pages the batch touched.
-    map.advise(memmap2::Advice::Random)?;
-    Ok(map)
+    unsafe { MmapOptions::new().len(len).map_mut(file) }
+}
+
+/// Drops the clean cached pages of `file` in `[offset, offset + len)`, so the next faults there
+/// allocate fresh single-page folios (see `StdSegment::start_appending`).
+pub(crate) fn drop_cached(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let offset =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: posix_fadvise only reads its integer arguments; the fd is open because `file` is
+    // borrowed. POSIX_FADV_DONTNEED never discards dirty data, only clean cached pages.
+    match unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) } {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
 }
 
 /// Reserves `len` bytes of disk for `file` (which must be empty), so the blocks exist before

@@ -219,8 +219,9 @@ impl Wal {
             snapshot_name: snapshot_file,
             failed: None,
         };
-        if wal.segments.is_empty() {
-            wal.create_first_segment()?;
+        match wal.segments.back_mut() {
+            Some(segment) => segment.map.start_appending(wal.write_pos),
+            None => wal.create_first_segment()?,
         }
         wal.compact_files()?;
         let recovered = Recovered {
