@@ -61,6 +61,19 @@ struct PendingWrite {
     term: raft::Term,
 }
 
+/// How often a Ready stalled on a full disk is retried.
+const DISK_FULL_RETRY: Duration = Duration::from_millis(500);
+
+/// A Ready taken from the core, its "send now" messages sent, its disk write pending.
+struct PendingReady {
+    ready: Ready,
+    /// What is still to be written (taken out of `ready`).
+    snapshot: Option<Snapshot>,
+    entries: Vec<Entry>,
+    hard_state: Option<raft::HardState>,
+    retry_at: Instant,
+}
+
 /// A client read waiting for confirmation or for the state machine to catch up.
 struct PendingRead {
     client: ClientId,
@@ -89,6 +102,10 @@ pub struct Server {
     started: Instant,
     /// Set by a graceful shutdown request.
     stopping: bool,
+    /// A Ready waiting for disk space.
+    stalled: Option<PendingReady>,
+    /// No automatic snapshot before this (set after one failed for lack of space).
+    snapshot_not_before: Instant,
 }
 
 fn addr_of(config: &ServerConfig, id: u64) -> Option<SocketAddr> {
@@ -205,6 +222,8 @@ impl Server {
             wal_bytes_at_snapshot: wal_bytes,
             started: Instant::now(),
             stopping: false,
+            stalled: None,
+            snapshot_not_before: Instant::now(),
             config,
         })
     }
@@ -435,40 +454,106 @@ impl Server {
         }
     }
 
-    /// Handles every Ready the core has (see `raft::Ready` for the contract).
+    /// Handles every Ready the core has (see `raft::Ready` for the contract). A Ready whose
+    /// disk write failed for lack of space stays pending and is retried; meanwhile the node
+    /// sends nothing and acknowledges nothing, which Raft treats like a slow node.
     fn drain_ready(&mut self) -> Result<(), String> {
+        if let Some(mut p) = self.stalled.take() {
+            if Instant::now() < p.retry_at {
+                self.stalled = Some(p);
+                return Ok(());
+            }
+            if !self.persist_pending(&mut p)? {
+                p.retry_at = Instant::now() + DISK_FULL_RETRY;
+                self.stalled = Some(p);
+                return Ok(());
+            }
+            log::warn!(
+                "node {}: disk space is back; persisting and acknowledging again",
+                self.config.id
+            );
+            self.finish_ready(p);
+        }
         while self.raw.has_ready() {
-            let mut rd = self.raw.ready();
-            self.handle_ready(&mut rd)?;
-            self.raw.advance(rd);
+            let mut p = self.start_ready();
+            if !self.persist_pending(&mut p)? {
+                log::error!(
+                    "node {}: disk full: acknowledging nothing until space is freed (retrying every {:?})",
+                    self.config.id,
+                    DISK_FULL_RETRY
+                );
+                p.retry_at = Instant::now() + DISK_FULL_RETRY;
+                self.stalled = Some(p);
+                break;
+            }
+            self.finish_ready(p);
             self.maybe_snapshot()?;
         }
         self.transport.flush();
         Ok(())
     }
 
-    fn handle_ready(&mut self, rd: &mut Ready) -> Result<(), String> {
-        for m in rd.take_messages() {
+    /// Takes a Ready and sends what may leave before the disk write.
+    fn start_ready(&mut self) -> PendingReady {
+        let mut ready = self.raw.ready();
+        for m in ready.take_messages() {
             self.send(&m);
         }
         // The leader's appends leave now, overlapping its own disk write.
         self.transport.flush();
-        if let Some(snapshot) = rd.take_snapshot() {
-            self.install_snapshot(snapshot)?;
+        PendingReady {
+            snapshot: ready.take_snapshot(),
+            entries: ready.take_entries(),
+            hard_state: ready.hard_state(),
+            ready,
+            retry_at: Instant::now(),
+        }
+    }
+
+    /// Writes what the Ready asks to the WAL, with one sync. Returns false when the disk is
+    /// full: what was written stays written, the rest is retried later. Any other WAL
+    /// failure is fatal.
+    fn persist_pending(&mut self, p: &mut PendingReady) -> Result<bool, String> {
+        if let Some(snapshot) = p.snapshot.take() {
+            match self.wal.save_snapshot(&snapshot) {
+                Ok(()) => self.install_snapshot(snapshot)?,
+                Err(wal::WalError::NoSpace { .. }) => {
+                    p.snapshot = Some(snapshot);
+                    return Ok(false);
+                }
+                Err(e) => return Err(fatal(e)),
+            }
         }
         // Entries before the hard state: the WAL refuses to overwrite entries at or below
         // the commit index it was last told, and this Ready's commit may cover entries that
         // replace a conflicting tail in the same batch. One sync covers both.
-        let entries = rd.take_entries();
-        if !entries.is_empty() {
-            self.wal.append(&entries).map_err(fatal)?;
+        if !p.entries.is_empty() {
+            match self.wal.append(&p.entries) {
+                Ok(()) => p.entries.clear(),
+                Err(wal::WalError::NoSpace { .. }) => return Ok(false),
+                Err(e) => return Err(fatal(e)),
+            }
         }
-        if let Some(hs) = rd.hard_state() {
-            self.wal.set_hard_state(hs).map_err(fatal)?;
+        if let Some(hs) = p.hard_state {
+            match self.wal.set_hard_state(hs) {
+                Ok(()) => p.hard_state = None,
+                Err(wal::WalError::NoSpace { .. }) => return Ok(false),
+                Err(e) => return Err(fatal(e)),
+            }
         }
-        if rd.must_sync() {
-            self.wal.persist().map_err(fatal)?;
+        if p.ready.must_sync() {
+            match self.wal.persist() {
+                Ok(()) => {}
+                Err(wal::WalError::NoSpace { .. }) => return Ok(false),
+                Err(e) => return Err(fatal(e)),
+            }
         }
+        Ok(true)
+    }
+
+    /// After the disk write: send what waited for it, apply, answer, advance.
+    fn finish_ready(&mut self, p: PendingReady) {
+        let mut rd = p.ready;
         for m in rd.take_persisted_messages() {
             self.send(&m);
         }
@@ -488,7 +573,7 @@ impl Server {
             }
         }
         self.serve_waiting_reads();
-        Ok(())
+        self.raw.advance(rd);
     }
 
     fn send(&mut self, m: &Message) {
@@ -498,8 +583,8 @@ impl Server {
         let _ = self.transport.send_peer(m.to.0, FRAME_RAFT, &body);
     }
 
+    /// Loads a snapshot from the leader (already saved in the WAL) into the store.
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), String> {
-        self.wal.save_snapshot(&snapshot).map_err(fatal)?;
         self.kv = Kv::restore(&snapshot.data, SESSIONS_MAX_DEFAULT)
             .map_err(|e| format!("snapshot from the leader does not load: {e}"))?;
         self.applied = snapshot.meta.index;
@@ -598,10 +683,11 @@ impl Server {
             .wal
             .disk_bytes()
             .saturating_sub(self.wal_bytes_at_snapshot);
-        if since >= self.config.snapshot_entries
-            || (since > 0 && wal_growth >= self.config.snapshot_wal_bytes)
-        {
-            self.take_snapshot()?;
+        let due = since >= self.config.snapshot_entries
+            || (since > 0 && wal_growth >= self.config.snapshot_wal_bytes);
+        if due && Instant::now() >= self.snapshot_not_before && self.take_snapshot()?.is_none() {
+            // No space for it: try again in a while rather than on every write.
+            self.snapshot_not_before = Instant::now() + Duration::from_secs(5);
         }
         Ok(())
     }
@@ -619,12 +705,21 @@ impl Server {
         let meta = SnapshotMeta { index, term };
         let data = self.kv.snapshot();
         let bytes = data.len();
-        self.wal
-            .save_snapshot(&Snapshot {
-                meta,
-                data: data.clone(),
-            })
-            .map_err(fatal)?;
+        let saved = self.wal.save_snapshot(&Snapshot {
+            meta,
+            data: data.clone(),
+        });
+        match saved {
+            Ok(()) => {}
+            Err(wal::WalError::NoSpace { .. }) => {
+                log::warn!(
+                    "node {}: no disk space for a snapshot at index {index}; will retry",
+                    self.config.id
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(fatal(e)),
+        }
         self.raw.compact(index, data);
         self.wal_bytes_at_snapshot = self.wal.disk_bytes();
         log::info!(

@@ -43,12 +43,13 @@ pub fn raftd_binary() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory")
-        .to_path_buf();
+    // A binary lives in target/<profile>/, a test in target/<profile>/deps/.
+    let dir = exe.parent().expect("executable directory");
+    let profile_dir = if dir.ends_with("deps") {
+        dir.parent().expect("target directory").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    };
     let bin = profile_dir.join("raftd");
     if !bin.exists() {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
@@ -170,6 +171,11 @@ impl ProcessCluster {
             .spawn()
             .expect("start raftd");
         self.children[id as usize - 1] = Some(child);
+    }
+
+    /// Node `id`'s process id, when it is running.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.children[id as usize - 1].as_ref().map(Child::id)
     }
 
     /// True when node `id`'s process is running.
