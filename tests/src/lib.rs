@@ -4,6 +4,7 @@
 
 pub mod checker;
 pub mod lab;
+pub mod linearizability;
 pub mod runner;
 pub mod sim;
 pub mod swarm;
