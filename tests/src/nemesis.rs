@@ -7,7 +7,7 @@
 
 use crate::cluster::{ClusterOptions, ProcessCluster};
 use crate::linearizability::{self, Call, Operation, Ret};
-use raftd::client::{ClientError, ClientConfig};
+use raftd::client::{ClientConfig, ClientError};
 use raftd::protocol::{FaultSpec, Op, Outcome, Write};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -105,6 +105,9 @@ pub struct Summary {
     pub report: Option<PathBuf>,
 }
 
+/// Seconds per key generation (see `client_loop`).
+const PHASE_SECONDS: u64 = 60;
+
 fn now_ns(epoch: Instant) -> u64 {
     epoch.elapsed().as_nanos() as u64
 }
@@ -117,13 +120,7 @@ struct Shared {
     stop: AtomicBool,
 }
 
-fn client_loop(
-    me: u64,
-    config: ClientConfig,
-    keys: usize,
-    seed: u64,
-    shared: Arc<Shared>,
-) {
+fn client_loop(me: u64, config: ClientConfig, keys: usize, seed: u64, shared: Arc<Shared>) {
     let mut rng = SmallRng::seed_from_u64(seed ^ me.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut client = raftd::client::Client::new(config);
     let mut counter = 0u64;
@@ -131,7 +128,10 @@ fn client_loop(
     let mut last_seen: HashMap<String, Option<Vec<u8>>> = HashMap::new();
     while !shared.stop.load(Ordering::Relaxed) {
         counter += 1;
-        let key = format!("r{}", rng.gen_range(0..keys));
+        // Keys change every phase so each key's history stays small enough for the
+        // checker however long the run (linearizability is checked per key).
+        let phase = shared.epoch.elapsed().as_secs() / PHASE_SECONDS;
+        let key = format!("r{phase}-{}", rng.gen_range(0..keys));
         let value = format!("c{me}-{counter}");
         let roll = rng.gen_range(0..100);
         let (call, invoke) = if roll < 40 {
@@ -178,8 +178,14 @@ fn client_loop(
                 last_seen.remove(&key);
             }
         }
-        if matches!(call, Call::Put(_) | Call::Cas { .. }) && matches!(ret, Ret::Ok | Ret::CasMismatch) {
-            shared.write_successes.lock().unwrap().push(complete.unwrap_or(0));
+        if matches!(call, Call::Put(_) | Call::Cas { .. })
+            && matches!(ret, Ret::Ok | Ret::CasMismatch)
+        {
+            shared
+                .write_successes
+                .lock()
+                .unwrap()
+                .push(complete.unwrap_or(0));
         }
         shared.history.lock().unwrap().push(Operation {
             client: me,
@@ -190,7 +196,7 @@ fn client_loop(
             ret,
         });
         // A unique key nobody overwrites: if acknowledged, it must survive everything.
-        if counter % 4 == 0 {
+        if counter.is_multiple_of(4) {
             let unique = format!("u{me}-{counter}");
             if let Ok(Outcome::Written { .. }) = client.write(Write::Put {
                 key: unique.clone().into_bytes(),
@@ -223,7 +229,8 @@ struct Faulter {
 
 impl Faulter {
     fn leader(&self) -> Option<u64> {
-        self.cluster.wait_leader(&self.live(), Duration::from_millis(300))
+        self.cluster
+            .wait_leader(&self.live(), Duration::from_millis(300))
     }
 
     fn live(&self) -> Vec<u64> {
@@ -302,7 +309,9 @@ impl Faulter {
                 }
                 let v = self.victim();
                 if let Some(pid) = self.cluster.pid(v) {
-                    let _ = Command::new("kill").args(["-STOP", &pid.to_string()]).status();
+                    let _ = Command::new("kill")
+                        .args(["-STOP", &pid.to_string()])
+                        .status();
                     self.paused.insert(v);
                 }
                 format!("SIGSTOP node {v}")
@@ -363,7 +372,9 @@ impl Faulter {
     fn heal(&mut self) {
         for id in std::mem::take(&mut self.paused) {
             if let Some(pid) = self.cluster.pid(id) {
-                let _ = Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+                let _ = Command::new("kill")
+                    .args(["-CONT", &pid.to_string()])
+                    .status();
             }
         }
         for id in std::mem::take(&mut self.stopped) {
@@ -407,8 +418,12 @@ pub fn run(config: &RunConfig, log: &mut dyn FnMut(&str)) -> Summary {
     };
     let workers: Vec<_> = (0..config.clients as u64)
         .map(|me| {
-            let (cfg, shared, keys, seed) =
-                (client_config.clone(), shared.clone(), config.keys, config.seed);
+            let (cfg, shared, keys, seed) = (
+                client_config.clone(),
+                shared.clone(),
+                config.keys,
+                config.seed,
+            );
             std::thread::spawn(move || client_loop(me, cfg, keys, seed, shared))
         })
         .collect();
@@ -423,18 +438,28 @@ pub fn run(config: &RunConfig, log: &mut dyn FnMut(&str)) -> Summary {
     let end = Instant::now() + config.duration;
     while Instant::now() < end && !config.nemeses.is_empty() {
         std::thread::sleep(Duration::from_millis(f.rng.gen_range(1000..4000)));
-        let count = if config.nemeses.len() > 1 && f.rng.gen_bool(0.3) { 2 } else { 1 };
+        let count = if config.nemeses.len() > 1 && f.rng.gen_bool(0.3) {
+            2
+        } else {
+            1
+        };
         let mut applied = Vec::new();
         for _ in 0..count {
             let nemesis = config.nemeses[f.rng.gen_range(0..config.nemeses.len())];
             applied.push(f.apply(nemesis));
         }
         let what = applied.join(" + ");
-        log(&format!("[{:>6.1}s] fault: {what}", shared.epoch.elapsed().as_secs_f64()));
+        log(&format!(
+            "[{:>6.1}s] fault: {what}",
+            shared.epoch.elapsed().as_secs_f64()
+        ));
         summary.faults.push(what);
         std::thread::sleep(Duration::from_millis(f.rng.gen_range(2000..6000)));
         f.heal();
-        log(&format!("[{:>6.1}s] healed", shared.epoch.elapsed().as_secs_f64()));
+        log(&format!(
+            "[{:>6.1}s] healed",
+            shared.epoch.elapsed().as_secs_f64()
+        ));
     }
     if config.nemeses.is_empty() {
         std::thread::sleep(config.duration);
@@ -477,10 +502,12 @@ fn finish(
     let mut client = cluster.client(Duration::from_secs(10));
     // Final reads, recorded as operations so the checker sees the end state.
     let mut history = shared.history.lock().unwrap().clone();
-    for k in 0..config.keys {
-        let key = format!("r{k}");
+    let phases = shared.epoch.elapsed().as_secs() / PHASE_SECONDS + 1;
+    for key in (0..phases).flat_map(|p| (0..config.keys).map(move |k| format!("r{p}-{k}"))) {
         let invoke = now_ns(shared.epoch);
-        let v = client.get(key.as_bytes()).expect("final read after healing");
+        let v = client
+            .get(key.as_bytes())
+            .expect("final read after healing");
         history.push(Operation {
             client: u64::MAX,
             key: key.into_bytes(),
@@ -514,11 +541,7 @@ fn finish(
     summary.elections = last_term.saturating_sub(first_term);
     let mut successes = shared.write_successes.lock().unwrap().clone();
     successes.sort_unstable();
-    let gap = successes
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or(0);
+    let gap = successes.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
     summary.longest_unavailable = Duration::from_nanos(gap);
     match linearizability::check(&history) {
         linearizability::Outcome::Linearizable => {}
@@ -526,11 +549,19 @@ fn finish(
             summary.violations = 1;
             let _ = std::fs::create_dir_all(&config.report_dir);
             summary.report = linearizability::write_report(&config.report_dir, &history, &v).ok();
-            log(&format!("VIOLATION on key {}: {}", String::from_utf8_lossy(&v.key), v.explanation));
+            log(&format!(
+                "VIOLATION on key {}: {}",
+                String::from_utf8_lossy(&v.key),
+                v.explanation
+            ));
         }
         linearizability::Outcome::GaveUp(g) => {
             summary.gave_up = true;
-            log(&format!("checker gave up on key {} ({} operations)", String::from_utf8_lossy(&g.key), g.operations));
+            log(&format!(
+                "checker gave up on key {} ({} operations)",
+                String::from_utf8_lossy(&g.key),
+                g.operations
+            ));
         }
     }
 }

@@ -32,7 +32,11 @@ fn nemesis_short_run_is_linearizable_and_loses_nothing() {
     );
     assert!(!s.faults.is_empty(), "no fault was injected");
     assert!(s.ok > 100, "too few operations completed: {}", s.ok);
-    assert_eq!(s.violations, 0, "linearizability violation; report: {:?}", s.report);
+    assert_eq!(
+        s.violations, 0,
+        "linearizability violation; report: {:?}",
+        s.report
+    );
     assert!(!s.gave_up, "the checker gave up");
     assert_eq!(s.lost_writes, 0, "acknowledged writes lost");
 }

@@ -22,7 +22,10 @@ fn seconds(s: &str) -> Option<Duration> {
     if let Some(m) = s.strip_suffix('m') {
         return m.parse::<u64>().ok().map(|m| Duration::from_secs(m * 60));
     }
-    s.trim_end_matches('s').parse::<u64>().ok().map(Duration::from_secs)
+    s.trim_end_matches('s')
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
 }
 
 fn main() -> ExitCode {
@@ -49,7 +52,9 @@ fn main() -> ExitCode {
         }
     };
     let parse = |name: &str, default: u64| -> u64 {
-        flag(&args, name).and_then(|v| v.parse().ok()).unwrap_or(default)
+        flag(&args, name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     };
     let config = RunConfig {
         nodes: parse("--nodes", 5) as usize,
@@ -71,11 +76,28 @@ fn main() -> ExitCode {
     );
     let s = run(&config, &mut |line| println!("{line}"));
     println!("--- summary");
-    println!("operations:       {} ok, {} failed (not applied), {} unknown (timed out)", s.ok, s.failed, s.unknown);
-    println!("violations:       {}{}", s.violations, if s.gave_up { " (checker gave up on a key!)" } else { "" });
-    println!("lost writes:      {} of {} acknowledged unique writes", s.lost_writes, s.acknowledged_writes);
+    println!(
+        "operations:       {} ok, {} failed (not applied), {} unknown (timed out)",
+        s.ok, s.failed, s.unknown
+    );
+    println!(
+        "violations:       {}{}",
+        s.violations,
+        if s.gave_up {
+            " (checker gave up on a key!)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "lost writes:      {} of {} acknowledged unique writes",
+        s.lost_writes, s.acknowledged_writes
+    );
     println!("elections:        {} (term increase)", s.elections);
-    println!("longest write gap: {:.2} s", s.longest_unavailable.as_secs_f64());
+    println!(
+        "longest write gap: {:.2} s",
+        s.longest_unavailable.as_secs_f64()
+    );
     println!("fault windows:    {}", s.faults.len());
     if let Some(r) = &s.report {
         println!("report:           {}", r.display());
