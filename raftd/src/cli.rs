@@ -56,6 +56,10 @@ pub struct Args {
     #[arg(long, default_value_t = 256)]
     pub snapshot_wal_mib: u64,
 
+    /// Size of each preallocated write-ahead log segment, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub wal_segment_mib: u64,
+
     /// Repair a corrupted write-ahead log by cutting it at the first bad record. Entries
     /// after that point are lost from this node (the cluster still has them if a majority is
     /// healthy). Use only when raftd refused to start and said why.
@@ -124,6 +128,9 @@ impl Args {
                 self.election_ms, self.heartbeat_ms
             ));
         }
+        if !(1..=4096).contains(&self.wal_segment_mib) {
+            return Err("--wal-segment-mib must be between 1 and 4096".into());
+        }
         if self.snapshot_entries == 0 || self.snapshot_wal_mib == 0 {
             return Err("--snapshot-entries and --snapshot-wal-mib must be positive".into());
         }
@@ -160,6 +167,7 @@ impl Args {
             snapshot_entries: self.snapshot_entries,
             snapshot_wal_bytes: self.snapshot_wal_mib << 20,
             repair_wal: self.repair_wal,
+            wal_segment_bytes: self.wal_segment_mib << 20,
         })
     }
 }

@@ -148,9 +148,15 @@ impl Client {
         let mut sent_somewhere = false;
         let mut last_error = String::from("no node answered");
         let mut pause = Duration::from_millis(10);
+        // One node may be stalled (a full disk, a pause): give each attempt a slice of the
+        // deadline and then try elsewhere. Resending a write is safe: same session, same
+        // sequence number.
+        let slice =
+            (self.config.timeout / 5).clamp(Duration::from_millis(500), Duration::from_secs(2));
         while Instant::now() < deadline {
             let addr = self.pick();
-            match self.call_once(addr, &op, deadline) {
+            let attempt_deadline = deadline.min(Instant::now() + slice);
+            match self.call_once(addr, &op, attempt_deadline) {
                 Ok(Outcome::NotLeader { leader, address }) => {
                     last_error = if leader == 0 {
                         "no leader elected yet".to_string()

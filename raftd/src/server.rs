@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub snapshot_wal_bytes: u64,
     /// Repair a corrupted WAL by truncating at the first bad record (operator's choice).
     pub repair_wal: bool,
+    /// Size of each preallocated WAL segment.
+    pub wal_segment_bytes: u64,
 }
 
 /// A client write waiting for its entry to apply.
@@ -154,6 +156,7 @@ impl Server {
             .map_err(|e| format!("cannot create {}: {e}", wal_dir.display()))?;
         let options = WalOptions {
             repair: config.repair_wal,
+            segment_bytes: config.wal_segment_bytes,
             ..WalOptions::default()
         };
         let (wal, recovered) = Wal::open(&wal_dir, options).map_err(|e| e.to_string())?;

@@ -22,6 +22,8 @@ pub struct ClusterOptions {
     pub cluster_id: String,
     /// `RUST_LOG` for the nodes.
     pub log: String,
+    /// WAL segment size (MiB).
+    pub wal_segment_mib: u64,
 }
 
 impl Default for ClusterOptions {
@@ -32,6 +34,7 @@ impl Default for ClusterOptions {
             snapshot_entries: 10_000,
             cluster_id: "raftd".into(),
             log: "info".into(),
+            wal_segment_mib: 64,
         }
     }
 }
@@ -88,6 +91,16 @@ pub struct ProcessCluster {
 impl ProcessCluster {
     /// Starts `n` nodes (ids 1..=n).
     pub fn start(n: usize, options: ClusterOptions) -> ProcessCluster {
+        let mut c = ProcessCluster::prepare(n, options);
+        for id in c.ids() {
+            c.spawn(id);
+        }
+        c
+    }
+
+    /// Sets up `n` nodes' addresses and directory without starting any (so a test can
+    /// prepare a data directory first); start them with [`ProcessCluster::spawn`].
+    pub fn prepare(n: usize, options: ClusterOptions) -> ProcessCluster {
         let dir = std::env::temp_dir().join(format!(
             "raftd-test-{}-{}",
             std::process::id(),
@@ -99,17 +112,13 @@ impl ProcessCluster {
             .enumerate()
             .map(|(i, a)| (i as u64 + 1, a))
             .collect();
-        let mut c = ProcessCluster {
+        ProcessCluster {
             dir,
             binary: raftd_binary(),
             options,
             peers,
             children: (0..n).map(|_| None).collect(),
-        };
-        for id in 1..=n as u64 {
-            c.spawn(id);
         }
-        c
     }
 
     /// The cluster's directory (data dirs and logs).
@@ -163,6 +172,10 @@ impl ProcessCluster {
             .args([
                 "--snapshot-entries",
                 &self.options.snapshot_entries.to_string(),
+            ])
+            .args([
+                "--wal-segment-mib",
+                &self.options.wal_segment_mib.to_string(),
             ])
             .env("RUST_LOG", &self.options.log)
             .stdin(Stdio::null())

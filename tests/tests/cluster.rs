@@ -346,3 +346,78 @@ fn local_demo_completes() {
     assert!(text.contains("took over"), "{text}");
     assert!(text.contains("caught up"), "{text}");
 }
+
+fn run(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A node whose disk fills up (its data directory on a small tmpfs) stops acknowledging
+/// without corrupting anything while the rest of the cluster keeps serving, and recovers by
+/// itself once space is freed. Needs root for the tmpfs; skipped (and says so) otherwise.
+#[test]
+fn disk_full_node_stalls_and_recovers() {
+    let options = ClusterOptions {
+        wal_segment_mib: 4,
+        snapshot_entries: 1_000_000,
+        ..ClusterOptions::default()
+    };
+    let mut c = ProcessCluster::prepare(3, options);
+    let full = 3;
+    let dir = c.data_dir(full);
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap().to_string();
+    if !run("mount", &["-t", "tmpfs", "-o", "size=10m", "tmpfs", &d]) {
+        eprintln!("skipped: cannot mount a tmpfs (needs root)");
+        return;
+    }
+    for id in c.ids() {
+        c.spawn(id);
+    }
+    leader(&c);
+    let mut client = c.client(Duration::from_secs(20));
+    let value = "x".repeat(64 << 10);
+    let mut last = 0;
+    for k in 0..300 {
+        match client.write(put(&format!("big{k}"), &value)).unwrap() {
+            Outcome::Written { index, .. } => last = index,
+            other => panic!("{other:?}"),
+        }
+    }
+    let log = std::fs::read_to_string(c.log_path(full)).unwrap();
+    let stalled = log.contains("disk full");
+    let applied = c
+        .status(full)
+        .and_then(|s| s["applied"].as_u64())
+        .unwrap_or(0);
+    // Make room: the node must carry on by itself.
+    let grown = run("mount", &["-o", "remount,size=400m", &d]);
+    let recovered = grown && c.wait_applied(full, last, Duration::from_secs(30));
+    let read_back = recovered
+        && c.client_over(&[full], T)
+            .get(b"big299")
+            .ok()
+            .flatten()
+            .is_some_and(|v| v.len() == 64 << 10);
+    for id in c.ids() {
+        c.kill9(id);
+    }
+    run("umount", &[&d]);
+    assert!(
+        stalled,
+        "node {full} never reported a full disk:\n{}",
+        c.log_tail(full)
+    );
+    assert!(
+        applied < last,
+        "node {full} applied {applied} of {last} with a full disk"
+    );
+    assert!(
+        recovered,
+        "node {full} did not recover:\n{}",
+        c.log_tail(full)
+    );
+    assert!(read_back, "node {full} cannot serve the last write");
+}
