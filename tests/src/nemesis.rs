@@ -35,11 +35,14 @@ pub enum Nemesis {
     Bridge,
     /// Drop and delay frames on every node through the fault layer.
     Lossy,
+    /// Fill a node's disk: its data directory is a tmpfs, shrunk to what it holds (root
+    /// only; without root the nemesis is skipped and says so).
+    DiskFull,
 }
 
 impl Nemesis {
     /// Every nemesis.
-    pub const ALL: [Nemesis; 7] = [
+    pub const ALL: [Nemesis; 8] = [
         Nemesis::Kill,
         Nemesis::Restart,
         Nemesis::Pause,
@@ -47,6 +50,7 @@ impl Nemesis {
         Nemesis::Split,
         Nemesis::Bridge,
         Nemesis::Lossy,
+        Nemesis::DiskFull,
     ];
 
     /// Parses a name as printed by `Debug`, case-insensitively.
@@ -221,6 +225,10 @@ fn write_ret(r: Result<Outcome, ClientError>) -> Ret {
 /// The harness's handle on the cluster and the faults in force.
 struct Faulter {
     cluster: ProcessCluster,
+    /// Nodes whose data directory is a tmpfs (the disk-full nemesis needs it).
+    tmpfs: Vec<u64>,
+    /// Nodes whose tmpfs is currently full.
+    full: BTreeSet<u64>,
     rng: SmallRng,
     paused: BTreeSet<u64>,
     stopped: BTreeSet<u64>,
@@ -349,6 +357,22 @@ impl Faulter {
                 self.partition(&[a, b]);
                 format!("bridge {left:?} - {mid} - {right:?}")
             }
+            Nemesis::DiskFull => {
+                if self.tmpfs.is_empty() {
+                    return "disk full skipped (data directories are not on tmpfs: needs root)"
+                        .into();
+                }
+                let v = self.tmpfs[self.rng.gen_range(0..self.tmpfs.len())];
+                let dir = self.cluster.data_dir(v);
+                let used = dir_bytes(&dir);
+                let size = format!("remount,size={}k", used / 1024 + 64);
+                if mount(&["-o", &size, dir.to_str().unwrap_or_default()]) {
+                    self.full.insert(v);
+                    format!("disk full on node {v} ({} MiB used)", used >> 20)
+                } else {
+                    format!("disk full on node {v} failed (remount refused)")
+                }
+            }
             Nemesis::Lossy => {
                 let drop = [5.0, 10.0, 20.0][self.rng.gen_range(0..3)];
                 let max = [5, 20, 50][self.rng.gen_range(0..3)];
@@ -368,8 +392,13 @@ impl Faulter {
         }
     }
 
-    /// Undoes every fault: continue paused nodes, restart stopped ones, clear fault layers.
+    /// Undoes every fault: continue paused nodes, restart stopped ones, clear fault layers,
+    /// give full disks room again.
     fn heal(&mut self) {
+        for id in std::mem::take(&mut self.full) {
+            let dir = self.cluster.data_dir(id);
+            mount(&["-o", TMPFS_SIZE_REMOUNT, dir.to_str().unwrap_or_default()]);
+        }
         for id in std::mem::take(&mut self.paused) {
             if let Some(pid) = self.cluster.pid(id) {
                 let _ = Command::new("kill")
@@ -389,10 +418,78 @@ impl Faulter {
     }
 }
 
+/// tmpfs mounts to remove when the run ends, however it ends.
+struct Mounts(Vec<std::path::PathBuf>);
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = Command::new("umount").arg("-l").arg(dir).status();
+        }
+    }
+}
+
+const TMPFS_SIZE: &str = "size=1g";
+const TMPFS_SIZE_REMOUNT: &str = "remount,size=1g";
+
+fn mount(args: &[&str]) -> bool {
+    Command::new("mount")
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Bytes the files under `dir` take (segments are preallocated, so length is usage).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Runs the workload under the nemeses for `config.duration`, heals, checks.
 pub fn run(config: &RunConfig, log: &mut dyn FnMut(&str)) -> Summary {
-    let options = ClusterOptions::default();
-    let cluster = ProcessCluster::start(config.nodes, options);
+    // Small segments so a full disk is reached quickly; data on tmpfs where root allows.
+    let options = ClusterOptions {
+        wal_segment_mib: 4,
+        ..ClusterOptions::default()
+    };
+    let mut cluster = ProcessCluster::prepare(config.nodes, options);
+    let mut tmpfs = Vec::new();
+    if config.nemeses.contains(&Nemesis::DiskFull) {
+        for id in cluster.ids() {
+            let dir = cluster.data_dir(id);
+            let _ = std::fs::create_dir_all(&dir);
+            if mount(&[
+                "-t",
+                "tmpfs",
+                "-o",
+                TMPFS_SIZE,
+                "tmpfs",
+                dir.to_str().unwrap_or_default(),
+            ]) {
+                tmpfs.push(id);
+            }
+        }
+        if tmpfs.is_empty() {
+            log("disk-full nemesis unavailable: cannot mount tmpfs (needs root)");
+        }
+    }
+    // Dropped after the cluster (declared before it is moved into the Faulter below), so
+    // the nodes are dead when their tmpfs goes, even when a check panics.
+    let _mounts = Mounts(tmpfs.iter().map(|&id| cluster.data_dir(id)).collect());
+    for id in cluster.ids() {
+        cluster.spawn(id);
+    }
     let ids = cluster.ids();
     cluster
         .wait_leader(&ids, Duration::from_secs(10))
@@ -429,6 +526,8 @@ pub fn run(config: &RunConfig, log: &mut dyn FnMut(&str)) -> Summary {
         .collect();
     let mut f = Faulter {
         cluster,
+        tmpfs,
+        full: BTreeSet::new(),
         rng: SmallRng::seed_from_u64(config.seed),
         paused: BTreeSet::new(),
         stopped: BTreeSet::new(),

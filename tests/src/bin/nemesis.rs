@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! nemesis [--duration 60s] [--nodes 5] [--clients 8] [--keys 5] [--seed S]
-//!         [--nemeses kill,restart,pause,isolateleader,split,bridge,lossy | all | none]
+//!         [--nemeses kill,restart,pause,isolateleader,split,bridge,lossy,diskfull | all | none]
 //!         [--report-dir DIR]
 //! ```
 //! Exit status 0 when there are no violations and no lost acknowledged writes, 1 otherwise.
@@ -43,7 +43,7 @@ fn main() -> ExitCode {
                 match Nemesis::parse(name) {
                     Some(n) => v.push(n),
                     None => {
-                        eprintln!("nemesis: unknown nemesis '{name}' (kill, restart, pause, isolateleader, split, bridge, lossy)");
+                        eprintln!("nemesis: unknown nemesis '{name}' (kill, restart, pause, isolateleader, split, bridge, lossy, diskfull)");
                         return ExitCode::from(2);
                     }
                 }
