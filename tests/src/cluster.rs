@@ -86,6 +86,142 @@ pub struct ProcessCluster {
     /// (id, address) of every node.
     pub peers: Vec<(u64, SocketAddr)>,
     children: Vec<Option<Child>>,
+    netns: Option<NetNs>,
+}
+
+/// Runs `cmd args…`; true on success. Output is discarded.
+fn sh(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Each node in its own network namespace, joined by a bridge in the host namespace, with
+/// an nftables table per namespace for partitions the kernel's TCP sees (this kernel has no
+/// netem; drop rules stand in for it).
+struct NetNs {
+    tag: String,
+    subnet: u8,
+    nodes: usize,
+}
+
+impl NetNs {
+    fn ns(&self, id: u64) -> String {
+        format!("rd{}n{id}", self.tag)
+    }
+    fn bridge(&self) -> String {
+        format!("rd{}b", self.tag)
+    }
+    fn ip(&self, id: u64) -> String {
+        format!("10.213.{}.{id}", self.subnet)
+    }
+
+    /// Builds the namespaces, veths, bridge and nft tables; `None` when any step fails
+    /// (not root, no `ip` or `nft`), after undoing what was built.
+    fn create(nodes: usize) -> Option<NetNs> {
+        if !sh("nft", &["--version"]) {
+            return None;
+        }
+        let r: u32 = rand::random();
+        let net = NetNs {
+            tag: format!("{:04x}", r & 0xffff),
+            subnet: (r >> 16) as u8 % 250 + 1,
+            nodes,
+        };
+        let br = net.bridge();
+        let host_ip = format!("10.213.{}.254/24", net.subnet);
+        let mut ok = sh("ip", &["link", "add", &br, "type", "bridge"])
+            && sh("ip", &["addr", "add", &host_ip, "dev", &br])
+            && sh("ip", &["link", "set", &br, "up"]);
+        for id in 1..=nodes as u64 {
+            if !ok {
+                break;
+            }
+            let ns = net.ns(id);
+            let veth = format!("rd{}v{id}", net.tag);
+            let addr = format!("{}/24", net.ip(id));
+            let inns = |args: &[&str]| {
+                let mut v = vec!["netns", "exec", ns.as_str()];
+                v.extend_from_slice(args);
+                sh("ip", &v)
+            };
+            ok = sh("ip", &["netns", "add", &ns])
+                && sh(
+                    "ip",
+                    &[
+                        "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                    ],
+                )
+                && sh("ip", &["link", "set", &veth, "master", &br, "up"])
+                && inns(&["ip", "addr", "add", &addr, "dev", "eth0"])
+                && inns(&["ip", "link", "set", "eth0", "up"])
+                && inns(&["ip", "link", "set", "lo", "up"])
+                && inns(&["nft", "add", "table", "inet", "raftd"])
+                && inns(&[
+                    "nft",
+                    "add",
+                    "chain",
+                    "inet",
+                    "raftd",
+                    "input",
+                    "{ type filter hook input priority 0; }",
+                ])
+                && inns(&[
+                    "nft",
+                    "add",
+                    "chain",
+                    "inet",
+                    "raftd",
+                    "output",
+                    "{ type filter hook output priority 0; }",
+                ]);
+        }
+        if ok {
+            Some(net)
+        } else {
+            net.destroy();
+            None
+        }
+    }
+
+    /// Drops everything between node `id` and the nodes in `cut`, both directions.
+    fn cut(&self, id: u64, cut: &[u64]) -> bool {
+        let ns = self.ns(id);
+        let mut ok = sh(
+            "ip",
+            &[
+                "netns", "exec", &ns, "nft", "flush", "table", "inet", "raftd",
+            ],
+        );
+        for &other in cut {
+            let ip = self.ip(other);
+            ok &= sh(
+                "ip",
+                &[
+                    "netns", "exec", &ns, "nft", "add", "rule", "inet", "raftd", "input", "ip",
+                    "saddr", &ip, "drop",
+                ],
+            );
+            ok &= sh(
+                "ip",
+                &[
+                    "netns", "exec", &ns, "nft", "add", "rule", "inet", "raftd", "output", "ip",
+                    "daddr", &ip, "drop",
+                ],
+            );
+        }
+        ok
+    }
+
+    fn destroy(&self) {
+        for id in 1..=self.nodes as u64 {
+            sh("ip", &["netns", "del", &self.ns(id)]);
+        }
+        sh("ip", &["link", "del", &self.bridge()]);
+    }
 }
 
 impl ProcessCluster {
@@ -118,7 +254,49 @@ impl ProcessCluster {
             options,
             peers,
             children: (0..n).map(|_| None).collect(),
+            netns: None,
         }
+    }
+
+    /// Like [`ProcessCluster::prepare`], but each node runs in its own network namespace on
+    /// a bridge, so [`ProcessCluster::net_partition`] can cut links in the kernel. `None`
+    /// when that is not possible here (needs root, `ip` and `nft`).
+    pub fn prepare_netns(n: usize, options: ClusterOptions) -> Option<ProcessCluster> {
+        let net = NetNs::create(n)?;
+        let mut c = ProcessCluster::prepare(n, options);
+        c.peers = (1..=n as u64)
+            .map(|id| (id, format!("{}:7001", net.ip(id)).parse().expect("address")))
+            .collect();
+        c.netns = Some(net);
+        Some(c)
+    }
+
+    /// True when the nodes run in network namespaces.
+    pub fn in_netns(&self) -> bool {
+        self.netns.is_some()
+    }
+
+    /// Kernel-level partition (nftables drop rules): every node can reach only the nodes
+    /// that share a group with it. An empty list heals. False when not in namespaces.
+    pub fn net_partition(&self, groups: &[Vec<u64>]) -> bool {
+        let Some(net) = &self.netns else {
+            return false;
+        };
+        let mut ok = true;
+        for id in self.ids() {
+            let cut: Vec<u64> = if groups.is_empty() {
+                Vec::new()
+            } else {
+                self.ids()
+                    .into_iter()
+                    .filter(|&o| {
+                        o != id && !groups.iter().any(|g| g.contains(&id) && g.contains(&o))
+                    })
+                    .collect()
+            };
+            ok &= net.cut(id, &cut);
+        }
+        ok
     }
 
     /// The cluster's directory (data dirs and logs).
@@ -162,7 +340,16 @@ impl ProcessCluster {
             .append(true)
             .open(self.log_path(id))
             .expect("open node log");
-        let child = Command::new(&self.binary)
+        let mut command = match &self.netns {
+            // `ip netns exec` execs the binary: the child's pid is raftd's.
+            Some(net) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &net.ns(id)]).arg(&self.binary);
+                c
+            }
+            None => Command::new(&self.binary),
+        };
+        let child = command
             .args(["--id", &id.to_string(), "--peers", &self.peers_arg()])
             .arg("--data-dir")
             .arg(self.data_dir(id))
@@ -295,6 +482,9 @@ impl Drop for ProcessCluster {
         for c in self.children.iter_mut().flatten() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if let Some(net) = &self.netns {
+            net.destroy();
         }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);

@@ -38,11 +38,14 @@ pub enum Nemesis {
     /// Fill a node's disk: its data directory is a tmpfs, shrunk to what it holds (root
     /// only; without root the nemesis is skipped and says so).
     DiskFull,
+    /// A partition the kernel's TCP sees: nftables drop rules in each node's network
+    /// namespace (root only; needs the cluster to run in namespaces).
+    NetSplit,
 }
 
 impl Nemesis {
     /// Every nemesis.
-    pub const ALL: [Nemesis; 8] = [
+    pub const ALL: [Nemesis; 9] = [
         Nemesis::Kill,
         Nemesis::Restart,
         Nemesis::Pause,
@@ -51,6 +54,7 @@ impl Nemesis {
         Nemesis::Bridge,
         Nemesis::Lossy,
         Nemesis::DiskFull,
+        Nemesis::NetSplit,
     ];
 
     /// Parses a name as printed by `Debug`, case-insensitively.
@@ -80,6 +84,8 @@ pub struct RunConfig {
     pub op_timeout: Duration,
     /// Where to write histories of failing runs.
     pub report_dir: PathBuf,
+    /// Run each node in its own network namespace (root; needed by `NetSplit`).
+    pub netns: bool,
 }
 
 /// What a run found.
@@ -229,6 +235,8 @@ struct Faulter {
     tmpfs: Vec<u64>,
     /// Nodes whose tmpfs is currently full.
     full: BTreeSet<u64>,
+    /// nftables rules are in force.
+    net_cut: bool,
     rng: SmallRng,
     paused: BTreeSet<u64>,
     stopped: BTreeSet<u64>,
@@ -373,6 +381,23 @@ impl Faulter {
                     format!("disk full on node {v} failed (remount refused)")
                 }
             }
+            Nemesis::NetSplit => {
+                if !self.cluster.in_netns() {
+                    return "net split skipped (nodes are not in network namespaces: needs root)"
+                        .into();
+                }
+                let mut ids = self.cluster.ids();
+                for k in (1..ids.len()).rev() {
+                    ids.swap(k, self.rng.gen_range(0..=k));
+                }
+                let minority = ids.split_off(n / 2 + 1);
+                if self.cluster.net_partition(&[ids.clone(), minority.clone()]) {
+                    self.net_cut = true;
+                    format!("nft split {ids:?} | {minority:?}")
+                } else {
+                    "net split failed (nft refused)".into()
+                }
+            }
             Nemesis::Lossy => {
                 let drop = [5.0, 10.0, 20.0][self.rng.gen_range(0..3)];
                 let max = [5, 20, 50][self.rng.gen_range(0..3)];
@@ -395,6 +420,9 @@ impl Faulter {
     /// Undoes every fault: continue paused nodes, restart stopped ones, clear fault layers,
     /// give full disks room again.
     fn heal(&mut self) {
+        if std::mem::take(&mut self.net_cut) {
+            self.cluster.net_partition(&[]);
+        }
         for id in std::mem::take(&mut self.full) {
             let dir = self.cluster.data_dir(id);
             mount(&["-o", TMPFS_SIZE_REMOUNT, dir.to_str().unwrap_or_default()]);
@@ -463,7 +491,16 @@ pub fn run(config: &RunConfig, log: &mut dyn FnMut(&str)) -> Summary {
         wal_segment_mib: 4,
         ..ClusterOptions::default()
     };
-    let mut cluster = ProcessCluster::prepare(config.nodes, options);
+    let mut cluster = match config.netns {
+        true => match ProcessCluster::prepare_netns(config.nodes, options.clone()) {
+            Some(c) => c,
+            None => {
+                log("network namespaces unavailable (needs root, ip and nft): nodes share the host network");
+                ProcessCluster::prepare(config.nodes, options)
+            }
+        },
+        false => ProcessCluster::prepare(config.nodes, options),
+    };
     let mut tmpfs = Vec::new();
     if config.nemeses.contains(&Nemesis::DiskFull) {
         for id in cluster.ids() {
@@ -528,6 +565,7 @@ pub fn run(config: &RunConfig, log: &mut dyn FnMut(&str)) -> Summary {
         cluster,
         tmpfs,
         full: BTreeSet::new(),
+        net_cut: false,
         rng: SmallRng::seed_from_u64(config.seed),
         paused: BTreeSet::new(),
         stopped: BTreeSet::new(),

@@ -421,3 +421,41 @@ fn disk_full_node_stalls_and_recovers() {
     );
     assert!(read_back, "node {full} cannot serve the last write");
 }
+
+/// A partition the kernel's TCP sees (nftables drop rules between network namespaces):
+/// the isolated leader loses leadership (check-quorum), the majority elects a new leader
+/// and keeps serving, and after healing the old leader catches up. Needs root; skipped
+/// (and says so) otherwise.
+#[test]
+fn kernel_partition_isolates_the_leader() {
+    let Some(mut c) = ProcessCluster::prepare_netns(3, ClusterOptions::default()) else {
+        eprintln!("skipped: network namespaces need root, ip and nft");
+        return;
+    };
+    for id in c.ids() {
+        c.spawn(id);
+    }
+    let old = leader(&c);
+    let others: Vec<u64> = c.ids().into_iter().filter(|&i| i != old).collect();
+    assert!(c.net_partition(&[vec![old], others.clone()]));
+    let new = c
+        .wait_leader(&others, T)
+        .expect("the majority elects a leader");
+    let mut client = c.client_over(&others, T);
+    let Outcome::Written { index, .. } = client.write(put("cut", "off")).unwrap() else {
+        panic!()
+    };
+    // The isolated node stepped down: it can no longer reach a quorum.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_ne!(
+        c.status(old).map(|s| s["role"].clone()),
+        Some("leader".into()),
+        "isolated node {old} still claims leadership"
+    );
+    assert!(c.net_partition(&[]));
+    assert!(
+        c.wait_applied(old, index, T),
+        "node {old} did not catch up after healing"
+    );
+    assert_ne!(new, old);
+}

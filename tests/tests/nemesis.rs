@@ -24,6 +24,7 @@ fn nemesis_short_run_is_linearizable_and_loses_nothing() {
         nemeses: Nemesis::ALL.to_vec(),
         op_timeout: Duration::from_secs(2),
         report_dir: std::env::temp_dir().join("raftd-nemesis"),
+        netns: true,
     };
     let s = run(&config, &mut |line| eprintln!("{line}"));
     eprintln!(

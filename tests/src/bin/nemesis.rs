@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! nemesis [--duration 60s] [--nodes 5] [--clients 8] [--keys 5] [--seed S]
-//!         [--nemeses kill,restart,pause,isolateleader,split,bridge,lossy,diskfull | all | none]
+//!         [--nemeses kill,restart,pause,isolateleader,split,bridge,lossy,diskfull,netsplit | all | none]
+//!         [--no-netns]
 //!         [--report-dir DIR]
 //! ```
 //! Exit status 0 when there are no violations and no lost acknowledged writes, 1 otherwise.
@@ -31,7 +32,7 @@ fn seconds(s: &str) -> Option<Duration> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("nemesis [--duration 60s|30m] [--nodes 5] [--clients 8] [--keys 5] [--seed S] [--nemeses LIST|all|none] [--report-dir DIR]");
+        println!("nemesis [--duration 60s|30m] [--nodes 5] [--clients 8] [--keys 5] [--seed S] [--nemeses LIST|all|none] [--report-dir DIR] [--no-netns]");
         return ExitCode::SUCCESS;
     }
     let nemeses = match flag(&args, "--nemeses").as_deref() {
@@ -43,7 +44,7 @@ fn main() -> ExitCode {
                 match Nemesis::parse(name) {
                     Some(n) => v.push(n),
                     None => {
-                        eprintln!("nemesis: unknown nemesis '{name}' (kill, restart, pause, isolateleader, split, bridge, lossy, diskfull)");
+                        eprintln!("nemesis: unknown nemesis '{name}' (kill, restart, pause, isolateleader, split, bridge, lossy, diskfull, netsplit)");
                         return ExitCode::from(2);
                     }
                 }
@@ -66,6 +67,7 @@ fn main() -> ExitCode {
         seed: parse("--seed", rand::random::<u32>() as u64),
         nemeses,
         op_timeout: Duration::from_secs(2),
+        netns: !args.iter().any(|a| a == "--no-netns"),
         report_dir: flag(&args, "--report-dir")
             .map(Into::into)
             .unwrap_or_else(|| std::env::temp_dir().join("raftd-nemesis")),
