@@ -162,7 +162,9 @@ impl std::error::Error for StepError {}
 ///    that what they acknowledge is on disk.
 /// 4. Restore the snapshot into the state machine, if there was one, then apply
 ///    [`Ready::take_committed_entries`] in order and serve [`Ready::take_read_states`] once
-///    their index is applied.
+///    their index is applied. Committed entries are only ever handed out once they are
+///    durable on this node (and committed on a majority), so when the Ready carries no
+///    snapshot a host may apply them before step 2, overlapping this Ready's disk write.
 /// 5. Call [`RawNode::advance`] with this `Ready`.
 ///
 /// Between `ready()` and `advance()` the node may be stepped, ticked and proposed to; it
@@ -200,6 +202,10 @@ impl Ready {
     /// Entries to persist.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
+    }
+    /// True when the Ready carries a snapshot from the leader.
+    pub fn has_snapshot(&self) -> bool {
+        self.snapshot.is_some()
     }
     /// Moves the entries to persist out.
     pub fn take_entries(&mut self) -> Vec<Entry> {

@@ -108,6 +108,8 @@ pub struct Server {
     stalled: Option<PendingReady>,
     /// No automatic snapshot before this (set after one failed for lack of space).
     snapshot_not_before: Instant,
+    /// Reused for encoding outgoing messages.
+    encode_buffer: Vec<u8>,
 }
 
 fn addr_of(config: &ServerConfig, id: u64) -> Option<SocketAddr> {
@@ -227,6 +229,7 @@ impl Server {
             stopping: false,
             stalled: None,
             snapshot_not_before: Instant::now(),
+            encode_buffer: Vec::with_capacity(64 << 10),
             config,
         })
     }
@@ -496,13 +499,20 @@ impl Server {
         Ok(())
     }
 
-    /// Takes a Ready and sends what may leave before the disk write.
+    /// Takes a Ready and sends what may leave before the disk write. Committed entries are
+    /// applied (and their clients answered) here too, before this Ready's disk write: the
+    /// core hands out only entries that are already durable here and on a majority, so
+    /// their answers need not wait for the new entries' fsync. With a snapshot in the
+    /// Ready they wait, since they follow it.
     fn start_ready(&mut self) -> PendingReady {
         let mut ready = self.raw.ready();
         for m in ready.take_messages() {
             self.send(&m);
         }
-        // The leader's appends leave now, overlapping its own disk write.
+        if !ready.has_snapshot() {
+            self.apply_ready(&mut ready);
+        }
+        // The leader's appends and the answers leave now, overlapping the disk write.
         self.transport.flush();
         PendingReady {
             snapshot: ready.take_snapshot(),
@@ -554,12 +564,18 @@ impl Server {
         Ok(true)
     }
 
-    /// After the disk write: send what waited for it, apply, answer, advance.
+    /// After the disk write: send what waited for it, apply what is left, advance.
     fn finish_ready(&mut self, p: PendingReady) {
         let mut rd = p.ready;
         for m in rd.take_persisted_messages() {
             self.send(&m);
         }
+        self.apply_ready(&mut rd);
+        self.raw.advance(rd);
+    }
+
+    /// Applies a Ready's committed entries and serves its confirmed reads.
+    fn apply_ready(&mut self, rd: &mut Ready) {
         for entry in rd.take_committed_entries() {
             self.apply(entry);
         }
@@ -576,14 +592,16 @@ impl Server {
             }
         }
         self.serve_waiting_reads();
-        self.raw.advance(rd);
     }
 
     fn send(&mut self, m: &Message) {
-        let mut body = Vec::with_capacity(codec::encoded_len(m));
+        // One encoding buffer for every message: the transport copies into its outbox.
+        let mut body = std::mem::take(&mut self.encode_buffer);
+        body.clear();
         codec::encode(m, &mut body);
         // Losing a message is within Raft's model; the transport counts drops.
         let _ = self.transport.send_peer(m.to.0, FRAME_RAFT, &body);
+        self.encode_buffer = body;
     }
 
     /// Loads a snapshot from the leader (already saved in the WAL) into the store.
