@@ -4,6 +4,7 @@
 //! (certainly not applied); 3 outcome unknown (sent, no answer in time).
 #![forbid(unsafe_code)]
 
+mod bench;
 mod local;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
@@ -76,6 +77,8 @@ enum Command {
     },
     /// Inject network faults on a node's transport (its outgoing peer traffic).
     Fault(FaultArgs),
+    /// Measure throughput and latency with closed-loop clients (like etcd's benchmark).
+    Bench(bench::BenchArgs),
     /// Run a cluster on this machine.
     Local {
         #[command(subcommand)]
@@ -275,6 +278,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
             };
             node_op(&mut client, &config, f.id, Op::Fault(spec), cli.json)
+        }
+        Command::Bench(args) => {
+            // Writes start at the leader; without one, they find it by redirect.
+            let leader = find_leader(&mut client, &config).ok();
+            bench::run(&args, config, leader, cli.json)
         }
         Command::Local { .. } => unreachable!("handled above"),
     }
