@@ -49,7 +49,7 @@ pub struct Args {
     pub election_ms: u64,
 
     /// Snapshot the store and compact the log every this many applied entries.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 50_000)]
     pub snapshot_entries: u64,
 
     /// Also snapshot when the write-ahead log has grown by this many MiB since the last one.

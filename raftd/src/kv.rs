@@ -114,11 +114,14 @@ impl Kv {
     }
 
     fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        let added = (key.len() + value.len()) as u64;
-        if let Some(old) = self.data.insert(key.clone(), value) {
-            self.data_bytes -= (key.len() + old.len()) as u64;
+        // Overwrite in place when the key exists: no new key allocation, no tree insert.
+        if let Some(slot) = self.data.get_mut(&key) {
+            self.data_bytes = self.data_bytes - slot.len() as u64 + value.len() as u64;
+            *slot = value;
+            return;
         }
-        self.data_bytes += added;
+        self.data_bytes += (key.len() + value.len()) as u64;
+        self.data.insert(key, value);
     }
 
     fn remember(&mut self, client_id: u64, seq: u64, index: u64, outcome: Outcome) {

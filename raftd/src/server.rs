@@ -726,10 +726,8 @@ impl Server {
         let meta = SnapshotMeta { index, term };
         let data = self.kv.snapshot();
         let bytes = data.len();
-        let saved = self.wal.save_snapshot(&Snapshot {
-            meta,
-            data: data.clone(),
-        });
+        let snapshot = Snapshot { meta, data };
+        let saved = self.wal.save_snapshot(&snapshot);
         match saved {
             Ok(()) => {}
             Err(wal::WalError::NoSpace { .. }) => {
@@ -741,7 +739,7 @@ impl Server {
             }
             Err(e) => return Err(fatal(e)),
         }
-        self.raw.compact(index, data);
+        self.raw.compact(index, snapshot.data);
         self.wal_bytes_at_snapshot = self.wal.disk_bytes();
         log::info!(
             "node {}: snapshot taken at index {index} term {term} ({bytes} bytes, {} keys); WAL now {} bytes",

@@ -21,6 +21,9 @@ pub trait SegmentMap: Send {
     /// A hint that the file is done being scanned and will now be appended to at `offset`.
     /// Failure is harmless (only speed is at stake), so there is no result.
     fn start_appending(&mut self, _offset: usize) {}
+    /// A hint that `[offset, offset + len)` is durable and will not be written again: the
+    /// process may stop keeping those pages resident. Failure is harmless.
+    fn release(&mut self, _offset: usize, _len: usize) {}
 }
 
 /// The file operations the WAL needs. Paths are always inside the WAL directory.
@@ -72,6 +75,10 @@ impl SegmentMap for StdSegment {
 
     fn sync(&mut self, offset: usize, len: usize) -> io::Result<()> {
         self.map.flush_range(offset, len)
+    }
+
+    fn release(&mut self, offset: usize, len: usize) {
+        let _ = sys::release(&self.map, offset, len);
     }
 
     fn start_appending(&mut self, offset: usize) {

@@ -39,6 +39,19 @@ pub(crate) fn drop_cached(file: &File, offset: u64, len: u64) -> io::Result<()> 
     }
 }
 
+/// Drops this process's mapping of the pages in `[offset, offset + len)` of a shared file
+/// map; they stay in the page cache and on disk, and a later access faults them back in.
+/// Only called for ranges already made durable, so the pages are clean. Keeps the resident
+/// size of a long-running node from growing with every segment it writes.
+pub(crate) fn release(map: &MmapMut, offset: usize, len: usize) -> io::Result<()> {
+    // SAFETY: MADV_DONTNEED on a MAP_SHARED file mapping discards no data: the pages belong
+    // to the file, whose contents in this range were msynced before the call, and any later
+    // read through the map re-reads them from the page cache or the disk. memmap2 marks the
+    // advice unsafe only because on private (copy-on-write) mappings it would revert writes;
+    // `map` above always maps shared.
+    unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) }
+}
+
 /// Reserves `len` bytes of disk for `file` (which must be empty), so the blocks exist before
 /// anything is written through a map. Returns the OS error (ENOSPC when the disk is full).
 pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {

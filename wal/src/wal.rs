@@ -17,6 +17,11 @@ use crate::recovery::{self, Segment, Verdict};
 
 /// The lock file's name; it holds the pid of the process that holds the lock.
 pub const LOCK_FILE: &str = "LOCK";
+/// Page size for releasing durable parts of the active segment from memory.
+const RELEASE_PAGE_BYTES: usize = 4096;
+/// Release in steps of at least this much, so the system call is rare.
+const RELEASE_CHUNK_BYTES: usize = 1 << 20;
+
 /// The default segment size: big enough that rollover is rare, small enough that compaction
 /// frees space soon after a snapshot.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
@@ -81,6 +86,8 @@ pub struct Wal {
     write_pos: usize,
     /// Bytes of the last segment before this offset are durable.
     synced_end: usize,
+    /// Pages of the last segment before this offset were released from memory.
+    released_end: usize,
     /// A file was created, renamed or deleted since the last directory fsync.
     dir_dirty: bool,
     snapshot_name: Option<String>,
@@ -215,6 +222,7 @@ impl Wal {
             batch_start: replayed.write_pos,
             write_pos: replayed.write_pos,
             synced_end: replayed.write_pos,
+            released_end: 0,
             dir_dirty: false,
             snapshot_name: snapshot_file,
             failed: None,
@@ -379,6 +387,15 @@ impl Wal {
         self.sync_dir_if_dirty()?;
         self.batch_start = self.write_pos;
         self.synced_end = self.write_pos;
+        // Durable whole pages behind the write position need not stay resident.
+        let page_end = self.write_pos / RELEASE_PAGE_BYTES * RELEASE_PAGE_BYTES;
+        if page_end >= self.released_end + RELEASE_CHUNK_BYTES {
+            let segment = self.segments.back_mut().expect("there is always a segment");
+            segment
+                .map
+                .release(self.released_end, page_end - self.released_end);
+            self.released_end = page_end;
+        }
         self.durable_hard_state = self.hard_state;
         self.durable_last_index = self.last_index();
         Ok(())
@@ -645,9 +662,13 @@ impl Wal {
                 return Err(self.poison(error));
             }
         }
+        // Everything in the old segment is durable now: it need not stay resident.
+        let old_len = old.map.bytes().len();
+        old.map.release(0, old_len);
         self.segments.push_back(segment);
         self.batch_start = SEGMENT_HEADER_BYTES;
         self.synced_end = 0;
+        self.released_end = 0;
         self.write_pos = at + moved;
         Ok(())
     }
@@ -693,6 +714,7 @@ impl Wal {
         self.batch_start = SEGMENT_HEADER_BYTES;
         self.write_pos = SEGMENT_HEADER_BYTES;
         self.synced_end = 0;
+        self.released_end = 0;
         // Make the header and the file durable now so an empty WAL reopens as one.
         let segment = self.segments.back_mut().expect("just pushed");
         if let Err(source) = segment.map.sync(0, SEGMENT_HEADER_BYTES) {
