@@ -195,8 +195,15 @@ fn main() -> ExitCode {
         Err(f) => {
             let (code, msg) = match f {
                 Failure::Usage(m) => (1, m),
+                Failure::Definite(m) if m.contains("cannot connect") => (
+                    2,
+                    format!("{m}\n  nothing was applied; is the cluster running? try `raftctl status` (or `raftctl local up`)"),
+                ),
                 Failure::Definite(m) => (2, m),
-                Failure::Unknown(m) => (3, m),
+                Failure::Unknown(m) => (
+                    3,
+                    format!("{m}\n  the outcome is unknown: it may still be applied; read the key back (`raftctl get`) to find out"),
+                ),
             };
             if json {
                 println!("{}", serde_json::json!({"ok": false, "error": msg}));
