@@ -656,12 +656,42 @@ fn finish(
     }
     let acked = shared.acked_unique.lock().unwrap().clone();
     summary.acknowledged_writes = acked.len() as u64;
-    for key in &acked {
-        if client.get(key.as_bytes()).ok().flatten().is_none() {
-            summary.lost_writes += 1;
-            log(&format!("LOST acknowledged write {key}"));
-        }
+    // Read every acknowledged unique key back, spread over all nodes and many readers (a
+    // long run acknowledges millions).
+    let readers = 16;
+    let lost: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..readers)
+            .map(|r| {
+                let ids = cluster.ids();
+                let home = [ids[r % ids.len()]];
+                let mut c = cluster.client_over(&home, Duration::from_secs(10));
+                let mut fallback = cluster.client(Duration::from_secs(10));
+                let mine: Vec<&String> = acked.iter().skip(r).step_by(readers).collect();
+                scope.spawn(move || {
+                    let mut lost = Vec::new();
+                    for key in mine {
+                        let found = match c.get(key.as_bytes()) {
+                            Ok(v) => v.is_some(),
+                            // That node is unhappy: ask through any node instead.
+                            Err(_) => fallback.get(key.as_bytes()).ok().flatten().is_some(),
+                        };
+                        if !found {
+                            lost.push(key.clone());
+                        }
+                    }
+                    lost
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("reader thread"))
+            .collect()
+    });
+    for key in &lost {
+        log(&format!("LOST acknowledged write {key}"));
     }
+    summary.lost_writes = lost.len() as u64;
     for op in &history {
         match op.ret {
             Ret::Unknown => summary.unknown += 1,
