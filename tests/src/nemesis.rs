@@ -116,7 +116,7 @@ pub struct Summary {
 }
 
 /// Seconds per key generation (see `client_loop`).
-const PHASE_SECONDS: u64 = 60;
+const PHASE_SECONDS: u64 = 3;
 
 fn now_ns(epoch: Instant) -> u64 {
     epoch.elapsed().as_nanos() as u64
