@@ -22,6 +22,14 @@ pub enum LocalCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Start a stopped node of the local cluster again (after `raftctl kill ID`).
+    Restart {
+        /// The node's id.
+        id: u64,
+        /// The directory the cluster was started in [default: $TMPDIR/raftd-local].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Stop the local cluster (gracefully; force after a few seconds).
     Down {
         /// The directory it was started in [default: $TMPDIR/raftd-local].
@@ -322,6 +330,46 @@ pub fn run(cmd: &LocalCmd, timeout: Duration, json: bool) -> Result<(), Failure>
             Ok(())
         }
         LocalCmd::Demo { dir } => demo(dir.clone(), timeout),
+        LocalCmd::Restart { id, dir } => {
+            let dir = dir.clone().unwrap_or_else(default_dir);
+            let state = read_state(&dir).map_err(|e| {
+                Failure::Usage(format!(
+                    "no local cluster recorded ({e}); start one with `raftctl local up`"
+                ))
+            })?;
+            let Some(node) = state.nodes.iter().find(|n| n.id == *id) else {
+                return Err(Failure::Usage(format!(
+                    "the local cluster has no node {id}"
+                )));
+            };
+            if pid_alive(node.pid) {
+                return Err(Failure::Usage(format!(
+                    "node {id} is running (pid {}); stop it first with `raftctl kill {id}`",
+                    node.pid
+                )));
+            }
+            let mut cluster = Cluster {
+                dir: dir.clone(),
+                binary: raftd_binary()?,
+                peers: state
+                    .nodes
+                    .iter()
+                    .map(|n| format!("{}={}", n.id, n.addr))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                children: state.nodes.iter().map(|_| None).collect(),
+                nodes: state.nodes,
+            };
+            cluster.spawn(*id)?;
+            write_state(&dir, &cluster.nodes).map_err(Failure::Usage)?;
+            let pid = cluster.nodes[*id as usize - 1].pid;
+            if json {
+                println!("{}", serde_json::json!({"ok": true, "id": id, "pid": pid}));
+            } else {
+                println!("node {id} started again (pid {pid})");
+            }
+            Ok(())
+        }
     }
 }
 
