@@ -110,6 +110,9 @@ pub struct Server {
     snapshot_not_before: Instant,
     /// Reused for encoding outgoing messages.
     encode_buffer: Vec<u8>,
+    /// A snapshot file being written by the writer thread.
+    snapshot_job:
+        Option<std::sync::mpsc::Receiver<Result<(wal::WrittenSnapshot, Vec<u8>), wal::WalError>>>,
 }
 
 fn addr_of(config: &ServerConfig, id: u64) -> Option<SocketAddr> {
@@ -230,6 +233,7 @@ impl Server {
             stalled: None,
             snapshot_not_before: Instant::now(),
             encode_buffer: Vec::with_capacity(64 << 10),
+            snapshot_job: None,
             config,
         })
     }
@@ -264,6 +268,7 @@ impl Server {
                 self.raw.tick();
                 self.next_tick += Duration::from_millis(TICK_MS);
             }
+            self.finish_snapshot()?;
             self.drain_ready()?;
         }
         self.shutdown();
@@ -706,10 +711,81 @@ impl Server {
             .saturating_sub(self.wal_bytes_at_snapshot);
         let due = since >= self.config.snapshot_entries
             || (since > 0 && wal_growth >= self.config.snapshot_wal_bytes);
-        if due && Instant::now() >= self.snapshot_not_before && self.take_snapshot()?.is_none() {
-            // No space for it: try again in a while rather than on every write.
-            self.snapshot_not_before = Instant::now() + Duration::from_secs(5);
+        if due && self.snapshot_job.is_none() && Instant::now() >= self.snapshot_not_before {
+            self.start_snapshot()?;
         }
+        Ok(())
+    }
+
+    /// Serializes the store at the applied index and hands the snapshot file's write (the
+    /// slow part: encoding, writing, syncing) to a thread, so the loop keeps serving; the
+    /// thread wakes the loop when the file is durable, and `finish_snapshot` installs it.
+    fn start_snapshot(&mut self) -> Result<(), String> {
+        let index = self.applied;
+        if index <= self.raw.snapshot_meta().index {
+            return Ok(());
+        }
+        let term = self
+            .raw
+            .term_at(index)
+            .ok_or_else(|| format!("applied index {index} is not in the log"))?;
+        let meta = SnapshotMeta { index, term };
+        let data = self.kv.snapshot();
+        let writer = self.wal.snapshot_writer();
+        let waker = self.transport.waker();
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("snapshot-writer".into())
+            .spawn(move || {
+                let snapshot = Snapshot { meta, data };
+                let written = writer.write(&snapshot).map(|w| (w, snapshot.data));
+                let _ = done.send(written);
+                let _ = waker.wake();
+            })
+            .map_err(|e| format!("cannot start the snapshot writer thread: {e}"))?;
+        self.snapshot_job = Some(result);
+        Ok(())
+    }
+
+    /// Installs a snapshot whose file the writer thread finished, if it has.
+    fn finish_snapshot(&mut self) -> Result<(), String> {
+        use std::sync::mpsc::TryRecvError;
+        let Some(job) = &self.snapshot_job else {
+            return Ok(());
+        };
+        let (written, data) = match job.try_recv() {
+            Err(TryRecvError::Empty) => return Ok(()),
+            Err(TryRecvError::Disconnected) => {
+                return Err("the snapshot writer thread died".into());
+            }
+            Ok(Err(wal::WalError::NoSpace { .. })) => {
+                self.snapshot_job = None;
+                log::warn!(
+                    "node {}: no disk space for a snapshot; will retry",
+                    self.config.id
+                );
+                // Try again in a while rather than on every write.
+                self.snapshot_not_before = Instant::now() + Duration::from_secs(5);
+                return Ok(());
+            }
+            Ok(Err(e)) => return Err(fatal(e)),
+            Ok(Ok(done)) => done,
+        };
+        self.snapshot_job = None;
+        let meta = written.meta();
+        let bytes = data.len();
+        if !self.wal.install_snapshot_file(written).map_err(fatal)? {
+            return Ok(()); // A newer snapshot (from the leader) got there first.
+        }
+        self.raw.compact(meta.index, data);
+        self.wal_bytes_at_snapshot = self.wal.disk_bytes();
+        log::info!(
+            "node {}: snapshot taken at index {} term {} ({bytes} bytes); WAL now {} bytes",
+            self.config.id,
+            meta.index,
+            meta.term,
+            self.wal.disk_bytes()
+        );
         Ok(())
     }
 

@@ -106,4 +106,6 @@ mod wal;
 
 pub use crate::backend::{Backend, SegmentMap, StdBackend};
 pub use crate::error::WalError;
-pub use crate::wal::{Recovered, Wal, WalOptions, LOCK_FILE, SEGMENT_BYTES_DEFAULT};
+pub use crate::wal::{
+    Recovered, SnapshotWriter, Wal, WalOptions, WrittenSnapshot, LOCK_FILE, SEGMENT_BYTES_DEFAULT,
+};

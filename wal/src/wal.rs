@@ -66,6 +66,60 @@ pub struct Recovered {
     pub repaired: Option<String>,
 }
 
+/// Writes snapshot files for a [`Wal`], possibly on another thread: the slow part of
+/// [`Wal::save_snapshot`] (encoding, writing and syncing the file, renaming it into place,
+/// syncing the directory) without touching the log. [`Wal::install_snapshot_file`] then does
+/// the small rest on the thread that owns the WAL. A crash between the two leaves a complete
+/// snapshot file without its marker, which recovery handles (see the decision table).
+#[derive(Clone)]
+pub struct SnapshotWriter {
+    dir: PathBuf,
+    backend: Arc<dyn Backend>,
+}
+
+/// A snapshot file durable under its final name, not yet part of the log.
+#[derive(Debug)]
+pub struct WrittenSnapshot {
+    meta: SnapshotMeta,
+    name: String,
+}
+
+impl WrittenSnapshot {
+    /// Where the snapshot ends in the log.
+    pub fn meta(&self) -> SnapshotMeta {
+        self.meta
+    }
+}
+
+impl SnapshotWriter {
+    /// Writes `snapshot` to a temporary file, syncs it, renames it into place and syncs the
+    /// directory. A full disk is `NoSpace` with nothing left behind.
+    pub fn write(&self, snapshot: &Snapshot) -> Result<WrittenSnapshot, WalError> {
+        let meta = snapshot.meta;
+        let name = snapshot_name(&meta);
+        let path = self.dir.join(&name);
+        let temp = self.dir.join(format!("{name}.tmp"));
+        let bytes = format::encode_snapshot(&meta, &snapshot.data);
+        if let Err(source) = self.backend.write_synced(&temp, &bytes) {
+            let _ = self.backend.remove(&temp);
+            if is_no_space(&source) {
+                return Err(WalError::NoSpace {
+                    path: temp,
+                    bytes: bytes.len() as u64,
+                });
+            }
+            return Err(io_error(&temp, "write snapshot", source));
+        }
+        self.backend
+            .rename(&temp, &path)
+            .map_err(|source| io_error(&path, "rename snapshot", source))?;
+        self.backend
+            .sync_dir(&self.dir)
+            .map_err(|source| io_error(&self.dir, "fsync directory", source))?;
+        Ok(WrittenSnapshot { meta, name })
+    }
+}
+
 /// An open write-ahead log. See the crate docs for the contract.
 pub struct Wal {
     dir: PathBuf,
@@ -416,31 +470,41 @@ impl Wal {
                 current: self.log.snapshot.index,
             });
         }
-        let name = snapshot_name(&meta);
-        let path = self.dir.join(&name);
-        let temp = self.dir.join(format!("{name}.tmp"));
-        let bytes = format::encode_snapshot(&meta, &snapshot.data);
-        if let Err(source) = self.backend.write_synced(&temp, &bytes) {
-            let _ = self.backend.remove(&temp);
-            if is_no_space(&source) {
-                return Err(WalError::NoSpace {
-                    path: temp,
-                    bytes: bytes.len() as u64,
-                });
+        let written = match self.snapshot_writer().write(snapshot) {
+            Ok(w) => w,
+            Err(e @ WalError::NoSpace { .. }) => return Err(e),
+            Err(e) => return Err(self.poison(e)),
+        };
+        self.install_snapshot_file(written).map(|_| ())
+    }
+
+    /// A writer for snapshot files that can run on another thread (see [`SnapshotWriter`]).
+    pub fn snapshot_writer(&self) -> SnapshotWriter {
+        SnapshotWriter {
+            dir: self.dir.clone(),
+            backend: self.backend.clone(),
+        }
+    }
+
+    /// Makes a snapshot file written by a [`SnapshotWriter`] part of the log: appends the
+    /// snapshot marker, persists, and compacts segments and older snapshot files behind it.
+    /// Returns false (and removes the file) when a newer snapshot was installed meanwhile.
+    pub fn install_snapshot_file(&mut self, written: WrittenSnapshot) -> Result<bool, WalError> {
+        self.check_writable()?;
+        let meta = written.meta;
+        if meta.index <= self.log.snapshot.index {
+            if self.snapshot_name.as_deref() != Some(written.name.as_str()) {
+                let _ = self.backend.remove(&self.dir.join(&written.name));
             }
-            return Err(self.poison(io_error(&temp, "write snapshot", source)));
+            return Ok(false);
         }
-        if let Err(source) = self.backend.rename(&temp, &path) {
-            return Err(self.poison(io_error(&path, "rename snapshot", source)));
-        }
-        self.dir_dirty = true;
-        self.sync_dir_if_dirty()?;
         self.reserve(format::MARKER_RECORD_BYTES)?;
         self.put_record(kind::SNAPSHOT_MARKER, &format::marker_payload(&meta), &[]);
         self.log.compact(meta);
-        self.snapshot_name = Some(name);
+        self.snapshot_name = Some(written.name);
         self.persist()?;
-        self.compact_files()
+        self.compact_files()?;
+        Ok(true)
     }
 
     // ---- reads ---------------------------------------------------------------------------

@@ -135,3 +135,43 @@ fn wal_is_send() {
     fn assert_send<T: Send>() {}
     assert_send::<Wal>();
 }
+
+// Proves the split snapshot path: a snapshot file written on another thread while appends
+// go on, then installed, compacts the log and survives a reopen; a file overtaken by a newer
+// snapshot is refused (false) and removed, leaving the newer one in place.
+#[test]
+fn snapshot_written_on_another_thread_then_installed() {
+    let temp = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(temp.path(), real_options(8192)).unwrap();
+    let entries: Vec<_> = (1..=200).map(|i| entry(i, 1, 40)).collect();
+    wal.append(&entries).unwrap();
+    wal.persist().unwrap();
+    let snapshot = |index: u64| raft::Snapshot {
+        meta: raft::SnapshotMeta {
+            index: LogIndex(index),
+            term: Term(1),
+        },
+        data: vec![index as u8; 1000],
+    };
+    let writer = wal.snapshot_writer();
+    let background = std::thread::spawn(move || writer.write(&snapshot(100)).unwrap());
+    let more: Vec<_> = (201..=250).map(|i| entry(i, 1, 40)).collect();
+    wal.append(&more).unwrap();
+    wal.persist().unwrap();
+    let written = background.join().unwrap();
+    assert!(wal.install_snapshot_file(written).unwrap());
+    assert_eq!(wal.first_index(), LogIndex(101));
+    // An older file written late is refused and removed; the newer snapshot stays.
+    let stale = wal.snapshot_writer().write(&snapshot(50)).unwrap();
+    assert!(!wal.install_snapshot_file(stale).unwrap());
+    drop(wal);
+    let (wal, recovered) = Wal::open(temp.path(), real_options(8192)).unwrap();
+    assert_eq!(recovered.snapshot.unwrap(), snapshot(100));
+    assert_eq!(wal.last_index(), LogIndex(250));
+    let names: Vec<String> = std::fs::read_dir(temp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("snap-"))
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+}
