@@ -63,6 +63,9 @@ struct PendingWrite {
     term: raft::Term,
 }
 
+/// What the snapshot writer thread sends back: the durable file and the bytes it holds.
+type SnapshotWritten = Result<(wal::WrittenSnapshot, Vec<u8>), wal::WalError>;
+
 /// How often a Ready stalled on a full disk is retried.
 const DISK_FULL_RETRY: Duration = Duration::from_millis(500);
 
@@ -111,8 +114,7 @@ pub struct Server {
     /// Reused for encoding outgoing messages.
     encode_buffer: Vec<u8>,
     /// A snapshot file being written by the writer thread.
-    snapshot_job:
-        Option<std::sync::mpsc::Receiver<Result<(wal::WrittenSnapshot, Vec<u8>), wal::WalError>>>,
+    snapshot_job: Option<std::sync::mpsc::Receiver<SnapshotWritten>>,
 }
 
 fn addr_of(config: &ServerConfig, id: u64) -> Option<SocketAddr> {
