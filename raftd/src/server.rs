@@ -398,16 +398,7 @@ impl Server {
                 self.reply(client, id, Outcome::Status(status));
             }
             Op::Snapshot => {
-                let outcome = match self.take_snapshot()? {
-                    Some(meta) => done(format!(
-                        "snapshot taken at index {} term {}",
-                        meta.index, meta.term
-                    )),
-                    None => done(format!(
-                        "nothing new to snapshot (snapshot at {})",
-                        self.raw.snapshot_meta().index
-                    )),
-                };
+                let outcome = self.take_snapshot()?;
                 self.reply(client, id, outcome);
             }
             Op::TransferLeader { target } => {
@@ -723,15 +714,9 @@ impl Server {
     /// slow part: encoding, writing, syncing) to a thread, so the loop keeps serving; the
     /// thread wakes the loop when the file is durable, and `finish_snapshot` installs it.
     fn start_snapshot(&mut self) -> Result<(), String> {
-        let index = self.applied;
-        if index <= self.raw.snapshot_meta().index {
+        let Some(meta) = self.snapshot_point()? else {
             return Ok(());
-        }
-        let term = self
-            .raw
-            .term_at(index)
-            .ok_or_else(|| format!("applied index {index} is not in the log"))?;
-        let meta = SnapshotMeta { index, term };
+        };
         let data = self.kv.snapshot();
         let writer = self.wal.snapshot_writer();
         let waker = self.transport.waker();
@@ -791,8 +776,9 @@ impl Server {
         Ok(())
     }
 
-    /// Snapshots the store at the applied index, persists it, compacts WAL and core.
-    fn take_snapshot(&mut self) -> Result<Option<SnapshotMeta>, String> {
+    /// Where a snapshot taken now would end: the applied index, when it is past the
+    /// latest snapshot.
+    fn snapshot_point(&self) -> Result<Option<SnapshotMeta>, String> {
         let index = self.applied;
         if index <= self.raw.snapshot_meta().index {
             return Ok(None);
@@ -801,7 +787,20 @@ impl Server {
             .raw
             .term_at(index)
             .ok_or_else(|| format!("applied index {index} is not in the log"))?;
-        let meta = SnapshotMeta { index, term };
+        Ok(Some(SnapshotMeta { index, term }))
+    }
+
+    /// Snapshots the store at the applied index right now (an operator's request), persists
+    /// it, compacts WAL and core. Returns the answer for the operator.
+    fn take_snapshot(&mut self) -> Result<Outcome, String> {
+        let Some(meta) = self.snapshot_point()? else {
+            return Ok(done(format!(
+                "nothing new to snapshot (snapshot at {}, applied {})",
+                self.raw.snapshot_meta().index,
+                self.applied
+            )));
+        };
+        let (index, term) = (meta.index, meta.term);
         let data = self.kv.snapshot();
         let bytes = data.len();
         let snapshot = Snapshot { meta, data };
@@ -809,11 +808,9 @@ impl Server {
         match saved {
             Ok(()) => {}
             Err(wal::WalError::NoSpace { .. }) => {
-                log::warn!(
-                    "node {}: no disk space for a snapshot at index {index}; will retry",
-                    self.config.id
-                );
-                return Ok(None);
+                return Ok(unavailable(format!(
+                    "no disk space for a snapshot at index {index}; free some and retry"
+                )));
             }
             Err(e) => return Err(fatal(e)),
         }
@@ -825,7 +822,7 @@ impl Server {
             self.kv.len(),
             self.wal.disk_bytes()
         );
-        Ok(Some(meta))
+        Ok(done(format!("snapshot taken at index {index} term {term}")))
     }
 
     fn status_json(&self) -> String {
