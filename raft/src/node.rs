@@ -13,6 +13,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
+/// Heartbeat answers without a snapshot chunk's answer after which the chunk is resent.
+const SNAPSHOT_CHUNK_RESEND_HEARTBEATS: u32 = 3;
+
 /// The role a node plays, with the state only that role needs.
 #[derive(Debug)]
 enum Role {
@@ -912,7 +915,11 @@ impl RawNode {
         let Role::Follower { incoming } = &mut self.role else {
             unreachable!("became follower above");
         };
-        if offset == 0 {
+        // Chunk 0 starts a snapshot, unless it is a resend of the one being received.
+        let same = incoming
+            .as_ref()
+            .is_some_and(|inc| inc.meta == meta && inc.total_bytes == total_bytes);
+        if offset == 0 && !same {
             *incoming = Some(IncomingSnapshot {
                 meta,
                 total_bytes,
@@ -1080,7 +1087,20 @@ impl RawNode {
             }
             Body::HeartbeatResponse { read_seq } => {
                 p.read_ack = p.read_ack.max(read_seq);
-                p.paused = false;
+                // A snapshot chunk is answered by its own response; only when none came for
+                // a few heartbeats is it taken as lost and sent again. Resending on every
+                // heartbeat would start a new chunk/response chain each time, and the
+                // chains multiply (and chunk 0 restarts the follower's buffer).
+                let resend_chunk = match p.state {
+                    ProgressState::Snapshot { .. } => {
+                        p.snapshot_waits += 1;
+                        p.snapshot_waits >= SNAPSHOT_CHUNK_RESEND_HEARTBEATS
+                    }
+                    _ => {
+                        p.paused = false;
+                        false
+                    }
+                };
                 if let ProgressState::Replicate = p.state {
                     if p.inflights.full() {
                         p.inflights.free_first();
@@ -1090,7 +1110,9 @@ impl RawNode {
                 let snapshotting = matches!(p.state, ProgressState::Snapshot { .. });
                 self.release_reads();
                 if snapshotting {
-                    self.send_snapshot_chunk(m.from);
+                    if resend_chunk {
+                        self.send_snapshot_chunk(m.from);
+                    }
                 } else if behind {
                     self.send_append(m.from, true);
                 }
@@ -1253,6 +1275,7 @@ impl RawNode {
             data: snapshot.data[start as usize..end as usize].to_vec(),
         };
         p.paused = true;
+        p.snapshot_waits = 0;
         self.send(to, body);
     }
 

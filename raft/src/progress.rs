@@ -95,6 +95,8 @@ pub(crate) struct Progress {
     pub recent_active: bool,
     /// The highest ReadIndex round this follower has acknowledged.
     pub read_ack: u64,
+    /// In `Snapshot`: heartbeat answers since the last chunk went out unanswered.
+    pub snapshot_waits: u32,
 }
 
 impl Progress {
@@ -107,6 +109,7 @@ impl Progress {
             inflights: Inflights::new(messages_max, bytes_max),
             recent_active: false,
             read_ack: 0,
+            snapshot_waits: 0,
         }
     }
 
