@@ -23,6 +23,9 @@
 //! * A full disk when a new segment or snapshot file is allocated returns
 //!   [`WalError::NoSpace`] with nothing written; the WAL stays usable. Segments are never grown
 //!   while mapped, so a full disk can never turn into a SIGBUS.
+//! * Segments are zero-filled before use, so a persist only writes data (no extent conversion);
+//!   the next one is prepared on a helper thread while the current one fills
+//!   ([`WalOptions::prepare_next_segment`]), and a rollover renames it into place.
 //! * [`Wal::save_snapshot`] writes the snapshot atomically (temp file, fsync, rename, directory
 //!   fsync), persists a snapshot-marker record, then deletes the segments lying wholly at or
 //!   below the snapshot's index and every older snapshot file.

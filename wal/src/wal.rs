@@ -9,7 +9,7 @@ use std::sync::Arc;
 use log::{info, warn};
 use raft::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
 
-use crate::backend::{Backend, StdBackend};
+use crate::backend::{Backend, SegmentMap, StdBackend};
 use crate::error::{is_no_space, is_read_only, WalError};
 use crate::format::{self, kind, SEGMENT_HEADER_BYTES};
 use crate::log_map::{Location, LogMap};
@@ -37,6 +37,10 @@ pub struct WalOptions {
     pub repair: bool,
     /// File access; `StdBackend` unless a test injects faults.
     pub backend: Arc<dyn Backend>,
+    /// Create (and zero-fill) the next segment on a helper thread while the current one fills,
+    /// so a rollover only renames it. The spare file counts towards disk use. Off in tests that
+    /// inject faults at exact moments.
+    pub prepare_next_segment: bool,
 }
 
 impl Default for WalOptions {
@@ -45,6 +49,7 @@ impl Default for WalOptions {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             repair: false,
             backend: Arc::new(StdBackend),
+            prepare_next_segment: true,
         }
     }
 }
@@ -120,6 +125,17 @@ impl SnapshotWriter {
     }
 }
 
+/// The file name under which the next segment is prepared; like every `.tmp` file it is removed
+/// when the WAL opens.
+const SPARE_NAME: &str = "next-segment.tmp";
+
+/// The next segment file, being created and zero-filled by a helper thread.
+struct Spare {
+    path: PathBuf,
+    bytes: usize,
+    thread: std::thread::JoinHandle<io::Result<Box<dyn SegmentMap>>>,
+}
+
 /// An open write-ahead log. See the crate docs for the contract.
 pub struct Wal {
     dir: PathBuf,
@@ -147,6 +163,9 @@ pub struct Wal {
     snapshot_name: Option<String>,
     /// The first write, msync or fsync failure; every later write is refused.
     failed: Option<String>,
+    /// Whether to prepare the next segment ahead of need (`WalOptions::prepare_next_segment`).
+    prepare_next_segment: bool,
+    spare: Option<Spare>,
 }
 
 fn segment_name(id: u64) -> String {
@@ -280,12 +299,15 @@ impl Wal {
             dir_dirty: false,
             snapshot_name: snapshot_file,
             failed: None,
+            prepare_next_segment: options.prepare_next_segment,
+            spare: None,
         };
         match wal.segments.back_mut() {
             Some(segment) => segment.map.start_appending(wal.write_pos),
             None => wal.create_first_segment()?,
         }
         wal.compact_files()?;
+        wal.prepare_spare();
         let recovered = Recovered {
             hard_state: wal.hard_state,
             snapshot: snapshot
@@ -593,7 +615,8 @@ impl Wal {
         Ok(Some(snapshot))
     }
 
-    /// Bytes the WAL's files take on disk (segments are preallocated, so this counts them whole).
+    /// Bytes the WAL's files take on disk (segments are preallocated, so this counts them whole,
+    /// and the next segment once it is being prepared).
     pub fn disk_bytes(&self) -> u64 {
         let segments: u64 = self
             .segments
@@ -603,7 +626,8 @@ impl Wal {
         let snapshot = self.snapshot_name.as_ref().map_or(0, |name| {
             self.backend.file_bytes(&self.dir.join(name)).unwrap_or(0)
         });
-        segments + snapshot
+        let spare = self.spare.as_ref().map_or(0, |spare| spare.bytes as u64);
+        segments + snapshot + spare
     }
 
     /// The number of segment files.
@@ -734,7 +758,68 @@ impl Wal {
         self.synced_end = 0;
         self.released_end = 0;
         self.write_pos = at + moved;
+        self.prepare_spare();
         Ok(())
+    }
+
+    /// Starts creating the next segment on a helper thread, unless one is already prepared or
+    /// being prepared. A failure there is not an error yet: the rollover that finds no spare
+    /// creates the segment itself and reports what goes wrong then.
+    fn prepare_spare(&mut self) {
+        if !self.prepare_next_segment || self.spare.is_some() {
+            return;
+        }
+        let path = self.dir.join(SPARE_NAME);
+        let (backend, bytes, target) = (self.backend.clone(), self.segment_bytes, path.clone());
+        let spawned = std::thread::Builder::new()
+            .name("wal-next-segment".into())
+            .spawn(move || backend.create_segment(&target, bytes as u64));
+        match spawned {
+            Ok(thread) => {
+                self.spare = Some(Spare {
+                    path,
+                    bytes,
+                    thread,
+                })
+            }
+            Err(error) => warn!("wal: no thread to prepare the next segment: {error}"),
+        }
+    }
+
+    /// The prepared segment renamed to `path`, if there is one of at least `size` bytes (waits
+    /// for the helper thread if it is still zero-filling).
+    fn take_spare(&mut self, path: &Path, size: usize) -> Option<Box<dyn SegmentMap>> {
+        if self.spare.as_ref()?.bytes < size {
+            return None;
+        }
+        let spare = self.spare.take()?;
+        let map = match spare.thread.join() {
+            Ok(Ok(map)) => map,
+            Ok(Err(error)) => {
+                warn!(
+                    "wal: preparing {} failed ({error}); creating the segment now",
+                    spare.path.display()
+                );
+                return None;
+            }
+            Err(_) => {
+                warn!("wal: the thread preparing the next segment panicked; creating it now");
+                let _ = self.backend.remove(&spare.path);
+                return None;
+            }
+        };
+        match self.backend.rename(&spare.path, path) {
+            Ok(()) => Some(map),
+            Err(error) => {
+                warn!(
+                    "wal: renaming {} failed ({error}); creating the segment now",
+                    spare.path.display()
+                );
+                drop(map);
+                let _ = self.backend.remove(&spare.path);
+                None
+            }
+        }
     }
 
     /// Creates, preallocates and maps a segment and writes its header (not yet durable).
@@ -745,7 +830,11 @@ impl Wal {
         size: usize,
     ) -> Result<Segment, WalError> {
         let path = self.dir.join(segment_name(id));
-        let mut map = match self.backend.create_segment(&path, size as u64) {
+        let created = match self.take_spare(&path, size) {
+            Some(map) => Ok(map),
+            None => self.backend.create_segment(&path, size as u64),
+        };
+        let mut map = match created {
             Ok(map) => map,
             Err(source) if is_no_space(&source) => {
                 return Err(WalError::NoSpace {
@@ -818,6 +907,17 @@ impl Wal {
             }
         }
         self.sync_dir_if_dirty()
+    }
+}
+
+impl Drop for Wal {
+    /// Waits for a segment being prepared and deletes it, so a closed WAL leaves no spare file
+    /// and no thread writing into its directory.
+    fn drop(&mut self) {
+        if let Some(spare) = self.spare.take() {
+            let _ = spare.thread.join();
+            let _ = self.backend.remove(&spare.path);
+        }
     }
 }
 

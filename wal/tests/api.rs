@@ -175,3 +175,55 @@ fn snapshot_written_on_another_thread_then_installed() {
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");
 }
+
+// Proves the next segment is prepared on a helper thread on the real file system: while the
+// WAL is open a zero-filled spare file exists, rollovers take it under the next segment's
+// name, closing the WAL removes it, and a spare left by a crash is removed at open.
+#[test]
+fn next_segment_is_prepared_ahead_and_cleaned_up() {
+    let temp = tempfile::tempdir().unwrap();
+    let spare = temp.path().join("next-segment.tmp");
+    let segments = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "wal")
+            })
+            .count()
+    };
+    let mut index = 1;
+    {
+        let (mut wal, _) = Wal::open(temp.path(), real_options(64 * 1024)).unwrap();
+        while segments(temp.path()) < 4 {
+            let batch: Vec<_> = (index..index + 10).map(|i| entry(i, 1, 200)).collect();
+            wal.append(&batch).unwrap();
+            wal.persist().unwrap();
+            index += 10;
+        }
+        assert!(wal.disk_bytes() >= 5 * 64 * 1024, "{}", wal.disk_bytes());
+        // The helper may still be writing the spare; wait for its file to reach full size.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::metadata(&spare).map_or(0, |m| m.len()) < 64 * 1024 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no spare segment appeared"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    assert!(!spare.exists(), "closing the WAL must remove the spare");
+    std::fs::write(&spare, b"left by a crash").unwrap();
+    let (wal, _) = Wal::open(temp.path(), real_options(64 * 1024)).unwrap();
+    assert_eq!(wal.last_index(), LogIndex(index - 1));
+    let entries = wal.entries(LogIndex(1), LogIndex(index), u64::MAX).unwrap();
+    assert_eq!(
+        entries,
+        (1..index).map(|i| entry(i, 1, 200)).collect::<Vec<_>>()
+    );
+    drop(wal);
+    assert!(!spare.exists());
+}

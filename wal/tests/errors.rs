@@ -214,3 +214,57 @@ fn append_contract_errors() {
     assert!(matches!(error, WalError::SnapshotStale { .. }), "{error}");
     assert!(!wal.is_poisoned());
 }
+
+// Proves that a full disk met while the next segment is prepared on the helper thread is not
+// an error by itself: the rollover that finds no spare tries again itself and returns NoSpace
+// like any other, nothing is lost, and writing continues once space is back.
+#[test]
+fn no_space_while_preparing_the_next_segment_is_returned_at_rollover() {
+    let backend = MemBackend::with_dir(&dir());
+    let options = WalOptions {
+        prepare_next_segment: true,
+        ..options(&backend, 4096)
+    };
+    let (mut wal, _) = Wal::open(dir(), options.clone()).unwrap();
+    // The spare is being prepared now; take it, then make the disk full for the next one.
+    let mut index = 1;
+    while segment_paths(&backend).len() < 2 {
+        wal.append(&[entry(index, 1, 300)]).unwrap();
+        wal.persist().unwrap();
+        index += 1;
+    }
+    backend.set_faults(Faults {
+        no_space: true,
+        ..Faults::default()
+    });
+    let error = loop {
+        match wal.append(&[entry(index, 1, 300)]) {
+            Ok(()) => {
+                wal.persist().unwrap();
+                index += 1;
+            }
+            Err(error) => break error,
+        }
+    };
+    // The helper may or may not have finished a spare before the disk filled up; either way
+    // the first rollover without one fails, naming the segment it could not create.
+    assert!(matches!(error, WalError::NoSpace { .. }), "{error}");
+    let next = format!("{:016x}.wal", segment_paths(&backend).len() + 1);
+    assert!(error.to_string().contains(&next), "{error}");
+    assert!(!wal.is_poisoned());
+    backend.set_faults(Faults::default());
+    wal.append(&[entry(index, 1, 300)]).unwrap();
+    wal.persist().unwrap();
+    drop(wal);
+    assert!(
+        backend
+            .file_names()
+            .iter()
+            .all(|p| !p.ends_with("next-segment.tmp")),
+        "{:?}",
+        backend.file_names()
+    );
+    let (wal, _) = Wal::open(dir(), options).unwrap();
+    assert_eq!(wal.last_index(), LogIndex(index));
+    assert_eq!(all_entries(&wal).len() as u64, index);
+}
