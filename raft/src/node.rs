@@ -177,6 +177,9 @@ impl std::error::Error for StepError {}
 pub struct Ready {
     number: u64,
     hard_state: Option<HardState>,
+    /// Decided when the Ready is made, so taking the entries or the snapshot out does not
+    /// change the answer (see `must_sync`).
+    must_sync: bool,
     snapshot: Option<Snapshot>,
     entries: Vec<Entry>,
     messages: Vec<Message>,
@@ -235,9 +238,14 @@ impl Ready {
     pub fn take_dropped_reads(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.dropped_reads)
     }
-    /// True when anything must be persisted before the persisted messages go out.
+    /// True when something must be durable before the persisted messages go out: entries, a
+    /// snapshot, or a new term or vote. A hard state whose only change is the commit index
+    /// need not be synced: the commit index is volatile in Raft (a restarted node learns it
+    /// again from the leader, and never below its snapshot), so the host may write it and
+    /// let it become durable with the next sync. The answer is fixed when the Ready is made:
+    /// it stays true after `take_entries` or `take_snapshot`.
     pub fn must_sync(&self) -> bool {
-        self.hard_state.is_some() || !self.entries.is_empty() || self.snapshot.is_some()
+        self.must_sync
     }
 }
 
@@ -1550,6 +1558,8 @@ impl RawNode {
         self.ready_out = true;
         let hs = self.hard_state();
         let hard_state = (hs != self.handed_hard_state).then_some(hs);
+        let vote_changed =
+            hs.term != self.handed_hard_state.term || hs.vote != self.handed_hard_state.vote;
         self.handed_hard_state = hs;
         let snapshot = self.snapshot_to_persist.take();
         if let Some(s) = &snapshot {
@@ -1573,6 +1583,7 @@ impl RawNode {
         let ready = Ready {
             number: self.ready_number,
             hard_state,
+            must_sync: vote_changed || !entries.is_empty() || snapshot.is_some(),
             snapshot,
             entries,
             messages: std::mem::take(&mut self.messages),

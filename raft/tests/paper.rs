@@ -324,6 +324,59 @@ fn vote_is_persisted_before_it_is_sent() {
     n.advance(rd);
 }
 
+/// Figure 2 lists commitIndex as volatile state: a Ready whose hard state changed only the
+/// commit index needs no sync, while new entries and a new term or vote do.
+#[test]
+fn commit_only_hard_state_needs_no_sync() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    c.node(leader).propose(b"x".to_vec()).unwrap();
+    let mut rd = c.node(leader).ready();
+    assert!(rd.must_sync(), "new entries must be synced");
+    let entries = rd.take_entries();
+    assert!(
+        rd.must_sync(),
+        "the answer must not change when the entries are taken out"
+    );
+    let appends = rd.take_messages();
+    assert_eq!(entries.len(), 1);
+    c.node(leader).advance(rd);
+    let mut answers = Vec::new();
+    for m in appends
+        .into_iter()
+        .filter(|m| matches!(m.body, Body::Append { .. }))
+    {
+        let to = m.to.0;
+        c.node(to).step(m).unwrap();
+        let mut rd = c.node(to).ready();
+        assert!(rd.must_sync(), "a follower's new entries must be synced");
+        answers.extend(rd.take_persisted_messages());
+        c.node(to).advance(rd);
+    }
+    for m in answers {
+        c.node(leader).step(m).unwrap();
+    }
+    let rd = c.node(leader).ready();
+    let hs = rd.hard_state().expect("the commit index moved");
+    assert_eq!(hs.commit, c.node(leader).status().commit);
+    assert!(rd.entries().is_empty());
+    assert!(!rd.must_sync(), "only the commit index changed: {rd}");
+    c.node(leader).advance(rd);
+    let mut n = RawNode::new(config(2, 3), Restore::default()).unwrap();
+    n.step(Message {
+        from: NodeId(1),
+        to: NodeId(2),
+        term: Term(3),
+        body: Body::Vote {
+            last_index: LogIndex(0),
+            last_term: Term(0),
+            transfer: false,
+        },
+    })
+    .unwrap();
+    assert!(n.ready().must_sync(), "a vote must be synced");
+}
+
 /// §5.3 / thesis §10.2.1: a leader's appends may leave before its own disk write, but a
 /// follower's acknowledgement waits for the write.
 #[test]

@@ -627,7 +627,11 @@ impl Sim {
     fn complete(&mut self, i: usize, mut ready: Ready) {
         let snapshot = ready.take_snapshot();
         let entries = ready.take_entries();
-        self.durable[i].write(snapshot.clone(), ready.hard_state(), entries);
+        // A Ready that needs no sync (its hard state changed only the commit index) is not
+        // made durable here: the host writes it without syncing, so a crash may lose it.
+        // Storing nothing is the pessimistic case; the next synced hard state carries it.
+        let hard_state = ready.hard_state().filter(|_| ready.must_sync());
+        self.durable[i].write(snapshot.clone(), hard_state, entries);
         for m in ready.take_persisted_messages() {
             self.send(m);
         }
