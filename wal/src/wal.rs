@@ -87,6 +87,7 @@ pub struct SnapshotWriter {
 pub struct WrittenSnapshot {
     meta: SnapshotMeta,
     name: String,
+    bytes: u64,
 }
 
 impl WrittenSnapshot {
@@ -121,7 +122,11 @@ impl SnapshotWriter {
         self.backend
             .sync_dir(&self.dir)
             .map_err(|source| io_error(&self.dir, "fsync directory", source))?;
-        Ok(WrittenSnapshot { meta, name })
+        Ok(WrittenSnapshot {
+            meta,
+            name,
+            bytes: bytes.len() as u64,
+        })
     }
 }
 
@@ -161,6 +166,8 @@ pub struct Wal {
     /// A file was created, renamed or deleted since the last directory fsync.
     dir_dirty: bool,
     snapshot_name: Option<String>,
+    /// The size of that file (asked of the file system once, not at every `disk_bytes`).
+    snapshot_bytes: u64,
     /// The first write, msync or fsync failure; every later write is refused.
     failed: Option<String>,
     /// Whether to prepare the next segment ahead of need (`WalOptions::prepare_next_segment`).
@@ -281,6 +288,9 @@ impl Wal {
             });
         }
         check_log_start(&dir, &segments, &log)?;
+        let snapshot_bytes = snapshot_file.as_ref().map_or(0, |name| {
+            backend.file_bytes(&dir.join(name)).unwrap_or(0)
+        });
         let mut wal = Wal {
             dir,
             backend,
@@ -297,6 +307,7 @@ impl Wal {
             synced_end: replayed.write_pos,
             released_end: 0,
             dir_dirty: false,
+            snapshot_bytes,
             snapshot_name: snapshot_file,
             failed: None,
             prepare_next_segment: options.prepare_next_segment,
@@ -524,6 +535,7 @@ impl Wal {
         self.put_record(kind::SNAPSHOT_MARKER, &format::marker_payload(&meta), &[]);
         self.log.compact(meta);
         self.snapshot_name = Some(written.name);
+        self.snapshot_bytes = written.bytes;
         self.persist()?;
         self.compact_files()?;
         Ok(true)
@@ -623,9 +635,7 @@ impl Wal {
             .iter()
             .map(|segment| segment.map.bytes().len() as u64)
             .sum();
-        let snapshot = self.snapshot_name.as_ref().map_or(0, |name| {
-            self.backend.file_bytes(&self.dir.join(name)).unwrap_or(0)
-        });
+        let snapshot = self.snapshot_bytes;
         let spare = self.spare.as_ref().map_or(0, |spare| spare.bytes as u64);
         segments + snapshot + spare
     }
