@@ -25,10 +25,11 @@
 //!   while mapped, so a full disk can never turn into a SIGBUS.
 //! * Segments are zero-filled before use, so a persist only writes data (no extent conversion);
 //!   the next one is prepared on a helper thread while the current one fills
-//!   ([`WalOptions::prepare_next_segment`]), and a rollover renames it into place.
+//!   ([`WalOptions::helper_threads`]), and a rollover renames it into place.
 //! * [`Wal::save_snapshot`] writes the snapshot atomically (temp file, fsync, rename, directory
 //!   fsync), persists a snapshot-marker record, then deletes the segments lying wholly at or
-//!   below the snapshot's index and every older snapshot file.
+//!   below the snapshot's index and every older snapshot file (on a helper thread with
+//!   [`WalOptions::helper_threads`]; a snapshot file newer than the installed one is kept).
 //! * Reads ([`Wal::entries`], [`Wal::term`]) go to the mapped files through an in-memory map
 //!   of index → (term, segment, offset); entry data is never held in memory.
 //! * Only one process may open a directory; a second gets [`WalError::Locked`] naming the

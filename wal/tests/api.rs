@@ -227,3 +227,51 @@ fn next_segment_is_prepared_ahead_and_cleaned_up() {
     drop(wal);
     assert!(!spare.exists());
 }
+
+// Proves compaction with helper threads deletes the compacted segments and the old snapshot
+// off the caller's thread, all of them by the time the WAL is closed, and that a snapshot
+// file written for a newer index but not installed yet survives a compaction meanwhile.
+#[test]
+fn compacted_files_are_deleted_by_the_helper_and_newer_snapshots_kept() {
+    let temp = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(temp.path(), real_options(16 * 1024)).unwrap();
+    let snapshot = |index: u64| raft::Snapshot {
+        meta: raft::SnapshotMeta {
+            index: LogIndex(index),
+            term: Term(1),
+        },
+        data: vec![index as u8; 500],
+    };
+    for first in (1..=600).step_by(20) {
+        let entries: Vec<_> = (first..first + 20).map(|i| entry(i, 1, 100)).collect();
+        wal.append(&entries).unwrap();
+        wal.persist().unwrap();
+    }
+    assert!(wal.segment_count() >= 4, "{}", wal.segment_count());
+    wal.save_snapshot(&snapshot(300)).unwrap();
+    // Written, not installed yet (as the daemon's snapshot thread leaves it).
+    let newer = wal.snapshot_writer().write(&snapshot(500)).unwrap();
+    // A compaction in between, through a snapshot from elsewhere at 400.
+    wal.save_snapshot(&snapshot(400)).unwrap();
+    assert!(wal.install_snapshot_file(newer).unwrap());
+    let last_segments = wal.segment_count();
+    drop(wal);
+    let mut names: Vec<String> = std::fs::read_dir(temp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let snapshots: Vec<_> = names.iter().filter(|n| n.starts_with("snap-")).collect();
+    assert_eq!(snapshots.len(), 1, "{names:?}");
+    assert!(
+        snapshots[0].starts_with("snap-00000000000001f4"),
+        "{names:?}"
+    );
+    let segments = names.iter().filter(|n| n.ends_with(".wal")).count();
+    assert_eq!(segments, last_segments, "{names:?}");
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    let (wal, recovered) = Wal::open(temp.path(), real_options(16 * 1024)).unwrap();
+    assert_eq!(recovered.snapshot.unwrap(), snapshot(500));
+    assert_eq!(wal.first_index(), LogIndex(501));
+    assert_eq!(wal.last_index(), LogIndex(600));
+}

@@ -222,7 +222,7 @@ fn append_contract_errors() {
 fn no_space_while_preparing_the_next_segment_is_returned_at_rollover() {
     let backend = MemBackend::with_dir(&dir());
     let options = WalOptions {
-        prepare_next_segment: true,
+        helper_threads: true,
         ..options(&backend, 4096)
     };
     let (mut wal, _) = Wal::open(dir(), options.clone()).unwrap();

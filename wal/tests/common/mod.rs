@@ -32,7 +32,7 @@ pub fn options(backend: &MemBackend, segment_bytes: u64) -> WalOptions {
         segment_bytes,
         repair: false,
         backend: Arc::new(backend.clone()),
-        prepare_next_segment: false,
+        helper_threads: false,
     }
 }
 
