@@ -97,6 +97,9 @@ impl SegmentMap for StdSegment {
     }
 }
 
+/// Snapshot files are written and sent to the disk this much at a time.
+const WRITE_BEHIND_CHUNK_BYTES: usize = 1 << 20;
+
 /// Zeroing syncs this much at a time, so the disk queue never holds a whole segment's worth
 /// of zeros ahead of a concurrent persist.
 const ZERO_FILL_CHUNK_BYTES: usize = 4 << 20;
@@ -218,7 +221,20 @@ impl Backend for StdBackend {
             .create(true)
             .truncate(true)
             .open(path)?;
-        file.write_all(bytes)?;
+        // Written in chunks, each one's writeback started at once and at most two chunks in
+        // flight: a snapshot file is megabytes, and left to a single fsync at the end it
+        // reaches the disk as one burst that every concurrent WAL persist has to wait behind.
+        let mut offset = 0u64;
+        for chunk in bytes.chunks(WRITE_BEHIND_CHUNK_BYTES) {
+            file.write_all(chunk)?;
+            let len = chunk.len() as u64;
+            let previous = offset
+                .checked_sub(WRITE_BEHIND_CHUNK_BYTES as u64)
+                .map(|start| (start, WRITE_BEHIND_CHUNK_BYTES as u64));
+            // Only pacing: the fsync below is what makes the file durable and reports errors.
+            let _ = sys::write_behind(&file, offset, len, previous);
+            offset += len;
+        }
         file.sync_all()
     }
 

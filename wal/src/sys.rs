@@ -1,5 +1,5 @@
 //! The only module with `unsafe` code: mapping segment files, and the libc calls the standard
-//! library does not offer (fallocate, flock, posix_fadvise). Every block says why it is sound.
+//! library does not offer (fallocate, flock, posix_fadvise, sync_file_range). Every block says why it is sound.
 
 #![allow(unsafe_code)]
 
@@ -87,4 +87,43 @@ pub(crate) fn lock(file: &File) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Asks the kernel to start writing `[offset, offset + len)` of `file` to disk (no waiting),
+/// and when `wait_for` is given, waits until writeback of that earlier range has finished.
+/// A hint for pacing a large write: durability still comes from a later fsync, which also
+/// reports any write error, so the result may be ignored.
+pub(crate) fn write_behind(
+    file: &File,
+    offset: u64,
+    len: u64,
+    wait_for: Option<(u64, u64)>,
+) -> io::Result<()> {
+    let range = |offset: u64, len: u64| -> io::Result<(libc::off64_t, libc::off64_t)> {
+        let convert = |v: u64| {
+            libc::off64_t::try_from(v).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+        };
+        Ok((convert(offset)?, convert(len)?))
+    };
+    let (start, count) = range(offset, len)?;
+    // SAFETY: sync_file_range only reads its integer arguments; the fd is open because `file`
+    // is borrowed. SYNC_FILE_RANGE_WRITE starts writeback of dirty pages in the range and
+    // changes no data.
+    if unsafe { libc::sync_file_range(file.as_raw_fd(), start, count, libc::SYNC_FILE_RANGE_WRITE) }
+        != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    if let Some((offset, len)) = wait_for {
+        let (start, count) = range(offset, len)?;
+        // SAFETY: as above; the flags wait for writeback already under way in the range and
+        // start it for pages still dirty, then wait again. No data changes.
+        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        if unsafe { libc::sync_file_range(file.as_raw_fd(), start, count, flags) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

@@ -275,3 +275,24 @@ fn compacted_files_are_deleted_by_the_helper_and_newer_snapshots_kept() {
     assert_eq!(wal.first_index(), LogIndex(501));
     assert_eq!(wal.last_index(), LogIndex(600));
 }
+
+// Proves a snapshot of several megabytes (written in paced chunks) round trips on disk.
+#[test]
+fn large_snapshot_round_trips_on_disk() {
+    let temp = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(temp.path(), real_options(64 * 1024)).unwrap();
+    wal.append(&[entry(1, 1, 10), entry(2, 1, 10)]).unwrap();
+    wal.persist().unwrap();
+    let data: Vec<u8> = (0..3_500_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let snapshot = raft::Snapshot {
+        meta: raft::SnapshotMeta {
+            index: LogIndex(2),
+            term: Term(1),
+        },
+        data,
+    };
+    wal.save_snapshot(&snapshot).unwrap();
+    drop(wal);
+    let (_, recovered) = Wal::open(temp.path(), real_options(64 * 1024)).unwrap();
+    assert_eq!(recovered.snapshot.unwrap(), snapshot);
+}
