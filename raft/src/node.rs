@@ -1612,6 +1612,8 @@ impl RawNode {
         if self.is_leader() {
             self.maybe_commit();
         }
+        // Compacted entries are freed a slice per Ready rather than all at compaction.
+        self.log.collect_garbage(crate::log::GARBAGE_PER_CALL);
         self.check_invariants();
     }
 
