@@ -716,7 +716,7 @@ impl Server {
         let waiting = std::mem::take(&mut self.reads_waiting);
         for (index, r) in waiting {
             if index <= applied {
-                let value = self.kv.get(&r.key).cloned();
+                let value = self.kv.get(&r.key).map(<[u8]>::to_vec);
                 self.reply(r.client, r.request_id, Outcome::Value(value));
             } else {
                 self.reads_waiting.push((index, r));
