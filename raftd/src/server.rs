@@ -480,7 +480,7 @@ impl Server {
                 "node {}: disk space is back; persisting and acknowledging again",
                 self.config.id
             );
-            self.finish_ready(p)?;
+            self.finish_ready(p);
         }
         while self.raw.has_ready() {
             let mut p = self.start_ready();
@@ -494,7 +494,7 @@ impl Server {
                 self.stalled = Some(p);
                 break;
             }
-            self.finish_ready(p)?;
+            self.finish_ready(p);
             self.maybe_snapshot()?;
         }
         self.transport.flush();
@@ -568,7 +568,7 @@ impl Server {
 
     /// After the disk write: send what waited for it, apply what is left, advance; then
     /// hand over the snapshot the core asked for, if it did.
-    fn finish_ready(&mut self, p: PendingReady) -> Result<(), String> {
+    fn finish_ready(&mut self, p: PendingReady) {
         let mut rd = p.ready;
         for m in rd.take_persisted_messages() {
             self.send(&m);
@@ -577,30 +577,30 @@ impl Server {
         let request = rd.snapshot_request();
         self.raw.advance(rd);
         if let Some(meta) = request {
-            self.provide_snapshot(meta)?;
+            self.provide_snapshot(meta);
         }
-        Ok(())
     }
 
     /// Reads the latest snapshot back from its file for a follower that fell behind the
-    /// log. The bytes live only while that follower is being sent them.
-    fn provide_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), String> {
-        let snapshot = self.wal.snapshot().map_err(|e| {
-            format!(
-                "cannot read snapshot {}/{} back for a follower: {e}",
-                meta.term, meta.index
-            )
-        })?;
-        match snapshot {
-            Some(snapshot) => self.raw.provide_snapshot(snapshot),
-            None => log::error!(
-                "node {}: the core asked for snapshot {}/{}, but the WAL holds none",
+    /// log. The bytes live only while that follower is being sent them. A failed read is
+    /// logged, not fatal: the node still serves the followers that need no snapshot, and
+    /// the core asks again at the lagging follower's next heartbeat answer.
+    fn provide_snapshot(&mut self, meta: SnapshotMeta) {
+        match self.wal.snapshot() {
+            Ok(Some(snapshot)) => self.raw.provide_snapshot(snapshot),
+            Ok(None) => log::error!(
+                "node {}: a follower needs snapshot {}/{}, but the WAL holds none",
+                self.config.id,
+                meta.term,
+                meta.index
+            ),
+            Err(e) => log::error!(
+                "node {}: cannot read snapshot {}/{} back for a follower: {e}",
                 self.config.id,
                 meta.term,
                 meta.index
             ),
         }
-        Ok(())
     }
 
     /// Applies a Ready's committed entries and serves its confirmed reads.
