@@ -13,6 +13,12 @@
 //! written on [`Ready`]; in short: send `messages`, persist, send `persisted_messages`,
 //! apply, then [`RawNode::advance`].
 //!
+//! Snapshots belong to the host. `compact` tells the node where the host's latest durable
+//! snapshot ends; the node keeps none of its bytes, and when a follower needs it the
+//! `Ready` asks for it ([`Ready::snapshot_request`]) and the host reads it back and hands
+//! it over ([`RawNode::provide_snapshot`]). A snapshot is as big as the state machine, so
+//! a copy held for a follower that rarely needs one would double a node's memory.
+//!
 //! ```
 //! use raft::{Config, NodeId, RawNode, Restore};
 //!

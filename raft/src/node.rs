@@ -169,6 +169,9 @@ impl std::error::Error for StepError {}
 ///    durable on this node (and committed on a majority), so when the Ready carries no
 ///    snapshot a host may apply them before step 2, overlapping this Ready's disk write.
 /// 5. Call [`RawNode::advance`] with this `Ready`.
+/// 6. If [`Ready::snapshot_request`] names a snapshot, read it back from stable storage and
+///    hand it to [`RawNode::provide_snapshot`] (then or later): a follower fell behind the
+///    log and needs it. The node keeps no snapshot bytes of its own between such requests.
 ///
 /// Between `ready()` and `advance()` the node may be stepped, ticked and proposed to; it
 /// will not hand out another `Ready` until this one is advanced.
@@ -181,6 +184,7 @@ pub struct Ready {
     /// change the answer (see `must_sync`).
     must_sync: bool,
     snapshot: Option<Snapshot>,
+    snapshot_request: Option<SnapshotMeta>,
     entries: Vec<Entry>,
     messages: Vec<Message>,
     persisted_messages: Vec<Message>,
@@ -212,6 +216,11 @@ impl Ready {
     /// True when the Ready carries a snapshot from the leader.
     pub fn has_snapshot(&self) -> bool {
         self.snapshot.is_some()
+    }
+    /// The latest snapshot, when the leader needs its bytes for a follower that fell behind
+    /// the log: the host reads it back and hands it to [`RawNode::provide_snapshot`].
+    pub fn snapshot_request(&self) -> Option<SnapshotMeta> {
+        self.snapshot_request
     }
     /// Moves the entries to persist out.
     pub fn take_entries(&mut self) -> Vec<Entry> {
@@ -258,6 +267,9 @@ impl fmt::Display for Ready {
         if let Some(s) = &self.snapshot {
             write!(f, " snapshot={}/{}", s.meta.term, s.meta.index)?;
         }
+        if let Some(meta) = &self.snapshot_request {
+            write!(f, " snapshot_request={}/{}", meta.term, meta.index)?;
+        }
         write!(
             f,
             " entries={} msgs={}+{} apply={} reads={}",
@@ -275,9 +287,9 @@ impl fmt::Display for Ready {
 pub struct Restore {
     /// The persisted hard state.
     pub hard_state: HardState,
-    /// The latest durable snapshot (empty when none). The host restores its state machine
-    /// from it before handing it over.
-    pub snapshot: Snapshot,
+    /// Where the latest durable snapshot ends (index 0 when there is none). The host
+    /// restores its state machine from the snapshot itself; the node needs only its end.
+    pub snapshot: SnapshotMeta,
     /// The durable entries after the snapshot, contiguous.
     pub entries: Vec<Entry>,
 }
@@ -319,8 +331,12 @@ pub struct RawNode {
     leader: NodeId,
     role: Role,
     log: RaftLog,
-    /// The latest snapshot, kept to send to followers that fell behind the log.
-    snapshot: Option<Arc<Snapshot>>,
+    /// A follower needs the latest snapshot's bytes, which the host has not been asked for
+    /// yet. The bytes are not kept here: a snapshot is as big as the state machine, and
+    /// only a follower that fell behind the log needs it, so the host reads it back from
+    /// its stable storage on request (see [`Ready::snapshot_request`]). The followers being
+    /// sent one share it through their progress until they have it.
+    snapshot_wanted: bool,
     /// A snapshot received from the leader, not yet handed to the host.
     snapshot_to_persist: Option<Snapshot>,
     election_elapsed: u64,
@@ -347,8 +363,7 @@ impl RawNode {
     pub fn new(config: Config, restore: Restore) -> Result<RawNode, String> {
         config.validate()?;
         let hs = restore.hard_state;
-        let log = RaftLog::restore(restore.snapshot.meta, restore.entries, hs.commit);
-        let snapshot = (!restore.snapshot.is_empty()).then(|| Arc::new(restore.snapshot));
+        let log = RaftLog::restore(restore.snapshot, restore.entries, hs.commit);
         let rng = SmallRng::seed_from_u64(config.seed ^ config.id.0.rotate_left(32));
         let mut node = RawNode {
             term: hs.term,
@@ -357,7 +372,7 @@ impl RawNode {
             role: Role::Follower { incoming: None },
             commit_floor: log.commit,
             log,
-            snapshot,
+            snapshot_wanted: false,
             snapshot_to_persist: None,
             election_elapsed: 0,
             heartbeat_elapsed: 0,
@@ -572,11 +587,12 @@ impl RawNode {
         Ok(())
     }
 
-    /// Tells the node the service has a snapshot of its state through `index` (which it has
-    /// applied): entries up to there are discarded and the snapshot is what lagging
-    /// followers receive. Returns false when the log is already compacted past `index`.
-    /// The host persists the snapshot itself before calling this.
-    pub fn compact(&mut self, index: LogIndex, data: Vec<u8>) -> bool {
+    /// Tells the node the service has a durable snapshot of its state through `index`
+    /// (which it has applied): entries up to there are discarded and the snapshot is what
+    /// lagging followers receive, read back by the host when a [`Ready`] asks for it.
+    /// Returns false when the log is already compacted past `index`. The host persists the
+    /// snapshot itself before calling this.
+    pub fn compact(&mut self, index: LogIndex) -> bool {
         assert!(
             index <= self.log.applying,
             "compact({index}) beyond what was handed out to apply ({})",
@@ -588,9 +604,53 @@ impl RawNode {
         let term = self.log.term(index).expect("applied entry is in the log");
         let meta = SnapshotMeta { index, term };
         self.log.compact(meta);
-        self.snapshot = Some(Arc::new(Snapshot { meta, data }));
         self.check_invariants();
         true
+    }
+
+    /// The host's answer to [`Ready::snapshot_request`]: the bytes of the latest snapshot,
+    /// read back from stable storage. The leader starts sending them to every follower that
+    /// needs entries before its log and drops them once those followers have them. A
+    /// snapshot that is no longer the latest (the log was compacted further meanwhile), or
+    /// that arrives when this node no longer leads, is dropped; the node asks again if a
+    /// follower still needs one.
+    pub fn provide_snapshot(&mut self, snapshot: Snapshot) {
+        let first = self.log.first_index();
+        if snapshot.meta != self.log.snapshot {
+            log::info!(
+                "node {}: dropped snapshot {}/{}: the latest is {}/{}",
+                self.config.id,
+                snapshot.meta.term,
+                snapshot.meta.index,
+                self.log.snapshot.term,
+                self.log.snapshot.index
+            );
+            self.check_invariants();
+            return;
+        }
+        let Role::Leader(l) = &mut self.role else {
+            self.check_invariants();
+            return;
+        };
+        let snapshot = Arc::new(snapshot);
+        let mut receivers = Vec::new();
+        for (id, p) in &mut l.progress {
+            let sending = matches!(p.state, ProgressState::Snapshot { .. });
+            if p.next_index < first && !sending {
+                p.become_snapshot(snapshot.clone());
+                receivers.push(*id);
+            }
+        }
+        for to in receivers {
+            log::info!(
+                "node {}: follower {to} needs entries before {first}: sending snapshot {}/{}",
+                self.config.id,
+                snapshot.meta.term,
+                snapshot.meta.index
+            );
+            self.send_snapshot_chunk(to);
+        }
+        self.check_invariants();
     }
 
     /// Hands leadership to `target` (thesis §3.10): once it has our whole log it is told to
@@ -973,8 +1033,6 @@ impl RawNode {
             snapshot.data.len(),
             if discarded { "replaced" } else { "kept" }
         );
-        let shared = Arc::new(snapshot.clone());
-        self.snapshot = Some(shared);
         self.snapshot_to_persist = Some(snapshot);
     }
 
@@ -1213,8 +1271,23 @@ impl RawNode {
             return false;
         }
         if p.next_index < first {
-            let Some(snapshot) = self.snapshot.clone() else {
-                panic!("log compacted below {first} without a snapshot");
+            // Another follower may be receiving the latest snapshot already; share its
+            // bytes. Otherwise ask the host for them and wait (a heartbeat answer retries).
+            let latest = self.log.snapshot;
+            let shared = l.progress.values().find_map(|q| match &q.state {
+                ProgressState::Snapshot { snapshot, .. } if snapshot.meta == latest => {
+                    Some(snapshot.clone())
+                }
+                _ => None,
+            });
+            let p = l.progress.get_mut(&to).expect("progress exists");
+            let Some(snapshot) = shared else {
+                if !matches!(p.state, ProgressState::Probe) {
+                    p.become_probe();
+                }
+                p.paused = true;
+                self.snapshot_wanted = true;
+                return false;
             };
             log::info!(
                 "node {}: follower {to} needs entries before {first}: sending snapshot {}/{}",
@@ -1537,6 +1610,7 @@ impl RawNode {
         self.broadcast_pending
             || self.hard_state() != self.handed_hard_state
             || self.snapshot_to_persist.is_some()
+            || self.snapshot_wanted
             || self.log.unstable_from <= self.log.last_index()
             || !self.messages.is_empty()
             || !self.persisted_messages.is_empty()
@@ -1562,6 +1636,9 @@ impl RawNode {
             hs.term != self.handed_hard_state.term || hs.vote != self.handed_hard_state.vote;
         self.handed_hard_state = hs;
         let snapshot = self.snapshot_to_persist.take();
+        // Asked only while leading: a follower's request is stale after a step-down.
+        let snapshot_request = (std::mem::take(&mut self.snapshot_wanted) && self.is_leader())
+            .then_some(self.log.snapshot);
         if let Some(s) = &snapshot {
             self.log.applying = self.log.applying.max(s.meta.index);
         }
@@ -1585,6 +1662,7 @@ impl RawNode {
             hard_state,
             must_sync: vote_changed || !entries.is_empty() || snapshot.is_some(),
             snapshot,
+            snapshot_request,
             entries,
             messages: std::mem::take(&mut self.messages),
             persisted_messages: std::mem::take(&mut self.persisted_messages),

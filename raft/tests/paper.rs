@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, VecDeque};
 /// A cluster of cores wired back to back. `persist` mirrors what each host would store.
 struct Cluster {
     nodes: Vec<RawNode>,
-    durable: Vec<Restore>,
+    durable: Vec<Durable>,
     applied: Vec<Vec<Entry>>,
     in_flight: VecDeque<Message>,
     /// Links cut in both directions.
@@ -20,6 +20,27 @@ struct Cluster {
     sent: Vec<Message>,
     /// Confirmed reads per node.
     reads: Vec<Vec<raft::ReadState>>,
+    /// Snapshots the nodes asked their host for, per node.
+    snapshot_requests: Vec<u64>,
+}
+
+/// What a node's host keeps on disk: what a restart starts from, and where a snapshot the
+/// leader asks for is read back from.
+#[derive(Clone, Default)]
+struct Durable {
+    hard_state: HardState,
+    snapshot: Snapshot,
+    entries: Vec<Entry>,
+}
+
+impl Durable {
+    fn restore(&self) -> Restore {
+        Restore {
+            hard_state: self.hard_state,
+            snapshot: self.snapshot.meta,
+            entries: self.entries.clone(),
+        }
+    }
 }
 
 fn config(id: u64, n: u64) -> Config {
@@ -45,12 +66,13 @@ impl Cluster {
             .collect();
         Cluster {
             nodes,
-            durable: (0..n).map(|_| Restore::default()).collect(),
+            durable: (0..n).map(|_| Durable::default()).collect(),
             applied: vec![Vec::new(); n as usize],
             in_flight: VecDeque::new(),
             cut: BTreeSet::new(),
             sent: Vec::new(),
             reads: vec![Vec::new(); n as usize],
+            snapshot_requests: vec![0; n as usize],
         }
     }
 
@@ -95,7 +117,14 @@ impl Cluster {
                     out.extend(rd.take_persisted_messages());
                     self.applied[i].extend(rd.take_committed_entries());
                     self.reads[i].extend(rd.take_read_states());
+                    let request = rd.snapshot_request();
                     self.nodes[i].advance(rd);
+                    if let Some(meta) = request {
+                        self.snapshot_requests[i] += 1;
+                        let snapshot = self.durable[i].snapshot.clone();
+                        assert!(snapshot.meta.index >= meta.index, "snapshot not on disk");
+                        self.nodes[i].provide_snapshot(snapshot);
+                    }
                     self.in_flight.extend(out);
                 }
             }
@@ -158,11 +187,27 @@ impl Cluster {
             .collect()
     }
 
+    /// The service on `id` snapshots through `index`: the host stores the snapshot, then
+    /// tells the core.
+    fn compact(&mut self, id: u64, index: LogIndex, data: Vec<u8>) -> bool {
+        let i = id as usize - 1;
+        let Some(term) = self.nodes[i].term_at(index) else {
+            return false;
+        };
+        let d = &mut self.durable[i];
+        d.entries.retain(|e| e.index > index);
+        d.snapshot = Snapshot {
+            meta: raft::SnapshotMeta { index, term },
+            data,
+        };
+        self.nodes[i].compact(index)
+    }
+
     fn restart(&mut self, id: u64, tweak: impl Fn(&mut Config)) {
         let i = id as usize - 1;
         let mut c = config(id, self.nodes.len() as u64);
         tweak(&mut c);
-        self.nodes[i] = RawNode::new(c, self.durable[i].clone()).unwrap();
+        self.nodes[i] = RawNode::new(c, self.durable[i].restore()).unwrap();
         self.applied[i].clear();
     }
 }
@@ -571,7 +616,7 @@ fn install_snapshot_catches_up_a_lagging_follower() {
     c.settle();
     let applied = c.node(leader).commit_index();
     let data = vec![42u8; 50]; // Several 7-byte chunks.
-    assert!(c.node(leader).compact(applied, data.clone()));
+    assert!(c.compact(leader, applied, data.clone()));
     c.heal();
     c.tick_all(20);
     let snap = c.durable[lagging as usize - 1].snapshot.clone();
@@ -596,6 +641,55 @@ fn install_snapshot_catches_up_a_lagging_follower() {
         c.node(lagging).commit_index(),
         c.node(leader).commit_index()
     );
+}
+
+/// §7 with the snapshot's bytes kept by the host alone: the leader asks its host for them
+/// once when followers fall behind its log, sends the same bytes to each, and drops a
+/// snapshot handed to it that is no longer the latest instead of sending it.
+#[test]
+fn leader_asks_its_host_for_the_snapshot_once_and_shares_it() {
+    let mut c = Cluster::new(5);
+    let leader = c.elect();
+    let lagging: Vec<u64> = (1..=5).filter(|&i| i != leader).take(2).collect();
+    for &id in &lagging {
+        c.isolate(id);
+    }
+    for k in 0..10u8 {
+        c.node(leader).propose(vec![k; 5]).unwrap();
+    }
+    c.settle();
+    let first = c.node(leader).commit_index();
+    assert!(c.compact(leader, first, vec![1u8; 20]));
+    let old = c.durable[leader as usize - 1].snapshot.clone();
+    for k in 0..10u8 {
+        c.node(leader).propose(vec![k; 5]).unwrap();
+    }
+    c.settle();
+    let second = c.node(leader).commit_index();
+    assert!(c.compact(leader, second, vec![2u8; 20]));
+    assert_eq!(
+        c.snapshot_requests[leader as usize - 1],
+        0,
+        "asked with no one behind"
+    );
+    let sent_before = c.sent.len();
+    c.node(leader).provide_snapshot(old);
+    c.settle();
+    assert!(
+        !c.sent[sent_before..]
+            .iter()
+            .any(|m| matches!(m.body, Body::Snapshot { .. })),
+        "an outdated snapshot was sent"
+    );
+    c.heal();
+    c.tick_all(20);
+    assert_eq!(c.snapshot_requests[leader as usize - 1], 1);
+    for &id in &lagging {
+        let snap = &c.durable[id as usize - 1].snapshot;
+        assert_eq!(snap.meta.index, second);
+        assert_eq!(snap.data, vec![2u8; 20]);
+        assert_eq!(c.node(id).commit_index(), c.node(leader).commit_index());
+    }
 }
 
 /// Figure 2 persistence: a node restarted from its durable state keeps its term, vote and

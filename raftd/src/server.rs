@@ -63,8 +63,9 @@ struct PendingWrite {
     term: raft::Term,
 }
 
-/// What the snapshot writer thread sends back: the durable file and the bytes it holds.
-type SnapshotWritten = Result<(wal::WrittenSnapshot, Vec<u8>), wal::WalError>;
+/// What the snapshot writer thread sends back: the durable file (not yet part of the log)
+/// and its data's size in bytes.
+type SnapshotWritten = Result<(wal::WrittenSnapshot, usize), wal::WalError>;
 
 /// How often a Ready stalled on a full disk is retried.
 const DISK_FULL_RETRY: Duration = Duration::from_millis(500);
@@ -179,21 +180,24 @@ impl Server {
         } else {
             Vec::new()
         };
-        let snapshot = recovered.snapshot.clone().unwrap_or_default();
+        // The store is rebuilt from the snapshot's bytes, which are then dropped: the core
+        // asks for them again only when a follower needs them.
+        let snapshot = recovered.snapshot.unwrap_or_default();
         let kv = if snapshot.is_empty() {
             Kv::new(SESSIONS_MAX_DEFAULT)
         } else {
             Kv::restore(&snapshot.data, SESSIONS_MAX_DEFAULT)
                 .map_err(|e| format!("snapshot in {} does not load: {e}", wal_dir.display()))?
         };
-        let applied = snapshot.meta.index;
+        let snapshot = snapshot.meta;
+        let applied = snapshot.index;
         log::info!(
             "node {}: recovered term {} vote {} commit {}, snapshot at {}, log {}..={}",
             config.id,
             recovered.hard_state.term,
             recovered.hard_state.vote,
             recovered.hard_state.commit,
-            snapshot.meta.index,
+            snapshot.index,
             recovered.first_index,
             recovered.last_index
         );
@@ -562,14 +566,41 @@ impl Server {
         Ok(true)
     }
 
-    /// After the disk write: send what waited for it, apply what is left, advance.
+    /// After the disk write: send what waited for it, apply what is left, advance; then
+    /// hand over the snapshot the core asked for, if it did.
     fn finish_ready(&mut self, p: PendingReady) {
         let mut rd = p.ready;
         for m in rd.take_persisted_messages() {
             self.send(&m);
         }
         self.apply_ready(&mut rd);
+        let request = rd.snapshot_request();
         self.raw.advance(rd);
+        if let Some(meta) = request {
+            self.provide_snapshot(meta);
+        }
+    }
+
+    /// Reads the latest snapshot back from its file for a follower that fell behind the
+    /// log. The bytes live only while that follower is being sent them. A failed read is
+    /// logged, not fatal: the node still serves the followers that need no snapshot, and
+    /// the core asks again at the lagging follower's next heartbeat answer.
+    fn provide_snapshot(&mut self, meta: SnapshotMeta) {
+        match self.wal.snapshot() {
+            Ok(Some(snapshot)) => self.raw.provide_snapshot(snapshot),
+            Ok(None) => log::error!(
+                "node {}: a follower needs snapshot {}/{}, but the WAL holds none",
+                self.config.id,
+                meta.term,
+                meta.index
+            ),
+            Err(e) => log::error!(
+                "node {}: cannot read snapshot {}/{} back for a follower: {e}",
+                self.config.id,
+                meta.term,
+                meta.index
+            ),
+        }
     }
 
     /// Applies a Ready's committed entries and serves its confirmed reads.
@@ -685,7 +716,7 @@ impl Server {
         let waiting = std::mem::take(&mut self.reads_waiting);
         for (index, r) in waiting {
             if index <= applied {
-                let value = self.kv.get(&r.key).cloned();
+                let value = self.kv.get(&r.key).map(<[u8]>::to_vec);
                 self.reply(r.client, r.request_id, Outcome::Value(value));
             } else {
                 self.reads_waiting.push((index, r));
@@ -724,8 +755,8 @@ impl Server {
         std::thread::Builder::new()
             .name("snapshot-writer".into())
             .spawn(move || {
-                let snapshot = Snapshot { meta, data };
-                let written = writer.write(&snapshot).map(|w| (w, snapshot.data));
+                let bytes = data.len();
+                let written = writer.write(&Snapshot { meta, data }).map(|w| (w, bytes));
                 let _ = done.send(written);
                 let _ = waker.wake();
             })
@@ -740,7 +771,7 @@ impl Server {
         let Some(job) = &self.snapshot_job else {
             return Ok(());
         };
-        let (written, data) = match job.try_recv() {
+        let (written, bytes) = match job.try_recv() {
             Err(TryRecvError::Empty) => return Ok(()),
             Err(TryRecvError::Disconnected) => {
                 return Err("the snapshot writer thread died".into());
@@ -760,11 +791,10 @@ impl Server {
         };
         self.snapshot_job = None;
         let meta = written.meta();
-        let bytes = data.len();
         if !self.wal.install_snapshot_file(written).map_err(fatal)? {
             return Ok(()); // A newer snapshot (from the leader) got there first.
         }
-        self.raw.compact(meta.index, data);
+        self.raw.compact(meta.index);
         self.wal_bytes_at_snapshot = self.wal.disk_bytes();
         log::info!(
             "node {}: snapshot taken at index {} term {} ({bytes} bytes); WAL now {} bytes",
@@ -814,7 +844,7 @@ impl Server {
             }
             Err(e) => return Err(fatal(e)),
         }
-        self.raw.compact(index, snapshot.data);
+        self.raw.compact(index);
         self.wal_bytes_at_snapshot = self.wal.disk_bytes();
         log::info!(
             "node {}: snapshot taken at index {index} term {term} ({bytes} bytes, {} keys); WAL now {} bytes",

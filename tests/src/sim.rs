@@ -362,7 +362,7 @@ impl Sim {
             config,
             Restore {
                 hard_state: d.hard_state,
-                snapshot: d.snapshot,
+                snapshot: d.snapshot.meta,
                 entries: d.entries,
             },
         )
@@ -646,8 +646,21 @@ impl Sim {
         }
         let _ = ready.take_read_states();
         let _ = ready.take_dropped_reads();
+        let request = ready.snapshot_request();
         let node = self.nodes[i].as_mut().expect("alive");
         node.raw.advance(ready);
+        if let Some(meta) = request {
+            // Read back from the persister, like a host reading its snapshot file. Applying
+            // this Ready may have taken a newer one since it asked, which is what the core
+            // needs now.
+            let snapshot = self.durable[i].snapshot.clone();
+            assert!(
+                snapshot.meta.index >= meta.index,
+                "node {} asked for snapshot {meta:?}, newer than the one on disk",
+                i + 1
+            );
+            node.raw.provide_snapshot(snapshot);
+        }
         self.check_leader(i);
     }
 
@@ -660,13 +673,15 @@ impl Sim {
         let Some(term) = node.raw.term_at(index) else {
             return;
         };
-        if !node.raw.compact(index, data.clone()) {
+        if index <= node.raw.snapshot_meta().index {
             return;
         }
+        // Durable first, then the core: the core may ask for the bytes back at once.
         self.durable[i].install_snapshot(Snapshot {
             meta: raft::SnapshotMeta { index, term },
             data,
         });
+        assert!(node.raw.compact(index), "compact refused a newer snapshot");
     }
 
     /// Puts a message on the simulated network with labrpc's semantics (spec §1.3).
