@@ -1,5 +1,5 @@
 //! The only module with `unsafe` code: mapping segment files, and the libc calls the standard
-//! library does not offer (fallocate, flock, posix_fadvise, sync_file_range). Every block says why it is sound.
+//! library does not offer (fallocate, flock, posix_fadvise, sync_file_range, mallopt). Every block says why it is sound.
 
 #![allow(unsafe_code)]
 
@@ -126,4 +126,18 @@ pub(crate) fn write_behind(
         }
     }
     Ok(())
+}
+
+/// Fixes glibc malloc's mmap threshold at `bytes` (see [`crate::fix_malloc_mmap_threshold`]).
+/// False when the C library refused.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub(crate) fn set_mmap_threshold(bytes: i32) -> bool {
+    // SAFETY: mallopt only reads its two integer arguments and changes malloc's tunables
+    // under malloc's own lock; it touches no memory of ours.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, bytes) == 1 }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub(crate) fn set_mmap_threshold(_bytes: i32) -> bool {
+    true
 }
