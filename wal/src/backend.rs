@@ -46,6 +46,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Creates or replaces `path` with `bytes` and fsyncs it.
     fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+    /// Like `write_synced` with the file's bytes given in two parts (a header and a body),
+    /// so a caller need not copy a large body behind its header.
+    fn write_synced_parts(&self, path: &Path, head: &[u8], body: &[u8]) -> io::Result<()> {
+        let mut bytes = Vec::with_capacity(head.len() + body.len());
+        bytes.extend_from_slice(head);
+        bytes.extend_from_slice(body);
+        self.write_synced(path, &bytes)
+    }
     /// Renames a file (not durable before `sync_dir`).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Deletes a file (not durable before `sync_dir`).
@@ -216,15 +224,20 @@ impl Backend for StdBackend {
     }
 
     fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        self.write_synced_parts(path, &[], bytes)
+    }
+
+    fn write_synced_parts(&self, path: &Path, head: &[u8], bytes: &[u8]) -> io::Result<()> {
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(path)?;
+        file.write_all(head)?;
         // Written in chunks, each one's writeback started at once and at most two chunks in
         // flight: a snapshot file is megabytes, and left to a single fsync at the end it
         // reaches the disk as one burst that every concurrent WAL persist has to wait behind.
-        let mut offset = 0u64;
+        let mut offset = head.len() as u64;
         for chunk in bytes.chunks(WRITE_BEHIND_CHUNK_BYTES) {
             file.write_all(chunk)?;
             let len = chunk.len() as u64;

@@ -457,16 +457,25 @@ pub fn read_entry_unchecked(bytes: &[u8], pos: usize) -> Entry {
 
 /// Encodes a snapshot file.
 pub fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![0u8; SNAPSHOT_HEADER_BYTES + data.len()];
-    bytes[SNAPSHOT_MAGIC_OFFSET..SNAPSHOT_MAGIC_OFFSET + 8].copy_from_slice(&SNAPSHOT_MAGIC);
-    put_u32(&mut bytes, SNAPSHOT_VERSION_OFFSET, FORMAT_VERSION);
-    put_u64(&mut bytes, SNAPSHOT_INDEX_OFFSET, meta.index.get());
-    put_u64(&mut bytes, SNAPSHOT_TERM_OFFSET, meta.term.get());
-    put_u64(&mut bytes, SNAPSHOT_DATA_BYTES_OFFSET, data.len() as u64);
-    bytes[SNAPSHOT_HEADER_BYTES..].copy_from_slice(data);
-    let crc = header_crc(&bytes, SNAPSHOT_CRC_OFFSET, bytes.len());
-    put_u32(&mut bytes, SNAPSHOT_CRC_OFFSET, crc);
+    let mut bytes = snapshot_header(meta, data).to_vec();
+    bytes.extend_from_slice(data);
     bytes
+}
+
+/// The header of a snapshot file holding `data` (the file is this header, then `data`).
+pub fn snapshot_header(meta: &SnapshotMeta, data: &[u8]) -> [u8; SNAPSHOT_HEADER_BYTES] {
+    let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
+    header[SNAPSHOT_MAGIC_OFFSET..SNAPSHOT_MAGIC_OFFSET + 8].copy_from_slice(&SNAPSHOT_MAGIC);
+    put_u32(&mut header, SNAPSHOT_VERSION_OFFSET, FORMAT_VERSION);
+    put_u64(&mut header, SNAPSHOT_INDEX_OFFSET, meta.index.get());
+    put_u64(&mut header, SNAPSHOT_TERM_OFFSET, meta.term.get());
+    put_u64(&mut header, SNAPSHOT_DATA_BYTES_OFFSET, data.len() as u64);
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&header[..SNAPSHOT_CRC_OFFSET]);
+    hasher.update(&header[SNAPSHOT_CRC_OFFSET + 4..]);
+    hasher.update(data);
+    put_u32(&mut header, SNAPSHOT_CRC_OFFSET, hasher.finalize());
+    header
 }
 
 /// Decodes a snapshot file, or says what is wrong with it.

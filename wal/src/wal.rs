@@ -107,13 +107,18 @@ impl SnapshotWriter {
         let name = snapshot_name(&meta);
         let path = self.dir.join(&name);
         let temp = self.dir.join(format!("{name}.tmp"));
-        let bytes = format::encode_snapshot(&meta, &snapshot.data);
-        if let Err(source) = self.backend.write_synced(&temp, &bytes) {
+        // The header is built apart and written before the data: no copy of the data.
+        let header = format::snapshot_header(&meta, &snapshot.data);
+        let bytes = header.len() + snapshot.data.len();
+        let written = self
+            .backend
+            .write_synced_parts(&temp, &header, &snapshot.data);
+        if let Err(source) = written {
             let _ = self.backend.remove(&temp);
             if is_no_space(&source) {
                 return Err(WalError::NoSpace {
                     path: temp,
-                    bytes: bytes.len() as u64,
+                    bytes: bytes as u64,
                 });
             }
             return Err(io_error(&temp, "write snapshot", source));
@@ -127,7 +132,7 @@ impl SnapshotWriter {
         Ok(WrittenSnapshot {
             meta,
             name,
-            bytes: bytes.len() as u64,
+            bytes: bytes as u64,
         })
     }
 }
@@ -318,6 +323,12 @@ impl Wal {
             spare: None,
             reaper: None,
         };
+        // Recovery read every segment through its map; none of it needs to stay resident
+        // (everything is clean: recovery only reads, and a cut was synced).
+        for segment in wal.segments.iter_mut() {
+            let len = segment.map.bytes().len();
+            segment.map.release(0, len);
+        }
         match wal.segments.back_mut() {
             Some(segment) => segment.map.start_appending(wal.write_pos),
             None => wal.create_first_segment()?,
