@@ -741,20 +741,23 @@ impl Server {
         Ok(())
     }
 
-    /// Serializes the store at the applied index and hands the snapshot file's write (the
-    /// slow part: encoding, writing, syncing) to a thread, so the loop keeps serving; the
+    /// Takes a view of the store at the applied index and hands the rest (the slow part:
+    /// sorting, encoding, writing, syncing) to a thread, so the loop keeps serving; the
     /// thread wakes the loop when the file is durable, and `finish_snapshot` installs it.
     fn start_snapshot(&mut self) -> Result<(), String> {
         let Some(meta) = self.snapshot_point()? else {
             return Ok(());
         };
-        let data = self.kv.snapshot();
+        // Only the view is taken here (shared records); sorting, encoding and writing
+        // happen on the thread.
+        let view = self.kv.snapshot_view();
         let writer = self.wal.snapshot_writer();
         let waker = self.transport.waker();
         let (done, result) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("snapshot-writer".into())
             .spawn(move || {
+                let data = view.encode();
                 let bytes = data.len();
                 let written = writer.write(&Snapshot { meta, data }).map(|w| (w, bytes));
                 let _ = done.send(written);
