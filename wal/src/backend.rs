@@ -110,7 +110,7 @@ const WRITE_BEHIND_CHUNK_BYTES: usize = 1 << 20;
 
 /// Zeroing syncs this much at a time, so the disk queue never holds a whole segment's worth
 /// of zeros ahead of a concurrent persist.
-const ZERO_FILL_CHUNK_BYTES: usize = 4 << 20;
+const ZERO_FILL_CHUNK_BYTES: usize = 1 << 20;
 
 /// Writes zeros over a new segment through its map and syncs them, then lets the pages leave
 /// the resident set (they stay in the page cache).
@@ -129,10 +129,17 @@ fn zero_fill(segment: &mut dyn SegmentMap) -> io::Result<()> {
     let mut at = 0;
     while at < len {
         let n = ZERO_FILL_CHUNK_BYTES.min(len - at);
+        let started = std::time::Instant::now();
         segment.bytes_mut()[at..at + n].fill(0);
         segment.sync(at, n)?;
         segment.release(at, n);
         at += n;
+        // Paced at half the disk's pace: the zeros are background work, and a queue full of
+        // them is what a concurrent persist would wait behind (256-client p99 16.7-17.0 ms
+        // unpaced vs 13.4-13.8 ms with no zero-fill at all, measured).
+        if at < len {
+            std::thread::sleep(started.elapsed());
+        }
     }
     Ok(())
 }
