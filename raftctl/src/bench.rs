@@ -262,9 +262,9 @@ pub fn run(
         write_gap_end_ns: shared.write_gap_end_ns.load(Ordering::Acquire),
     };
     if json {
-        println!("{}", report.json());
+        out!("{}", report.json());
     } else {
-        println!("{}", report.line());
+        out!("{}", report.line());
     }
     if report.histogram.is_empty() {
         return Err(Failure::Definite(

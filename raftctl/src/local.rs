@@ -286,14 +286,14 @@ pub fn run(cmd: &LocalCmd, timeout: Duration, json: bool) -> Result<(), Failure>
                 wait_for_leader(&mut client, &cluster.addresses(), Duration::from_secs(10));
             let addrs: Vec<String> = cluster.addresses().iter().map(|a| a.to_string()).collect();
             if json {
-                println!(
+                out!(
                     "{}",
                     serde_json::json!({"ok": true, "dir": dir.display().to_string(), "addresses": addrs, "leader": leader.map(|l| l.0)})
                 );
             } else {
-                println!("started {} nodes in {}", nodes, dir.display());
+                out!("started {} nodes in {}", nodes, dir.display());
                 for n in &cluster.nodes {
-                    println!(
+                    out!(
                         "  node {} at {} (pid {}, log {}/node{}.log)",
                         n.id,
                         n.addr,
@@ -303,11 +303,11 @@ pub fn run(cmd: &LocalCmd, timeout: Duration, json: bool) -> Result<(), Failure>
                     );
                 }
                 match leader {
-                    Some((id, _, term)) => println!("leader: node {id} (term {term})"),
-                    None => println!("no leader yet; check the logs"),
+                    Some((id, _, term)) => out!("leader: node {id} (term {term})"),
+                    None => out!("no leader yet; check the logs"),
                 }
-                println!("try: raftctl status   |   raftctl propose put hello world   |   raftctl local down");
-                println!("(other shells: export RAFTCTL_CLUSTER={})", addrs.join(","));
+                out!("try: raftctl status   |   raftctl propose put hello world   |   raftctl local down");
+                out!("(other shells: export RAFTCTL_CLUSTER={})", addrs.join(","));
             }
             Ok(())
         }
@@ -319,9 +319,9 @@ pub fn run(cmd: &LocalCmd, timeout: Duration, json: bool) -> Result<(), Failure>
             stop_nodes(&state.nodes, timeout);
             let _ = std::fs::remove_file(state_path(&dir));
             if json {
-                println!("{}", serde_json::json!({"ok": true}));
+                out!("{}", serde_json::json!({"ok": true}));
             } else {
-                println!(
+                out!(
                     "stopped {} nodes (data kept in {})",
                     state.nodes.len(),
                     dir.display()
@@ -364,9 +364,9 @@ pub fn run(cmd: &LocalCmd, timeout: Duration, json: bool) -> Result<(), Failure>
             write_state(&dir, &cluster.nodes).map_err(Failure::Usage)?;
             let pid = cluster.nodes[*id as usize - 1].pid;
             if json {
-                println!("{}", serde_json::json!({"ok": true, "id": id, "pid": pid}));
+                out!("{}", serde_json::json!({"ok": true, "id": id, "pid": pid}));
             } else {
-                println!("node {id} started again (pid {pid})");
+                out!("node {id} started again (pid {pid})");
             }
             Ok(())
         }
@@ -374,7 +374,7 @@ pub fn run(cmd: &LocalCmd, timeout: Duration, json: bool) -> Result<(), Failure>
 }
 
 fn say(step: &str) {
-    println!("\n== {step}");
+    out!("\n== {step}");
 }
 
 fn demo(dir: Option<PathBuf>, timeout: Duration) -> Result<(), Failure> {
@@ -396,10 +396,10 @@ fn demo(dir: Option<PathBuf>, timeout: Duration) -> Result<(), Failure> {
     if temporary && result.is_ok() {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
-        println!("data and logs kept in {}", dir.display());
+        out!("data and logs kept in {}", dir.display());
     }
     if result.is_ok() {
-        println!("\ndemo complete.");
+        out!("\ndemo complete.");
     }
     result
 }
@@ -407,7 +407,7 @@ fn demo(dir: Option<PathBuf>, timeout: Duration) -> Result<(), Failure> {
 fn demo_steps(cluster: &mut Cluster, timeout: Duration) -> Result<(), Failure> {
     let addrs = cluster.addresses();
     for n in &cluster.nodes {
-        println!("  node {} at {} (pid {})", n.id, n.addr, n.pid);
+        out!("  node {} at {} (pid {})", n.id, n.addr, n.pid);
     }
     let mut client = client_for(addrs.clone(), timeout);
     let started = Instant::now();
@@ -415,7 +415,7 @@ fn demo_steps(cluster: &mut Cluster, timeout: Duration) -> Result<(), Failure> {
         .ok_or_else(|| {
             Failure::Definite("no leader elected within 10 s; see the node logs".into())
         })?;
-    println!(
+    out!(
         "  node {leader} was elected leader of term {term} after {:?}",
         started.elapsed()
     );
@@ -428,11 +428,11 @@ fn demo_steps(cluster: &mut Cluster, timeout: Duration) -> Result<(), Failure> {
         })?;
         if k == 99 {
             if let Outcome::Written { index, term } = outcome {
-                println!("  key99 committed at index {index}, term {term}");
+                out!("  key99 committed at index {index}, term {term}");
             }
         }
     }
-    print!("{}", render_status(&collect_status(&mut client, &addrs)));
+    put!("{}", render_status(&collect_status(&mut client, &addrs)));
 
     say(&format!("killing the leader, node {leader}, with SIGKILL"));
     let killed_at = Instant::now();
@@ -454,7 +454,7 @@ fn demo_steps(cluster: &mut Cluster, timeout: Duration) -> Result<(), Failure> {
         key: b"after-failover".to_vec(),
         value: b"yes".to_vec(),
     })?;
-    println!(
+    out!(
         "  node {new_leader} took over at term {new_term}; a write succeeded {:?} after the kill",
         killed_at.elapsed()
     );
@@ -464,7 +464,7 @@ fn demo_steps(cluster: &mut Cluster, timeout: Duration) -> Result<(), Failure> {
             value: format!("value{k}").into_bytes(),
         })?;
     }
-    println!("  wrote 50 more keys while node {leader} was down");
+    out!("  wrote 50 more keys while node {leader} was down");
 
     say(&format!("restarting node {leader}"));
     cluster.spawn(leader)?;
@@ -481,11 +481,11 @@ fn demo_steps(cluster: &mut Cluster, timeout: Duration) -> Result<(), Failure> {
             .find(|d| d["id"] == leader && d["reachable"] == true)
             .and_then(|d| d["applied"].as_u64());
         if back.is_some_and(|a| a >= commit_max && commit_max > 0) {
-            println!(
+            out!(
                 "  node {leader} caught up: applied index {} of {commit_max}",
                 back.unwrap_or(0)
             );
-            print!("{}", render_status(&docs));
+            put!("{}", render_status(&docs));
             break;
         }
         if Instant::now() > deadline {
@@ -501,7 +501,7 @@ fn demo_steps(cluster: &mut Cluster, timeout: Duration) -> Result<(), Failure> {
         let mut one = client_for(vec![addr], timeout);
         let v = one.get(b"key42")?;
         let w = one.get(b"after-failover")?;
-        println!(
+        out!(
             "  {addr}: key42 = {}, after-failover = {}",
             v.map(|v| String::from_utf8_lossy(&v).into_owned())
                 .unwrap_or_default(),

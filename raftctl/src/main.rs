@@ -4,6 +4,34 @@
 //! (certainly not applied); 3 outcome unknown (sent, no answer in time).
 #![forbid(unsafe_code)]
 
+/// `println!` for raftctl's output: when stdout is closed early (`raftctl status | head -1`)
+/// raftctl stops quietly with status 0, as command-line tools do, instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        $crate::stdout_written(writeln!(std::io::stdout().lock(), $($arg)*));
+    }};
+}
+
+/// `print!` with the same handling as `out!`.
+macro_rules! put {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        $crate::stdout_written(write!(std::io::stdout().lock(), $($arg)*));
+    }};
+}
+
+/// Ends the process quietly when stdout's reader went away, loudly on other write errors.
+fn stdout_written(result: std::io::Result<()>) {
+    if let Err(e) = result {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("raftctl: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 mod bench;
 mod local;
 
@@ -206,7 +234,7 @@ fn main() -> ExitCode {
                 ),
             };
             if json {
-                println!("{}", serde_json::json!({"ok": false, "error": msg}));
+                out!("{}", serde_json::json!({"ok": false, "error": msg}));
             } else {
                 eprintln!("raftctl: {msg}");
             }
@@ -246,11 +274,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .as_ref()
                 .map(|v| String::from_utf8_lossy(v).into_owned());
             if cli.json {
-                println!("{}", serde_json::json!({"ok": true, "value": text}));
+                out!("{}", serde_json::json!({"ok": true, "value": text}));
             } else {
                 match text {
-                    Some(t) => println!("{t}"),
-                    None => println!("(no such key)"),
+                    Some(t) => out!("{t}"),
+                    None => out!("(no such key)"),
                 }
             }
             Ok(())
@@ -335,12 +363,12 @@ fn propose(client: &mut Client, w: Write, json: bool) -> Result<(), Failure> {
     match client.write(w)? {
         Outcome::Written { index, term } => {
             if json {
-                println!(
+                out!(
                     "{}",
                     serde_json::json!({"ok": true, "index": index, "term": term})
                 );
             } else {
-                println!("committed at index {index}, term {term}");
+                out!("committed at index {index}, term {term}");
             }
             Ok(())
         }
@@ -359,9 +387,9 @@ fn print_outcome(outcome: Outcome, json: bool) -> Result<(), Failure> {
     match outcome {
         Outcome::Done { detail } => {
             if json {
-                println!("{}", serde_json::json!({"ok": true, "detail": detail}));
+                out!("{}", serde_json::json!({"ok": true, "detail": detail}));
             } else {
-                println!("{detail}");
+                out!("{detail}");
             }
             Ok(())
         }
@@ -449,9 +477,9 @@ pub fn collect_status(client: &mut Client, nodes: &[SocketAddr]) -> Vec<serde_js
 fn status(client: &mut Client, config: &ClientConfig, json: bool) -> Result<(), Failure> {
     let docs = collect_status(client, &config.nodes);
     if json {
-        println!("{}", serde_json::Value::Array(docs.clone()));
+        out!("{}", serde_json::Value::Array(docs.clone()));
     } else {
-        print!("{}", render_status(&docs));
+        put!("{}", render_status(&docs));
     }
     if docs.iter().all(|d| d["reachable"] == false) {
         return Err(Failure::Definite("no node is reachable".into()));

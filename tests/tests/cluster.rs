@@ -317,9 +317,8 @@ fn sigterm_stops_cleanly() {
     assert_eq!(c.terminate(2), Some(0), "log:\n{}", c.log_tail(2));
 }
 
-/// The README's main command: `raftctl local demo` completes and exits 0.
-#[test]
-fn local_demo_completes() {
+/// The raftctl next to the raftd under test, built if missing.
+fn raftctl_binary() -> std::path::PathBuf {
     let raftd = raftd_binary();
     let raftctl = raftd.with_file_name("raftctl");
     if !raftctl.exists() {
@@ -331,6 +330,34 @@ fn local_demo_completes() {
         }
         assert!(cmd.status().unwrap().success());
     }
+    raftctl
+}
+
+/// `raftctl status | head -1` (stdout closed before raftctl is done writing) ends quietly
+/// with status 0 instead of panicking about a broken pipe.
+#[test]
+fn raftctl_output_into_a_closed_pipe_exits_quietly() {
+    let c = ProcessCluster::start(3, ClusterOptions::default());
+    leader(&c);
+    let cluster: Vec<String> = c.ids().iter().map(|&id| c.addr(id).to_string()).collect();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(raftctl_binary())
+        .args(["status", "--cluster", &cluster.join(",")])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The README's main command: `raftctl local demo` completes and exits 0.
+#[test]
+fn local_demo_completes() {
+    let raftd = raftd_binary();
+    let raftctl = raftctl_binary();
     let out = Command::new(&raftctl)
         .args(["local", "demo"])
         .env("RAFTD_BIN", &raftd)
