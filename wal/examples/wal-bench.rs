@@ -101,7 +101,7 @@ fn raw_file(dir: &Path, name: &str, zero_filled: bool) -> File {
         use wal::Backend;
         drop(
             wal::StdBackend
-                .create_segment(&path, RAW_FILE_BYTES)
+                .create_segment(&path, RAW_FILE_BYTES, wal::Pace::Now)
                 .unwrap(),
         );
     }

@@ -108,7 +108,7 @@ mod sys;
 pub mod testing;
 mod wal;
 
-pub use crate::backend::{Backend, SegmentMap, StdBackend};
+pub use crate::backend::{Backend, Pace, SegmentMap, StdBackend};
 pub use crate::error::WalError;
 pub use crate::wal::{
     Recovered, SnapshotWriter, Wal, WalOptions, WrittenSnapshot, LOCK_FILE, SEGMENT_BYTES_DEFAULT,

@@ -244,7 +244,12 @@ impl Backend for MemBackend {
             .collect())
     }
 
-    fn create_segment(&self, path: &Path, bytes: u64) -> io::Result<Box<dyn SegmentMap>> {
+    fn create_segment(
+        &self,
+        path: &Path,
+        bytes: u64,
+        _pace: crate::backend::Pace,
+    ) -> io::Result<Box<dyn SegmentMap>> {
         self.check_writable()?;
         let mut state = lock(&self.state);
         if state.faults.no_space {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use log::{info, warn};
 use raft::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
 
-use crate::backend::{Backend, SegmentMap, StdBackend};
+use crate::backend::{Backend, Pace, SegmentMap, StdBackend};
 use crate::error::{is_no_space, is_read_only, WalError};
 use crate::format::{self, kind, SEGMENT_HEADER_BYTES};
 use crate::log_map::{Location, LogMap};
@@ -799,7 +799,7 @@ impl Wal {
         let (backend, bytes, target) = (self.backend.clone(), self.segment_bytes, path.clone());
         let spawned = std::thread::Builder::new()
             .name("wal-next-segment".into())
-            .spawn(move || backend.create_segment(&target, bytes as u64));
+            .spawn(move || backend.create_segment(&target, bytes as u64, Pace::Ahead));
         match spawned {
             Ok(thread) => {
                 self.spare = Some(Spare {
@@ -858,7 +858,7 @@ impl Wal {
         let path = self.dir.join(segment_name(id));
         let created = match self.take_spare(&path, size) {
             Some(map) => Ok(map),
-            None => self.backend.create_segment(&path, size as u64),
+            None => self.backend.create_segment(&path, size as u64, Pace::Now),
         };
         let mut map = match created {
             Ok(map) => map,

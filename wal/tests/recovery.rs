@@ -253,7 +253,7 @@ fn torn_segment_creation_and_missing_segments() {
     crashed.set_contents(&paths[0], crashed.contents(&paths[0]).unwrap());
     {
         use wal::Backend;
-        crashed.create_segment(&torn, 4096).unwrap();
+        crashed.create_segment(&torn, 4096, wal::Pace::Now).unwrap();
         crashed.sync_dir(&dir()).unwrap();
     }
     let (wal, recovered) = open(&crashed, 4096).unwrap();
