@@ -160,24 +160,10 @@ impl NetNs {
                 && inns(&["ip", "link", "set", "eth0", "up"])
                 && inns(&["ip", "link", "set", "lo", "up"])
                 && inns(&["nft", "add", "table", "inet", "raftd"])
-                && inns(&[
-                    "nft",
-                    "add",
-                    "chain",
-                    "inet",
-                    "raftd",
-                    "input",
-                    "{ type filter hook input priority 0; }",
-                ])
-                && inns(&[
-                    "nft",
-                    "add",
-                    "chain",
-                    "inet",
-                    "raftd",
-                    "output",
-                    "{ type filter hook output priority 0; }",
-                ]);
+                && ["input", "output"].iter().all(|hook| {
+                    let spec = format!("{{ type filter hook {hook} priority 0; }}");
+                    inns(&["nft", "add", "chain", "inet", "raftd", hook, &spec])
+                });
         }
         if ok {
             Some(net)
