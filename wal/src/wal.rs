@@ -963,6 +963,10 @@ impl Wal {
     }
 }
 
+/// What the reaper appends to a file's name before deleting it (a `.tmp` name: the next
+/// open deletes whatever a crash left behind).
+const DOOMED_SUFFIX: &str = ".deleted.tmp";
+
 /// A helper thread that deletes files the log no longer needs, then fsyncs the directory.
 /// A failure is logged, not fatal: the file is obsolete, and the next open deletes it.
 struct Reaper {
@@ -976,15 +980,31 @@ impl Reaper {
         let thread = std::thread::Builder::new()
             .name("wal-reaper".into())
             .spawn(move || {
-                for paths in receiver {
-                    for path in paths {
-                        if let Err(error) = backend.remove(&path) {
-                            warn!("wal: cannot delete {}: {error}", path.display());
-                        }
-                    }
+                let sync_dir = || {
                     if let Err(error) = backend.sync_dir(&dir) {
                         warn!("wal: fsync of {} failed: {error}", dir.display());
                     }
+                };
+                for paths in receiver {
+                    // Renamed to `.tmp` names first (which the next open deletes), durably,
+                    // so a file cut short below is never found under a log file's name.
+                    let mut doomed = Vec::with_capacity(paths.len());
+                    for path in paths {
+                        let mut temp = path.clone().into_os_string();
+                        temp.push(DOOMED_SUFFIX);
+                        let temp = PathBuf::from(temp);
+                        match backend.rename(&path, &temp) {
+                            Ok(()) => doomed.push(temp),
+                            Err(error) => warn!("wal: cannot delete {}: {error}", path.display()),
+                        }
+                    }
+                    sync_dir();
+                    for path in doomed {
+                        if let Err(error) = backend.remove_gradually(&path) {
+                            warn!("wal: cannot delete {}: {error}", path.display());
+                        }
+                    }
+                    sync_dir();
                 }
             });
         match thread {
