@@ -7,6 +7,7 @@
 use crate::message::{Body, ConflictHint, Message};
 use crate::types::{Entry, EntryKind, LogIndex, NodeId, SnapshotMeta, Term};
 use std::fmt;
+use std::sync::Arc;
 
 /// Bytes before the body: kind u8, from u64, to u64, term u64.
 pub const HEADER_BYTES: usize = 1 + 8 + 8 + 8;
@@ -308,7 +309,7 @@ fn decode_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
     let kind_byte = r.u8("entry_kind")?;
     let kind = EntryKind::from_u8(kind_byte).ok_or(DecodeError::UnknownEntryKind(kind_byte))?;
     let len = r.u32("entry_len")? as usize;
-    let data = r.bytes(len, "entry_data")?.to_vec();
+    let data = Arc::from(r.bytes(len, "entry_data")?);
     Ok(Entry {
         term,
         index,
@@ -389,7 +390,7 @@ mod tests {
                 } else {
                     EntryKind::Normal
                 },
-                data,
+                data: data.into(),
             })
     }
 
@@ -483,7 +484,7 @@ mod tests {
                 term: Term(3),
                 index: LogIndex(2),
                 kind: EntryKind::Normal,
-                data: vec![0; 8],
+                data: vec![0; 8].into(),
             }],
         });
         for (msg, size) in [(heartbeat, 41), (vote, 42), (append, 82)] {

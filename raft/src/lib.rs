@@ -47,7 +47,7 @@
 //!         node.advance(ready);
 //!     }
 //! }
-//! assert!(applied.iter().any(|e| e.data == b"x=1"));
+//! assert!(applied.iter().any(|e| &*e.data == b"x=1"));
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -328,7 +328,7 @@ mod tests {
                 index: LogIndex(i),
                 term: Term(1),
                 kind: EntryKind::Normal,
-                data: vec![i as u8; 16],
+                data: vec![i as u8; 16].into(),
             })
             .collect()
     }

@@ -169,9 +169,11 @@ impl std::error::Error for StepError {}
 ///    durable on this node (and committed on a majority), so when the Ready carries no
 ///    snapshot a host may apply them before step 2, overlapping this Ready's disk write.
 /// 5. Call [`RawNode::advance`] with this `Ready`.
-/// 6. If [`Ready::snapshot_request`] names a snapshot, read it back from stable storage and
-///    hand it to [`RawNode::provide_snapshot`] (then or later): a follower fell behind the
-///    log and needs it. The node keeps no snapshot bytes of its own between such requests.
+/// 6. If [`Ready::snapshot_request`] names a log position, hand a snapshot through at least
+///    that index to [`RawNode::provide_snapshot`] (then or later): read back from stable
+///    storage, or taken of the applied state when the stored one is older (the log was
+///    trimmed past it). A follower fell behind the log and needs it. The node keeps no
+///    snapshot bytes of its own between such requests.
 ///
 /// Between `ready()` and `advance()` the node may be stepped, ticked and proposed to; it
 /// will not hand out another `Ready` until this one is advanced.
@@ -217,8 +219,9 @@ impl Ready {
     pub fn has_snapshot(&self) -> bool {
         self.snapshot.is_some()
     }
-    /// The latest snapshot, when the leader needs its bytes for a follower that fell behind
-    /// the log: the host reads it back and hands it to [`RawNode::provide_snapshot`].
+    /// Where the log starts, when the leader needs a snapshot for a follower that fell
+    /// behind it: the host hands one through at least this index to
+    /// [`RawNode::provide_snapshot`].
     pub fn snapshot_request(&self) -> Option<SnapshotMeta> {
         self.snapshot_request
     }
@@ -538,7 +541,8 @@ impl RawNode {
 
     /// Proposes a command. On a leader it is appended and will be replicated; the returned
     /// index is where it will commit if this leader stays in charge.
-    pub fn propose(&mut self, data: Vec<u8>) -> Result<LogIndex, ProposeError> {
+    pub fn propose(&mut self, data: impl Into<Arc<[u8]>>) -> Result<LogIndex, ProposeError> {
+        let data: Arc<[u8]> = data.into();
         let index = self.log.last_index().next();
         let term = self.term;
         let Role::Leader(l) = &mut self.role else {
@@ -587,11 +591,12 @@ impl RawNode {
         Ok(())
     }
 
-    /// Tells the node the service has a durable snapshot of its state through `index`
-    /// (which it has applied): entries up to there are discarded and the snapshot is what
-    /// lagging followers receive, read back by the host when a [`Ready`] asks for it.
-    /// Returns false when the log is already compacted past `index`. The host persists the
-    /// snapshot itself before calling this.
+    /// Discards the in-memory entries through `index` (which the host has applied). From then
+    /// on a follower that needs them receives a snapshot instead, asked of the host by a
+    /// [`Ready`] (see [`Ready::snapshot_request`]). The host must be able to produce one
+    /// through at least `index`: it has a durable snapshot there, or it can take one of its
+    /// applied state when asked, so a host may keep fewer entries in memory than it keeps
+    /// on disk. Returns false when the log is already compacted past `index`.
     pub fn compact(&mut self, index: LogIndex) -> bool {
         assert!(
             index <= self.log.applying,
@@ -608,22 +613,32 @@ impl RawNode {
         true
     }
 
-    /// The host's answer to [`Ready::snapshot_request`]: the bytes of the latest snapshot,
-    /// read back from stable storage. The leader starts sending them to every follower that
-    /// needs entries before its log and drops them once those followers have them. A
-    /// snapshot that is no longer the latest (the log was compacted further meanwhile), or
-    /// that arrives when this node no longer leads, is dropped; the node asks again if a
-    /// follower still needs one.
+    /// The host's answer to [`Ready::snapshot_request`]: a snapshot of committed state
+    /// through at least the index the request named, read back from stable storage or taken
+    /// for the occasion. The leader starts sending it to every follower that needs entries
+    /// before its log and drops it once those followers have it. A snapshot that ends before
+    /// the log starts (the log was compacted further meanwhile), that does not match the
+    /// log, or that arrives when this node no longer leads, is dropped; the node asks again
+    /// if a follower still needs one.
     pub fn provide_snapshot(&mut self, snapshot: Snapshot) {
         let first = self.log.first_index();
-        if snapshot.meta != self.log.snapshot {
+        let marker = self.log.snapshot;
+        let meta = snapshot.meta;
+        let usable = if meta.index == marker.index {
+            meta.term == marker.term
+        } else {
+            meta.index > marker.index
+                && meta.index <= self.log.commit
+                && self.log.term(meta.index) == Some(meta.term)
+        };
+        if !usable {
             log::info!(
-                "node {}: dropped snapshot {}/{}: the latest is {}/{}",
+                "node {}: dropped snapshot {}/{}: the log starts after {}/{}",
                 self.config.id,
-                snapshot.meta.term,
-                snapshot.meta.index,
-                self.log.snapshot.term,
-                self.log.snapshot.index
+                meta.term,
+                meta.index,
+                marker.term,
+                marker.index
             );
             self.check_invariants();
             return;
@@ -1271,11 +1286,12 @@ impl RawNode {
             return false;
         }
         if p.next_index < first {
-            // Another follower may be receiving the latest snapshot already; share its
-            // bytes. Otherwise ask the host for them and wait (a heartbeat answer retries).
-            let latest = self.log.snapshot;
+            // Another follower may be receiving a snapshot that reaches our log already;
+            // share its bytes. Otherwise ask the host for one and wait (a heartbeat answer
+            // retries).
+            let marker = self.log.snapshot.index;
             let shared = l.progress.values().find_map(|q| match &q.state {
-                ProgressState::Snapshot { snapshot, .. } if snapshot.meta == latest => {
+                ProgressState::Snapshot { snapshot, .. } if snapshot.meta.index >= marker => {
                     Some(snapshot.clone())
                 }
                 _ => None,
@@ -1556,7 +1572,7 @@ impl RawNode {
                 term: self.term,
                 index,
                 kind: EntryKind::Noop,
-                data: Vec::new(),
+                data: Arc::from([]),
             });
         }
         for to in self.peers() {

@@ -4,6 +4,7 @@
 //! expected. Log indices start at 1; index 0 with term 0 stands for the empty log.
 
 use std::fmt;
+use std::sync::Arc;
 
 macro_rules! newtype_u64 {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
@@ -99,8 +100,10 @@ pub struct Entry {
     pub index: LogIndex,
     /// Command or no-op.
     pub kind: EntryKind,
-    /// The command bytes (empty for a no-op).
-    pub data: Vec<u8>,
+    /// The command bytes (empty for a no-op). Shared: the log, the messages that carry an
+    /// entry to each follower, the batch handed out for persisting and the one handed out
+    /// for applying all hold the same bytes.
+    pub data: Arc<[u8]>,
 }
 
 impl Entry {

@@ -98,7 +98,7 @@ impl Applier {
         }
         let value = Rc::new(Value {
             noop: entry.kind == EntryKind::Noop,
-            data: entry.data.clone(),
+            data: entry.data.to_vec(),
         });
         for (j, log) in self.logs.iter().enumerate() {
             if let Some(Some(old)) = log.get(k as usize) {

@@ -62,7 +62,7 @@ fn entries(first: u64, count: u64) -> Vec<Entry> {
             index: LogIndex(i),
             term: Term(1),
             kind: EntryKind::Normal,
-            data: vec![(i % 251) as u8; ENTRY_DATA_BYTES],
+            data: vec![(i % 251) as u8; ENTRY_DATA_BYTES].into(),
         })
         .collect()
 }

@@ -451,7 +451,7 @@ pub fn read_entry_unchecked(bytes: &[u8], pos: usize) -> Entry {
         term: Term(get_u64(payload, ENTRY_TERM_OFFSET)),
         kind: EntryKind::from_u8(payload[ENTRY_KIND_OFFSET])
             .expect("entry kind checked on write or open"),
-        data: payload[ENTRY_DATA_OFFSET..].to_vec(),
+        data: payload[ENTRY_DATA_OFFSET..].into(),
     }
 }
 
@@ -523,7 +523,7 @@ mod tests {
         // predicts.
         #[test]
         fn entry_round_trip(index in 1u64.., term in 0u64.., noop in any::<bool>(), data in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let entry = Entry { index: LogIndex(index), term: Term(term), kind: if noop { EntryKind::Noop } else { EntryKind::Normal }, data };
+            let entry = Entry { index: LogIndex(index), term: Term(term), kind: if noop { EntryKind::Noop } else { EntryKind::Normal }, data: data.into() };
             let mut buf = vec![0u8; entry_record_bytes(&entry) + 16];
             let written = put_record(&mut buf, kind::ENTRY, &entry_head(&entry), &entry.data);
             prop_assert_eq!(written, entry_record_bytes(&entry));

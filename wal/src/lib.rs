@@ -48,7 +48,7 @@
 //! // One Raft Ready: the hard state and new entries, then one persist before any message
 //! // that depends on them is sent.
 //! wal.set_hard_state(HardState { term: Term(1), vote: NodeId(1), commit: LogIndex(0) })?;
-//! let entry = Entry { term: Term(1), index: LogIndex(1), kind: EntryKind::Noop, data: vec![] };
+//! let entry = Entry { term: Term(1), index: LogIndex(1), kind: EntryKind::Noop, data: vec![].into() };
 //! wal.append(&[entry.clone()])?;
 //! wal.persist()?;
 //!
