@@ -48,9 +48,16 @@ pub struct Args {
     #[arg(long, default_value_t = 1000)]
     pub election_ms: u64,
 
-    /// Snapshot the store and compact the log every this many applied entries.
-    #[arg(long, default_value_t = 50_000)]
+    /// Snapshot the store to disk and compact the write-ahead log every this many applied
+    /// entries.
+    #[arg(long, default_value_t = 200_000)]
     pub snapshot_entries: u64,
+
+    /// Keep this many applied entries in memory for followers that fall behind; older ones
+    /// stay on disk until the next snapshot, and a follower that needs them is sent a
+    /// snapshot instead (taken for it if the one on disk is older).
+    #[arg(long, default_value_t = 25_000)]
+    pub log_memory_entries: u64,
 
     /// Also snapshot when the write-ahead log has grown by this many MiB since the last one.
     #[arg(long, default_value_t = 256)]
@@ -134,6 +141,9 @@ impl Args {
         if self.snapshot_entries == 0 || self.snapshot_wal_mib == 0 {
             return Err("--snapshot-entries and --snapshot-wal-mib must be positive".into());
         }
+        if self.log_memory_entries == 0 {
+            return Err("--log-memory-entries must be positive".into());
+        }
         if self.cluster_id.is_empty() || self.cluster_id.len() > 255 {
             return Err("--cluster-id must be 1 to 255 bytes".into());
         }
@@ -165,6 +175,7 @@ impl Args {
             heartbeat_ms: self.heartbeat_ms,
             election_ms: self.election_ms,
             snapshot_entries: self.snapshot_entries,
+            log_memory_entries: self.log_memory_entries,
             snapshot_wal_bytes: self.snapshot_wal_mib << 20,
             repair_wal: self.repair_wal,
             wal_segment_bytes: self.wal_segment_mib << 20,

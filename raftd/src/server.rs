@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub election_ms: u64,
     /// Take a snapshot after this many applied entries.
     pub snapshot_entries: u64,
+    /// Applied entries kept in memory for lagging followers.
+    pub log_memory_entries: u64,
     /// Or when the WAL grows past this many bytes since the last snapshot.
     pub snapshot_wal_bytes: u64,
     /// Repair a corrupted WAL by truncating at the first bad record (operator's choice).
@@ -66,6 +68,10 @@ struct PendingWrite {
 /// What the snapshot writer thread sends back: the durable file (not yet part of the log)
 /// and its data's size in bytes.
 type SnapshotWritten = Result<(wal::WrittenSnapshot, usize), wal::WalError>;
+
+/// How many entries past `log_memory_entries` the in-memory log may grow before it is
+/// trimmed (trimming in steps keeps the work per trim small and rare).
+const TRIM_STEP: u64 = 1024;
 
 /// How often a Ready stalled on a full disk is retried.
 const DISK_FULL_RETRY: Duration = Duration::from_millis(500);
@@ -496,6 +502,7 @@ impl Server {
             }
             self.finish_ready(p);
             self.maybe_snapshot()?;
+            self.trim_log();
         }
         self.transport.flush();
         Ok(())
@@ -586,6 +593,21 @@ impl Server {
     /// logged, not fatal: the node still serves the followers that need no snapshot, and
     /// the core asks again at the lagging follower's next heartbeat answer.
     fn provide_snapshot(&mut self, meta: SnapshotMeta) {
+        if self.wal.snapshot_meta().index < meta.index {
+            // The log in memory was trimmed past the snapshot on disk: take a new one. The
+            // core asks again at the follower's next heartbeat answer and gets it then.
+            if self.snapshot_job.is_none() {
+                log::info!(
+                    "node {}: a follower needs entries before {}, older than this node keeps in memory; taking a snapshot for it",
+                    self.config.id,
+                    meta.index.next()
+                );
+                if let Err(e) = self.start_snapshot() {
+                    log::error!("node {}: {e}", self.config.id);
+                }
+            }
+            return;
+        }
         match self.wal.snapshot() {
             Ok(Some(snapshot)) => self.raw.provide_snapshot(snapshot),
             Ok(None) => log::error!(
@@ -728,7 +750,7 @@ impl Server {
         let since = self
             .applied
             .0
-            .saturating_sub(self.raw.snapshot_meta().index.0);
+            .saturating_sub(self.wal.snapshot_meta().index.0);
         let wal_growth = self
             .wal
             .disk_bytes()
@@ -739,6 +761,17 @@ impl Server {
             self.start_snapshot()?;
         }
         Ok(())
+    }
+
+    /// Drops applied entries beyond the newest `log_memory_entries` from memory, in steps
+    /// of `TRIM_STEP` (the core frees them a slice per Ready). They stay in the WAL until
+    /// the next snapshot; a follower that needs them gets a snapshot (`provide_snapshot`).
+    fn trim_log(&mut self) {
+        let start = self.raw.snapshot_meta().index.0;
+        let keep = self.config.log_memory_entries;
+        if self.applied.0 >= start + keep + TRIM_STEP {
+            self.raw.compact(LogIndex(self.applied.0 - keep));
+        }
     }
 
     /// Takes a view of the store at the applied index and hands the rest (the slow part:
@@ -813,7 +846,7 @@ impl Server {
     /// latest snapshot.
     fn snapshot_point(&self) -> Result<Option<SnapshotMeta>, String> {
         let index = self.applied;
-        if index <= self.raw.snapshot_meta().index {
+        if index <= self.wal.snapshot_meta().index {
             return Ok(None);
         }
         let term = self
@@ -829,7 +862,7 @@ impl Server {
         let Some(meta) = self.snapshot_point()? else {
             return Ok(done(format!(
                 "nothing new to snapshot (snapshot at {}, applied {})",
-                self.raw.snapshot_meta().index,
+                self.wal.snapshot_meta().index,
                 self.applied
             )));
         };
@@ -900,7 +933,7 @@ impl Server {
             "applied": self.applied.0,
             "first_index": s.first_index.0,
             "last_index": s.last_index.0,
-            "snapshot_index": s.snapshot_index.0,
+            "snapshot_index": self.wal.snapshot_meta().index.0,
             "wal_bytes": self.wal.disk_bytes(),
             "wal_segments": self.wal.segment_count(),
             "keys": self.kv.len(),

@@ -18,6 +18,8 @@ pub struct ClusterOptions {
     pub heartbeat_ms: u64,
     /// Snapshot every this many entries.
     pub snapshot_entries: u64,
+    /// Applied entries each node keeps in memory.
+    pub log_memory_entries: u64,
     /// Cluster name.
     pub cluster_id: String,
     /// `RUST_LOG` for the nodes.
@@ -32,6 +34,7 @@ impl Default for ClusterOptions {
             election_ms: 1000,
             heartbeat_ms: 100,
             snapshot_entries: 10_000,
+            log_memory_entries: 25_000,
             cluster_id: "raftd".into(),
             log: "info".into(),
             wal_segment_mib: 64,
@@ -45,6 +48,15 @@ pub fn raftd_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("RAFTD_BIN") {
         return PathBuf::from(p);
     }
+    workspace_binary("raftd")
+}
+
+/// The binary `name` of the workspace package of the same name, next to the test executable
+/// (`target/<profile>/NAME`). Built (or found up to date) with cargo once per test process:
+/// `cargo test` builds only the binaries of the packages whose integration tests it runs,
+/// so a binary left by an earlier build could be stale.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("test executable path");
     // A binary lives in target/<profile>/, a test in target/<profile>/deps/.
     let dir = exe.parent().expect("executable directory");
@@ -53,18 +65,19 @@ pub fn raftd_binary() -> PathBuf {
     } else {
         dir.to_path_buf()
     };
-    let bin = profile_dir.join("raftd");
-    if !bin.exists() {
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", "raftd", "--bin", "raftd"]);
+        cmd.args(["build", "-q", "-p", name, "--bin", name]);
         if release {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "cargo build -p raftd failed");
+        assert!(status.success(), "cargo build -p {name} failed");
+        built.push(name.to_string());
     }
-    bin
+    profile_dir.join(name)
 }
 
 /// Loopback addresses with free ports.
@@ -345,6 +358,10 @@ impl ProcessCluster {
             .args([
                 "--snapshot-entries",
                 &self.options.snapshot_entries.to_string(),
+            ])
+            .args([
+                "--log-memory-entries",
+                &self.options.log_memory_entries.to_string(),
             ])
             .args([
                 "--wal-segment-mib",

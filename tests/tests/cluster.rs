@@ -136,44 +136,33 @@ fn acknowledged_writes_survive_kill9_of_every_node() {
     }
 }
 
-/// A follower down while 50,000 writes and several snapshots happen catches up by
-/// InstallSnapshot; meanwhile the leader's log was compacted.
-#[test]
-fn lagging_follower_catches_up_by_snapshot() {
-    let options = ClusterOptions {
-        snapshot_entries: 5000,
-        ..ClusterOptions::default()
-    };
-    let mut c = ProcessCluster::start(3, options);
-    let l = leader(&c);
-    let lagging = c.ids().into_iter().find(|&i| i != l).unwrap();
-    c.kill9(lagging);
-    let writers: Vec<_> = (0..16)
+/// Writes `per_writer` keys `{prefix}{w}-{k}` = "v" from each of `writers` concurrent
+/// clients and returns the leader's status afterwards.
+fn write_concurrently(
+    c: &ProcessCluster,
+    writers: usize,
+    per_writer: usize,
+    prefix: &'static str,
+) -> serde_json::Value {
+    let handles: Vec<_> = (0..writers)
         .map(|w| {
             let mut client = c.client(T);
             std::thread::spawn(move || {
-                for k in 0..50_000 / 16 + 1 {
-                    let key = format!("s{w}-{k}");
-                    client.write(put(&key, "v")).unwrap();
+                for k in 0..per_writer {
+                    client.write(put(&format!("{prefix}{w}-{k}"), "v")).unwrap();
                 }
             })
         })
         .collect();
-    for w in writers {
-        w.join().unwrap();
+    for h in handles {
+        h.join().unwrap();
     }
-    let leader_id = leader(&c);
-    let s = c.status(leader_id).unwrap();
-    let commit = s["commit"].as_u64().unwrap();
-    assert!(commit >= 50_000, "commit {commit}");
-    assert!(
-        s["snapshot_index"].as_u64().unwrap() >= 40_000,
-        "leader did not snapshot: {s}"
-    );
-    assert!(
-        s["first_index"].as_u64().unwrap() > 40_000,
-        "leader's log not compacted: {s}"
-    );
+    c.status(leader(c)).unwrap()
+}
+
+/// Restarts `lagging` and checks it catches up to `commit` by installing a snapshot and
+/// then serves `key` = "v".
+fn restart_and_catch_up_by_snapshot(c: &mut ProcessCluster, lagging: u64, commit: u64, key: &[u8]) {
     c.spawn(lagging);
     assert!(
         c.wait_applied(lagging, commit, Duration::from_secs(30)),
@@ -187,7 +176,69 @@ fn lagging_follower_catches_up_by_snapshot() {
         c.log_tail(lagging)
     );
     let mut via = c.client_over(&[lagging], T);
-    assert_eq!(via.get(b"s3-100").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(via.get(key).unwrap(), Some(b"v".to_vec()));
+}
+
+/// A follower down while 50,000 writes and several snapshots happen catches up by
+/// InstallSnapshot; meanwhile the leader's log was compacted.
+#[test]
+fn lagging_follower_catches_up_by_snapshot() {
+    let options = ClusterOptions {
+        snapshot_entries: 5000,
+        ..ClusterOptions::default()
+    };
+    let mut c = ProcessCluster::start(3, options);
+    let l = leader(&c);
+    let lagging = c.ids().into_iter().find(|&i| i != l).unwrap();
+    c.kill9(lagging);
+    let s = write_concurrently(&c, 16, 50_000 / 16 + 1, "s");
+    let commit = s["commit"].as_u64().unwrap();
+    assert!(commit >= 50_000, "commit {commit}");
+    assert!(
+        s["snapshot_index"].as_u64().unwrap() >= 40_000,
+        "leader did not snapshot: {s}"
+    );
+    assert!(
+        s["first_index"].as_u64().unwrap() > 40_000,
+        "leader's log not compacted: {s}"
+    );
+    restart_and_catch_up_by_snapshot(&mut c, lagging, commit, b"s3-100");
+}
+
+/// A node keeps fewer entries in memory than on disk: with no snapshot on disk yet and the
+/// leader's in-memory log trimmed past what a restarted follower needs, the leader takes a
+/// snapshot for it, and the follower catches up from that.
+#[test]
+fn follower_behind_the_trimmed_log_gets_a_snapshot_taken_for_it() {
+    let options = ClusterOptions {
+        snapshot_entries: 1_000_000,
+        log_memory_entries: 500,
+        ..ClusterOptions::default()
+    };
+    let mut c = ProcessCluster::start(3, options);
+    let l = leader(&c);
+    let lagging = c.ids().into_iter().find(|&i| i != l).unwrap();
+    c.kill9(lagging);
+    let s = write_concurrently(&c, 8, 500, "t");
+    let commit = s["commit"].as_u64().unwrap();
+    assert!(commit >= 4000, "commit {commit}");
+    assert_eq!(
+        s["snapshot_index"].as_u64().unwrap(),
+        0,
+        "snapshot on disk: {s}"
+    );
+    assert!(
+        s["first_index"].as_u64().unwrap() > 2000,
+        "leader's log not trimmed in memory: {s}"
+    );
+    let leader_id = leader(&c);
+    restart_and_catch_up_by_snapshot(&mut c, lagging, commit, b"t3-100");
+    let leader_log = std::fs::read_to_string(c.log_path(leader_id)).unwrap();
+    assert!(
+        leader_log.contains("taking a snapshot for it"),
+        "the leader did not take a snapshot for the follower\n{}",
+        c.log_tail(leader_id)
+    );
 }
 
 /// A retried write (same client id and sequence number) is applied once: the retry gets
@@ -319,18 +370,7 @@ fn sigterm_stops_cleanly() {
 
 /// The raftctl next to the raftd under test, built if missing.
 fn raftctl_binary() -> std::path::PathBuf {
-    let raftd = raftd_binary();
-    let raftctl = raftd.with_file_name("raftctl");
-    if !raftctl.exists() {
-        let release = raftd.parent().unwrap().ends_with("release");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", "raftctl"]);
-        if release {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().unwrap().success());
-    }
-    raftctl
+    raftd_tests::cluster::workspace_binary("raftctl")
 }
 
 /// `raftctl status | head -1` (stdout closed before raftctl is done writing) ends quietly
