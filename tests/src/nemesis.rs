@@ -487,8 +487,12 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 /// Runs the workload under the nemeses for `config.duration`, heals, checks.
 pub fn run(config: &RunConfig, log: &mut dyn FnMut(&str)) -> Summary {
     // Small segments so a full disk is reached quickly; data on tmpfs where root allows.
+    // Fewer entries kept in memory than between snapshots, so a node that was down or cut
+    // off is also caught up by snapshots taken for it (past the one on disk).
     let options = ClusterOptions {
         wal_segment_mib: 4,
+        snapshot_entries: 10_000,
+        log_memory_entries: 2_000,
         ..ClusterOptions::default()
     };
     let mut cluster = match config.netns {
