@@ -23,7 +23,7 @@ pub trait SegmentMap: Send {
     fn start_appending(&mut self, _offset: usize) {}
     /// A hint that `[offset, offset + len)` is durable and will not be written again: the
     /// process may stop keeping those pages resident. Failure is harmless.
-    fn release(&mut self, _offset: usize, _len: usize) {}
+    fn release(&self, _offset: usize, _len: usize) {}
 }
 
 /// The file operations the WAL needs. Paths are always inside the WAL directory.
@@ -106,7 +106,7 @@ impl SegmentMap for StdSegment {
         self.map.flush_range(offset, len)
     }
 
-    fn release(&mut self, offset: usize, len: usize) {
+    fn release(&self, offset: usize, len: usize) {
         let _ = sys::release(&self.map, offset, len);
     }
 

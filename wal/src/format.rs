@@ -480,6 +480,22 @@ pub fn snapshot_header(meta: &SnapshotMeta, data: &[u8]) -> [u8; SNAPSHOT_HEADER
 
 /// Decodes a snapshot file, or says what is wrong with it.
 pub fn decode_snapshot(bytes: &[u8]) -> Result<raft::Snapshot, String> {
+    Ok(raft::Snapshot {
+        meta: check_snapshot(bytes)?,
+        data: bytes[SNAPSHOT_HEADER_BYTES..].to_vec(),
+    })
+}
+
+/// [`decode_snapshot`] of a file's bytes read into `bytes`, whose buffer becomes the
+/// snapshot's data (no second copy of a snapshot that can be tens of megabytes).
+pub fn decode_snapshot_owned(mut bytes: Vec<u8>) -> Result<raft::Snapshot, String> {
+    let meta = check_snapshot(&bytes)?;
+    bytes.drain(..SNAPSHOT_HEADER_BYTES);
+    Ok(raft::Snapshot { meta, data: bytes })
+}
+
+/// Checks a snapshot file's header and CRC and returns where the snapshot ends.
+fn check_snapshot(bytes: &[u8]) -> Result<SnapshotMeta, String> {
     if bytes.len() < SNAPSHOT_HEADER_BYTES {
         return Err(format!(
             "file is {} bytes, shorter than a snapshot header",
@@ -503,12 +519,9 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<raft::Snapshot, String> {
     if version != FORMAT_VERSION {
         return Err(format!("unsupported snapshot format version {version}"));
     }
-    Ok(raft::Snapshot {
-        meta: SnapshotMeta {
-            index: LogIndex(get_u64(bytes, SNAPSHOT_INDEX_OFFSET)),
-            term: Term(get_u64(bytes, SNAPSHOT_TERM_OFFSET)),
-        },
-        data: bytes[SNAPSHOT_HEADER_BYTES..].to_vec(),
+    Ok(SnapshotMeta {
+        index: LogIndex(get_u64(bytes, SNAPSHOT_INDEX_OFFSET)),
+        term: Term(get_u64(bytes, SNAPSHOT_TERM_OFFSET)),
     })
 }
 

@@ -56,6 +56,62 @@ fn all_zero(bytes: &[u8]) -> bool {
     bytes.iter().all(|&b| b == 0)
 }
 
+/// Recovery lets the pages it has scanned leave the resident set this much at a time, so
+/// opening a WAL of several 64 MiB segments does not hold them all resident at once.
+pub(crate) const SCAN_RELEASE_BYTES: usize = 8 << 20;
+
+/// Releases are cut at page boundaries (4 KiB: the smallest page size Linux uses).
+const PAGE_BYTES: usize = 4096;
+
+/// Releases a segment's scanned pages behind the scan position. Only a hint: a page read
+/// again later faults back in from the page cache or the disk.
+struct Releaser<'a> {
+    map: &'a dyn SegmentMap,
+    released: usize,
+}
+
+impl<'a> Releaser<'a> {
+    /// A releaser for a scan of `map` that starts at `from`.
+    fn after(map: &'a dyn SegmentMap, from: usize) -> Releaser<'a> {
+        Releaser {
+            map,
+            released: from - from % PAGE_BYTES,
+        }
+    }
+
+    /// Releases everything after what was already released, to the end of the map.
+    fn rest(&mut self) {
+        let len = self.map.bytes().len();
+        if self.released < len {
+            self.map.release(self.released, len - self.released);
+            self.released = len;
+        }
+    }
+
+    /// Releases the whole pages before `upto` once at least `SCAN_RELEASE_BYTES` are waiting.
+    fn behind(&mut self, upto: usize) {
+        let end = upto - upto % PAGE_BYTES;
+        if end >= self.released + SCAN_RELEASE_BYTES {
+            self.map.release(self.released, end - self.released);
+            self.released = end;
+        }
+    }
+}
+
+/// `all_zero` over `bytes[from..]`, releasing behind as it goes.
+fn all_zero_from(bytes: &[u8], from: usize, releaser: &mut Releaser<'_>) -> bool {
+    let mut at = from;
+    while at < bytes.len() {
+        let end = (at + SCAN_RELEASE_BYTES).min(bytes.len());
+        if !all_zero(&bytes[at..end]) {
+            return false;
+        }
+        releaser.behind(end);
+        at = end;
+    }
+    true
+}
+
 /// Replays every segment in order. Returns the replayed state, or the first problem.
 pub(crate) fn analyze(segments: &[Segment]) -> Result<Replayed, Problem> {
     let start = segments
@@ -89,8 +145,10 @@ pub(crate) fn analyze(segments: &[Segment]) -> Result<Replayed, Problem> {
             );
             return Err(problem(0, 0, what, true));
         }
-        write_pos = replay
-            .segment(segment.id, bytes)
+        let mut releaser = Releaser::after(&*segment.map, 0);
+        let replayed = replay.segment(segment.id, bytes, &mut releaser);
+        releaser.rest();
+        write_pos = replayed
             .map_err(|(cut_at, offset, what, semantic)| problem(cut_at, offset, what, semantic))?;
     }
     Ok(Replayed {
@@ -109,7 +167,12 @@ type SegmentProblem = (usize, usize, String, bool);
 
 impl Replay {
     /// Replays the committed batches of one segment; returns the end of the last one.
-    fn segment(&mut self, segment_id: u64, bytes: &[u8]) -> Result<usize, SegmentProblem> {
+    fn segment(
+        &mut self,
+        segment_id: u64,
+        bytes: &[u8],
+        releaser: &mut Releaser<'_>,
+    ) -> Result<usize, SegmentProblem> {
         let mut pending: Vec<(usize, Record<'_>)> = Vec::new();
         let mut at = SEGMENT_HEADER_BYTES;
         let mut batch_start = at;
@@ -138,12 +201,13 @@ impl Replay {
                         .map_err(|what| (batch_start, offset, what, true))?;
                 }
                 batch_start = at + total;
+                releaser.behind(batch_start);
             } else {
                 pending.push((at, record));
             }
             at += total;
         };
-        if all_zero(&bytes[batch_start..]) {
+        if all_zero_from(bytes, batch_start, releaser) {
             return Ok(batch_start);
         }
         let (offset, what) = stop.unwrap_or((
@@ -202,7 +266,7 @@ pub(crate) fn classify(segments: &[Segment], problem: &Problem) -> Verdict {
             (problem.segment + 1..segments.len()).map(|position| (position, SEGMENT_HEADER_BYTES)),
         );
     for (position, from) in later {
-        if let Some(at) = find_valid_batch(segments[position].map.bytes(), from) {
+        if let Some(at) = find_valid_batch(&*segments[position].map, from) {
             return Verdict::Corrupt(format!(
                 "{}; a valid batch committed at {}:{at} follows, so this is not a torn tail",
                 problem.what,
@@ -214,7 +278,7 @@ pub(crate) fn classify(segments: &[Segment], problem: &Problem) -> Verdict {
         // A segment whose header never became durable, with nothing committed in it or after it.
         return Verdict::TornTail;
     }
-    classify_tail(segments[problem.segment].map.bytes(), problem.cut_at)
+    classify_tail(&*segments[problem.segment].map, problem.cut_at)
 }
 
 /// A record-valid commit record at `at` whose batch would start at or after `min_start`.
@@ -240,28 +304,37 @@ fn commit_at(bytes: &[u8], at: usize, min_start: usize) -> Option<(usize, u32, &
 }
 
 /// The offset of the first commit record at or after `from` whose batch CRC matches.
-fn find_valid_batch(bytes: &[u8], from: usize) -> Option<usize> {
+fn find_valid_batch(map: &dyn SegmentMap, from: usize) -> Option<usize> {
+    let bytes = map.bytes();
     let from = format::align_up(from);
-    (from..bytes.len())
+    let mut releaser = Releaser::after(map, from);
+    let found = (from..bytes.len())
         .step_by(format::RECORD_ALIGN_BYTES)
         .find(|&at| {
+            releaser.behind(at);
             commit_at(bytes, at, SEGMENT_HEADER_BYTES).is_some_and(|(batch_start, batch_crc, _)| {
                 crc32fast::hash(&bytes[batch_start..at]) == batch_crc
             })
-        })
+        });
+    releaser.rest();
+    found
 }
 
 /// Classifies the bytes after the last valid commit of the last segment with data: torn if no
 /// intact commit record closes them, or if every chunk that differs from what the commit record
 /// recorded is still all zeros (a sector that was never written).
-fn classify_tail(bytes: &[u8], batch_start: usize) -> Verdict {
+fn classify_tail(map: &dyn SegmentMap, batch_start: usize) -> Verdict {
+    let bytes = map.bytes();
+    let mut releaser = Releaser::after(map, batch_start);
     let marker = (batch_start..bytes.len())
         .step_by(format::RECORD_ALIGN_BYTES)
         .find_map(|at| {
+            releaser.behind(at);
             commit_at(bytes, at, batch_start)
                 .filter(|found| found.0 == batch_start)
                 .map(|found| (at, found))
         });
+    releaser.rest();
     let Some((at, (_, _, chunk_crcs))) = marker else {
         return Verdict::TornTail;
     };

@@ -599,6 +599,21 @@ impl Wal {
         Ok(entries)
     }
 
+    /// Lets the durable pages that reads ([`Wal::entries`]) brought in leave the process's
+    /// resident set (they stay in the page cache). For a host that has just read many
+    /// entries, as a restart that applies the log does.
+    pub fn release_read_pages(&mut self) {
+        let last = self.segments.len().saturating_sub(1);
+        for (position, segment) in self.segments.iter().enumerate() {
+            let end = if position == last {
+                self.synced_end - self.synced_end % 4096
+            } else {
+                segment.map.bytes().len()
+            };
+            segment.map.release(0, end);
+        }
+    }
+
     /// The term of the entry at `index`: also known for the snapshot's last index, and None
     /// for compacted or future indices.
     pub fn term(&self, index: LogIndex) -> Option<Term> {
@@ -635,7 +650,7 @@ impl Wal {
             .backend
             .read(&path)
             .map_err(|e| io_error(&path, "read snapshot", e))?;
-        let snapshot = format::decode_snapshot(&bytes).map_err(|what| WalError::Corrupt {
+        let snapshot = format::decode_snapshot_owned(bytes).map_err(|what| WalError::Corrupt {
             file: path,
             offset: 0,
             what,
@@ -1145,7 +1160,7 @@ fn newest_snapshot(
         let bytes = backend
             .read(&path)
             .map_err(|e| io_error(&path, "read snapshot", e))?;
-        match format::decode_snapshot(&bytes) {
+        match format::decode_snapshot_owned(bytes) {
             Ok(snapshot) => return Ok(Some((name.clone(), snapshot))),
             Err(what) => warn!("wal: skipping damaged snapshot {}: {what}", path.display()),
         }
@@ -1195,13 +1210,21 @@ fn cut(
             .map_err(|e| io_error(&path, "remove segment", e))?;
     }
     if let Some(segment) = segments.get_mut(position) {
-        let bytes = segment.map.bytes_mut();
-        let end = bytes
-            .iter()
-            .rposition(|&b| b != 0)
-            .map_or(offset, |last| last + 1)
-            .max(offset);
-        bytes[offset..end].fill(0);
+        // Find the last non-zero byte from the end, a window at a time, letting the pages
+        // searched leave the resident set (the tail of a segment is mostly zeros).
+        let map = &segment.map;
+        let mut end = offset;
+        let mut hi = map.bytes().len();
+        while hi > offset {
+            let lo = hi.saturating_sub(recovery::SCAN_RELEASE_BYTES).max(offset);
+            if let Some(last) = map.bytes()[lo..hi].iter().rposition(|&b| b != 0) {
+                end = lo + last + 1;
+                break;
+            }
+            map.release(lo, hi - lo);
+            hi = lo;
+        }
+        segment.map.bytes_mut()[offset..end].fill(0);
         segment
             .map
             .sync(offset, end - offset)
