@@ -241,6 +241,63 @@ fn follower_behind_the_trimmed_log_gets_a_snapshot_taken_for_it() {
     );
 }
 
+/// A restart applies committed entries older than the in-memory log straight from the WAL
+/// (and does not hold them in memory): after kill -9 of every node, every write is there
+/// and the nodes' logs start past those entries.
+#[test]
+fn restart_applies_old_committed_entries_from_the_wal() {
+    let options = ClusterOptions {
+        snapshot_entries: 1_000_000,
+        log_memory_entries: 200,
+        ..ClusterOptions::default()
+    };
+    let mut c = ProcessCluster::start(3, options);
+    let s = write_concurrently(&c, 4, 500, "r");
+    let commit = s["commit"].as_u64().unwrap();
+    for id in c.ids() {
+        c.kill9(id);
+    }
+    for id in c.ids() {
+        c.spawn(id);
+    }
+    leader(&c);
+    for id in c.ids() {
+        let log = std::fs::read_to_string(c.log_path(id)).unwrap();
+        let applied: u64 = log
+            .lines()
+            .rev()
+            .find_map(|l| l.split("applied through ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no recovery line in node {id}'s log\n{}", c.log_tail(id)));
+        // Everything committed was persisted by a majority; what a node knew as committed
+        // when killed lags by at most a few heartbeats' worth of entries.
+        assert!(
+            applied > 1000 && applied <= commit,
+            "node {id} applied through {applied} of {commit} from the WAL"
+        );
+        assert!(c.wait_applied(id, commit, Duration::from_secs(10)));
+        let s = c.status(id).unwrap();
+        assert!(
+            s["first_index"].as_u64().unwrap() > applied.saturating_sub(200),
+            "node {id} holds the whole log in memory: {s}"
+        );
+        let mut via = c.client_over(&[id], T);
+        for key in ["r0-0", "r1-250", "r3-499"] {
+            assert_eq!(
+                via.get(key.as_bytes()).unwrap(),
+                Some(b"v".to_vec()),
+                "{key} via {id}"
+            );
+        }
+    }
+    let mut client = c.client(T);
+    assert!(matches!(
+        client.write(put("after", "v")).unwrap(),
+        Outcome::Written { .. }
+    ));
+}
+
 /// A retried write (same client id and sequence number) is applied once: the retry gets
 /// the first outcome back and does not undo a later write.
 #[test]
