@@ -77,6 +77,9 @@ const TRIM_STEP: u64 = 1024;
 /// applied this many at a time.
 const RECOVERY_APPLY_CHUNK: u64 = 4096;
 
+/// How often pending reads are checked for expiry (see `Server::expire_reads`).
+const READ_SWEEP: Duration = Duration::from_millis(100);
+
 /// How often a Ready stalled on a full disk is retried.
 const DISK_FULL_RETRY: Duration = Duration::from_millis(500);
 
@@ -95,6 +98,8 @@ struct PendingRead {
     client: ClientId,
     request_id: u64,
     key: Vec<u8>,
+    /// When the read was asked for (ReadIndex rounds that never answer are expired).
+    asked: Instant,
 }
 
 /// The running daemon.
@@ -113,6 +118,8 @@ pub struct Server {
     reads_waiting: Vec<(LogIndex, PendingRead)>,
     next_read_context: u64,
     next_tick: Instant,
+    /// When pending reads are next checked for expiry.
+    next_read_sweep: Instant,
     stop: Arc<AtomicBool>,
     wal_bytes_at_snapshot: u64,
     started: Instant,
@@ -271,6 +278,7 @@ impl Server {
             reads_waiting: Vec::new(),
             next_read_context: 1,
             next_tick: Instant::now() + Duration::from_millis(TICK_MS),
+            next_read_sweep: Instant::now() + READ_SWEEP,
             stop,
             wal_bytes_at_snapshot: wal_bytes,
             started: Instant::now(),
@@ -312,6 +320,10 @@ impl Server {
             while self.next_tick <= now {
                 self.raw.tick();
                 self.next_tick += Duration::from_millis(TICK_MS);
+            }
+            if self.next_read_sweep <= now {
+                self.expire_reads(now);
+                self.next_read_sweep = now + READ_SWEEP;
             }
             self.finish_snapshot()?;
             self.drain_ready()?;
@@ -430,6 +442,7 @@ impl Server {
                                 client,
                                 request_id: id,
                                 key,
+                                asked: Instant::now(),
                             },
                         );
                     }
@@ -743,6 +756,28 @@ impl Server {
                     unavailable("leader changed before the write committed; retry".into()),
                 );
             }
+        }
+    }
+
+    /// Answers reads whose ReadIndex round has not come back within an election timeout:
+    /// the request or its answer was lost on the way to or from the leader (the core does
+    /// not resend them), or leadership is changing. The client retries; without this the
+    /// read would wait, and take memory, forever.
+    fn expire_reads(&mut self, now: Instant) {
+        let limit = Duration::from_millis(self.config.election_ms);
+        let expired: Vec<u64> = self
+            .pending_reads
+            .iter()
+            .filter(|(_, r)| now.duration_since(r.asked) >= limit)
+            .map(|(context, _)| *context)
+            .collect();
+        for context in expired {
+            let r = self.pending_reads.remove(&context).expect("listed");
+            self.reply(
+                r.client,
+                r.request_id,
+                unavailable("the read was not confirmed by the leader in time; retry".into()),
+            );
         }
     }
 

@@ -298,6 +298,36 @@ fn restart_applies_old_committed_entries_from_the_wal() {
     ));
 }
 
+/// A follower whose ReadIndex request to the leader is lost answers the read "unavailable"
+/// after an election timeout instead of leaving it pending forever (the client retries).
+#[test]
+fn a_read_whose_readindex_round_is_lost_is_answered() {
+    use raftd::protocol::{FaultSpec, Op};
+    let c = ProcessCluster::start(3, ClusterOptions::default());
+    let l = leader(&c);
+    let f = c.ids().into_iter().find(|&i| i != l).unwrap();
+    let mut via = c.client_over(&[f], Duration::from_secs(5));
+    // Everything the follower sends is dropped; it still hears the leader's heartbeats.
+    let drop_all = FaultSpec {
+        drop_percent: 100.0,
+        ..FaultSpec::default()
+    };
+    via.call_node(c.addr(f), Op::Fault(drop_all)).unwrap();
+    let started = Instant::now();
+    let answer = via.call_node(c.addr(f), Op::Get { key: b"k".to_vec() });
+    let took = started.elapsed();
+    match answer {
+        Ok(Outcome::Unavailable { reason }) => {
+            assert!(reason.contains("not confirmed"), "{reason}")
+        }
+        other => panic!("expected an unavailable answer, got {other:?} after {took:?}"),
+    }
+    assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    via.call_node(c.addr(f), Op::Fault(FaultSpec::default()))
+        .unwrap();
+    assert_eq!(via.get(b"k").unwrap(), None);
+}
+
 /// A retried write (same client id and sequence number) is applied once: the retry gets
 /// the first outcome back and does not undo a later write.
 #[test]
