@@ -765,14 +765,12 @@ impl Server {
     /// read would wait, and take memory, forever.
     fn expire_reads(&mut self, now: Instant) {
         let limit = Duration::from_millis(self.config.election_ms);
-        let expired: Vec<u64> = self
+        let expired: Vec<PendingRead> = self
             .pending_reads
-            .iter()
-            .filter(|(_, r)| now.duration_since(r.asked) >= limit)
-            .map(|(context, _)| *context)
+            .extract_if(|_, r| now.duration_since(r.asked) >= limit)
+            .map(|(_, r)| r)
             .collect();
-        for context in expired {
-            let r = self.pending_reads.remove(&context).expect("listed");
+        for r in expired {
             self.reply(
                 r.client,
                 r.request_id,

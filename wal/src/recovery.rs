@@ -61,7 +61,7 @@ fn all_zero(bytes: &[u8]) -> bool {
 pub(crate) const SCAN_RELEASE_BYTES: usize = 8 << 20;
 
 /// Releases are cut at page boundaries (4 KiB: the smallest page size Linux uses).
-const PAGE_BYTES: usize = 4096;
+pub(crate) const PAGE_BYTES: usize = 4096;
 
 /// Releases a segment's scanned pages behind the scan position. Only a hint: a page read
 /// again later faults back in from the page cache or the disk.

@@ -323,12 +323,8 @@ impl Wal {
             spare: None,
             reaper: None,
         };
-        // Recovery read every segment through its map; none of it needs to stay resident
-        // (everything is clean: recovery only reads, and a cut was synced).
-        for segment in wal.segments.iter_mut() {
-            let len = segment.map.bytes().len();
-            segment.map.release(0, len);
-        }
+        // Recovery read every segment through its map and released each one's pages as it
+        // went (`recovery::analyze`; its last pass ran after any cut), so none stay resident.
         match wal.segments.back_mut() {
             Some(segment) => segment.map.start_appending(wal.write_pos),
             None => wal.create_first_segment()?,
@@ -606,7 +602,7 @@ impl Wal {
         let last = self.segments.len().saturating_sub(1);
         for (position, segment) in self.segments.iter().enumerate() {
             let end = if position == last {
-                self.synced_end - self.synced_end % 4096
+                self.synced_end - self.synced_end % recovery::PAGE_BYTES
             } else {
                 segment.map.bytes().len()
             };
