@@ -262,21 +262,30 @@ fn restart_applies_old_committed_entries_from_the_wal() {
     }
     leader(&c);
     for id in c.ids() {
+        // Serving means recovered: its recovery line is written by then.
+        assert!(c.wait_applied(id, commit, Duration::from_secs(10)));
         let log = std::fs::read_to_string(c.log_path(id)).unwrap();
-        let applied: u64 = log
+        let recoveries: Vec<&str> = log
             .lines()
-            .rev()
-            .find_map(|l| l.split("applied through ").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
+            .filter_map(|l| l.split("applied through ").nth(1))
+            .collect();
+        assert_eq!(
+            recoveries.len(),
+            2,
+            "node {id} should have started twice\n{}",
+            c.log_tail(id)
+        );
+        let applied: u64 = recoveries[1]
+            .split_whitespace()
+            .next()
             .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no recovery line in node {id}'s log\n{}", c.log_tail(id)));
+            .unwrap_or_else(|| panic!("bad recovery line in node {id}'s log: {}", recoveries[1]));
         // Everything committed was persisted by a majority; what a node knew as committed
         // when killed lags by at most a few heartbeats' worth of entries.
         assert!(
             applied > 1000 && applied <= commit,
             "node {id} applied through {applied} of {commit} from the WAL"
         );
-        assert!(c.wait_applied(id, commit, Duration::from_secs(10)));
         let s = c.status(id).unwrap();
         assert!(
             s["first_index"].as_u64().unwrap() > applied.saturating_sub(200),
