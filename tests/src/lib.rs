@@ -10,3 +10,4 @@ pub mod nemesis;
 pub mod runner;
 pub mod sim;
 pub mod swarm;
+pub mod whole;

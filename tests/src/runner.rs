@@ -11,10 +11,14 @@ pub type ScenarioFn = fn(u64) -> Outcome;
 /// The swarm's name in listings and on the command line.
 pub const SWARM: &str = "swarm";
 
+/// The whole-server swarm's name (real replicas, clients, power cuts; see `whole`).
+pub const WHOLE: &str = "whole";
+
 /// Every scenario name: the lab's, ours, and the swarm.
 pub fn names() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = SCENARIOS.iter().map(|s| s.0).collect();
     v.push(SWARM);
+    v.push(WHOLE);
     v
 }
 
@@ -22,6 +26,9 @@ pub fn names() -> Vec<&'static str> {
 pub fn find(name: &str) -> Option<(&'static str, ScenarioFn)> {
     if name.eq_ignore_ascii_case(SWARM) {
         return Some((SWARM, crate::swarm::swarm as ScenarioFn));
+    }
+    if name.eq_ignore_ascii_case(WHOLE) {
+        return Some((WHOLE, crate::whole::swarm as ScenarioFn));
     }
     SCENARIOS
         .iter()

@@ -1,0 +1,1047 @@
+//! One member of the cluster as a state machine: the consensus core, the write-ahead log, the
+//! key-value store with its client sessions, and the glue between them, driven through narrow
+//! interfaces and doing no network IO and reading no clock of its own.
+//!
+//! The host (the daemon's mio loop in [`crate::server`], or the deterministic simulator in
+//! `tests/`) feeds it inputs — peer frames, client frames, lost peer connections — and calls
+//! [`Replica::turn`] once per loop iteration: due ticks, expired reads, a finished snapshot,
+//! then every `Ready` of the core (send what may leave now — a leader's appends leave before
+//! its own fsync — write the hard state and entries to the WAL with one sync for the whole
+//! batch, send what waited for the sync, apply committed entries, answer clients, advance).
+//! Everything it sends and the time it reads go through [`Env`]; the disk goes through the
+//! WAL's [`wal::Backend`], which the simulator replaces with a fault-injecting file system
+//! that loses unsynced writes on a power cut.
+
+use crate::kv::{Kv, SESSIONS_MAX_DEFAULT};
+use crate::protocol::{
+    Command, FaultSpec, Op, Outcome, Request, Response, FRAME_RAFT, FRAME_REQUEST, FRAME_RESPONSE,
+};
+use crate::server::{ServerConfig, TICK_MS};
+use raft::{
+    codec, Config, Entry, EntryKind, LogIndex, Message, NodeId, ProposeError, RawNode, ReadState,
+    Ready, Restore, Snapshot, SnapshotMeta, StepError,
+};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use wal::{Wal, WalOptions};
+
+/// What a replica needs from its host: a clock, a way to send frames, and the fault layer.
+///
+/// Sending never fails from the replica's point of view: a frame to a peer may be lost
+/// (Raft tolerates it, and the host counts drops), and a client that went away is no error
+/// of the replica's.
+pub trait Env {
+    /// The host's handle of a client connection.
+    type Client: Copy + std::fmt::Debug;
+    /// Time since an arbitrary fixed origin; never goes backwards.
+    fn now(&self) -> Duration;
+    /// Queues a frame for peer `to`.
+    fn send_peer(&mut self, to: u64, kind: u8, body: &[u8]);
+    /// Queues a frame for a client connection.
+    fn send_client(&mut self, client: Self::Client, kind: u8, body: &[u8]);
+    /// Starts writing what was queued (the replica calls it before a disk write, so frames
+    /// overlap the sync).
+    fn flush(&mut self);
+    /// Switches the host's fault layer (`raftctl fault`).
+    fn set_faults(&mut self, spec: &FaultSpec);
+    /// The host's view of its links for `status`: `{"peers": {"<id>": {...}}, "faults": {...}}`.
+    fn link_status(&self) -> serde_json::Value;
+    /// A function another thread may call to wake the host when background work is done.
+    /// `None`: the host runs no threads, and slow work (writing a snapshot file) is done
+    /// inline, which keeps a simulated run deterministic.
+    fn waker(&self) -> Option<Box<dyn Fn() + Send>>;
+}
+
+/// A client write waiting for its entry to apply.
+struct PendingWrite<C> {
+    client: C,
+    request_id: u64,
+    term: raft::Term,
+}
+
+/// What the snapshot writer sends back: the durable file (not yet part of the log) and its
+/// data's size in bytes.
+type SnapshotWritten = Result<(wal::WrittenSnapshot, usize), wal::WalError>;
+
+/// How many entries past `log_memory_entries` the in-memory log may grow before it is
+/// trimmed (trimming in steps keeps the work per trim small and rare).
+const TRIM_STEP: u64 = 1024;
+
+/// At start, committed entries the in-memory log will not keep are read from the WAL and
+/// applied this many at a time.
+const RECOVERY_APPLY_CHUNK: u64 = 4096;
+
+/// How often pending reads are checked for expiry (see `Replica::expire_reads`).
+const READ_SWEEP: Duration = Duration::from_millis(100);
+
+/// How often a Ready stalled on a full disk is retried.
+const DISK_FULL_RETRY: Duration = Duration::from_millis(500);
+
+/// A Ready taken from the core, its "send now" messages sent, its disk write pending.
+struct PendingReady {
+    ready: Ready,
+    /// What is still to be written (taken out of `ready`).
+    snapshot: Option<Snapshot>,
+    entries: Vec<Entry>,
+    hard_state: Option<raft::HardState>,
+    retry_at: Duration,
+}
+
+/// A client read waiting for confirmation or for the state machine to catch up.
+struct PendingRead<C> {
+    client: C,
+    request_id: u64,
+    key: Vec<u8>,
+    /// When the read was asked for (ReadIndex rounds that never answer are expired).
+    asked: Duration,
+}
+
+/// How the replica asked to be stopped (`raftctl kill`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopRequest {
+    /// Flush what is queued and exit.
+    Graceful,
+    /// Stop at once, like kill -9.
+    Crash,
+}
+
+/// One member: core, WAL, store, sessions and the glue (see the module docs).
+pub struct Replica<E: Env> {
+    config: ServerConfig,
+    env: E,
+    raw: RawNode,
+    wal: Wal,
+    kv: Kv,
+    applied: LogIndex,
+    /// Writes by log index.
+    pending_writes: BTreeMap<LogIndex, PendingWrite<E::Client>>,
+    /// Reads by ReadIndex context (ordered, so expiry answers in the same order every run).
+    pending_reads: BTreeMap<u64, PendingRead<E::Client>>,
+    /// Confirmed reads waiting for `applied` to reach their index.
+    reads_waiting: Vec<(LogIndex, PendingRead<E::Client>)>,
+    next_read_context: u64,
+    next_tick: Duration,
+    /// When pending reads are next checked for expiry.
+    next_read_sweep: Duration,
+    wal_bytes_at_snapshot: u64,
+    started: Duration,
+    /// Set by a stop request.
+    stop: Option<StopRequest>,
+    /// A Ready waiting for disk space.
+    stalled: Option<PendingReady>,
+    /// No automatic snapshot before this (set after one failed for lack of space).
+    snapshot_not_before: Duration,
+    /// Reused for encoding outgoing messages.
+    encode_buffer: Vec<u8>,
+    /// A snapshot file being written (by the writer thread, or already written inline).
+    snapshot_job: Option<std::sync::mpsc::Receiver<SnapshotWritten>>,
+}
+
+fn addr_of(config: &ServerConfig, id: u64) -> Option<SocketAddr> {
+    config.peers.iter().find(|p| p.0 == id).map(|p| p.1)
+}
+
+impl<E: Env> Replica<E> {
+    /// Opens the WAL in `wal_dir` (through `wal_options.backend`), recovers the store from
+    /// the snapshot and the committed entries, and builds the core seeded with `seed`.
+    /// Errors are one clear line.
+    pub fn open(
+        config: ServerConfig,
+        wal_dir: &Path,
+        wal_options: WalOptions,
+        seed: u64,
+        env: E,
+    ) -> Result<Replica<E>, String> {
+        let (mut wal, recovered) = Wal::open(wal_dir, wal_options).map_err(|e| e.to_string())?;
+        if let Some(torn) = &recovered.torn_tail {
+            log::warn!("WAL: {torn}");
+        }
+        if let Some(repaired) = &recovered.repaired {
+            log::warn!("WAL repaired: {repaired}");
+        }
+        // The store is rebuilt from the snapshot's bytes, which are then dropped: the core
+        // asks for them again only when a follower needs them.
+        let snapshot = recovered.snapshot.unwrap_or_default();
+        let mut kv = if snapshot.is_empty() {
+            Kv::new(SESSIONS_MAX_DEFAULT)
+        } else {
+            Kv::restore(&snapshot.data, SESSIONS_MAX_DEFAULT)
+                .map_err(|e| format!("snapshot in {} does not load: {e}", wal_dir.display()))?
+        };
+        let snapshot = snapshot.meta;
+        // Committed entries older than the newest `log_memory_entries` are applied straight
+        // from the WAL a chunk at a time and not handed to the core, so a restart holds no
+        // more of the log in memory than a running node does (before: every entry since the
+        // snapshot at once, 124 MB resident after 184,000 entries).
+        let read_error = |e: wal::WalError| format!("cannot read {}: {e}", wal_dir.display());
+        let mut marker = snapshot;
+        let apply_through = recovered
+            .hard_state
+            .commit
+            .0
+            .saturating_sub(config.log_memory_entries)
+            .min(recovered.last_index.0);
+        while marker.index.0 < apply_through {
+            let hi = LogIndex((marker.index.0 + RECOVERY_APPLY_CHUNK).min(apply_through) + 1);
+            for entry in wal
+                .entries(marker.index.next(), hi, u64::MAX)
+                .map_err(read_error)?
+            {
+                apply_to_store(&mut kv, config.id, &entry);
+                marker = SnapshotMeta {
+                    index: entry.index,
+                    term: entry.term,
+                };
+            }
+            wal.release_read_pages();
+        }
+        let entries = if marker.index < recovered.last_index {
+            wal.entries(marker.index.next(), recovered.last_index.next(), u64::MAX)
+                .map_err(read_error)?
+        } else {
+            Vec::new()
+        };
+        wal.release_read_pages();
+        let applied = marker.index;
+        log::info!(
+            "node {}: recovered term {} vote {} commit {}, snapshot at {}, log {}..={}, \
+             applied through {} from the WAL",
+            config.id,
+            recovered.hard_state.term,
+            recovered.hard_state.vote,
+            recovered.hard_state.commit,
+            snapshot.index,
+            recovered.first_index,
+            recovered.last_index,
+            applied
+        );
+        let voters: Vec<NodeId> = config.peers.iter().map(|p| NodeId(p.0)).collect();
+        let mut rc = Config::new(NodeId(config.id), voters);
+        rc.heartbeat_interval_ticks = (config.heartbeat_ms / TICK_MS).max(1);
+        rc.election_timeout_ticks =
+            (config.election_ms / TICK_MS).max(rc.heartbeat_interval_ticks + 1);
+        rc.seed = seed;
+        let raw = RawNode::new(
+            rc,
+            Restore {
+                hard_state: recovered.hard_state,
+                snapshot: marker,
+                entries,
+            },
+        )?;
+        let wal_bytes = wal.disk_bytes();
+        let now = env.now();
+        Ok(Replica {
+            raw,
+            wal,
+            env,
+            kv,
+            applied,
+            pending_writes: BTreeMap::new(),
+            pending_reads: BTreeMap::new(),
+            reads_waiting: Vec::new(),
+            next_read_context: 1,
+            next_tick: now + Duration::from_millis(TICK_MS),
+            next_read_sweep: now + READ_SWEEP,
+            wal_bytes_at_snapshot: wal_bytes,
+            started: now,
+            stop: None,
+            stalled: None,
+            snapshot_not_before: now,
+            encode_buffer: Vec::with_capacity(64 << 10),
+            snapshot_job: None,
+            config,
+        })
+    }
+
+    /// The host's side of this replica.
+    pub fn env(&self) -> &E {
+        &self.env
+    }
+
+    /// The host's side of this replica, mutable.
+    pub fn env_mut(&mut self) -> &mut E {
+        &mut self.env
+    }
+
+    /// The consensus core (for status and the simulator's checkers).
+    pub fn raw(&self) -> &RawNode {
+        &self.raw
+    }
+
+    /// The key-value store.
+    pub fn kv(&self) -> &Kv {
+        &self.kv
+    }
+
+    /// The index of the last entry applied to the store.
+    pub fn applied(&self) -> LogIndex {
+        self.applied
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Set once a client asked the node to stop.
+    pub fn stop_requested(&self) -> Option<StopRequest> {
+        self.stop
+    }
+
+    /// When the next tick is due: the host's poll timeout ends there.
+    pub fn next_deadline(&self) -> Duration {
+        self.next_tick
+    }
+
+    /// One iteration of the loop after the inputs: due ticks, expired reads, a finished
+    /// snapshot, then every Ready. An error is fatal (the WAL failed): stop the node.
+    pub fn turn(&mut self) -> Result<(), String> {
+        let now = self.env.now();
+        while self.next_tick <= now {
+            self.raw.tick();
+            self.next_tick += Duration::from_millis(TICK_MS);
+        }
+        if self.next_read_sweep <= now {
+            self.expire_reads(now);
+            self.next_read_sweep = now + READ_SWEEP;
+        }
+        self.finish_snapshot()?;
+        self.drain_ready()
+    }
+
+    /// A frame from peer `from`.
+    pub fn on_peer_frame(&mut self, from: u64, kind: u8, body: &[u8]) {
+        if kind != FRAME_RAFT {
+            log::warn!(
+                "node {}: unknown frame kind {kind} from peer {from}",
+                self.config.id
+            );
+            return;
+        }
+        match codec::decode(body) {
+            Ok(m) if m.from == NodeId(from) => self.step(m),
+            Ok(m) => log::warn!(
+                "node {}: peer {from} sent a message claiming to be from {}; dropped",
+                self.config.id,
+                m.from
+            ),
+            Err(e) => log::warn!(
+                "node {}: undecodable message from peer {from}: {e}",
+                self.config.id
+            ),
+        }
+    }
+
+    /// A frame from a client connection. An error is fatal (an operator's snapshot found
+    /// the WAL failed).
+    pub fn on_client_frame(
+        &mut self,
+        client: E::Client,
+        kind: u8,
+        body: &[u8],
+    ) -> Result<(), String> {
+        if kind != FRAME_REQUEST {
+            self.reply(client, 0, refused(format!("unknown frame kind {kind}")));
+            return Ok(());
+        }
+        match Request::decode(body) {
+            Ok(req) => self.handle_request(client, req),
+            Err(e) => {
+                self.reply(client, 0, refused(format!("bad request: {e}")));
+                Ok(())
+            }
+        }
+    }
+
+    /// The connection to peer `id` was lost: the core stops pipelining to it.
+    pub fn on_peer_down(&mut self, id: u64) {
+        log::info!("node {}: lost connection to peer {id}", self.config.id);
+        self.raw.report_unreachable(NodeId(id));
+    }
+
+    fn step(&mut self, m: Message) {
+        let was_leader = self.raw.is_leader();
+        if let Err(e) = self.raw.step(m) {
+            match e {
+                StepError::UnknownPeer(_) | StepError::WrongRecipient(_) => {
+                    log::warn!("node {}: {e}", self.config.id)
+                }
+                _ => {}
+            }
+        }
+        if was_leader && !self.raw.is_leader() {
+            log::warn!(
+                "node {}: lost leadership at term {}",
+                self.config.id,
+                self.raw.term()
+            );
+        }
+    }
+
+    fn reply(&mut self, client: E::Client, request_id: u64, outcome: Outcome) {
+        let body = Response {
+            request_id,
+            outcome,
+        }
+        .encode();
+        // A client that went away is no error of ours.
+        self.env.send_client(client, FRAME_RESPONSE, &body);
+    }
+
+    fn not_leader(&self) -> Outcome {
+        let leader = self.raw.leader().0;
+        let address = addr_of(&self.config, leader)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        Outcome::NotLeader { leader, address }
+    }
+
+    fn handle_request(&mut self, client: E::Client, req: Request) -> Result<(), String> {
+        let id = req.request_id;
+        match req.op {
+            Op::Write(command) => self.propose(client, id, command),
+            Op::Get { key } => {
+                let context = self.next_read_context;
+                self.next_read_context += 1;
+                match self.raw.read_index(context) {
+                    Ok(()) => {
+                        self.pending_reads.insert(
+                            context,
+                            PendingRead {
+                                client,
+                                request_id: id,
+                                key,
+                                asked: self.env.now(),
+                            },
+                        );
+                    }
+                    Err(e) => self.reply(client, id, unavailable(format!("cannot read: {e}"))),
+                }
+            }
+            Op::Status => {
+                let status = self.status_json();
+                self.reply(client, id, Outcome::Status(status));
+            }
+            Op::Snapshot => {
+                let outcome = self.take_snapshot()?;
+                self.reply(client, id, outcome);
+            }
+            Op::TransferLeader { target } => {
+                let outcome = match self.raw.transfer_leader(NodeId(target)) {
+                    Ok(()) => done(format!("transferring leadership to node {target}")),
+                    Err(StepError::NotLeader) => self.not_leader(),
+                    Err(e) => refused(e.to_string()),
+                };
+                self.reply(client, id, outcome);
+            }
+            Op::Fault(spec) => {
+                let detail = describe_faults(&spec);
+                self.env.set_faults(&spec);
+                log::warn!("node {}: fault layer set: {detail}", self.config.id);
+                self.reply(client, id, done(detail));
+            }
+            Op::Shutdown { crash } => {
+                self.reply(
+                    client,
+                    id,
+                    done(format!("node {} stopping", self.config.id)),
+                );
+                self.env.flush();
+                self.stop = Some(if crash {
+                    StopRequest::Crash
+                } else {
+                    StopRequest::Graceful
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn propose(&mut self, client: E::Client, request_id: u64, command: Command) {
+        match self.raw.propose(command.encode()) {
+            Ok(index) => {
+                let term = self.raw.term();
+                self.pending_writes.insert(
+                    index,
+                    PendingWrite {
+                        client,
+                        request_id,
+                        term,
+                    },
+                );
+            }
+            Err(ProposeError::NotLeader { .. }) => {
+                let outcome = self.not_leader();
+                self.reply(client, request_id, outcome);
+            }
+            Err(e) => self.reply(client, request_id, unavailable(e.to_string())),
+        }
+    }
+
+    /// Handles every Ready the core has (see `raft::Ready` for the contract). A Ready whose
+    /// disk write failed for lack of space stays pending and is retried; meanwhile the node
+    /// sends nothing and acknowledges nothing, which Raft treats like a slow node.
+    fn drain_ready(&mut self) -> Result<(), String> {
+        if let Some(mut p) = self.stalled.take() {
+            if self.env.now() < p.retry_at {
+                self.stalled = Some(p);
+                return Ok(());
+            }
+            if !self.persist_pending(&mut p)? {
+                p.retry_at = self.env.now() + DISK_FULL_RETRY;
+                self.stalled = Some(p);
+                return Ok(());
+            }
+            log::warn!(
+                "node {}: disk space is back; persisting and acknowledging again",
+                self.config.id
+            );
+            self.finish_ready(p);
+        }
+        while self.raw.has_ready() {
+            let mut p = self.start_ready();
+            if !self.persist_pending(&mut p)? {
+                log::error!(
+                    "node {}: disk full: acknowledging nothing until space is freed (retrying every {:?})",
+                    self.config.id,
+                    DISK_FULL_RETRY
+                );
+                p.retry_at = self.env.now() + DISK_FULL_RETRY;
+                self.stalled = Some(p);
+                break;
+            }
+            self.finish_ready(p);
+            self.maybe_snapshot()?;
+            self.trim_log();
+        }
+        self.env.flush();
+        Ok(())
+    }
+
+    /// Takes a Ready and sends what may leave before the disk write. Committed entries are
+    /// applied (and their clients answered) here too, before this Ready's disk write: the
+    /// core hands out only entries that are already durable here and on a majority, so
+    /// their answers need not wait for the new entries' fsync. With a snapshot in the
+    /// Ready they wait, since they follow it.
+    fn start_ready(&mut self) -> PendingReady {
+        let mut ready = self.raw.ready();
+        for m in ready.take_messages() {
+            self.send(&m);
+        }
+        if !ready.has_snapshot() {
+            self.apply_ready(&mut ready);
+        }
+        // The leader's appends and the answers leave now, overlapping the disk write.
+        self.env.flush();
+        PendingReady {
+            snapshot: ready.take_snapshot(),
+            entries: ready.take_entries(),
+            hard_state: ready.hard_state(),
+            ready,
+            retry_at: self.env.now(),
+        }
+    }
+
+    /// Writes what the Ready asks to the WAL, with one sync. Returns false when the disk is
+    /// full: what was written stays written, the rest is retried later. Any other WAL
+    /// failure is fatal.
+    fn persist_pending(&mut self, p: &mut PendingReady) -> Result<bool, String> {
+        if let Some(snapshot) = p.snapshot.take() {
+            match self.wal.save_snapshot(&snapshot) {
+                Ok(()) => self.install_snapshot(snapshot)?,
+                Err(wal::WalError::NoSpace { .. }) => {
+                    p.snapshot = Some(snapshot);
+                    return Ok(false);
+                }
+                Err(e) => return Err(fatal(e)),
+            }
+        }
+        // Entries before the hard state: the WAL refuses to overwrite entries at or below
+        // the commit index it was last told, and this Ready's commit may cover entries that
+        // replace a conflicting tail in the same batch. One sync covers both.
+        if !p.entries.is_empty() {
+            match self.wal.append(&p.entries) {
+                Ok(()) => p.entries.clear(),
+                Err(wal::WalError::NoSpace { .. }) => return Ok(false),
+                Err(e) => return Err(fatal(e)),
+            }
+        }
+        if let Some(hs) = p.hard_state {
+            match self.wal.set_hard_state(hs) {
+                Ok(()) => p.hard_state = None,
+                Err(wal::WalError::NoSpace { .. }) => return Ok(false),
+                Err(e) => return Err(fatal(e)),
+            }
+        }
+        if p.ready.must_sync() {
+            match self.wal.persist() {
+                Ok(()) => {}
+                Err(wal::WalError::NoSpace { .. }) => return Ok(false),
+                Err(e) => return Err(fatal(e)),
+            }
+        }
+        Ok(true)
+    }
+
+    /// After the disk write: send what waited for it, apply what is left, advance; then
+    /// hand over the snapshot the core asked for, if it did.
+    fn finish_ready(&mut self, p: PendingReady) {
+        let mut rd = p.ready;
+        for m in rd.take_persisted_messages() {
+            self.send(&m);
+        }
+        self.apply_ready(&mut rd);
+        let request = rd.snapshot_request();
+        self.raw.advance(rd);
+        if let Some(meta) = request {
+            self.provide_snapshot(meta);
+        }
+    }
+
+    /// Reads the latest snapshot back from its file for a follower that fell behind the
+    /// log. The bytes live only while that follower is being sent them. A failed read is
+    /// logged, not fatal: the node still serves the followers that need no snapshot, and
+    /// the core asks again at the lagging follower's next heartbeat answer.
+    fn provide_snapshot(&mut self, meta: SnapshotMeta) {
+        if self.wal.snapshot_meta().index < meta.index {
+            // The log in memory was trimmed past the snapshot on disk: take a new one. The
+            // core asks again at the follower's next heartbeat answer and gets it then.
+            if self.snapshot_job.is_none() {
+                log::info!(
+                    "node {}: a follower needs entries before {}, older than this node keeps in memory; taking a snapshot for it",
+                    self.config.id,
+                    meta.index.next()
+                );
+                if let Err(e) = self.start_snapshot() {
+                    log::error!("node {}: {e}", self.config.id);
+                }
+            }
+            return;
+        }
+        match self.wal.snapshot() {
+            Ok(Some(snapshot)) => self.raw.provide_snapshot(snapshot),
+            Ok(None) => log::error!(
+                "node {}: a follower needs snapshot {}/{}, but the WAL holds none",
+                self.config.id,
+                meta.term,
+                meta.index
+            ),
+            Err(e) => log::error!(
+                "node {}: cannot read snapshot {}/{} back for a follower: {e}",
+                self.config.id,
+                meta.term,
+                meta.index
+            ),
+        }
+    }
+
+    /// Applies a Ready's committed entries and serves its confirmed reads.
+    fn apply_ready(&mut self, rd: &mut Ready) {
+        for entry in rd.take_committed_entries() {
+            self.apply(entry);
+        }
+        for rs in rd.take_read_states() {
+            self.read_confirmed(rs);
+        }
+        for context in rd.take_dropped_reads() {
+            if let Some(r) = self.pending_reads.remove(&context) {
+                self.reply(
+                    r.client,
+                    r.request_id,
+                    unavailable("leadership changed before the read was confirmed".into()),
+                );
+            }
+        }
+        self.serve_waiting_reads();
+    }
+
+    fn send(&mut self, m: &Message) {
+        // One encoding buffer for every message: the transport copies into its outbox.
+        let mut body = std::mem::take(&mut self.encode_buffer);
+        body.clear();
+        codec::encode(m, &mut body);
+        // Losing a message is within Raft's model; the transport counts drops.
+        self.env.send_peer(m.to.0, FRAME_RAFT, &body);
+        self.encode_buffer = body;
+    }
+
+    /// Loads a snapshot from the leader (already saved in the WAL) into the store.
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), String> {
+        self.kv = Kv::restore(&snapshot.data, SESSIONS_MAX_DEFAULT)
+            .map_err(|e| format!("snapshot from the leader does not load: {e}"))?;
+        self.applied = snapshot.meta.index;
+        self.wal_bytes_at_snapshot = self.wal.disk_bytes();
+        log::info!(
+            "node {}: installed snapshot at index {} term {} ({} keys)",
+            self.config.id,
+            snapshot.meta.index,
+            snapshot.meta.term,
+            self.kv.len()
+        );
+        // Writes waiting on entries the snapshot covers: their outcome is in the sessions;
+        // tell the clients to retry, which returns it.
+        let covered: Vec<LogIndex> = self
+            .pending_writes
+            .range(..=snapshot.meta.index)
+            .map(|(i, _)| *i)
+            .collect();
+        for index in covered {
+            let w = self.pending_writes.remove(&index).expect("listed");
+            self.reply(
+                w.client,
+                w.request_id,
+                unavailable("superseded by a snapshot; retry".into()),
+            );
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, entry: Entry) {
+        self.applied = entry.index;
+        let pending = self.pending_writes.remove(&entry.index);
+        if entry.kind != EntryKind::Normal {
+            if let Some(w) = pending {
+                self.reply(
+                    w.client,
+                    w.request_id,
+                    unavailable("leader changed; retry".into()),
+                );
+            }
+            return;
+        }
+        let outcome = apply_to_store(&mut self.kv, self.config.id, &entry);
+        if let Some(w) = pending {
+            if w.term == entry.term {
+                self.reply(w.client, w.request_id, outcome);
+            } else {
+                self.reply(
+                    w.client,
+                    w.request_id,
+                    unavailable("leader changed before the write committed; retry".into()),
+                );
+            }
+        }
+    }
+
+    /// Answers reads whose ReadIndex round has not come back within an election timeout:
+    /// the request or its answer was lost on the way to or from the leader (the core does
+    /// not resend them), or leadership is changing. The client retries; without this the
+    /// read would wait, and take memory, forever.
+    fn expire_reads(&mut self, now: Duration) {
+        let limit = Duration::from_millis(self.config.election_ms);
+        // Contexts grow with the time a read was asked, so the expired reads come first.
+        while let Some(entry) = self.pending_reads.first_entry() {
+            if now.saturating_sub(entry.get().asked) < limit {
+                break;
+            }
+            let r = entry.remove();
+            self.reply(
+                r.client,
+                r.request_id,
+                unavailable("the read was not confirmed by the leader in time; retry".into()),
+            );
+        }
+    }
+
+    fn read_confirmed(&mut self, rs: ReadState) {
+        if let Some(r) = self.pending_reads.remove(&rs.context) {
+            self.reads_waiting.push((rs.index, r));
+        }
+    }
+
+    fn serve_waiting_reads(&mut self) {
+        if self.reads_waiting.is_empty() {
+            return;
+        }
+        let applied = self.applied;
+        let waiting = std::mem::take(&mut self.reads_waiting);
+        for (index, r) in waiting {
+            if index <= applied {
+                let value = self.kv.get(&r.key).map(<[u8]>::to_vec);
+                self.reply(r.client, r.request_id, Outcome::Value(value));
+            } else {
+                self.reads_waiting.push((index, r));
+            }
+        }
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), String> {
+        let since = self
+            .applied
+            .0
+            .saturating_sub(self.wal.snapshot_meta().index.0);
+        let wal_growth = self
+            .wal
+            .disk_bytes()
+            .saturating_sub(self.wal_bytes_at_snapshot);
+        let due = since >= self.config.snapshot_entries
+            || (since > 0 && wal_growth >= self.config.snapshot_wal_bytes);
+        if due && self.snapshot_job.is_none() && self.env.now() >= self.snapshot_not_before {
+            self.start_snapshot()?;
+        }
+        Ok(())
+    }
+
+    /// Drops applied entries beyond the newest `log_memory_entries` from memory, in steps
+    /// of `TRIM_STEP` (the core frees them a slice per Ready). They stay in the WAL until
+    /// the next snapshot; a follower that needs them gets a snapshot (`provide_snapshot`).
+    fn trim_log(&mut self) {
+        let start = self.raw.snapshot_meta().index.0;
+        let keep = self.config.log_memory_entries;
+        if self.applied.0 >= start + keep + TRIM_STEP {
+            self.raw.compact(LogIndex(self.applied.0 - keep));
+        }
+    }
+
+    /// Takes a view of the store at the applied index and hands the rest (the slow part:
+    /// sorting, encoding, writing, syncing) to a thread, so the loop keeps serving; the
+    /// thread wakes the loop when the file is durable, and `finish_snapshot` installs it.
+    fn start_snapshot(&mut self) -> Result<(), String> {
+        let Some(meta) = self.snapshot_point()? else {
+            return Ok(());
+        };
+        // Only the view is taken here (shared records); sorting, encoding and writing
+        // happen on the thread.
+        let view = self.kv.snapshot_view();
+        let writer = self.wal.snapshot_writer();
+        let (done, result) = std::sync::mpsc::channel();
+        let write = move || {
+            let data = view.encode();
+            let bytes = data.len();
+            let written = writer.write(&Snapshot { meta, data }).map(|w| (w, bytes));
+            let _ = done.send(written);
+        };
+        match self.env.waker() {
+            Some(wake) => {
+                std::thread::Builder::new()
+                    .name("snapshot-writer".into())
+                    .spawn(move || {
+                        write();
+                        wake();
+                    })
+                    .map_err(|e| format!("cannot start the snapshot writer thread: {e}"))?;
+            }
+            // A host without threads (the simulator): written now, installed next turn.
+            None => write(),
+        }
+        self.snapshot_job = Some(result);
+        Ok(())
+    }
+
+    /// Installs a snapshot whose file the writer thread finished, if it has.
+    fn finish_snapshot(&mut self) -> Result<(), String> {
+        use std::sync::mpsc::TryRecvError;
+        let Some(job) = &self.snapshot_job else {
+            return Ok(());
+        };
+        let (written, bytes) = match job.try_recv() {
+            Err(TryRecvError::Empty) => return Ok(()),
+            Err(TryRecvError::Disconnected) => {
+                return Err("the snapshot writer thread died".into());
+            }
+            Ok(Err(wal::WalError::NoSpace { .. })) => {
+                self.snapshot_postponed();
+                return Ok(());
+            }
+            Ok(Err(e)) => return Err(fatal(e)),
+            Ok(Ok(done)) => done,
+        };
+        self.snapshot_job = None;
+        let meta = written.meta();
+        // Installing appends a marker record, which may need a new segment: a full disk
+        // here is no failure either (found by the whole-server simulator, which stopped a
+        // node for it). The file stays behind without its marker; recovery ignores such a
+        // file and the next installed snapshot deletes it.
+        match self.wal.install_snapshot_file(written) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()), // A newer snapshot (from the leader) got there first.
+            Err(wal::WalError::NoSpace { .. }) => {
+                self.snapshot_postponed();
+                return Ok(());
+            }
+            Err(e) => return Err(fatal(e)),
+        }
+        self.raw.compact(meta.index);
+        self.wal_bytes_at_snapshot = self.wal.disk_bytes();
+        log::info!(
+            "node {}: snapshot taken at index {} term {} ({bytes} bytes); WAL now {} bytes",
+            self.config.id,
+            meta.index,
+            meta.term,
+            self.wal.disk_bytes()
+        );
+        Ok(())
+    }
+
+    /// A snapshot found the disk full: try again in a while rather than on every write.
+    fn snapshot_postponed(&mut self) {
+        self.snapshot_job = None;
+        log::warn!(
+            "node {}: no disk space for a snapshot; will retry",
+            self.config.id
+        );
+        self.snapshot_not_before = self.env.now() + Duration::from_secs(5);
+    }
+
+    /// Where a snapshot taken now would end: the applied index, when it is past the
+    /// latest snapshot.
+    fn snapshot_point(&self) -> Result<Option<SnapshotMeta>, String> {
+        let index = self.applied;
+        if index <= self.wal.snapshot_meta().index {
+            return Ok(None);
+        }
+        let term = self
+            .raw
+            .term_at(index)
+            .ok_or_else(|| format!("applied index {index} is not in the log"))?;
+        Ok(Some(SnapshotMeta { index, term }))
+    }
+
+    /// Snapshots the store at the applied index right now (an operator's request), persists
+    /// it, compacts WAL and core. Returns the answer for the operator.
+    fn take_snapshot(&mut self) -> Result<Outcome, String> {
+        let Some(meta) = self.snapshot_point()? else {
+            return Ok(done(format!(
+                "nothing new to snapshot (snapshot at {}, applied {})",
+                self.wal.snapshot_meta().index,
+                self.applied
+            )));
+        };
+        let (index, term) = (meta.index, meta.term);
+        let data = self.kv.snapshot();
+        let bytes = data.len();
+        let snapshot = Snapshot { meta, data };
+        let saved = self.wal.save_snapshot(&snapshot);
+        match saved {
+            Ok(()) => {}
+            Err(wal::WalError::NoSpace { .. }) => {
+                return Ok(unavailable(format!(
+                    "no disk space for a snapshot at index {index}; free some and retry"
+                )));
+            }
+            Err(e) => return Err(fatal(e)),
+        }
+        self.raw.compact(index);
+        self.wal_bytes_at_snapshot = self.wal.disk_bytes();
+        log::info!(
+            "node {}: snapshot taken at index {index} term {term} ({bytes} bytes, {} keys); WAL now {} bytes",
+            self.config.id,
+            self.kv.len(),
+            self.wal.disk_bytes()
+        );
+        Ok(done(format!("snapshot taken at index {index} term {term}")))
+    }
+
+    fn status_json(&self) -> String {
+        let s = self.raw.status();
+        let links = self.env.link_status();
+        let peers: Vec<serde_json::Value> = self
+            .config
+            .peers
+            .iter()
+            .filter(|(id, _)| *id != self.config.id)
+            .map(|&(id, addr)| {
+                let (m, n, inflight) = s
+                    .progress
+                    .iter()
+                    .find(|p| p.0 .0 == id)
+                    .map(|p| (p.1 .0, p.2 .0, p.3))
+                    .unwrap_or((0, 0, 0));
+                let mut peer = serde_json::json!({
+                    "id": id,
+                    "address": addr.to_string(),
+                    "match": m,
+                    "next": n,
+                    "inflight": inflight,
+                });
+                if let (Some(link), Some(peer)) = (
+                    links["peers"][id.to_string()].as_object(),
+                    peer.as_object_mut(),
+                ) {
+                    peer.extend(link.clone());
+                }
+                peer
+            })
+            .collect();
+        serde_json::json!({
+            "id": s.id.0,
+            "address": addr_of(&self.config, s.id.0).map(|a| a.to_string()),
+            "cluster": self.config.cluster_id,
+            "role": s.role.to_string(),
+            "term": s.term.0,
+            "vote": s.vote.0,
+            "leader": s.leader.0,
+            "commit": s.commit.0,
+            "applied": self.applied.0,
+            "first_index": s.first_index.0,
+            "last_index": s.last_index.0,
+            "snapshot_index": self.wal.snapshot_meta().index.0,
+            "wal_bytes": self.wal.disk_bytes(),
+            "wal_segments": self.wal.segment_count(),
+            "keys": self.kv.len(),
+            "sessions": self.kv.session_count(),
+            "uptime_ms": (self.env.now() - self.started).as_millis() as u64,
+            "faults": links["faults"],
+            "peers": peers,
+        })
+        .to_string()
+    }
+}
+
+/// One line for the operator saying what a fault request switched on.
+pub fn describe_faults(spec: &FaultSpec) -> String {
+    if *spec == FaultSpec::default() {
+        return "faults cleared".into();
+    }
+    let mut parts = Vec::new();
+    if spec.drop_percent > 0.0 {
+        parts.push(format!("drop {}%", spec.drop_percent));
+    }
+    if let Some((lo, hi)) = spec.delay_ms {
+        parts.push(format!("delay {lo}..{hi} ms"));
+    }
+    if !spec.partition.is_empty() {
+        parts.push(format!("partitioned from {:?}", spec.partition));
+    }
+    parts.join(", ")
+}
+
+fn fatal(e: wal::WalError) -> String {
+    format!("write-ahead log failed, stopping so nothing unsafe is acknowledged: {e}")
+}
+
+fn done(detail: String) -> Outcome {
+    Outcome::Done { detail }
+}
+
+/// Applies a committed normal entry's command to the store.
+fn apply_to_store(kv: &mut Kv, node: u64, entry: &Entry) -> Outcome {
+    if entry.kind != EntryKind::Normal {
+        return Outcome::Written {
+            index: entry.index.0,
+            term: entry.term.0,
+        };
+    }
+    match Command::decode(&entry.data) {
+        Ok(command) => kv.apply(entry.index.0, entry.term.0, &command),
+        Err(e) => {
+            // Every replica sees the same bytes and skips them the same way.
+            log::error!(
+                "node {node}: entry {} does not decode ({e}); skipped",
+                entry.index
+            );
+            refused(format!("undecodable command: {e}"))
+        }
+    }
+}
+
+fn refused(reason: String) -> Outcome {
+    Outcome::Refused { reason }
+}
+
+fn unavailable(reason: String) -> Outcome {
+    Outcome::Unavailable { reason }
+}

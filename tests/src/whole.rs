@@ -1,0 +1,909 @@
+//! Whole servers in the deterministic simulator: N real [`Replica`]s — the daemon's own
+//! glue, key-value store, client sessions and write-ahead log — on virtual time, a
+//! simulated network and `wal::testing`'s in-memory file system, with simulated clients
+//! that record histories for the linearizability checker.
+//!
+//! What a process-level test cannot do, this does: choose every interleaving from a seed,
+//! replay it event for event, and cut the power. A power cut drops the replica and keeps
+//! only what its WAL synced; each unsynced 512-byte sector may or may not have reached the
+//! disk (a torn tail), which kill -9 never shows because the page cache survives it.
+//!
+//! The swarm ([`swarm`]) draws a cluster (3 or 5 nodes), the server's snapshot and memory
+//! settings and a fault mix from the seed, runs clients through a fault phase (power cuts of
+//! any minority at any moment, and now and then of every node at once; partitions, loss, duplication, reordering, full disks), then
+//! heals everything, requires every client to finish and every node to converge, reads every
+//! key, and checks: one leader per term, every history linearizable (so no acknowledged
+//! write is lost and none is applied twice), and equal stores on every node.
+
+use crate::lab::Outcome;
+use crate::linearizability::{self, Call, Operation, Ret};
+use crate::sim::{Micros, MS, SEC};
+use raftd::protocol::{
+    Command, FaultSpec, Op, Outcome as Reply, Request, Response, Write, FRAME_REQUEST,
+};
+use raftd::replica::{Env, Replica};
+use raftd::server::ServerConfig;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::cell::Cell;
+use std::cmp::Reverse;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use wal::testing::{Faults as DiskFaults, MemBackend};
+use wal::WalOptions;
+
+/// A frame a replica queued, waiting for the simulator to carry it.
+#[derive(Debug)]
+enum Out {
+    Peer { to: u64, body: Vec<u8> },
+    Client { client: usize, body: Vec<u8> },
+}
+
+/// The simulator's host for one replica: the shared virtual clock and an outbox.
+pub struct SimEnv {
+    clock: Rc<Cell<Micros>>,
+    out: Vec<Out>,
+}
+
+impl Env for SimEnv {
+    type Client = usize;
+
+    fn now(&self) -> Duration {
+        Duration::from_micros(self.clock.get())
+    }
+
+    fn send_peer(&mut self, to: u64, _kind: u8, body: &[u8]) {
+        self.out.push(Out::Peer {
+            to,
+            body: body.to_vec(),
+        });
+    }
+
+    fn send_client(&mut self, client: usize, _kind: u8, body: &[u8]) {
+        self.out.push(Out::Client {
+            client,
+            body: body.to_vec(),
+        });
+    }
+
+    fn flush(&mut self) {}
+
+    fn set_faults(&mut self, _spec: &FaultSpec) {}
+
+    fn link_status(&self) -> serde_json::Value {
+        serde_json::json!({ "peers": {}, "faults": {} })
+    }
+
+    fn waker(&self) -> Option<Box<dyn Fn() + Send>> {
+        None
+    }
+}
+
+/// Settings drawn from a seed.
+#[derive(Clone, Debug)]
+pub struct WholeConfig {
+    /// Nodes (ids 1..=n).
+    pub nodes: usize,
+    /// Simulated clients.
+    pub clients: usize,
+    /// Keys the clients work on.
+    pub keys: usize,
+    /// The servers' snapshot interval in entries.
+    pub snapshot_entries: u64,
+    /// Applied entries the servers keep in memory.
+    pub log_memory_entries: u64,
+    /// WAL segment size (small, so rollovers and full disks bite).
+    pub segment_bytes: u64,
+    /// Length of the fault phase.
+    pub fault_phase: Micros,
+    /// Power cuts allowed (any minority at a time).
+    pub power_cuts: bool,
+    /// Full-disk periods allowed.
+    pub disk_full: bool,
+    /// Message loss in percent during the fault phase's lossy periods.
+    pub drop_percent: u32,
+    /// Messages delivered twice, in percent.
+    pub duplicate_percent: u32,
+    /// Extra random latency of every message.
+    pub latency_max: Micros,
+}
+
+impl WholeConfig {
+    /// Draws a configuration from `seed`.
+    pub fn from_seed(seed: u64) -> WholeConfig {
+        let mut pick = SmallRng::seed_from_u64(seed ^ 0x0b0d_1e55_0b0d_1e55);
+        WholeConfig {
+            nodes: [3, 3, 5][pick.gen_range(0..3)],
+            clients: pick.gen_range(2..6),
+            keys: pick.gen_range(1..5),
+            snapshot_entries: pick.gen_range(20..200),
+            log_memory_entries: pick.gen_range(5..60),
+            segment_bytes: [8 << 10, 32 << 10, 256 << 10][pick.gen_range(0..3)],
+            fault_phase: pick.gen_range(5..15) * SEC,
+            power_cuts: pick.gen_bool(0.8),
+            disk_full: pick.gen_bool(0.4),
+            drop_percent: [0, 2, 10][pick.gen_range(0..3)],
+            duplicate_percent: [0, 0, 5][pick.gen_range(0..3)],
+            latency_max: [MS, 5 * MS, 30 * MS][pick.gen_range(0..3)],
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    /// A node's loop iteration (ticks are due every 10 ms).
+    Turn { node: usize, incarnation: u64 },
+    /// A peer frame arrives.
+    Peer {
+        from: usize,
+        to: usize,
+        body: Vec<u8>,
+        from_incarnation: u64,
+        to_incarnation: u64,
+    },
+    /// A client request arrives at a node.
+    Request {
+        node: usize,
+        incarnation: u64,
+        client: usize,
+        body: Vec<u8>,
+    },
+    /// A response arrives at a client.
+    Response { client: usize, body: Vec<u8> },
+    /// A client's attempt timed out, or its back-off before the next attempt is over.
+    ClientTimer { client: usize, attempt: u64 },
+    /// A powered-off node comes back.
+    PowerOn { node: usize },
+    /// A full disk is freed.
+    DiskFreed { node: usize },
+}
+
+struct Queued {
+    at: Micros,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// What a client is doing.
+#[derive(Clone, Debug)]
+struct Pending {
+    op: Operation,
+    /// The request: a write keeps its session sequence number across attempts.
+    request: Op,
+    attempts: u32,
+}
+
+struct Client {
+    /// The client's session id.
+    id: u64,
+    seq: u64,
+    /// The node it believes leads.
+    target: usize,
+    /// Request id of the attempt in flight (0: none).
+    in_flight: u64,
+    /// Bumped by every attempt and back-off, so a stale timer is ignored.
+    attempt: u64,
+    pending: Option<Pending>,
+    /// Ops still to start (`None`: unbounded, during the fault phase).
+    final_reads: Vec<Vec<u8>>,
+}
+
+/// Time a client waits for an answer before trying another node.
+const ATTEMPT_TIMEOUT: Micros = 800 * MS;
+/// Attempts per operation before its outcome is recorded as unknown.
+const ATTEMPTS_MAX: u32 = 25;
+/// How long the heal phase may take before the run is declared not live.
+const HEAL_LIMIT: Micros = 60 * SEC;
+
+/// The simulated cluster of whole servers.
+pub struct WholeSim {
+    config: WholeConfig,
+    rng: SmallRng,
+    clock: Rc<Cell<Micros>>,
+    seq: u64,
+    queue: BinaryHeap<Reverse<Queued>>,
+    replicas: Vec<Option<Replica<SimEnv>>>,
+    disks: Vec<MemBackend>,
+    incarnations: Vec<u64>,
+    /// `blocked[from][to]`: the link drops everything.
+    blocked: Vec<Vec<bool>>,
+    drop_percent: u32,
+    clients: Vec<Client>,
+    history: Vec<Operation>,
+    next_request_id: u64,
+    /// One leader per term (election safety).
+    leaders: BTreeMap<u64, u64>,
+    /// The fault phase is over: clients stop starting new random operations.
+    healing: bool,
+    trace_hash: DefaultHasher,
+    trace: bool,
+    events: u64,
+    /// Peer frames delivered.
+    frames: u64,
+    /// Counters for the report.
+    pub power_cuts: u64,
+    /// Full-disk periods started.
+    pub disk_fulls: u64,
+}
+
+fn addr(id: u64) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7000 + id as u16))
+}
+
+fn wal_dir(node: usize) -> PathBuf {
+    PathBuf::from(format!("/sim/n{}/wal", node + 1))
+}
+
+impl WholeSim {
+    /// Builds the cluster, every node up with an empty disk.
+    pub fn new(config: WholeConfig, seed: u64) -> WholeSim {
+        let n = config.nodes;
+        let mut sim = WholeSim {
+            rng: SmallRng::seed_from_u64(seed),
+            clock: Rc::new(Cell::new(0)),
+            seq: 0,
+            queue: BinaryHeap::new(),
+            replicas: (0..n).map(|_| None).collect(),
+            disks: (0..n).map(|i| MemBackend::with_dir(&wal_dir(i))).collect(),
+            incarnations: vec![0; n],
+            blocked: vec![vec![false; n]; n],
+            drop_percent: 0,
+            clients: Vec::new(),
+            history: Vec::new(),
+            next_request_id: 1,
+            leaders: BTreeMap::new(),
+            healing: false,
+            trace_hash: DefaultHasher::new(),
+            trace: std::env::var_os("SIM_TRACE").is_some(),
+            events: 0,
+            frames: 0,
+            power_cuts: 0,
+            disk_fulls: 0,
+            config,
+        };
+        for i in 0..n {
+            sim.power_on(i);
+        }
+        for c in 0..sim.config.clients {
+            let target = sim.rng.gen_range(0..n);
+            sim.clients.push(Client {
+                id: 0xc000 + c as u64,
+                seq: 0,
+                target,
+                in_flight: 0,
+                attempt: 0,
+                pending: None,
+                final_reads: Vec::new(),
+            });
+            let start = sim.rng.gen_range(0..50 * MS);
+            sim.schedule(
+                start,
+                Event::ClientTimer {
+                    client: c,
+                    attempt: 0,
+                },
+            );
+        }
+        sim
+    }
+
+    fn now(&self) -> Micros {
+        self.clock.get()
+    }
+
+    fn schedule(&mut self, delay: Micros, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse(Queued {
+            at: self.now() + delay,
+            seq: self.seq,
+            event,
+        }));
+    }
+
+    fn note(&mut self, what: std::fmt::Arguments<'_>) {
+        let line = what.to_string();
+        line.hash(&mut self.trace_hash);
+        if self.trace {
+            println!("{:>10} {line}", self.now());
+        }
+    }
+
+    fn server_config(&self, node: usize) -> ServerConfig {
+        let id = node as u64 + 1;
+        ServerConfig {
+            id,
+            peers: (1..=self.config.nodes as u64)
+                .map(|i| (i, addr(i)))
+                .collect(),
+            listen: addr(id),
+            data_dir: PathBuf::from(format!("/sim/n{id}")),
+            cluster_id: "sim".into(),
+            token: None,
+            heartbeat_ms: 50,
+            election_ms: 500,
+            snapshot_entries: self.config.snapshot_entries,
+            log_memory_entries: self.config.log_memory_entries,
+            snapshot_wal_bytes: u64::MAX,
+            repair_wal: false,
+            wal_segment_bytes: self.config.segment_bytes,
+        }
+    }
+
+    /// Starts node `i` from what its disk holds.
+    fn power_on(&mut self, i: usize) {
+        assert!(self.replicas[i].is_none(), "node {} is already up", i + 1);
+        self.incarnations[i] += 1;
+        let incarnation = self.incarnations[i];
+        let options = WalOptions {
+            segment_bytes: self.config.segment_bytes,
+            repair: false,
+            backend: Arc::new(self.disks[i].clone()),
+            helper_threads: false,
+        };
+        let env = SimEnv {
+            clock: self.clock.clone(),
+            out: Vec::new(),
+        };
+        let seed = self.rng.gen();
+        let replica = Replica::open(self.server_config(i), &wal_dir(i), options, seed, env)
+            .unwrap_or_else(|e| panic!("node {} does not start after a power cut: {e}", i + 1));
+        self.replicas[i] = Some(replica);
+        self.note(format_args!("power on {} incarnation {incarnation}", i + 1));
+        let phase = self.rng.gen_range(0..10 * MS);
+        self.schedule(
+            phase,
+            Event::Turn {
+                node: i,
+                incarnation,
+            },
+        );
+    }
+
+    /// Cuts node `i`'s power: memory is gone, and of what its WAL wrote since the last
+    /// sync each sector independently reached the disk or not.
+    fn power_cut(&mut self, i: usize) {
+        if self.replicas[i].take().is_none() {
+            return;
+        }
+        self.incarnations[i] += 1;
+        let seed = self.rng.gen();
+        self.disks[i] = self.disks[i].crash_torn(seed);
+        self.power_cuts += 1;
+        self.note(format_args!("power cut {}", i + 1));
+    }
+
+    fn up(&self) -> usize {
+        self.replicas.iter().filter(|r| r.is_some()).count()
+    }
+
+    /// Carries what node `i` queued and checks election safety.
+    fn after_input(&mut self, i: usize) {
+        let Some(replica) = self.replicas[i].as_mut() else {
+            return;
+        };
+        let out = std::mem::take(&mut replica.env_mut().out);
+        let raw = replica.raw();
+        if raw.is_leader() {
+            let (term, id) = (raw.term().0, raw.id().0);
+            let first = *self.leaders.entry(term).or_insert(id);
+            assert_eq!(first, id, "election safety: term {term} has two leaders");
+        }
+        for o in out {
+            match o {
+                Out::Peer { to, body } => self.send_peer(i, to as usize - 1, body),
+                Out::Client { client, body } => {
+                    let delay = self.rng.gen_range(0..=self.config.latency_max);
+                    self.schedule(delay, Event::Response { client, body });
+                }
+            }
+        }
+    }
+
+    fn send_peer(&mut self, from: usize, to: usize, body: Vec<u8>) {
+        if self.blocked[from][to] {
+            return;
+        }
+        if self.drop_percent > 0 && self.rng.gen_range(0..100) < self.drop_percent {
+            return;
+        }
+        let copies = if self.config.duplicate_percent > 0
+            && self.rng.gen_range(0..100) < self.config.duplicate_percent
+        {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = self.rng.gen_range(0..=self.config.latency_max);
+            let event = Event::Peer {
+                from,
+                to,
+                body: body.clone(),
+                from_incarnation: self.incarnations[from],
+                to_incarnation: self.incarnations[to],
+            };
+            self.schedule(delay, event);
+        }
+    }
+
+    /// Processes events until `until`.
+    fn run_until(&mut self, until: Micros) {
+        while let Some(Reverse(q)) = self.queue.peek() {
+            if q.at > until {
+                break;
+            }
+            let Reverse(q) = self.queue.pop().expect("peeked");
+            self.clock.set(q.at);
+            self.events += 1;
+            self.handle(q.event);
+        }
+        self.clock.set(until);
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Turn { node, incarnation } => {
+                if self.incarnations[node] != incarnation {
+                    return;
+                }
+                self.turn(node);
+                self.schedule(10 * MS, Event::Turn { node, incarnation });
+            }
+            Event::Peer {
+                from,
+                to,
+                body,
+                from_incarnation,
+                to_incarnation,
+            } => {
+                // A frame from a node that lost power since, or to one that did, is lost
+                // with the connection.
+                if self.incarnations[from] != from_incarnation
+                    || self.incarnations[to] != to_incarnation
+                    || self.blocked[from][to]
+                {
+                    return;
+                }
+                self.frames += 1;
+                body.len().hash(&mut self.trace_hash);
+                (self.now(), from, to).hash(&mut self.trace_hash);
+                if let Some(r) = self.replicas[to].as_mut() {
+                    r.on_peer_frame(from as u64 + 1, raftd::protocol::FRAME_RAFT, &body);
+                    self.turn(to);
+                }
+            }
+            Event::Request {
+                node,
+                incarnation,
+                client,
+                body,
+            } => {
+                if self.incarnations[node] != incarnation {
+                    return; // The connection died with the node.
+                }
+                if let Some(r) = self.replicas[node].as_mut() {
+                    if let Err(e) = r.on_client_frame(client, FRAME_REQUEST, &body) {
+                        panic!("node {} failed: {e}", node + 1);
+                    }
+                    self.turn(node);
+                }
+            }
+            Event::Response { client, body } => self.client_response(client, &body),
+            Event::ClientTimer { client, attempt } => {
+                if self.clients[client].attempt == attempt {
+                    self.client_timer(client);
+                }
+            }
+            Event::PowerOn { node } => {
+                if self.replicas[node].is_none() {
+                    self.power_on(node);
+                }
+            }
+            Event::DiskFreed { node } => {
+                self.disks[node].set_faults(DiskFaults::default());
+                self.note(format_args!("disk freed {}", node + 1));
+            }
+        }
+    }
+
+    fn turn(&mut self, i: usize) {
+        let Some(r) = self.replicas[i].as_mut() else {
+            return;
+        };
+        if let Err(e) = r.turn() {
+            panic!("node {} failed: {e}", i + 1);
+        }
+        self.after_input(i);
+    }
+
+    // ----- clients -----
+
+    fn client_timer(&mut self, c: usize) {
+        if self.clients[c].pending.is_none() {
+            self.start_op(c);
+        } else {
+            // The attempt timed out (or a back-off ended); a timed-out one may still be
+            // applied, which the session makes harmless: try another node.
+            if self.clients[c].in_flight != 0 {
+                let n = self.config.nodes;
+                self.clients[c].target = self.rng.gen_range(0..n);
+            }
+            self.attempt(c);
+        }
+    }
+
+    /// Starts the client's next operation, if it has one.
+    fn start_op(&mut self, c: usize) {
+        let keys = self.config.keys;
+        let now_ns = self.now() * 1000;
+        let client_id = self.clients[c].id;
+        let (key, call, request) = if self.healing {
+            let Some(key) = self.clients[c].final_reads.pop() else {
+                return;
+            };
+            (key.clone(), Call::Get, Op::Get { key })
+        } else {
+            let key = format!("k{}", self.rng.gen_range(0..keys)).into_bytes();
+            let roll = self.rng.gen_range(0..10);
+            self.clients[c].seq += 1;
+            let seq = self.clients[c].seq;
+            let value = format!("c{c}s{seq}").into_bytes();
+            match roll {
+                0..=3 => (key.clone(), Call::Get, Op::Get { key }),
+                4..=7 => {
+                    let write = Write::Put {
+                        key: key.clone(),
+                        value: value.clone(),
+                    };
+                    let command = Command {
+                        client_id,
+                        seq,
+                        write,
+                    };
+                    (key, Call::Put(value), Op::Write(command))
+                }
+                _ => {
+                    // Expect the value this client last saw anywhere, or absent.
+                    let expected = self.last_value(&key);
+                    let write = Write::Cas {
+                        key: key.clone(),
+                        expected: expected.clone(),
+                        new: value.clone(),
+                    };
+                    let command = Command {
+                        client_id,
+                        seq,
+                        write,
+                    };
+                    let call = Call::Cas {
+                        expected,
+                        new: value,
+                    };
+                    (key, call, Op::Write(command))
+                }
+            }
+        };
+        self.clients[c].pending = Some(Pending {
+            op: Operation {
+                client: c as u64,
+                key,
+                call,
+                invoke_ns: now_ns,
+                complete_ns: None,
+                ret: Ret::Unknown,
+            },
+            request,
+            attempts: 0,
+        });
+        self.attempt(c);
+    }
+
+    /// The value of the newest completed put or get of `key` in the history.
+    fn last_value(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.history
+            .iter()
+            .rev()
+            .filter(|o| o.key == key)
+            .find_map(|o| match (&o.call, &o.ret) {
+                (_, Ret::Value(v)) => Some(v.clone()),
+                (Call::Put(v), Ret::Ok) => Some(Some(v.clone())),
+                _ => None,
+            })
+            .flatten()
+    }
+
+    /// Sends the pending operation to the client's target, or gives up on it.
+    fn attempt(&mut self, c: usize) {
+        let p = self.clients[c].pending.as_mut().expect("pending");
+        p.attempts += 1;
+        if p.attempts > ATTEMPTS_MAX && !self.healing {
+            let p = self.clients[c].pending.take().expect("pending");
+            self.finish(c, p, Ret::Unknown);
+            return;
+        }
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        let body = Request {
+            request_id,
+            op: p.request.clone(),
+        }
+        .encode();
+        let client = &mut self.clients[c];
+        client.in_flight = request_id;
+        client.attempt += 1;
+        let (node, attempt) = (client.target, client.attempt);
+        let delay = self.rng.gen_range(0..=self.config.latency_max);
+        let incarnation = self.incarnations[node];
+        self.schedule(
+            delay,
+            Event::Request {
+                node,
+                incarnation,
+                client: c,
+                body,
+            },
+        );
+        self.schedule(ATTEMPT_TIMEOUT, Event::ClientTimer { client: c, attempt });
+    }
+
+    fn client_response(&mut self, c: usize, body: &[u8]) {
+        let response = Response::decode(body).expect("a replica's response decodes");
+        if response.request_id != self.clients[c].in_flight || response.request_id == 0 {
+            return; // An answer to an attempt given up on.
+        }
+        self.clients[c].in_flight = 0;
+        let Some(p) = self.clients[c].pending.take() else {
+            return;
+        };
+        let is_write = matches!(p.request, Op::Write(_));
+        let ret = match response.outcome {
+            Reply::Written { .. } => Ret::Ok,
+            Reply::CasMismatch { .. } => Ret::CasMismatch,
+            Reply::Value(v) if !is_write => Ret::Value(v),
+            Reply::NotLeader { leader, .. } => {
+                let n = self.config.nodes;
+                self.clients[c].target = if leader == 0 {
+                    self.rng.gen_range(0..n)
+                } else {
+                    leader as usize - 1
+                };
+                return self.back_off(c, p);
+            }
+            Reply::Unavailable { .. } => return self.back_off(c, p),
+            other => panic!("client {c}: unexpected answer {other:?} to {:?}", p.request),
+        };
+        self.finish(c, p, ret);
+    }
+
+    /// Retries after a short pause (same session sequence number for a write).
+    fn back_off(&mut self, c: usize, p: Pending) {
+        self.clients[c].pending = Some(p);
+        self.clients[c].attempt += 1;
+        let attempt = self.clients[c].attempt;
+        let pause = self.rng.gen_range(5 * MS..50 * MS);
+        self.schedule(pause, Event::ClientTimer { client: c, attempt });
+    }
+
+    fn finish(&mut self, c: usize, p: Pending, ret: Ret) {
+        let mut op = p.op;
+        // A write given up on may still be applied by any attempt: its outcome is unknown.
+        if ret != Ret::Unknown {
+            op.complete_ns = Some(self.now() * 1000);
+        }
+        op.ret = ret;
+        let reads = matches!(op.call, Call::Get);
+        if !(reads && op.ret == Ret::Unknown) {
+            self.history.push(op);
+        }
+        self.clients[c].attempt += 1;
+        let attempt = self.clients[c].attempt;
+        let think = if self.healing {
+            0
+        } else {
+            self.rng.gen_range(0..30 * MS)
+        };
+        self.schedule(think, Event::ClientTimer { client: c, attempt });
+    }
+
+    // ----- faults -----
+
+    fn random_fault(&mut self) {
+        let n = self.config.nodes;
+        let minority = (n - 1) / 2;
+        match self.rng.gen_range(0..100) {
+            0..=19 if self.config.power_cuts => {
+                let i = self.rng.gen_range(0..n);
+                if self.replicas[i].is_some() && n - self.up() < minority {
+                    self.power_cut(i);
+                    let off = self.rng.gen_range(0..3 * SEC);
+                    self.schedule(off, Event::PowerOn { node: i });
+                }
+            }
+            20..=24 if self.config.power_cuts => {
+                // Every node at once, as when the building's power fails: only what each
+                // WAL synced survives anywhere.
+                for i in 0..n {
+                    self.power_cut(i);
+                    let off = self.rng.gen_range(0..SEC);
+                    self.schedule(off, Event::PowerOn { node: i });
+                }
+            }
+            25..=44 => {
+                // Cut a random set of nodes off from the rest.
+                let cut: Vec<bool> = (0..n).map(|_| self.rng.gen_bool(0.3)).collect();
+                for a in 0..n {
+                    for b in 0..n {
+                        self.blocked[a][b] = cut[a] != cut[b];
+                    }
+                }
+                self.note(format_args!("partition {cut:?}"));
+            }
+            45..=54 => {
+                // One direction of one link.
+                let (a, b) = (self.rng.gen_range(0..n), self.rng.gen_range(0..n));
+                self.blocked[a][b] = true;
+                self.note(format_args!("block {} -> {}", a + 1, b + 1));
+            }
+            55..=74 => {
+                self.blocked = vec![vec![false; n]; n];
+                self.note(format_args!("heal network"));
+            }
+            75..=84 => {
+                self.drop_percent = if self.drop_percent == 0 {
+                    self.config.drop_percent
+                } else {
+                    0
+                };
+                let p = self.drop_percent;
+                self.note(format_args!("loss {p}%"));
+            }
+            85..=94 if self.config.disk_full => {
+                let i = self.rng.gen_range(0..n);
+                self.disks[i].set_faults(DiskFaults {
+                    no_space: true,
+                    ..DiskFaults::default()
+                });
+                self.disk_fulls += 1;
+                self.note(format_args!("disk full {}", i + 1));
+                let period = self.rng.gen_range(SEC..4 * SEC);
+                self.schedule(period, Event::DiskFreed { node: i });
+            }
+            _ => {}
+        }
+    }
+
+    /// Heals everything and brings every node up.
+    fn heal(&mut self) {
+        let n = self.config.nodes;
+        self.blocked = vec![vec![false; n]; n];
+        self.drop_percent = 0;
+        for i in 0..n {
+            self.disks[i].set_faults(DiskFaults::default());
+            if self.replicas[i].is_none() {
+                self.power_on(i);
+            }
+        }
+        self.healing = true;
+        self.note(format_args!("heal all"));
+    }
+
+    fn clients_done(&self) -> bool {
+        self.clients
+            .iter()
+            .all(|c| c.pending.is_none() && c.final_reads.is_empty())
+    }
+
+    /// Every node applied the same index and holds the same store.
+    fn converged(&self) -> bool {
+        let live: Vec<&Replica<SimEnv>> = self.replicas.iter().flatten().collect();
+        let first = live[0];
+        live.iter().all(|r| {
+            r.applied() == first.applied()
+                && r.raw().commit_index() == r.raw().last_index()
+                && r.kv() == first.kv()
+        })
+    }
+}
+
+/// Runs one whole-server swarm scenario and checks it; panics on any violation.
+pub fn swarm(seed: u64) -> Outcome {
+    let config = WholeConfig::from_seed(seed);
+    run(config, seed)
+}
+
+/// Runs one whole-server scenario with the given settings.
+pub fn run(config: WholeConfig, seed: u64) -> Outcome {
+    let fault_phase = config.fault_phase;
+    let mut sim = WholeSim::new(config, seed);
+    // Fault phase.
+    while sim.now() < fault_phase {
+        let step = sim.rng.gen_range(50..500) * MS;
+        let until = sim.now() + step;
+        sim.run_until(until);
+        sim.random_fault();
+    }
+    // Heal: every operation must finish, then every client reads every key.
+    sim.heal();
+    let deadline = sim.now() + HEAL_LIMIT;
+    let keys: Vec<Vec<u8>> = (0..sim.config.keys)
+        .map(|k| format!("k{k}").into_bytes())
+        .collect();
+    for c in &mut sim.clients {
+        c.final_reads = keys.clone();
+    }
+    // Clients idle at heal time start their final reads.
+    for c in 0..sim.clients.len() {
+        if sim.clients[c].pending.is_none() {
+            sim.clients[c].attempt += 1;
+            let attempt = sim.clients[c].attempt;
+            sim.schedule(0, Event::ClientTimer { client: c, attempt });
+        }
+    }
+    while !(sim.clients_done() && sim.converged()) {
+        assert!(
+            sim.now() < deadline,
+            "liveness: {} s after healing, clients done {} converged {}",
+            HEAL_LIMIT / SEC,
+            sim.clients_done(),
+            sim.converged()
+        );
+        let until = sim.now() + 100 * MS;
+        sim.run_until(until);
+    }
+    match linearizability::check(&sim.history) {
+        linearizability::Outcome::Linearizable => {}
+        linearizability::Outcome::Violation(v) => {
+            let dir = std::env::temp_dir().join(format!("whole-{seed}"));
+            let report = linearizability::write_report(&dir, &sim.history, &v)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            panic!(
+                "linearizability: key {:?} is not linearizable: {} (report {report})",
+                String::from_utf8_lossy(&v.key),
+                v.explanation
+            );
+        }
+        linearizability::Outcome::GaveUp(g) => panic!(
+            "linearizability: the checker gave up on key {:?} ({} operations): not a pass",
+            String::from_utf8_lossy(&g.key),
+            g.operations
+        ),
+    }
+    let committed = sim
+        .replicas
+        .iter()
+        .flatten()
+        .map(|r| r.raw().commit_index().0)
+        .max()
+        .unwrap_or(0);
+    Outcome {
+        trace_hash: sim.trace_hash.finish(),
+        virtual_time: sim.now(),
+        events: sim.events,
+        rpcs: sim.frames,
+        committed,
+    }
+}
