@@ -231,6 +231,8 @@ pub struct WholeSim {
     /// `blocked[from][to]`: the link drops everything.
     blocked: Vec<Vec<bool>>,
     drop_percent: u32,
+    /// Per node: the power fails during its next disk sync.
+    cut_at_next_sync: Vec<bool>,
     clients: Vec<Client>,
     history: Vec<Operation>,
     next_request_id: u64,
@@ -271,6 +273,7 @@ impl WholeSim {
             incarnations: vec![0; n],
             blocked: vec![vec![false; n]; n],
             drop_percent: 0,
+            cut_at_next_sync: vec![false; n],
             clients: Vec::new(),
             history: Vec::new(),
             next_request_id: 1,
@@ -389,6 +392,7 @@ impl WholeSim {
             return;
         }
         self.incarnations[i] += 1;
+        self.cut_at_next_sync[i] = false;
         let seed = self.rng.gen();
         self.disks[i] = self.disks[i].crash_torn(seed);
         self.power_cuts += 1;
@@ -506,7 +510,8 @@ impl WholeSim {
                 }
                 if let Some(r) = self.replicas[node].as_mut() {
                     if let Err(e) = r.on_client_frame(client, FRAME_REQUEST, &body) {
-                        panic!("node {} failed: {e}", node + 1);
+                        self.failed(node, e);
+                        return;
                     }
                     self.turn(node);
                 }
@@ -523,7 +528,10 @@ impl WholeSim {
                 }
             }
             Event::DiskFreed { node } => {
-                self.disks[node].set_faults(DiskFaults::default());
+                self.disks[node].set_faults(DiskFaults {
+                    fail_sync: self.cut_at_next_sync[node],
+                    ..DiskFaults::default()
+                });
                 self.note(format_args!("disk freed {}", node + 1));
             }
         }
@@ -534,9 +542,26 @@ impl WholeSim {
             return;
         };
         if let Err(e) = r.turn() {
-            panic!("node {} failed: {e}", i + 1);
+            self.failed(i, e);
+            return;
         }
         self.after_input(i);
+    }
+
+    /// A replica stopped on an error. When its disk was set to lose power during a sync,
+    /// that sync is the moment of the cut: the batch being written is partly on disk at
+    /// most (a torn tail), and the node restarts from what survived. Any other error is a
+    /// failure of the run.
+    fn failed(&mut self, i: usize, error: String) {
+        if !self.cut_at_next_sync[i] {
+            panic!("node {} failed: {error}", i + 1);
+        }
+        self.cut_at_next_sync[i] = false;
+        self.disks[i].set_faults(DiskFaults::default());
+        self.note(format_args!("power cut {} during a disk sync", i + 1));
+        self.power_cut(i);
+        let off = self.rng.gen_range(0..2 * SEC);
+        self.schedule(off, Event::PowerOn { node: i });
     }
 
     // ----- clients -----
@@ -751,6 +776,17 @@ impl WholeSim {
                     self.schedule(off, Event::PowerOn { node: i });
                 }
             }
+            95..=99 if self.config.power_cuts => {
+                // The power fails while the node's next batch is being written.
+                let i = self.rng.gen_range(0..n);
+                if self.replicas[i].is_some() && n - self.up() < minority {
+                    self.cut_at_next_sync[i] = true;
+                    self.disks[i].set_faults(DiskFaults {
+                        fail_sync: true,
+                        ..DiskFaults::default()
+                    });
+                }
+            }
             25..=44 => {
                 // Cut a random set of nodes off from the rest.
                 let cut: Vec<bool> = (0..n).map(|_| self.rng.gen_bool(0.3)).collect();
@@ -784,6 +820,7 @@ impl WholeSim {
                 let i = self.rng.gen_range(0..n);
                 self.disks[i].set_faults(DiskFaults {
                     no_space: true,
+                    fail_sync: self.cut_at_next_sync[i],
                     ..DiskFaults::default()
                 });
                 self.disk_fulls += 1;
@@ -801,7 +838,9 @@ impl WholeSim {
         self.blocked = vec![vec![false; n]; n];
         self.drop_percent = 0;
         for i in 0..n {
-            self.disks[i].set_faults(DiskFaults::default());
+            if !self.cut_at_next_sync[i] {
+                self.disks[i].set_faults(DiskFaults::default());
+            }
             if self.replicas[i].is_none() {
                 self.power_on(i);
             }
