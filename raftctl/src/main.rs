@@ -36,6 +36,7 @@ mod bench;
 mod local;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use raftd::cli::{parse_command_line, EXIT_USAGE};
 use raftd::client::{Client, ClientConfig, ClientError};
 use raftd::protocol::{FaultSpec, Op, Outcome, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -44,8 +45,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// raftctl: inspect, use and test a raftd cluster.
+///
+/// Exit codes: 0 done; 1 usage or configuration error (nothing sent); 2 definite failure
+/// (certainly not applied); 3 outcome unknown (sent, no answer in time: read it back).
 #[derive(Parser, Debug)]
-#[command(name = "raftctl", version, about, long_about = None)]
+#[command(name = "raftctl", version)]
 struct Cli {
     /// Node addresses, HOST:PORT,... [default: the local cluster started by `raftctl local up`]
     #[arg(long, env = "RAFTCTL_CLUSTER", value_delimiter = ',', global = true)]
@@ -216,13 +220,16 @@ impl From<ClientError> for Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_command_line::<Cli>() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let json = cli.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             let (code, msg) = match f {
-                Failure::Usage(m) => (1, m),
+                Failure::Usage(m) => (EXIT_USAGE, m),
                 Failure::Definite(m) if m.contains("cannot connect") => (
                     2,
                     format!("{m}\n  nothing was applied; is the cluster running? try `raftctl status` (or `raftctl local up`)"),
