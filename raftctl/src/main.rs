@@ -483,12 +483,31 @@ pub fn collect_status(client: &mut Client, nodes: &[SocketAddr]) -> Vec<serde_js
 
 fn status(client: &mut Client, config: &ClientConfig, json: bool) -> Result<(), Failure> {
     let docs = collect_status(client, &config.nodes);
+    let none_reachable = docs.iter().all(|d| d["reachable"] == false);
+    if json && none_reachable {
+        // --json prints one document: here the failure's, naming each node's error as the
+        // table would.
+        let errors: Vec<String> = docs
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}: {}",
+                    d["address"].as_str().unwrap_or("?"),
+                    d["error"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        return Err(Failure::Definite(format!(
+            "no node is reachable ({})",
+            errors.join("; ")
+        )));
+    }
     if json {
-        out!("{}", serde_json::Value::Array(docs.clone()));
+        out!("{}", serde_json::Value::Array(docs));
     } else {
         put!("{}", render_status(&docs));
     }
-    if docs.iter().all(|d| d["reachable"] == false) {
+    if none_reachable {
         return Err(Failure::Definite("no node is reachable".into()));
     }
     Ok(())

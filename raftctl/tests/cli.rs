@@ -79,3 +79,31 @@ fn help_describes_raftctl_and_its_exit_codes() {
     );
     assert!(help.contains("3 outcome unknown"), "{help}");
 }
+
+// Proves `status --json` with no node reachable prints exactly one JSON document (the
+// failure, naming each node's error) and exits 2, as every other failure does.
+#[test]
+fn status_json_with_no_node_reachable_is_one_document() {
+    let cluster = closed_cluster(2);
+    let out = raftctl(&["status", "--json", "--cluster", &cluster, "--timeout", "1s"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{}", text(&out.stderr));
+    // from_str refuses anything after the first document.
+    let doc: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("not one JSON document ({e}):\n{stdout}"));
+    assert_eq!(doc["ok"], false, "{doc}");
+    let error = doc["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("no node is reachable"), "{doc}");
+    for address in cluster.split(',') {
+        assert!(error.contains(address), "{doc}");
+    }
+    // Without --json: the table, then the failure on stderr, same exit code.
+    let out = raftctl(&["status", "--cluster", &cluster, "--timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stdout).starts_with("ID "),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(text(&out.stderr).contains("no node is reachable"));
+}
