@@ -206,6 +206,8 @@ pub enum Failure {
     Usage(String),
     /// Certainly not applied.
     Definite(String),
+    /// Certainly not applied: no node could be connected to.
+    Unreachable(String),
     /// Sent; outcome unknown.
     Unknown(String),
 }
@@ -214,6 +216,7 @@ impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Failure {
         match e {
             ClientError::Definite(s) => Failure::Definite(s),
+            ClientError::Unreachable(s) => Failure::Unreachable(s),
             ClientError::Unknown(s) => Failure::Unknown(s),
         }
     }
@@ -230,7 +233,7 @@ fn main() -> ExitCode {
         Err(f) => {
             let (code, msg) = match f {
                 Failure::Usage(m) => (EXIT_USAGE, m),
-                Failure::Definite(m) if m.contains("cannot connect") => (
+                Failure::Unreachable(m) => (
                     2,
                     format!("{m}\n  nothing was applied; is the cluster running? try `raftctl status` (or `raftctl local up`)"),
                 ),

@@ -107,3 +107,26 @@ fn status_json_with_no_node_reachable_is_one_document() {
     );
     assert!(text(&out.stderr).contains("no node is reachable"));
 }
+
+// Proves a read or write to a cluster nobody listens for exits 2 (certainly not applied)
+// with the advice to check that the cluster runs: raftctl tells this case from the client
+// library's error type, not from the message's wording.
+#[test]
+fn unreachable_cluster_is_a_definite_failure_with_advice() {
+    let cluster = closed_cluster(3);
+    for command in [&["get", "k"][..], &["propose", "put", "k", "v"]] {
+        let mut args = command.to_vec();
+        args.extend(["--cluster", &cluster, "--timeout", "500ms"]);
+        let out = raftctl(&args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "raftctl {args:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot connect"),
+            "raftctl {args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("nothing was applied; is the cluster running?"),
+            "raftctl {args:?}: {stderr}"
+        );
+    }
+}

@@ -162,7 +162,7 @@ fn client_loop(me: u64, config: ClientConfig, keys: usize, seed: u64, shared: Ar
         let ret = match &call {
             Call::Get => match client.get(key.as_bytes()) {
                 Ok(v) => Ret::Value(v),
-                Err(ClientError::Definite(_)) => Ret::Failed,
+                Err(ClientError::Definite(_) | ClientError::Unreachable(_)) => Ret::Failed,
                 Err(ClientError::Unknown(_)) => Ret::Unknown,
             },
             Call::Put(v) => write_ret(client.write(Write::Put {
@@ -223,7 +223,7 @@ fn write_ret(r: Result<Outcome, ClientError>) -> Ret {
         Ok(Outcome::Written { .. }) => Ret::Ok,
         Ok(Outcome::CasMismatch { .. }) => Ret::CasMismatch,
         Ok(_) => Ret::Unknown,
-        Err(ClientError::Definite(_)) => Ret::Failed,
+        Err(ClientError::Definite(_) | ClientError::Unreachable(_)) => Ret::Failed,
         Err(ClientError::Unknown(_)) => Ret::Unknown,
     }
 }
