@@ -520,8 +520,10 @@ fn run(cmd: &str, args: &[&str]) -> bool {
 
 /// A node whose disk fills up (its data directory on a small tmpfs) stops acknowledging
 /// without corrupting anything while the rest of the cluster keeps serving, and recovers by
-/// itself once space is freed. Needs root for the tmpfs; skipped (and says so) otherwise.
+/// itself once space is freed. Needs root for the tmpfs: ignored unless asked for, and then
+/// a machine that cannot mount one fails it.
 #[test]
+#[ignore = "needs root (mounts a tmpfs); run with --ignored"]
 fn disk_full_node_stalls_and_recovers() {
     let options = ClusterOptions {
         wal_segment_mib: 4,
@@ -533,10 +535,10 @@ fn disk_full_node_stalls_and_recovers() {
     let dir = c.data_dir(full);
     std::fs::create_dir_all(&dir).unwrap();
     let d = dir.to_str().unwrap().to_string();
-    if !run("mount", &["-t", "tmpfs", "-o", "size=10m", "tmpfs", &d]) {
-        eprintln!("skipped: cannot mount a tmpfs (needs root)");
-        return;
-    }
+    assert!(
+        run("mount", &["-t", "tmpfs", "-o", "size=10m", "tmpfs", &d]),
+        "cannot mount a tmpfs on {d}: this test needs root"
+    );
     for id in c.ids() {
         c.spawn(id);
     }
@@ -588,14 +590,13 @@ fn disk_full_node_stalls_and_recovers() {
 
 /// A partition the kernel's TCP sees (nftables drop rules between network namespaces):
 /// the isolated leader loses leadership (check-quorum), the majority elects a new leader
-/// and keeps serving, and after healing the old leader catches up. Needs root; skipped
-/// (and says so) otherwise.
+/// and keeps serving, and after healing the old leader catches up. Needs root, `ip` and
+/// `nft`: ignored unless asked for, and then a machine without them fails it.
 #[test]
+#[ignore = "needs root, ip and nft (network namespaces); run with --ignored"]
 fn kernel_partition_isolates_the_leader() {
-    let Some(mut c) = ProcessCluster::prepare_netns(3, ClusterOptions::default()) else {
-        eprintln!("skipped: network namespaces need root, ip and nft");
-        return;
-    };
+    let mut c = ProcessCluster::prepare_netns(3, ClusterOptions::default())
+        .expect("cannot create network namespaces: this test needs root, ip and nft");
     for id in c.ids() {
         c.spawn(id);
     }
