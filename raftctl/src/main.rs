@@ -36,6 +36,7 @@ mod bench;
 mod local;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use raftd::cli::{parse_command_line, EXIT_USAGE};
 use raftd::client::{Client, ClientConfig, ClientError};
 use raftd::protocol::{FaultSpec, Op, Outcome, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -44,8 +45,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// raftctl: inspect, use and test a raftd cluster.
+///
+/// Exit codes: 0 done; 1 usage or configuration error (nothing sent); 2 definite failure
+/// (certainly not applied); 3 outcome unknown (sent, no answer in time: read it back).
 #[derive(Parser, Debug)]
-#[command(name = "raftctl", version, about, long_about = None)]
+#[command(name = "raftctl", version)]
 struct Cli {
     /// Node addresses, HOST:PORT,... [default: the local cluster started by `raftctl local up`]
     #[arg(long, env = "RAFTCTL_CLUSTER", value_delimiter = ',', global = true)]
@@ -202,6 +206,8 @@ pub enum Failure {
     Usage(String),
     /// Certainly not applied.
     Definite(String),
+    /// Certainly not applied: no node could be connected to.
+    Unreachable(String),
     /// Sent; outcome unknown.
     Unknown(String),
 }
@@ -210,20 +216,24 @@ impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Failure {
         match e {
             ClientError::Definite(s) => Failure::Definite(s),
+            ClientError::Unreachable(s) => Failure::Unreachable(s),
             ClientError::Unknown(s) => Failure::Unknown(s),
         }
     }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_command_line::<Cli>() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let json = cli.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             let (code, msg) = match f {
-                Failure::Usage(m) => (1, m),
-                Failure::Definite(m) if m.contains("cannot connect") => (
+                Failure::Usage(m) => (EXIT_USAGE, m),
+                Failure::Unreachable(m) => (
                     2,
                     format!("{m}\n  nothing was applied; is the cluster running? try `raftctl status` (or `raftctl local up`)"),
                 ),
@@ -476,12 +486,31 @@ pub fn collect_status(client: &mut Client, nodes: &[SocketAddr]) -> Vec<serde_js
 
 fn status(client: &mut Client, config: &ClientConfig, json: bool) -> Result<(), Failure> {
     let docs = collect_status(client, &config.nodes);
+    let none_reachable = docs.iter().all(|d| d["reachable"] == false);
+    if json && none_reachable {
+        // --json prints one document: here the failure's, naming each node's error as the
+        // table would.
+        let errors: Vec<String> = docs
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}: {}",
+                    d["address"].as_str().unwrap_or("?"),
+                    d["error"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        return Err(Failure::Definite(format!(
+            "no node is reachable ({})",
+            errors.join("; ")
+        )));
+    }
     if json {
-        out!("{}", serde_json::Value::Array(docs.clone()));
+        out!("{}", serde_json::Value::Array(docs));
     } else {
         put!("{}", render_status(&docs));
     }
-    if docs.iter().all(|d| d["reachable"] == false) {
+    if none_reachable {
         return Err(Failure::Definite("no node is reachable".into()));
     }
     Ok(())

@@ -1,17 +1,44 @@
-//! The daemon's command line, and its validation into a [`ServerConfig`].
+//! The daemon's command line, and its validation into a [`ServerConfig`]; also the
+//! command-line parsing that `raftd` and `raftctl` share ([`parse_command_line`]).
 
 use crate::server::{ServerConfig, TICK_MS};
 use clap::Parser;
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code of a usage or configuration error, for `raftd` and `raftctl` alike: nothing was
+/// done. (clap's own is 2, which `raftctl` reserves for "certainly not applied".)
+pub const EXIT_USAGE: u8 = 1;
+
+/// Parses this process's arguments into `P`. On a usage error, and on `--help` or
+/// `--version`, prints clap's text as clap wrote it and returns the code to exit with:
+/// [`EXIT_USAGE`] for an error, 0 for help and version.
+pub fn parse_command_line<P: Parser>() -> Result<P, ExitCode> {
+    P::try_parse().map_err(|e| {
+        // Help and version go to stdout, errors to stderr; a closed stream is no reason to
+        // say more.
+        let _ = e.print();
+        if e.exit_code() == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_USAGE)
+        }
+    })
+}
 
 /// raftd: one member of a Raft-replicated key-value store.
 ///
-/// Start one per host with the same --peers list everywhere. Clients (raftctl) and peers
-/// share the one port. Logs go to stderr (RUST_LOG=debug for more).
+/// Start one raftd per host with the same --peers list everywhere. The nodes elect a leader,
+/// which acknowledges a write once it is on disk (fsync) on a majority; any node serves
+/// linearizable reads. Clients (raftctl) and peers share the one port. Logs go to stderr
+/// (RUST_LOG=debug for more). SIGTERM or SIGINT stops the node cleanly.
+///
+/// Exit codes: 0 stopped cleanly; 1 usage or configuration error (one line says what to fix),
+/// or a fatal error while running (disk or network, said on stderr and in the log).
 #[derive(Parser, Debug)]
-#[command(name = "raftd", version, about, long_about = None)]
+#[command(name = "raftd", version)]
 pub struct Args {
     /// This node's id: a positive integer listed in --peers.
     #[arg(long)]

@@ -4,8 +4,9 @@
 //! through elections until its deadline. Every write carries this client's id and a fresh
 //! sequence number, and every retry of it reuses them, so a write is applied at most once
 //! however often it is resent. The error says whether the outcome is known:
-//! [`ClientError::Definite`] means certainly not applied, [`ClientError::Unknown`] means it
-//! was sent and may or may not have been applied.
+//! [`ClientError::Definite`] means certainly not applied, [`ClientError::Unreachable`] the
+//! same for the reason that no node could be connected to (is the cluster running?), and
+//! [`ClientError::Unknown`] means it was sent and may or may not have been applied.
 
 use crate::protocol::{Command, Op, Outcome, Request, Response, Write, FRAME_REQUEST};
 use std::collections::HashMap;
@@ -30,8 +31,10 @@ pub struct ClientConfig {
 /// How an operation failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientError {
-    /// Certainly not applied (refused, compare-and-swap mismatch, or never sent).
+    /// Certainly not applied (refused, or never sent to a node that was reachable).
     Definite(String),
+    /// Certainly not applied: no node could be connected to, so nothing was sent.
+    Unreachable(String),
     /// Sent, but no answer in time: it may or may not have been applied.
     Unknown(String),
 }
@@ -39,12 +42,43 @@ pub enum ClientError {
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::Definite(s) | ClientError::Unknown(s) => f.write_str(s),
+            ClientError::Definite(s) | ClientError::Unreachable(s) | ClientError::Unknown(s) => {
+                f.write_str(s)
+            }
         }
     }
 }
 
 impl std::error::Error for ClientError {}
+
+/// How one request to one node failed.
+#[derive(Debug)]
+enum AttemptError {
+    /// No connection could be made: nothing was sent.
+    NotConnected(String),
+    /// Connected, but the request did not leave: nothing was sent.
+    NotSent(String),
+    /// Sent, but no usable answer came back: it may have been applied.
+    Lost(String),
+}
+
+impl AttemptError {
+    fn detail(&self) -> &str {
+        match self {
+            AttemptError::NotConnected(s) | AttemptError::NotSent(s) | AttemptError::Lost(s) => s,
+        }
+    }
+}
+
+impl From<AttemptError> for ClientError {
+    fn from(e: AttemptError) -> ClientError {
+        match e {
+            AttemptError::NotConnected(s) => ClientError::Unreachable(s),
+            AttemptError::NotSent(s) => ClientError::Definite(s),
+            AttemptError::Lost(s) => ClientError::Unknown(s),
+        }
+    }
+}
 
 /// A connected client with its own session.
 pub struct Client {
@@ -113,13 +147,7 @@ impl Client {
     /// transfer-leader). Returns its answer.
     pub fn call_node(&mut self, addr: SocketAddr, op: Op) -> Result<Outcome, ClientError> {
         let deadline = Instant::now() + self.config.timeout;
-        self.call_once(addr, &op, deadline).map_err(|(sent, e)| {
-            if sent {
-                ClientError::Unknown(e)
-            } else {
-                ClientError::Definite(e)
-            }
-        })
+        Ok(self.call_once(addr, &op, deadline)?)
     }
 
     /// The node id the handshake reported for `addr`, connecting if needed.
@@ -127,7 +155,7 @@ impl Client {
         let deadline = Instant::now() + self.config.timeout;
         self.connect(addr, deadline)
             .map(|c| c.node_id())
-            .map_err(ClientError::Definite)
+            .map_err(|e| e.into())
     }
 
     fn pick(&mut self) -> SocketAddr {
@@ -146,6 +174,7 @@ impl Client {
         }
         let deadline = Instant::now() + self.config.timeout;
         let mut sent_somewhere = false;
+        let mut connected_somewhere = false;
         let mut last_error = String::from("no node answered");
         let mut pause = Duration::from_millis(10);
         // One node may be stalled (a full disk, a pause): give each attempt a slice of the
@@ -183,28 +212,34 @@ impl Client {
                     self.preferred = Some(addr);
                     return Ok(outcome);
                 }
-                Err((sent, e)) => {
-                    sent_somewhere |= sent && is_write;
-                    last_error = format!("{addr}: {e}");
+                Err(e) => {
+                    sent_somewhere |= matches!(e, AttemptError::Lost(_)) && is_write;
+                    connected_somewhere |= !matches!(e, AttemptError::NotConnected(_));
+                    last_error = format!("{addr}: {}", e.detail());
                     self.preferred = None;
                 }
             }
         }
         let what = if is_write { "write" } else { "read" };
-        if sent_somewhere {
-            Err(ClientError::Unknown(format!(
-                "{what} sent but not confirmed within {:?}: {last_error}",
-                self.config.timeout
-            )))
+        let timeout = self.config.timeout;
+        Err(if sent_somewhere {
+            ClientError::Unknown(format!(
+                "{what} sent but not confirmed within {timeout:?}: {last_error}"
+            ))
+        } else if connected_somewhere {
+            ClientError::Definite(format!("{what} not done within {timeout:?}: {last_error}"))
         } else {
-            Err(ClientError::Definite(format!(
-                "{what} not done within {:?}: {last_error}",
-                self.config.timeout
-            )))
-        }
+            ClientError::Unreachable(format!(
+                "{what} not done within {timeout:?}: no node could be connected to: {last_error}"
+            ))
+        })
     }
 
-    fn connect(&mut self, addr: SocketAddr, deadline: Instant) -> Result<&mut Connection, String> {
+    fn connect(
+        &mut self,
+        addr: SocketAddr,
+        deadline: Instant,
+    ) -> Result<&mut Connection, AttemptError> {
         if !self.connections.contains_key(&addr) {
             let left = deadline
                 .saturating_duration_since(Instant::now())
@@ -215,7 +250,7 @@ impl Client {
                 self.config.token.as_deref(),
                 left.min(Duration::from_secs(2)),
             )
-            .map_err(|e| format!("cannot connect: {e}"))?;
+            .map_err(|e| AttemptError::NotConnected(format!("cannot connect: {e}")))?;
             self.connections.insert(addr, c);
         }
         Ok(self.connections.get_mut(&addr).expect("inserted"))
@@ -227,7 +262,7 @@ impl Client {
         addr: SocketAddr,
         op: &Op,
         deadline: Instant,
-    ) -> Result<Outcome, (bool, String)> {
+    ) -> Result<Outcome, AttemptError> {
         let request_id = self.next_request_id;
         self.next_request_id += 1;
         let body = Request {
@@ -235,17 +270,17 @@ impl Client {
             op: op.clone(),
         }
         .encode();
-        let conn = self.connect(addr, deadline).map_err(|e| (false, e))?;
+        let conn = self.connect(addr, deadline)?;
         let left = deadline.saturating_duration_since(Instant::now());
         if let Err(e) = conn.send(FRAME_REQUEST, &body, left.max(Duration::from_millis(1))) {
             self.connections.remove(&addr);
-            return Err((false, format!("send failed: {e}")));
+            return Err(AttemptError::NotSent(format!("send failed: {e}")));
         }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 self.connections.remove(&addr);
-                return Err((true, "no answer in time".into()));
+                return Err(AttemptError::Lost("no answer in time".into()));
             }
             let conn = self.connections.get_mut(&addr).expect("connected");
             match conn.recv(left) {
@@ -254,14 +289,55 @@ impl Client {
                     Ok(_) => continue, // An answer to an earlier, abandoned request.
                     Err(e) => {
                         self.connections.remove(&addr);
-                        return Err((true, format!("bad response: {e}")));
+                        return Err(AttemptError::Lost(format!("bad response: {e}")));
                     }
                 },
                 Err(e) => {
                     self.connections.remove(&addr);
-                    return Err((true, format!("{e}")));
+                    return Err(AttemptError::Lost(format!("{e}")));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An address on this machine where nothing listens (bound by the OS, then released).
+    fn closed_address() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address")
+    }
+
+    // Proves that every kind of call to a cluster nobody listens for fails as Unreachable
+    // (certainly not applied, nothing connected), which raftctl turns into its "is the
+    // cluster running?" advice without looking at the message.
+    #[test]
+    fn no_node_listening_is_unreachable() {
+        let addr = closed_address();
+        let mut client = Client::new(ClientConfig {
+            nodes: vec![addr],
+            cluster_id: "raftd".into(),
+            token: None,
+            timeout: Duration::from_millis(300),
+        });
+        let put = Write::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        };
+        let results = [
+            client.write(put).map(|_| ()),
+            client.get(b"k").map(|_| ()),
+            client.call_node(addr, Op::Status).map(|_| ()),
+            client.node_id(addr).map(|_| ()),
+        ];
+        for result in results {
+            assert!(
+                matches!(&result, Err(ClientError::Unreachable(m)) if m.contains("cannot connect")),
+                "{result:?}"
+            );
         }
     }
 }

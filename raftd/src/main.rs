@@ -1,8 +1,7 @@
 //! `raftd`: one member of a raftd cluster. See `raftd --help`.
 #![forbid(unsafe_code)]
 
-use clap::Parser;
-use raftd::cli::Args;
+use raftd::cli::{parse_command_line, Args, EXIT_USAGE};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -12,7 +11,10 @@ fn main() -> ExitCode {
     if !wal::fix_malloc_mmap_threshold() {
         eprintln!("raftd: warning: could not set malloc's mmap threshold; memory use may grow");
     }
-    let args = Args::parse();
+    let args = match parse_command_line::<Args>() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
@@ -20,7 +22,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("raftd: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     let stop = Arc::new(AtomicBool::new(false));

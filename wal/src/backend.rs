@@ -462,9 +462,13 @@ mod tests {
     fn files_are_written_where_direct_io_is_refused() {
         // tmpfs refused O_DIRECT before Linux 6.6; either way the bytes must be right.
         let shm = Path::new("/dev/shm");
-        if shm.is_dir() {
-            round_trip(tempfile::tempdir_in(shm).unwrap().path());
+        if !shm.is_dir() {
+            crate::testing::skip(
+                "no /dev/shm here: writes to a tmpfs, which may refuse O_DIRECT, are untested",
+            );
+            return;
         }
+        round_trip(tempfile::tempdir_in(shm).unwrap().path());
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! `sync_dir`). `crash` builds the file system a reboot would see; `crash_torn` additionally keeps
 //! a random subset of the unsynced 512-byte sectors, as kernel writeback may have written them.
 //! Faults: a full disk on segment creation, failing msync/fsync, a read-only directory.
+//!
+//! Also [`skip`], for the part of a test this machine cannot run (no root, no `/dev/shm`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -336,4 +338,18 @@ impl Backend for MemBackend {
         let bytes = lock(&file).live.len() as u64;
         Ok(bytes)
     }
+}
+
+/// Called where a test, or a part of it, cannot run on this machine; `reason` says what is
+/// missing and what goes untested. Under CI (the `CI` environment variable set) everything
+/// must run, so this panics with the reason. Elsewhere it prints `SKIPPED: <reason>` where the
+/// test report shows it, and the test goes on without that part (usually by returning).
+pub fn skip(reason: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set, so this test must run in full, but it cannot: {reason}");
+    }
+    // Straight to the process's stderr: the test harness keeps what `eprintln!` prints in a
+    // passing test to itself.
+    use std::io::Write as _;
+    let _ = writeln!(io::stderr(), "SKIPPED: {reason}");
 }

@@ -5,7 +5,9 @@ mod common;
 
 use common::*;
 use raft::LogIndex;
-use wal::testing::{Faults, MemBackend};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use wal::testing::{skip, Faults, MemBackend};
 use wal::{Wal, WalError, WalOptions};
 
 // Proves that ENOSPC when a new segment is needed returns NoSpace naming the file, changes
@@ -82,7 +84,8 @@ fn failing_msync_poisons_the_wal() {
 }
 
 // Proves a read-only directory (EROFS/EACCES on the lock file) gives ReadOnly naming the dir.
-// On the real file system as well, unless this runs with privileges that ignore permissions.
+// On the real file system as well: a directory without write permission (EACCES), or where
+// privileges ignore permissions (root), a read-only tmpfs mounted on it (EROFS).
 #[test]
 fn read_only_directory() {
     let backend = MemBackend::with_dir(&dir());
@@ -100,14 +103,41 @@ fn read_only_directory() {
     use std::os::unix::fs::PermissionsExt;
     let temp = tempfile::tempdir().unwrap();
     std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
-    if std::fs::write(temp.path().join("probe"), b"").is_ok() {
-        eprintln!("read_only_directory: running with privileges that ignore permissions; real-fs case skipped");
-        return;
-    }
+    let privileged = std::fs::write(temp.path().join("probe"), b"").is_ok();
+    let _mount = match privileged {
+        false => None,
+        true => match ReadOnlyMount::new(temp.path()) {
+            Some(mount) => Some(mount),
+            None => {
+                skip("read_only_directory: permissions do not bind here and a read-only tmpfs cannot be mounted; the real file system case is untested");
+                return;
+            }
+        },
+    };
     let error = Wal::open(temp.path(), WalOptions::default())
         .err()
         .expect("must fail");
     assert!(matches!(error, WalError::ReadOnly { .. }), "{error}");
+}
+
+/// A read-only tmpfs mounted on a directory for as long as this lives.
+struct ReadOnlyMount(PathBuf);
+
+impl ReadOnlyMount {
+    fn new(dir: &Path) -> Option<ReadOnlyMount> {
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+            .arg(dir)
+            .output()
+            .is_ok_and(|out| out.status.success())
+            .then(|| ReadOnlyMount(dir.to_path_buf()))
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
 }
 
 // Proves a missing directory and a path that is a file give their own errors (real fs).
