@@ -54,6 +54,7 @@
 
 pub mod codec;
 mod config;
+pub mod driver;
 mod log;
 pub mod message;
 mod node;

@@ -17,9 +17,10 @@ use crate::protocol::{
     Command, FaultSpec, Op, Outcome, Request, Response, FRAME_RAFT, FRAME_REQUEST, FRAME_RESPONSE,
 };
 use crate::server::{ServerConfig, TICK_MS};
+use raft::driver::{Driver, Host, Persisted, Write};
 use raft::{
     codec, Config, Entry, EntryKind, LogIndex, Message, NodeId, ProposeError, RawNode, ReadState,
-    Ready, Restore, Snapshot, SnapshotMeta, StepError,
+    Restore, Snapshot, SnapshotMeta, StepError,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -79,16 +80,6 @@ const READ_SWEEP: Duration = Duration::from_millis(100);
 /// How often a Ready stalled on a full disk is retried.
 const DISK_FULL_RETRY: Duration = Duration::from_millis(500);
 
-/// A Ready taken from the core, its "send now" messages sent, its disk write pending.
-struct PendingReady {
-    ready: Ready,
-    /// What is still to be written (taken out of `ready`).
-    snapshot: Option<Snapshot>,
-    entries: Vec<Entry>,
-    hard_state: Option<raft::HardState>,
-    retry_at: Duration,
-}
-
 /// A client read waiting for confirmation or for the state machine to catch up.
 struct PendingRead<C> {
     client: C,
@@ -107,11 +98,17 @@ pub enum StopRequest {
     Crash,
 }
 
-/// One member: core, WAL, store, sessions and the glue (see the module docs).
+/// One member: the core, the driver of its Readies, and everything else (see the module docs).
 pub struct Replica<E: Env> {
+    raw: RawNode,
+    driver: Driver,
+    g: Glue<E>,
+}
+
+/// Everything of a member but the core: what the driver hands each Ready's parts to.
+struct Glue<E: Env> {
     config: ServerConfig,
     env: E,
-    raw: RawNode,
     wal: Wal,
     kv: Kv,
     applied: LogIndex,
@@ -129,8 +126,9 @@ pub struct Replica<E: Env> {
     started: Duration,
     /// Set by a stop request.
     stop: Option<StopRequest>,
-    /// A Ready waiting for disk space.
-    stalled: Option<PendingReady>,
+    /// A Ready's write is waiting for disk space; it is retried from `retry_at`.
+    stalled: bool,
+    retry_at: Duration,
     /// No automatic snapshot before this (set after one failed for lack of space).
     snapshot_not_before: Duration,
     /// Reused for encoding outgoing messages.
@@ -233,8 +231,7 @@ impl<E: Env> Replica<E> {
         )?;
         let wal_bytes = wal.disk_bytes();
         let now = env.now();
-        Ok(Replica {
-            raw,
+        let g = Glue {
             wal,
             env,
             kv,
@@ -248,22 +245,28 @@ impl<E: Env> Replica<E> {
             wal_bytes_at_snapshot: wal_bytes,
             started: now,
             stop: None,
-            stalled: None,
+            stalled: false,
+            retry_at: now,
             snapshot_not_before: now,
             encode_buffer: Vec::with_capacity(64 << 10),
             snapshot_job: None,
             config,
+        };
+        Ok(Replica {
+            raw,
+            driver: Driver::new(),
+            g,
         })
     }
 
     /// The host's side of this replica.
     pub fn env(&self) -> &E {
-        &self.env
+        &self.g.env
     }
 
     /// The host's side of this replica, mutable.
     pub fn env_mut(&mut self) -> &mut E {
-        &mut self.env
+        &mut self.g.env
     }
 
     /// The consensus core (for status and the simulator's checkers).
@@ -273,40 +276,40 @@ impl<E: Env> Replica<E> {
 
     /// The key-value store.
     pub fn kv(&self) -> &Kv {
-        &self.kv
+        &self.g.kv
     }
 
     /// The index of the last entry applied to the store.
     pub fn applied(&self) -> LogIndex {
-        self.applied
+        self.g.applied
     }
 
     /// The configuration it runs with.
     pub fn config(&self) -> &ServerConfig {
-        &self.config
+        &self.g.config
     }
 
     /// Set once a client asked the node to stop.
     pub fn stop_requested(&self) -> Option<StopRequest> {
-        self.stop
+        self.g.stop
     }
 
     /// When the next tick is due: the host's poll timeout ends there.
     pub fn next_deadline(&self) -> Duration {
-        self.next_tick
+        self.g.next_tick
     }
 
     /// One iteration of the loop after the inputs: due ticks, expired reads, a finished
     /// snapshot, then every Ready. An error is fatal (the WAL failed): stop the node.
     pub fn turn(&mut self) -> Result<(), String> {
-        let now = self.env.now();
-        while self.next_tick <= now {
+        let now = self.g.env.now();
+        while self.g.next_tick <= now {
             self.raw.tick();
-            self.next_tick += Duration::from_millis(TICK_MS);
+            self.g.next_tick += Duration::from_millis(TICK_MS);
         }
-        if self.next_read_sweep <= now {
-            self.expire_reads(now);
-            self.next_read_sweep = now + READ_SWEEP;
+        if self.g.next_read_sweep <= now {
+            self.g.expire_reads(now);
+            self.g.next_read_sweep = now + READ_SWEEP;
         }
         self.finish_snapshot()?;
         self.drain_ready()
@@ -317,7 +320,7 @@ impl<E: Env> Replica<E> {
         if kind != FRAME_RAFT {
             log::warn!(
                 "node {}: unknown frame kind {kind} from peer {from}",
-                self.config.id
+                self.g.config.id
             );
             return;
         }
@@ -325,12 +328,12 @@ impl<E: Env> Replica<E> {
             Ok(m) if m.from == NodeId(from) => self.step(m),
             Ok(m) => log::warn!(
                 "node {}: peer {from} sent a message claiming to be from {}; dropped",
-                self.config.id,
+                self.g.config.id,
                 m.from
             ),
             Err(e) => log::warn!(
                 "node {}: undecodable message from peer {from}: {e}",
-                self.config.id
+                self.g.config.id
             ),
         }
     }
@@ -344,13 +347,15 @@ impl<E: Env> Replica<E> {
         body: &[u8],
     ) -> Result<(), String> {
         if kind != FRAME_REQUEST {
-            self.reply(client, 0, refused(format!("unknown frame kind {kind}")));
+            self.g
+                .reply(client, 0, refused(format!("unknown frame kind {kind}")));
             return Ok(());
         }
         match Request::decode(body) {
             Ok(req) => self.handle_request(client, req),
             Err(e) => {
-                self.reply(client, 0, refused(format!("bad request: {e}")));
+                self.g
+                    .reply(client, 0, refused(format!("bad request: {e}")));
                 Ok(())
             }
         }
@@ -358,7 +363,7 @@ impl<E: Env> Replica<E> {
 
     /// The connection to peer `id` was lost: the core stops pipelining to it.
     pub fn on_peer_down(&mut self, id: u64) {
-        log::info!("node {}: lost connection to peer {id}", self.config.id);
+        log::info!("node {}: lost connection to peer {id}", self.g.config.id);
         self.raw.report_unreachable(NodeId(id));
     }
 
@@ -367,7 +372,7 @@ impl<E: Env> Replica<E> {
         if let Err(e) = self.raw.step(m) {
             match e {
                 StepError::UnknownPeer(_) | StepError::WrongRecipient(_) => {
-                    log::warn!("node {}: {e}", self.config.id)
+                    log::warn!("node {}: {e}", self.g.config.id)
                 }
                 _ => {}
             }
@@ -375,28 +380,10 @@ impl<E: Env> Replica<E> {
         if was_leader && !self.raw.is_leader() {
             log::warn!(
                 "node {}: lost leadership at term {}",
-                self.config.id,
+                self.g.config.id,
                 self.raw.term()
             );
         }
-    }
-
-    fn reply(&mut self, client: E::Client, request_id: u64, outcome: Outcome) {
-        let body = Response {
-            request_id,
-            outcome,
-        }
-        .encode();
-        // A client that went away is no error of ours.
-        self.env.send_client(client, FRAME_RESPONSE, &body);
-    }
-
-    fn not_leader(&self) -> Outcome {
-        let leader = self.raw.leader().0;
-        let address = addr_of(&self.config, leader)
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        Outcome::NotLeader { leader, address }
     }
 
     fn handle_request(&mut self, client: E::Client, req: Request) -> Result<(), String> {
@@ -404,30 +391,32 @@ impl<E: Env> Replica<E> {
         match req.op {
             Op::Write(command) => self.propose(client, id, command),
             Op::Get { key } => {
-                let context = self.next_read_context;
-                self.next_read_context += 1;
+                let context = self.g.next_read_context;
+                self.g.next_read_context += 1;
                 match self.raw.read_index(context) {
                     Ok(()) => {
-                        self.pending_reads.insert(
+                        self.g.pending_reads.insert(
                             context,
                             PendingRead {
                                 client,
                                 request_id: id,
                                 key,
-                                asked: self.env.now(),
+                                asked: self.g.env.now(),
                             },
                         );
                     }
-                    Err(e) => self.reply(client, id, unavailable(format!("cannot read: {e}"))),
+                    Err(e) => self
+                        .g
+                        .reply(client, id, unavailable(format!("cannot read: {e}"))),
                 }
             }
             Op::Status => {
                 let status = self.status_json();
-                self.reply(client, id, Outcome::Status(status));
+                self.g.reply(client, id, Outcome::Status(status));
             }
             Op::Snapshot => {
                 let outcome = self.take_snapshot()?;
-                self.reply(client, id, outcome);
+                self.g.reply(client, id, outcome);
             }
             Op::TransferLeader { target } => {
                 let outcome = match self.raw.transfer_leader(NodeId(target)) {
@@ -435,22 +424,22 @@ impl<E: Env> Replica<E> {
                     Err(StepError::NotLeader) => self.not_leader(),
                     Err(e) => refused(e.to_string()),
                 };
-                self.reply(client, id, outcome);
+                self.g.reply(client, id, outcome);
             }
             Op::Fault(spec) => {
                 let detail = describe_faults(&spec);
-                self.env.set_faults(&spec);
-                log::warn!("node {}: fault layer set: {detail}", self.config.id);
-                self.reply(client, id, done(detail));
+                self.g.env.set_faults(&spec);
+                log::warn!("node {}: fault layer set: {detail}", self.g.config.id);
+                self.g.reply(client, id, done(detail));
             }
             Op::Shutdown { crash } => {
-                self.reply(
+                self.g.reply(
                     client,
                     id,
-                    done(format!("node {} stopping", self.config.id)),
+                    done(format!("node {} stopping", self.g.config.id)),
                 );
-                self.env.flush();
-                self.stop = Some(if crash {
+                self.g.env.flush();
+                self.g.stop = Some(if crash {
                     StopRequest::Crash
                 } else {
                     StopRequest::Graceful
@@ -464,7 +453,7 @@ impl<E: Env> Replica<E> {
         match self.raw.propose(command.encode()) {
             Ok(index) => {
                 let term = self.raw.term();
-                self.pending_writes.insert(
+                self.g.pending_writes.insert(
                     index,
                     PendingWrite {
                         client,
@@ -475,137 +464,270 @@ impl<E: Env> Replica<E> {
             }
             Err(ProposeError::NotLeader { .. }) => {
                 let outcome = self.not_leader();
-                self.reply(client, request_id, outcome);
+                self.g.reply(client, request_id, outcome);
             }
-            Err(e) => self.reply(client, request_id, unavailable(e.to_string())),
+            Err(e) => self.g.reply(client, request_id, unavailable(e.to_string())),
         }
     }
 
-    /// Handles every Ready the core has (see `raft::Ready` for the contract). A Ready whose
-    /// disk write failed for lack of space stays pending and is retried; meanwhile the node
-    /// sends nothing and acknowledges nothing, which Raft treats like a slow node.
-    fn drain_ready(&mut self) -> Result<(), String> {
-        if let Some(mut p) = self.stalled.take() {
-            if self.env.now() < p.retry_at {
-                self.stalled = Some(p);
-                return Ok(());
-            }
-            if !self.persist_pending(&mut p)? {
-                p.retry_at = self.env.now() + DISK_FULL_RETRY;
-                self.stalled = Some(p);
-                return Ok(());
-            }
-            log::warn!(
-                "node {}: disk space is back; persisting and acknowledging again",
-                self.config.id
-            );
-            self.finish_ready(p);
+    fn not_leader(&self) -> Outcome {
+        let leader = self.raw.leader().0;
+        let address = addr_of(&self.g.config, leader)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        Outcome::NotLeader { leader, address }
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), String> {
+        let since = self
+            .g
+            .applied
+            .0
+            .saturating_sub(self.g.wal.snapshot_meta().index.0);
+        let wal_growth = self
+            .g
+            .wal
+            .disk_bytes()
+            .saturating_sub(self.g.wal_bytes_at_snapshot);
+        let due = since >= self.g.config.snapshot_entries
+            || (since > 0 && wal_growth >= self.g.config.snapshot_wal_bytes);
+        if due && self.g.snapshot_job.is_none() && self.g.env.now() >= self.g.snapshot_not_before {
+            self.g.start_snapshot(&self.raw)?;
         }
-        while self.raw.has_ready() {
-            let mut p = self.start_ready();
-            if !self.persist_pending(&mut p)? {
+        Ok(())
+    }
+
+    /// Drops applied entries beyond the newest `log_memory_entries` from memory, in steps
+    /// of `TRIM_STEP` (the core frees them a slice per Ready). They stay in the WAL until
+    /// the next snapshot; a follower that needs them gets a snapshot (`provide_snapshot`).
+    fn trim_log(&mut self) {
+        let start = self.raw.snapshot_meta().index.0;
+        let keep = self.g.config.log_memory_entries;
+        if self.g.applied.0 >= start + keep + TRIM_STEP {
+            self.raw.compact(LogIndex(self.g.applied.0 - keep));
+        }
+    }
+
+    /// Installs a snapshot whose file the writer thread finished, if it has.
+    fn finish_snapshot(&mut self) -> Result<(), String> {
+        use std::sync::mpsc::TryRecvError;
+        let Some(job) = &self.g.snapshot_job else {
+            return Ok(());
+        };
+        let (written, bytes) = match job.try_recv() {
+            Err(TryRecvError::Empty) => return Ok(()),
+            Err(TryRecvError::Disconnected) => {
+                return Err("the snapshot writer thread died".into());
+            }
+            Ok(Err(wal::WalError::NoSpace { .. })) => {
+                self.g.snapshot_postponed();
+                return Ok(());
+            }
+            Ok(Err(e)) => return Err(fatal(e)),
+            Ok(Ok(done)) => done,
+        };
+        self.g.snapshot_job = None;
+        let meta = written.meta();
+        // Installing appends a marker record, which may need a new segment: a full disk
+        // here is no failure either (found by the whole-server simulator, which stopped a
+        // node for it). The file stays behind without its marker; recovery ignores such a
+        // file and the next installed snapshot deletes it.
+        match self.g.wal.install_snapshot_file(written) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()), // A newer snapshot (from the leader) got there first.
+            Err(wal::WalError::NoSpace { .. }) => {
+                self.g.snapshot_postponed();
+                return Ok(());
+            }
+            Err(e) => return Err(fatal(e)),
+        }
+        self.raw.compact(meta.index);
+        self.g.wal_bytes_at_snapshot = self.g.wal.disk_bytes();
+        log::info!(
+            "node {}: snapshot taken at index {} term {} ({bytes} bytes); WAL now {} bytes",
+            self.g.config.id,
+            meta.index,
+            meta.term,
+            self.g.wal.disk_bytes()
+        );
+        Ok(())
+    }
+
+    /// Snapshots the store at the applied index right now (an operator's request), persists
+    /// it, compacts WAL and core. Returns the answer for the operator.
+    fn take_snapshot(&mut self) -> Result<Outcome, String> {
+        let Some(meta) = self.g.snapshot_point(&self.raw)? else {
+            return Ok(done(format!(
+                "nothing new to snapshot (snapshot at {}, applied {})",
+                self.g.wal.snapshot_meta().index,
+                self.g.applied
+            )));
+        };
+        let (index, term) = (meta.index, meta.term);
+        let data = self.g.kv.snapshot();
+        let bytes = data.len();
+        let snapshot = Snapshot { meta, data };
+        let saved = self.g.wal.save_snapshot(&snapshot);
+        match saved {
+            Ok(()) => {}
+            Err(wal::WalError::NoSpace { .. }) => {
+                return Ok(unavailable(format!(
+                    "no disk space for a snapshot at index {index}; free some and retry"
+                )));
+            }
+            Err(e) => return Err(fatal(e)),
+        }
+        self.raw.compact(index);
+        self.g.wal_bytes_at_snapshot = self.g.wal.disk_bytes();
+        log::info!(
+            "node {}: snapshot taken at index {index} term {term} ({bytes} bytes, {} keys); WAL now {} bytes",
+            self.g.config.id,
+            self.g.kv.len(),
+            self.g.wal.disk_bytes()
+        );
+        Ok(done(format!("snapshot taken at index {index} term {term}")))
+    }
+
+    fn status_json(&self) -> String {
+        let s = self.raw.status();
+        let links = self.g.env.link_status();
+        let peers: Vec<serde_json::Value> = self
+            .g
+            .config
+            .peers
+            .iter()
+            .filter(|(id, _)| *id != self.g.config.id)
+            .map(|&(id, addr)| {
+                let (m, n, inflight) = s
+                    .progress
+                    .iter()
+                    .find(|p| p.0 .0 == id)
+                    .map(|p| (p.1 .0, p.2 .0, p.3))
+                    .unwrap_or((0, 0, 0));
+                let mut peer = serde_json::json!({
+                    "id": id,
+                    "address": addr.to_string(),
+                    "match": m,
+                    "next": n,
+                    "inflight": inflight,
+                });
+                if let (Some(link), Some(peer)) = (
+                    links["peers"][id.to_string()].as_object(),
+                    peer.as_object_mut(),
+                ) {
+                    peer.extend(link.clone());
+                }
+                peer
+            })
+            .collect();
+        serde_json::json!({
+            "id": s.id.0,
+            "address": addr_of(&self.g.config, s.id.0).map(|a| a.to_string()),
+            "cluster": self.g.config.cluster_id,
+            "role": s.role.to_string(),
+            "term": s.term.0,
+            "vote": s.vote.0,
+            "leader": s.leader.0,
+            "commit": s.commit.0,
+            "applied": self.g.applied.0,
+            "first_index": s.first_index.0,
+            "last_index": s.last_index.0,
+            "snapshot_index": self.g.wal.snapshot_meta().index.0,
+            "wal_bytes": self.g.wal.disk_bytes(),
+            "wal_segments": self.g.wal.segment_count(),
+            "keys": self.g.kv.len(),
+            "sessions": self.g.kv.session_count(),
+            "uptime_ms": (self.g.env.now() - self.g.started).as_millis() as u64,
+            "faults": links["faults"],
+            "peers": peers,
+        })
+        .to_string()
+    }
+
+    /// Handles every Ready the core has through the driver (see `raft::driver` for the
+    /// order). A Ready whose disk write failed for lack of space stays in the driver and is
+    /// retried; meanwhile the node sends nothing and acknowledges nothing, which Raft treats
+    /// like a slow node.
+    fn drain_ready(&mut self) -> Result<(), String> {
+        self.driver.run(&mut self.raw, &mut self.g)?;
+        if !self.driver.is_waiting() {
+            self.maybe_snapshot()?;
+            self.trim_log();
+        }
+        self.g.env.flush();
+        Ok(())
+    }
+}
+
+impl<E: Env> Host for Glue<E> {
+    type Error = String;
+
+    fn send(&mut self, m: Message) {
+        self.send_message(&m);
+    }
+
+    /// Writes what the Ready asks to the WAL, with one sync. A full disk stalls the write:
+    /// what was written stays written, the rest is retried every `DISK_FULL_RETRY`. Any
+    /// other WAL failure is fatal.
+    fn persist(&mut self, w: &mut Write) -> Result<Persisted, String> {
+        let now = self.env.now();
+        if self.stalled && now < self.retry_at {
+            return Ok(Persisted::Stalled);
+        }
+        // The leader's appends and the answers leave now, overlapping the disk write.
+        self.env.flush();
+        if !self.write(w)? {
+            if !self.stalled {
                 log::error!(
                     "node {}: disk full: acknowledging nothing until space is freed (retrying every {:?})",
                     self.config.id,
                     DISK_FULL_RETRY
                 );
-                p.retry_at = self.env.now() + DISK_FULL_RETRY;
-                self.stalled = Some(p);
-                break;
             }
-            self.finish_ready(p);
-            self.maybe_snapshot()?;
-            self.trim_log();
+            self.stalled = true;
+            self.retry_at = now + DISK_FULL_RETRY;
+            return Ok(Persisted::Stalled);
         }
-        self.env.flush();
-        Ok(())
+        if self.stalled {
+            log::warn!(
+                "node {}: disk space is back; persisting and acknowledging again",
+                self.config.id
+            );
+            self.stalled = false;
+        }
+        Ok(Persisted::Done)
     }
 
-    /// Takes a Ready and sends what may leave before the disk write. Committed entries are
-    /// applied (and their clients answered) here too, before this Ready's disk write: the
-    /// core hands out only entries that are already durable here and on a majority, so
-    /// their answers need not wait for the new entries' fsync. With a snapshot in the
-    /// Ready they wait, since they follow it.
-    fn start_ready(&mut self) -> PendingReady {
-        let mut ready = self.raw.ready();
-        for m in ready.take_messages() {
-            self.send(&m);
+    fn apply(
+        &mut self,
+        _raw: &mut RawNode,
+        entries: Vec<Entry>,
+        reads: Vec<ReadState>,
+        dropped_reads: Vec<u64>,
+    ) {
+        for entry in entries {
+            self.apply_entry(entry);
         }
-        if !ready.has_snapshot() {
-            self.apply_ready(&mut ready);
+        for rs in reads {
+            self.read_confirmed(rs);
         }
-        // The leader's appends and the answers leave now, overlapping the disk write.
-        self.env.flush();
-        PendingReady {
-            snapshot: ready.take_snapshot(),
-            entries: ready.take_entries(),
-            hard_state: ready.hard_state(),
-            ready,
-            retry_at: self.env.now(),
-        }
-    }
-
-    /// Writes what the Ready asks to the WAL, with one sync. Returns false when the disk is
-    /// full: what was written stays written, the rest is retried later. Any other WAL
-    /// failure is fatal.
-    fn persist_pending(&mut self, p: &mut PendingReady) -> Result<bool, String> {
-        if let Some(snapshot) = p.snapshot.take() {
-            match self.wal.save_snapshot(&snapshot) {
-                Ok(()) => self.install_snapshot(snapshot)?,
-                Err(wal::WalError::NoSpace { .. }) => {
-                    p.snapshot = Some(snapshot);
-                    return Ok(false);
-                }
-                Err(e) => return Err(fatal(e)),
+        for context in dropped_reads {
+            if let Some(r) = self.pending_reads.remove(&context) {
+                self.reply(
+                    r.client,
+                    r.request_id,
+                    unavailable("leadership changed before the read was confirmed".into()),
+                );
             }
         }
-        // Entries before the hard state: the WAL refuses to overwrite entries at or below
-        // the commit index it was last told, and this Ready's commit may cover entries that
-        // replace a conflicting tail in the same batch. One sync covers both.
-        if !p.entries.is_empty() {
-            match self.wal.append(&p.entries) {
-                Ok(()) => p.entries.clear(),
-                Err(wal::WalError::NoSpace { .. }) => return Ok(false),
-                Err(e) => return Err(fatal(e)),
-            }
-        }
-        if let Some(hs) = p.hard_state {
-            match self.wal.set_hard_state(hs) {
-                Ok(()) => p.hard_state = None,
-                Err(wal::WalError::NoSpace { .. }) => return Ok(false),
-                Err(e) => return Err(fatal(e)),
-            }
-        }
-        if p.ready.must_sync() {
-            match self.wal.persist() {
-                Ok(()) => {}
-                Err(wal::WalError::NoSpace { .. }) => return Ok(false),
-                Err(e) => return Err(fatal(e)),
-            }
-        }
-        Ok(true)
-    }
-
-    /// After the disk write: send what waited for it, apply what is left, advance; then
-    /// hand over the snapshot the core asked for, if it did.
-    fn finish_ready(&mut self, p: PendingReady) {
-        let mut rd = p.ready;
-        for m in rd.take_persisted_messages() {
-            self.send(&m);
-        }
-        self.apply_ready(&mut rd);
-        let request = rd.snapshot_request();
-        self.raw.advance(rd);
-        if let Some(meta) = request {
-            self.provide_snapshot(meta);
-        }
+        self.serve_waiting_reads();
     }
 
     /// Reads the latest snapshot back from its file for a follower that fell behind the
     /// log. The bytes live only while that follower is being sent them. A failed read is
     /// logged, not fatal: the node still serves the followers that need no snapshot, and
     /// the core asks again at the lagging follower's next heartbeat answer.
-    fn provide_snapshot(&mut self, meta: SnapshotMeta) {
+    fn snapshot_for_follower(&mut self, raw: &RawNode, meta: SnapshotMeta) -> Option<Snapshot> {
         if self.wal.snapshot_meta().index < meta.index {
             // The log in memory was trimmed past the snapshot on disk: take a new one. The
             // core asks again at the follower's next heartbeat answer and gets it then.
@@ -615,14 +737,14 @@ impl<E: Env> Replica<E> {
                     self.config.id,
                     meta.index.next()
                 );
-                if let Err(e) = self.start_snapshot() {
+                if let Err(e) = self.start_snapshot(raw) {
                     log::error!("node {}: {e}", self.config.id);
                 }
             }
-            return;
+            return None;
         }
         match self.wal.snapshot() {
-            Ok(Some(snapshot)) => self.raw.provide_snapshot(snapshot),
+            Ok(Some(snapshot)) => return Some(snapshot),
             Ok(None) => log::error!(
                 "node {}: a follower needs snapshot {}/{}, but the WAL holds none",
                 self.config.id,
@@ -636,29 +758,62 @@ impl<E: Env> Replica<E> {
                 meta.index
             ),
         }
+        None
     }
+}
 
-    /// Applies a Ready's committed entries and serves its confirmed reads.
-    fn apply_ready(&mut self, rd: &mut Ready) {
-        for entry in rd.take_committed_entries() {
-            self.apply(entry);
-        }
-        for rs in rd.take_read_states() {
-            self.read_confirmed(rs);
-        }
-        for context in rd.take_dropped_reads() {
-            if let Some(r) = self.pending_reads.remove(&context) {
-                self.reply(
-                    r.client,
-                    r.request_id,
-                    unavailable("leadership changed before the read was confirmed".into()),
-                );
+impl<E: Env> Glue<E> {
+    /// Writes what the Ready asks to the WAL, with one sync. Returns false when the disk is
+    /// full (see `persist`).
+    fn write(&mut self, w: &mut Write) -> Result<bool, String> {
+        if let Some(snapshot) = w.snapshot.take() {
+            match self.wal.save_snapshot(&snapshot) {
+                Ok(()) => self.install_snapshot(snapshot)?,
+                Err(wal::WalError::NoSpace { .. }) => {
+                    w.snapshot = Some(snapshot);
+                    return Ok(false);
+                }
+                Err(e) => return Err(fatal(e)),
             }
         }
-        self.serve_waiting_reads();
+        // Entries before the hard state: the WAL refuses to overwrite entries at or below
+        // the commit index it was last told, and this Ready's commit may cover entries that
+        // replace a conflicting tail in the same batch. One sync covers both.
+        if !w.entries.is_empty() {
+            match self.wal.append(&w.entries) {
+                Ok(()) => w.entries.clear(),
+                Err(wal::WalError::NoSpace { .. }) => return Ok(false),
+                Err(e) => return Err(fatal(e)),
+            }
+        }
+        if let Some(hs) = w.hard_state {
+            match self.wal.set_hard_state(hs) {
+                Ok(()) => w.hard_state = None,
+                Err(wal::WalError::NoSpace { .. }) => return Ok(false),
+                Err(e) => return Err(fatal(e)),
+            }
+        }
+        if w.sync {
+            match self.wal.persist() {
+                Ok(()) => {}
+                Err(wal::WalError::NoSpace { .. }) => return Ok(false),
+                Err(e) => return Err(fatal(e)),
+            }
+        }
+        Ok(true)
     }
 
-    fn send(&mut self, m: &Message) {
+    fn reply(&mut self, client: E::Client, request_id: u64, outcome: Outcome) {
+        let body = Response {
+            request_id,
+            outcome,
+        }
+        .encode();
+        // A client that went away is no error of ours.
+        self.env.send_client(client, FRAME_RESPONSE, &body);
+    }
+
+    fn send_message(&mut self, m: &Message) {
         // One encoding buffer for every message: the transport copies into its outbox.
         let mut body = std::mem::take(&mut self.encode_buffer);
         body.clear();
@@ -699,7 +854,7 @@ impl<E: Env> Replica<E> {
         Ok(())
     }
 
-    fn apply(&mut self, entry: Entry) {
+    fn apply_entry(&mut self, entry: Entry) {
         self.applied = entry.index;
         let pending = self.pending_writes.remove(&entry.index);
         if entry.kind != EntryKind::Normal {
@@ -768,39 +923,11 @@ impl<E: Env> Replica<E> {
         }
     }
 
-    fn maybe_snapshot(&mut self) -> Result<(), String> {
-        let since = self
-            .applied
-            .0
-            .saturating_sub(self.wal.snapshot_meta().index.0);
-        let wal_growth = self
-            .wal
-            .disk_bytes()
-            .saturating_sub(self.wal_bytes_at_snapshot);
-        let due = since >= self.config.snapshot_entries
-            || (since > 0 && wal_growth >= self.config.snapshot_wal_bytes);
-        if due && self.snapshot_job.is_none() && self.env.now() >= self.snapshot_not_before {
-            self.start_snapshot()?;
-        }
-        Ok(())
-    }
-
-    /// Drops applied entries beyond the newest `log_memory_entries` from memory, in steps
-    /// of `TRIM_STEP` (the core frees them a slice per Ready). They stay in the WAL until
-    /// the next snapshot; a follower that needs them gets a snapshot (`provide_snapshot`).
-    fn trim_log(&mut self) {
-        let start = self.raw.snapshot_meta().index.0;
-        let keep = self.config.log_memory_entries;
-        if self.applied.0 >= start + keep + TRIM_STEP {
-            self.raw.compact(LogIndex(self.applied.0 - keep));
-        }
-    }
-
     /// Takes a view of the store at the applied index and hands the rest (the slow part:
     /// sorting, encoding, writing, syncing) to a thread, so the loop keeps serving; the
     /// thread wakes the loop when the file is durable, and `finish_snapshot` installs it.
-    fn start_snapshot(&mut self) -> Result<(), String> {
-        let Some(meta) = self.snapshot_point()? else {
+    fn start_snapshot(&mut self, raw: &RawNode) -> Result<(), String> {
+        let Some(meta) = self.snapshot_point(raw)? else {
             return Ok(());
         };
         // Only the view is taken here (shared records); sorting, encoding and writing
@@ -831,51 +958,6 @@ impl<E: Env> Replica<E> {
         Ok(())
     }
 
-    /// Installs a snapshot whose file the writer thread finished, if it has.
-    fn finish_snapshot(&mut self) -> Result<(), String> {
-        use std::sync::mpsc::TryRecvError;
-        let Some(job) = &self.snapshot_job else {
-            return Ok(());
-        };
-        let (written, bytes) = match job.try_recv() {
-            Err(TryRecvError::Empty) => return Ok(()),
-            Err(TryRecvError::Disconnected) => {
-                return Err("the snapshot writer thread died".into());
-            }
-            Ok(Err(wal::WalError::NoSpace { .. })) => {
-                self.snapshot_postponed();
-                return Ok(());
-            }
-            Ok(Err(e)) => return Err(fatal(e)),
-            Ok(Ok(done)) => done,
-        };
-        self.snapshot_job = None;
-        let meta = written.meta();
-        // Installing appends a marker record, which may need a new segment: a full disk
-        // here is no failure either (found by the whole-server simulator, which stopped a
-        // node for it). The file stays behind without its marker; recovery ignores such a
-        // file and the next installed snapshot deletes it.
-        match self.wal.install_snapshot_file(written) {
-            Ok(true) => {}
-            Ok(false) => return Ok(()), // A newer snapshot (from the leader) got there first.
-            Err(wal::WalError::NoSpace { .. }) => {
-                self.snapshot_postponed();
-                return Ok(());
-            }
-            Err(e) => return Err(fatal(e)),
-        }
-        self.raw.compact(meta.index);
-        self.wal_bytes_at_snapshot = self.wal.disk_bytes();
-        log::info!(
-            "node {}: snapshot taken at index {} term {} ({bytes} bytes); WAL now {} bytes",
-            self.config.id,
-            meta.index,
-            meta.term,
-            self.wal.disk_bytes()
-        );
-        Ok(())
-    }
-
     /// A snapshot found the disk full: try again in a while rather than on every write.
     fn snapshot_postponed(&mut self) {
         self.snapshot_job = None;
@@ -888,106 +970,15 @@ impl<E: Env> Replica<E> {
 
     /// Where a snapshot taken now would end: the applied index, when it is past the
     /// latest snapshot.
-    fn snapshot_point(&self) -> Result<Option<SnapshotMeta>, String> {
+    fn snapshot_point(&self, raw: &RawNode) -> Result<Option<SnapshotMeta>, String> {
         let index = self.applied;
         if index <= self.wal.snapshot_meta().index {
             return Ok(None);
         }
-        let term = self
-            .raw
+        let term = raw
             .term_at(index)
             .ok_or_else(|| format!("applied index {index} is not in the log"))?;
         Ok(Some(SnapshotMeta { index, term }))
-    }
-
-    /// Snapshots the store at the applied index right now (an operator's request), persists
-    /// it, compacts WAL and core. Returns the answer for the operator.
-    fn take_snapshot(&mut self) -> Result<Outcome, String> {
-        let Some(meta) = self.snapshot_point()? else {
-            return Ok(done(format!(
-                "nothing new to snapshot (snapshot at {}, applied {})",
-                self.wal.snapshot_meta().index,
-                self.applied
-            )));
-        };
-        let (index, term) = (meta.index, meta.term);
-        let data = self.kv.snapshot();
-        let bytes = data.len();
-        let snapshot = Snapshot { meta, data };
-        let saved = self.wal.save_snapshot(&snapshot);
-        match saved {
-            Ok(()) => {}
-            Err(wal::WalError::NoSpace { .. }) => {
-                return Ok(unavailable(format!(
-                    "no disk space for a snapshot at index {index}; free some and retry"
-                )));
-            }
-            Err(e) => return Err(fatal(e)),
-        }
-        self.raw.compact(index);
-        self.wal_bytes_at_snapshot = self.wal.disk_bytes();
-        log::info!(
-            "node {}: snapshot taken at index {index} term {term} ({bytes} bytes, {} keys); WAL now {} bytes",
-            self.config.id,
-            self.kv.len(),
-            self.wal.disk_bytes()
-        );
-        Ok(done(format!("snapshot taken at index {index} term {term}")))
-    }
-
-    fn status_json(&self) -> String {
-        let s = self.raw.status();
-        let links = self.env.link_status();
-        let peers: Vec<serde_json::Value> = self
-            .config
-            .peers
-            .iter()
-            .filter(|(id, _)| *id != self.config.id)
-            .map(|&(id, addr)| {
-                let (m, n, inflight) = s
-                    .progress
-                    .iter()
-                    .find(|p| p.0 .0 == id)
-                    .map(|p| (p.1 .0, p.2 .0, p.3))
-                    .unwrap_or((0, 0, 0));
-                let mut peer = serde_json::json!({
-                    "id": id,
-                    "address": addr.to_string(),
-                    "match": m,
-                    "next": n,
-                    "inflight": inflight,
-                });
-                if let (Some(link), Some(peer)) = (
-                    links["peers"][id.to_string()].as_object(),
-                    peer.as_object_mut(),
-                ) {
-                    peer.extend(link.clone());
-                }
-                peer
-            })
-            .collect();
-        serde_json::json!({
-            "id": s.id.0,
-            "address": addr_of(&self.config, s.id.0).map(|a| a.to_string()),
-            "cluster": self.config.cluster_id,
-            "role": s.role.to_string(),
-            "term": s.term.0,
-            "vote": s.vote.0,
-            "leader": s.leader.0,
-            "commit": s.commit.0,
-            "applied": self.applied.0,
-            "first_index": s.first_index.0,
-            "last_index": s.last_index.0,
-            "snapshot_index": self.wal.snapshot_meta().index.0,
-            "wal_bytes": self.wal.disk_bytes(),
-            "wal_segments": self.wal.segment_count(),
-            "keys": self.kv.len(),
-            "sessions": self.kv.session_count(),
-            "uptime_ms": (self.env.now() - self.started).as_millis() as u64,
-            "faults": links["faults"],
-            "peers": peers,
-        })
-        .to_string()
     }
 }
 
