@@ -2,6 +2,7 @@
 //! named as the claim, on a tiny in-memory cluster with instant, reliable delivery unless a
 //! test cuts links itself. Each test's first comment says what it proves and how.
 
+use raft::driver::{Driver, Host, Persisted, Write};
 use raft::{
     Body, Config, Entry, EntryKind, HardState, LogIndex, Message, NodeId, ProposeError, RawNode,
     Restore, RoleKind, Snapshot, Term,
@@ -51,6 +52,63 @@ fn config(id: u64, n: u64) -> Config {
     c
 }
 
+/// A node's host in these tests: an instant disk, an applied list and the shared network.
+struct PaperHost<'a> {
+    durable: &'a mut Durable,
+    applied: &'a mut Vec<Entry>,
+    reads: &'a mut Vec<raft::ReadState>,
+    out: &'a mut VecDeque<Message>,
+    snapshot_requests: &'a mut u64,
+}
+
+impl Host for PaperHost<'_> {
+    type Error = std::convert::Infallible;
+
+    fn send(&mut self, message: Message) {
+        self.out.push_back(message);
+    }
+
+    fn persist(&mut self, w: &mut Write) -> Result<Persisted, Self::Error> {
+        let d = &mut *self.durable;
+        if let Some(s) = w.snapshot.take() {
+            d.entries.retain(|e| e.index > s.meta.index);
+            self.applied.clear();
+            d.snapshot = s;
+        }
+        if let Some(hs) = w.hard_state {
+            d.hard_state = hs;
+        }
+        for e in w.entries.drain(..) {
+            d.entries.retain(|x| x.index < e.index);
+            d.entries.push(e);
+        }
+        Ok(Persisted::Done)
+    }
+
+    fn apply(
+        &mut self,
+        _raw: &mut RawNode,
+        entries: Vec<Entry>,
+        reads: Vec<raft::ReadState>,
+        _dropped_reads: Vec<u64>,
+    ) {
+        self.applied.extend(entries);
+        self.reads.extend(reads);
+    }
+
+    fn snapshot_for_follower(
+        &mut self,
+        _raw: &RawNode,
+        meta: raft::SnapshotMeta,
+    ) -> Option<Snapshot> {
+        *self.snapshot_requests += 1;
+        // A host whose stored snapshot is older than the request takes a new one; the
+        // tests that trim the log do that themselves.
+        let snapshot = self.durable.snapshot.clone();
+        (snapshot.meta.index >= meta.index).then_some(snapshot)
+    }
+}
+
 impl Cluster {
     fn new(n: u64) -> Cluster {
         Cluster::with(n, |_| {})
@@ -93,42 +151,21 @@ impl Cluster {
         self.cut.clear();
     }
 
-    /// Handles every node's Ready like a host with an instant disk, then delivers messages
-    /// until the network is quiet.
+    /// Handles every node's Ready like a host with an instant disk (through the one Ready
+    /// loop, `raft::driver`), then delivers messages until the network is quiet.
     fn settle(&mut self) {
         loop {
             for i in 0..self.nodes.len() {
-                while self.nodes[i].has_ready() {
-                    let mut rd = self.nodes[i].ready();
-                    let mut out = rd.take_messages();
-                    let d = &mut self.durable[i];
-                    if let Some(s) = rd.take_snapshot() {
-                        d.entries.retain(|e| e.index > s.meta.index);
-                        self.applied[i].clear();
-                        d.snapshot = s;
-                    }
-                    if let Some(hs) = rd.hard_state() {
-                        d.hard_state = hs;
-                    }
-                    for e in rd.take_entries() {
-                        d.entries.retain(|x| x.index < e.index);
-                        d.entries.push(e);
-                    }
-                    out.extend(rd.take_persisted_messages());
-                    self.applied[i].extend(rd.take_committed_entries());
-                    self.reads[i].extend(rd.take_read_states());
-                    let request = rd.snapshot_request();
-                    self.nodes[i].advance(rd);
-                    if let Some(meta) = request {
-                        self.snapshot_requests[i] += 1;
-                        let snapshot = self.durable[i].snapshot.clone();
-                        // A host whose stored snapshot is older than the request takes a
-                        // new one; the tests that trim the log do that themselves.
-                        if snapshot.meta.index >= meta.index {
-                            self.nodes[i].provide_snapshot(snapshot);
-                        }
-                    }
-                    self.in_flight.extend(out);
+                let mut host = PaperHost {
+                    durable: &mut self.durable[i],
+                    applied: &mut self.applied[i],
+                    reads: &mut self.reads[i],
+                    out: &mut self.in_flight,
+                    snapshot_requests: &mut self.snapshot_requests[i],
+                };
+                match Driver::new().run(&mut self.nodes[i], &mut host) {
+                    Ok(()) => {}
+                    Err(never) => match never {},
                 }
             }
             let Some(m) = self.in_flight.pop_front() else {
