@@ -14,11 +14,12 @@
 //!    calls [`Driver::run`] again to retry);
 //! 4. once the write is durable: the messages that waited for it go to [`Host::send`], what
 //!    is left to apply to [`Host::apply`], the node is advanced, and a snapshot a follower
-//!    needs is asked of [`Host::snapshot_for_follower`].
+//!    needs is asked of [`Host::snapshot_for_follower`], and entries older than the
+//!    in-memory log that followers need of [`Host::fetch_entries`].
 //!
 //! The driver does no IO itself; the host does all of it.
 
-use crate::node::{RawNode, Ready};
+use crate::node::{EntriesWanted, RawNode, Ready};
 use crate::types::{Entry, HardState, ReadState, Snapshot, SnapshotMeta};
 use crate::Message;
 
@@ -71,6 +72,14 @@ pub trait Host {
     /// A follower needs a snapshot through at least `meta.index`: return one to send, or
     /// `None` when it is not at hand yet (the node asks again).
     fn snapshot_for_follower(&mut self, raw: &RawNode, meta: SnapshotMeta) -> Option<Snapshot>;
+    /// A follower needs entries older than the in-memory log: read `wanted.lo..wanted.hi`
+    /// (at least one, about `wanted.bytes_max` of data at most) from storage, or `None`
+    /// when they cannot be read (the node asks again). A host that never trims its
+    /// in-memory log is never asked.
+    fn fetch_entries(&mut self, wanted: EntriesWanted) -> Option<Vec<Entry>> {
+        let _ = wanted;
+        None
+    }
 }
 
 /// A Ready whose write is not yet durable.
@@ -184,10 +193,16 @@ fn finish<H: Host>(raw: &mut RawNode, host: &mut H, mut ready: Ready) {
     }
     apply(raw, host, &mut ready);
     let request = ready.snapshot_request();
+    let wanted = ready.take_entries_wanted();
     raw.advance(ready);
     if let Some(meta) = request {
         if let Some(snapshot) = host.snapshot_for_follower(raw, meta) {
             raw.provide_snapshot(snapshot);
+        }
+    }
+    for w in wanted {
+        if let Some(entries) = host.fetch_entries(w) {
+            raw.entries_fetched(w.to, entries);
         }
     }
 }

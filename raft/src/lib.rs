@@ -63,5 +63,5 @@ pub mod types;
 
 pub use config::Config;
 pub use message::{Body, ConflictHint, Message};
-pub use node::{ProposeError, RawNode, Ready, Restore, RoleKind, Status, StepError};
+pub use node::{EntriesWanted, ProposeError, RawNode, Ready, Restore, RoleKind, Status, StepError};
 pub use types::*;

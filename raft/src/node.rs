@@ -175,6 +175,9 @@ impl std::error::Error for StepError {}
 ///    trimmed past it). A follower fell behind the log and needs it. The node keeps no
 ///    snapshot bytes of its own between such requests.
 ///
+/// 7. For each of [`Ready::take_entries_wanted`], read those entries from storage and hand
+///    them to [`RawNode::entries_fetched`] (then or later).
+///
 /// Between `ready()` and `advance()` the node may be stepped, ticked and proposed to; it
 /// will not hand out another `Ready` until this one is advanced.
 #[must_use = "a Ready must be persisted, sent, applied and then passed to advance()"]
@@ -187,6 +190,7 @@ pub struct Ready {
     must_sync: bool,
     snapshot: Option<Snapshot>,
     snapshot_request: Option<SnapshotMeta>,
+    entries_wanted: Vec<EntriesWanted>,
     entries: Vec<Entry>,
     messages: Vec<Message>,
     persisted_messages: Vec<Message>,
@@ -224,6 +228,11 @@ impl Ready {
     /// [`RawNode::provide_snapshot`].
     pub fn snapshot_request(&self) -> Option<SnapshotMeta> {
         self.snapshot_request
+    }
+    /// Entries older than the in-memory log that followers need: read them from storage
+    /// and hand them to [`RawNode::entries_fetched`] after `advance`.
+    pub fn take_entries_wanted(&mut self) -> Vec<EntriesWanted> {
+        std::mem::take(&mut self.entries_wanted)
     }
     /// Moves the entries to persist out.
     pub fn take_entries(&mut self) -> Vec<Entry> {
@@ -273,6 +282,9 @@ impl fmt::Display for Ready {
         if let Some(meta) = &self.snapshot_request {
             write!(f, " snapshot_request={}/{}", meta.term, meta.index)?;
         }
+        for w in &self.entries_wanted {
+            write!(f, " fetch={}:{}..{}", w.to, w.lo, w.hi)?;
+        }
         write!(
             f,
             " entries={} msgs={}+{} apply={} reads={}",
@@ -293,8 +305,28 @@ pub struct Restore {
     /// Where the latest durable snapshot ends (index 0 when there is none). The host
     /// restores its state machine from the snapshot itself; the node needs only its end.
     pub snapshot: SnapshotMeta,
-    /// The durable entries after the snapshot, contiguous.
+    /// The entries the node keeps in memory, contiguous, starting right after `log_start`.
     pub entries: Vec<Entry>,
+    /// Where `entries` start when the host keeps older committed entries in its storage
+    /// only (the index and term of the last entry before them); `None`: right after the
+    /// snapshot. A leader asks its host for such entries when a follower needs them
+    /// ([`Ready::take_entries_wanted`]).
+    pub log_start: Option<SnapshotMeta>,
+}
+
+/// A leader needs entries `lo..hi` (hi exclusive) from the host's storage for follower
+/// `to`: they are older than the entries it keeps in memory. The host reads them (at least
+/// one, at most about `bytes_max` of data) and hands them to [`RawNode::entries_fetched`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntriesWanted {
+    /// The follower.
+    pub to: NodeId,
+    /// First index wanted.
+    pub lo: LogIndex,
+    /// One past the last index wanted.
+    pub hi: LogIndex,
+    /// A bound on the entries' data bytes.
+    pub bytes_max: u64,
 }
 
 /// A summary of the node for status displays and tests.
@@ -314,8 +346,10 @@ pub struct Status {
     pub commit: LogIndex,
     /// Applied index.
     pub applied: LogIndex,
-    /// First index still in the log.
+    /// First index still in the log (in memory or in the host's storage).
     pub first_index: LogIndex,
+    /// First index of the entries held in memory.
+    pub memory_first_index: LogIndex,
     /// Last index in the log.
     pub last_index: LogIndex,
     /// Where the latest snapshot ends.
@@ -333,7 +367,15 @@ pub struct RawNode {
     vote: NodeId,
     leader: NodeId,
     role: Role,
+    /// The entries in memory. They may start after `stored`: the host keeps the committed
+    /// entries between in its storage only (see `trim`).
     log: RaftLog,
+    /// Where the host's durable snapshot ends: entries at or below it exist nowhere but in
+    /// that snapshot. Invariant: `stored.index <= log.snapshot.index`.
+    stored: SnapshotMeta,
+    /// Followers that need entries older than the in-memory log, by the first index needed;
+    /// asked of the host in the next Ready.
+    entries_wanted: BTreeMap<NodeId, LogIndex>,
     /// A follower needs the latest snapshot's bytes, which the host has not been asked for
     /// yet. The bytes are not kept here: a snapshot is as big as the state machine, and
     /// only a follower that fell behind the log needs it, so the host reads it back from
@@ -366,7 +408,14 @@ impl RawNode {
     pub fn new(config: Config, restore: Restore) -> Result<RawNode, String> {
         config.validate()?;
         let hs = restore.hard_state;
-        let log = RaftLog::restore(restore.snapshot, restore.entries, hs.commit);
+        let log_start = restore.log_start.unwrap_or(restore.snapshot);
+        if log_start.index < restore.snapshot.index {
+            return Err(format!(
+                "the in-memory log starts at {} before the snapshot at {}",
+                log_start.index, restore.snapshot.index
+            ));
+        }
+        let log = RaftLog::restore(log_start, restore.entries, hs.commit);
         let rng = SmallRng::seed_from_u64(config.seed ^ config.id.0.rotate_left(32));
         let mut node = RawNode {
             term: hs.term,
@@ -375,6 +424,8 @@ impl RawNode {
             role: Role::Follower { incoming: None },
             commit_floor: log.commit,
             log,
+            stored: restore.snapshot,
+            entries_wanted: BTreeMap::new(),
             snapshot_wanted: false,
             snapshot_to_persist: None,
             election_elapsed: 0,
@@ -448,9 +499,14 @@ impl RawNode {
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
         self.log.entry(index)
     }
-    /// Where the latest snapshot ends.
+    /// Where the in-memory log starts: the end of the latest snapshot, or later when the
+    /// host trimmed the log ([`RawNode::trim`]).
     pub fn snapshot_meta(&self) -> SnapshotMeta {
         self.log.snapshot
+    }
+    /// Where the host's latest durable snapshot ends.
+    pub fn stored_snapshot(&self) -> SnapshotMeta {
+        self.stored
     }
     /// A summary for status output.
     pub fn status(&self) -> Status {
@@ -470,9 +526,10 @@ impl RawNode {
             leader: self.leader,
             commit: self.log.commit,
             applied: self.log.applied,
-            first_index: self.log.first_index(),
+            first_index: self.stored.index.next(),
+            memory_first_index: self.log.first_index(),
             last_index: self.log.last_index(),
-            snapshot_index: self.log.snapshot.index,
+            snapshot_index: self.stored.index,
             progress,
         }
     }
@@ -591,26 +648,120 @@ impl RawNode {
         Ok(())
     }
 
-    /// Discards the in-memory entries through `index` (which the host has applied). From then
-    /// on a follower that needs them receives a snapshot instead, asked of the host by a
-    /// [`Ready`] (see [`Ready::snapshot_request`]). The host must be able to produce one
-    /// through at least `index`: it has a durable snapshot there, or it can take one of its
-    /// applied state when asked, so a host may keep fewer entries in memory than it keeps
-    /// on disk. Returns false when the log is already compacted past `index`.
+    /// The host's durable snapshot now ends at `index` (which it has applied): the node
+    /// discards the entries through it. From then on a follower that needs them receives
+    /// that snapshot, asked of the host by a [`Ready`] (see [`Ready::snapshot_request`]).
+    /// Returns false when the snapshot is not newer than the one the node knows of.
     pub fn compact(&mut self, index: LogIndex) -> bool {
         assert!(
             index <= self.log.applying,
             "compact({index}) beyond what was handed out to apply ({})",
             self.log.applying
         );
+        if index <= self.stored.index {
+            return false;
+        }
+        let term = if index == self.log.snapshot.index {
+            self.log.snapshot.term
+        } else {
+            self.log.term(index).expect(
+                "a snapshot at an index the host trimmed names its term: use snapshot_stored",
+            )
+        };
+        self.snapshot_stored(SnapshotMeta { index, term });
+        true
+    }
+
+    /// Like [`RawNode::compact`], for a host that trimmed the log past the snapshot's index
+    /// already and so names its term too.
+    pub fn snapshot_stored(&mut self, meta: SnapshotMeta) {
+        assert!(
+            meta.index <= self.log.applying,
+            "snapshot at {} beyond what was handed out to apply ({})",
+            meta.index,
+            self.log.applying
+        );
+        if meta.index <= self.stored.index {
+            return;
+        }
+        if meta.index > self.log.snapshot.index {
+            self.log.compact(meta);
+        }
+        self.stored = meta;
+        self.check_invariants();
+    }
+
+    /// Drops the in-memory entries through `index` (which the host has applied) while the
+    /// host keeps them in its storage: a leader asks for them back when a follower needs
+    /// them ([`Ready::take_entries_wanted`]), so a host may keep fewer entries in memory than
+    /// on disk without taking snapshots for it. Returns false when the log is already
+    /// trimmed past `index`.
+    pub fn trim(&mut self, index: LogIndex) -> bool {
+        assert!(
+            index <= self.log.applying,
+            "trim({index}) beyond what was handed out to apply ({})",
+            self.log.applying
+        );
         if index <= self.log.snapshot.index {
             return false;
         }
         let term = self.log.term(index).expect("applied entry is in the log");
-        let meta = SnapshotMeta { index, term };
-        self.log.compact(meta);
+        self.log.compact(SnapshotMeta { index, term });
         self.check_invariants();
         true
+    }
+
+    /// The host's answer to an [`EntriesWanted`]: entries read from its storage, starting
+    /// at the wanted `lo`. When the follower still needs them, they go out in an append
+    /// (the first one only lends its term when it is the entry before the follower's next
+    /// index). Entries that no longer fit what the follower needs are dropped; the node
+    /// asks again at the follower's next answer.
+    pub fn entries_fetched(&mut self, to: NodeId, mut entries: Vec<Entry>) {
+        let stored = self.stored;
+        let commit = self.log.commit;
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let Some(p) = l.progress.get_mut(&to) else {
+            return;
+        };
+        let next = p.next_index;
+        let usable = !matches!(p.state, ProgressState::Snapshot { .. })
+            && next > stored.index
+            && entries.first().is_some_and(|e| e.index <= next);
+        if !usable {
+            return;
+        }
+        let prev_index = next.prev();
+        let prev_term = if prev_index == stored.index {
+            stored.term
+        } else {
+            match entries.iter().find(|e| e.index == prev_index) {
+                Some(e) => e.term,
+                None => return,
+            }
+        };
+        entries.retain(|e| e.index >= next);
+        if entries.is_empty() {
+            return;
+        }
+        let last_sent = entries.last().expect("non-empty").index;
+        if matches!(p.state, ProgressState::Replicate) {
+            let bytes = entries.iter().map(Entry::payload_bytes).sum();
+            p.next_index = last_sent.next();
+            p.inflights.add(last_sent, bytes);
+        }
+        p.paused = !matches!(p.state, ProgressState::Replicate);
+        self.send(
+            to,
+            Body::Append {
+                prev_index,
+                prev_term,
+                commit: commit.min(last_sent),
+                entries,
+            },
+        );
+        self.check_invariants();
     }
 
     /// The host's answer to [`Ready::snapshot_request`]: a snapshot of committed state
@@ -621,15 +772,17 @@ impl RawNode {
     /// log, or that arrives when this node no longer leads, is dropped; the node asks again
     /// if a follower still needs one.
     pub fn provide_snapshot(&mut self, snapshot: Snapshot) {
-        let first = self.log.first_index();
-        let marker = self.log.snapshot;
+        let marker = self.stored;
         let meta = snapshot.meta;
         let usable = if meta.index == marker.index {
             meta.term == marker.term
         } else {
+            // Newer than the stored one (taken for the occasion): it must match the log
+            // where the log still holds its last entry; between the stored snapshot and
+            // the in-memory log every entry is committed, so any term there is the log's.
             meta.index > marker.index
                 && meta.index <= self.log.commit
-                && self.log.term(meta.index) == Some(meta.term)
+                && self.log.term(meta.index).is_none_or(|t| t == meta.term)
         };
         if !usable {
             log::info!(
@@ -651,15 +804,16 @@ impl RawNode {
         let mut receivers = Vec::new();
         for (id, p) in &mut l.progress {
             let sending = matches!(p.state, ProgressState::Snapshot { .. });
-            if p.next_index < first && !sending {
+            if p.next_index <= meta.index && !sending {
                 p.become_snapshot(snapshot.clone());
                 receivers.push(*id);
             }
         }
         for to in receivers {
             log::info!(
-                "node {}: follower {to} needs entries before {first}: sending snapshot {}/{}",
+                "node {}: follower {to} needs entries through {}: sending snapshot {}/{}",
                 self.config.id,
+                meta.index,
                 snapshot.meta.term,
                 snapshot.meta.index
             );
@@ -1039,6 +1193,7 @@ impl RawNode {
     fn install_snapshot(&mut self, snapshot: Snapshot) {
         let meta = snapshot.meta;
         let discarded = self.log.install(meta);
+        self.stored = meta;
         log::info!(
             "node {}: installed snapshot {}/{} from leader {} ({} bytes, log {})",
             self.config.id,
@@ -1285,11 +1440,23 @@ impl RawNode {
         if p.is_paused() {
             return false;
         }
+        if p.next_index < first && p.next_index > self.stored.index {
+            // The entries are older than the in-memory log but still in the host's
+            // storage: ask for them (with the one before, for its term) and wait; a
+            // heartbeat answer retries.
+            if !matches!(p.state, ProgressState::Probe) {
+                p.become_probe();
+            }
+            p.paused = true;
+            let lo = p.next_index.prev().max(self.stored.index.next());
+            self.entries_wanted.insert(to, lo);
+            return false;
+        }
         if p.next_index < first {
-            // Another follower may be receiving a snapshot that reaches our log already;
-            // share its bytes. Otherwise ask the host for one and wait (a heartbeat answer
-            // retries).
-            let marker = self.log.snapshot.index;
+            // Another follower may be receiving a snapshot that reaches past what this one
+            // needs; share its bytes. Otherwise ask the host for one and wait (a heartbeat
+            // answer retries).
+            let marker = self.stored.index;
             let shared = l.progress.values().find_map(|q| match &q.state {
                 ProgressState::Snapshot { snapshot, .. } if snapshot.meta.index >= marker => {
                     Some(snapshot.clone())
@@ -1627,6 +1794,7 @@ impl RawNode {
             || self.hard_state() != self.handed_hard_state
             || self.snapshot_to_persist.is_some()
             || self.snapshot_wanted
+            || !self.entries_wanted.is_empty()
             || self.log.unstable_from <= self.log.last_index()
             || !self.messages.is_empty()
             || !self.persisted_messages.is_empty()
@@ -1653,8 +1821,24 @@ impl RawNode {
         self.handed_hard_state = hs;
         let snapshot = self.snapshot_to_persist.take();
         // Asked only while leading: a follower's request is stale after a step-down.
-        let snapshot_request = (std::mem::take(&mut self.snapshot_wanted) && self.is_leader())
-            .then_some(self.log.snapshot);
+        let snapshot_request =
+            (std::mem::take(&mut self.snapshot_wanted) && self.is_leader()).then_some(self.stored);
+        // Likewise: entries for followers are fetched only while leading.
+        let wanted = std::mem::take(&mut self.entries_wanted);
+        let first = self.log.first_index();
+        let entries_wanted = if self.is_leader() {
+            wanted
+                .into_iter()
+                .map(|(to, lo)| EntriesWanted {
+                    to,
+                    lo,
+                    hi: first,
+                    bytes_max: self.config.append_bytes_max,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         if let Some(s) = &snapshot {
             self.log.applying = self.log.applying.max(s.meta.index);
         }
@@ -1679,6 +1863,7 @@ impl RawNode {
             must_sync: vote_changed || !entries.is_empty() || snapshot.is_some(),
             snapshot,
             snapshot_request,
+            entries_wanted,
             entries,
             messages: std::mem::take(&mut self.messages),
             persisted_messages: std::mem::take(&mut self.persisted_messages),
@@ -1729,6 +1914,12 @@ impl RawNode {
     /// Asserted after every input; a failure is a bug in this crate.
     fn check_invariants(&mut self) {
         self.log.check_invariants();
+        assert!(
+            self.stored.index <= self.log.snapshot.index,
+            "the stored snapshot at {} is past the in-memory log's start {}",
+            self.stored.index,
+            self.log.snapshot.index
+        );
         assert!(
             self.log.commit >= self.commit_floor,
             "commit index regressed from {} to {}",

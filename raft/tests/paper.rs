@@ -23,6 +23,8 @@ struct Cluster {
     reads: Vec<Vec<raft::ReadState>>,
     /// Snapshots the nodes asked their host for, per node.
     snapshot_requests: Vec<u64>,
+    /// Reads of stored entries the nodes asked their host for, per node.
+    fetches: Vec<u64>,
 }
 
 /// What a node's host keeps on disk: what a restart starts from, and where a snapshot the
@@ -40,6 +42,7 @@ impl Durable {
             hard_state: self.hard_state,
             snapshot: self.snapshot.meta,
             entries: self.entries.clone(),
+            log_start: None,
         }
     }
 }
@@ -59,6 +62,7 @@ struct PaperHost<'a> {
     reads: &'a mut Vec<raft::ReadState>,
     out: &'a mut VecDeque<Message>,
     snapshot_requests: &'a mut u64,
+    fetches: &'a mut u64,
 }
 
 impl Host for PaperHost<'_> {
@@ -107,6 +111,18 @@ impl Host for PaperHost<'_> {
         let snapshot = self.durable.snapshot.clone();
         (snapshot.meta.index >= meta.index).then_some(snapshot)
     }
+
+    fn fetch_entries(&mut self, wanted: raft::EntriesWanted) -> Option<Vec<Entry>> {
+        *self.fetches += 1;
+        let entries: Vec<Entry> = self
+            .durable
+            .entries
+            .iter()
+            .filter(|e| e.index >= wanted.lo && e.index < wanted.hi)
+            .cloned()
+            .collect();
+        (!entries.is_empty()).then_some(entries)
+    }
 }
 
 impl Cluster {
@@ -131,6 +147,7 @@ impl Cluster {
             sent: Vec::new(),
             reads: vec![Vec::new(); n as usize],
             snapshot_requests: vec![0; n as usize],
+            fetches: vec![0; n as usize],
         }
     }
 
@@ -162,6 +179,7 @@ impl Cluster {
                     reads: &mut self.reads[i],
                     out: &mut self.in_flight,
                     snapshot_requests: &mut self.snapshot_requests[i],
+                    fetches: &mut self.fetches[i],
                 };
                 match Driver::new().run(&mut self.nodes[i], &mut host) {
                     Ok(()) => {}
@@ -740,55 +758,69 @@ fn leader_asks_its_host_for_the_snapshot_once_and_shares_it() {
     }
 }
 
-/// A host may keep fewer entries in memory than on disk: the leader's log is trimmed past
-/// its stored snapshot. A stored snapshot older than the log's start is not sent; a newer
-/// one, taken of the applied state when asked, is accepted although it ends inside the log,
-/// and the lagging follower catches up from it.
+/// A leader that keeps fewer entries in memory than on disk (`trim`) serves a follower from
+/// storage: behind the stored snapshot, the follower gets that snapshot (read back by the
+/// host, not a new one taken for it) and then the entries between it and the in-memory log,
+/// fetched from storage (`EntriesWanted` / `entries_fetched`); it ends with the same log.
 #[test]
-fn a_log_trimmed_past_the_stored_snapshot_is_served_by_a_newer_one() {
+fn a_follower_behind_the_trimmed_log_gets_the_stored_snapshot_then_stored_entries() {
     let mut c = Cluster::new(3);
     let leader = c.elect();
     let lagging = (1..=3).find(|&i| i != leader).unwrap();
     c.isolate(lagging);
     let stored = c.commit_some(leader, 10);
     assert!(c.compact(leader, stored, vec![1u8; 20]));
-    let old = c.durable[leader as usize - 1].snapshot.clone();
     let trimmed = c.commit_some(leader, 10);
-    // Memory only: the stored snapshot stays at `stored`.
-    assert!(c.node(leader).compact(trimmed));
+    // Memory only: the stored snapshot stays at `stored`, the entries stay on disk.
+    assert!(c.node(leader).trim(trimmed));
     assert_eq!(c.node(leader).snapshot_meta().index, trimmed);
+    assert_eq!(c.node(leader).stored_snapshot().index, stored);
     c.heal();
     c.tick_all(20);
-    assert!(c.snapshot_requests[leader as usize - 1] >= 1, "never asked");
-    assert!(
-        !c.provide_sends_snapshot(leader, old),
-        "a snapshot older than the log's start was sent"
-    );
-    assert!(c.node(lagging).commit_index() < stored);
-    // The host takes a snapshot of what it applied, past where the log was trimmed.
-    for k in 0..5u8 {
-        c.node(leader).propose(vec![k; 7]).unwrap();
-    }
-    c.settle();
-    let applied = c.node(leader).commit_index();
-    assert!(applied > trimmed);
-    let term = c.node(leader).term_at(applied).unwrap();
-    c.durable[leader as usize - 1].snapshot = Snapshot {
-        meta: raft::SnapshotMeta {
-            index: applied,
-            term,
-        },
-        data: vec![3u8; 20],
-    };
-    c.tick_all(20);
-    let snap = &c.durable[lagging as usize - 1].snapshot;
-    assert_eq!(snap.meta.index, applied);
-    assert_eq!(snap.data, vec![3u8; 20]);
-    c.node(leader).propose(b"after".to_vec()).unwrap();
-    c.tick_all(4);
+    let l = leader as usize - 1;
+    assert!(c.snapshot_requests[l] >= 1, "never asked for the snapshot");
+    assert!(c.fetches[l] >= 1, "never asked for the stored entries");
+    let f = lagging as usize - 1;
+    assert_eq!(c.durable[f].snapshot.meta.index, stored);
+    assert_eq!(c.durable[f].snapshot.data, vec![1u8; 20]);
     assert_eq!(
         c.node(lagging).commit_index(),
         c.node(leader).commit_index()
+    );
+    let tail = |d: &Durable| {
+        d.entries
+            .iter()
+            .filter(|e| e.index > stored)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tail(&c.durable[f]), tail(&c.durable[l]));
+}
+
+/// A follower behind the trimmed in-memory log but past the stored snapshot needs no
+/// snapshot at all: the entries come from storage.
+#[test]
+fn a_follower_behind_the_trimmed_log_only_gets_entries_from_storage() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    let lagging = (1..=3).find(|&i| i != leader).unwrap();
+    let common = c.commit_some(leader, 3);
+    c.isolate(lagging);
+    let trimmed = c.commit_some(leader, 20);
+    assert!(c.node(leader).trim(trimmed));
+    c.heal();
+    c.tick_all(20);
+    let l = leader as usize - 1;
+    assert_eq!(c.snapshot_requests[l], 0, "asked for a snapshot");
+    assert!(c.fetches[l] >= 1, "never asked for the stored entries");
+    assert!(c.node(lagging).commit_index() > common);
+    assert_eq!(
+        c.node(lagging).commit_index(),
+        c.node(leader).commit_index()
+    );
+    assert_eq!(
+        c.durable[lagging as usize - 1].entries,
+        c.durable[l].entries
     );
 }
 

@@ -19,8 +19,8 @@ use crate::protocol::{
 use crate::server::{ServerConfig, TICK_MS};
 use raft::driver::{Driver, Host, Persisted, Write};
 use raft::{
-    codec, Config, Entry, EntryKind, LogIndex, Message, NodeId, ProposeError, RawNode, ReadState,
-    Restore, Snapshot, SnapshotMeta, StepError,
+    codec, Config, EntriesWanted, Entry, EntryKind, LogIndex, Message, NodeId, ProposeError,
+    RawNode, ReadState, Restore, Snapshot, SnapshotMeta, StepError,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -225,7 +225,10 @@ impl<E: Env> Replica<E> {
             rc,
             Restore {
                 hard_state: recovered.hard_state,
-                snapshot: marker,
+                snapshot,
+                // Entries applied from the WAL above stay there: the core asks for them
+                // back if a follower needs them.
+                log_start: (marker != snapshot).then_some(marker),
                 entries,
             },
         )?;
@@ -499,12 +502,15 @@ impl<E: Env> Replica<E> {
 
     /// Drops applied entries beyond the newest `log_memory_entries` from memory, in steps
     /// of `TRIM_STEP` (the core frees them a slice per Ready). They stay in the WAL until
-    /// the next snapshot; a follower that needs them gets a snapshot (`provide_snapshot`).
+    /// the next snapshot; a follower that needs them gets them read back from it
+    /// (`fetch_entries`).
     fn trim_log(&mut self) {
         let start = self.raw.snapshot_meta().index.0;
         let keep = self.g.config.log_memory_entries;
-        if self.g.applied.0 >= start + keep + TRIM_STEP {
-            self.raw.compact(LogIndex(self.g.applied.0 - keep));
+        // A small in-memory log (tests) is trimmed in steps as small as itself.
+        let step = TRIM_STEP.min(keep.max(1));
+        if self.g.applied.0 >= start + keep + step {
+            self.raw.trim(LogIndex(self.g.applied.0 - keep));
         }
     }
 
@@ -541,7 +547,7 @@ impl<E: Env> Replica<E> {
             }
             Err(e) => return Err(fatal(e)),
         }
-        self.raw.compact(meta.index);
+        self.raw.snapshot_stored(meta);
         self.g.wal_bytes_at_snapshot = self.g.wal.disk_bytes();
         log::info!(
             "node {}: snapshot taken at index {} term {} ({bytes} bytes); WAL now {} bytes",
@@ -577,7 +583,7 @@ impl<E: Env> Replica<E> {
             }
             Err(e) => return Err(fatal(e)),
         }
-        self.raw.compact(index);
+        self.raw.snapshot_stored(meta);
         self.g.wal_bytes_at_snapshot = self.g.wal.disk_bytes();
         log::info!(
             "node {}: snapshot taken at index {index} term {term} ({bytes} bytes, {} keys); WAL now {} bytes",
@@ -631,6 +637,7 @@ impl<E: Env> Replica<E> {
             "commit": s.commit.0,
             "applied": self.g.applied.0,
             "first_index": s.first_index.0,
+            "memory_first_index": s.memory_first_index.0,
             "last_index": s.last_index.0,
             "snapshot_index": self.g.wal.snapshot_meta().index.0,
             "wal_bytes": self.g.wal.disk_bytes(),
@@ -723,33 +730,19 @@ impl<E: Env> Host for Glue<E> {
         self.serve_waiting_reads();
     }
 
-    /// Reads the latest snapshot back from its file for a follower that fell behind the
-    /// log. The bytes live only while that follower is being sent them. A failed read is
+    /// Reads the latest snapshot back from its file for a follower that fell behind it.
+    /// The bytes live only while that follower is being sent them. A failed read is
     /// logged, not fatal: the node still serves the followers that need no snapshot, and
     /// the core asks again at the lagging follower's next heartbeat answer.
-    fn snapshot_for_follower(&mut self, raw: &RawNode, meta: SnapshotMeta) -> Option<Snapshot> {
-        if self.wal.snapshot_meta().index < meta.index {
-            // The log in memory was trimmed past the snapshot on disk: take a new one. The
-            // core asks again at the follower's next heartbeat answer and gets it then.
-            if self.snapshot_job.is_none() {
-                log::info!(
-                    "node {}: a follower needs entries before {}, older than this node keeps in memory; taking a snapshot for it",
-                    self.config.id,
-                    meta.index.next()
-                );
-                if let Err(e) = self.start_snapshot(raw) {
-                    log::error!("node {}: {e}", self.config.id);
-                }
-            }
-            return None;
-        }
+    fn snapshot_for_follower(&mut self, _raw: &RawNode, meta: SnapshotMeta) -> Option<Snapshot> {
         match self.wal.snapshot() {
-            Ok(Some(snapshot)) => return Some(snapshot),
-            Ok(None) => log::error!(
-                "node {}: a follower needs snapshot {}/{}, but the WAL holds none",
+            Ok(Some(snapshot)) if snapshot.meta.index >= meta.index => return Some(snapshot),
+            Ok(_) => log::error!(
+                "node {}: a follower needs snapshot {}/{}, but the WAL holds {}",
                 self.config.id,
                 meta.term,
-                meta.index
+                meta.index,
+                self.wal.snapshot_meta().index
             ),
             Err(e) => log::error!(
                 "node {}: cannot read snapshot {}/{} back for a follower: {e}",
@@ -759,6 +752,25 @@ impl<E: Env> Host for Glue<E> {
             ),
         }
         None
+    }
+
+    /// Reads entries older than the in-memory log back from the WAL for a follower. A
+    /// failed read is logged, not fatal (the core asks again).
+    fn fetch_entries(&mut self, wanted: EntriesWanted) -> Option<Vec<Entry>> {
+        match self.wal.entries(wanted.lo, wanted.hi, wanted.bytes_max) {
+            Ok(entries) if !entries.is_empty() => Some(entries),
+            Ok(_) => None,
+            Err(e) => {
+                log::error!(
+                    "node {}: cannot read entries {}..{} back for follower {}: {e}",
+                    self.config.id,
+                    wanted.lo,
+                    wanted.hi,
+                    wanted.to
+                );
+                None
+            }
+        }
     }
 }
 

@@ -364,6 +364,7 @@ impl Sim {
                 hard_state: d.hard_state,
                 snapshot: d.snapshot.meta,
                 entries: d.entries,
+                log_start: None,
             },
         )
         .expect("valid config");

@@ -122,7 +122,10 @@ impl WholeConfig {
             nodes: [3, 3, 5][pick.gen_range(0..3)],
             clients: pick.gen_range(2..6),
             keys: pick.gen_range(1..5),
-            snapshot_entries: pick.gen_range(20..200),
+            // Snapshots often, or rarely (then lagging followers are served entries read
+            // back from the WAL: the in-memory log is always short).
+            snapshot_entries: [pick.gen_range(20..200), pick.gen_range(500..3000)]
+                [pick.gen_range(0..2)],
             log_memory_entries: pick.gen_range(5..60),
             segment_bytes: [8 << 10, 32 << 10, 256 << 10][pick.gen_range(0..3)],
             fault_phase: pick.gen_range(5..15) * SEC,
