@@ -35,6 +35,9 @@ pub struct Write {
     pub hard_state: Option<HardState>,
     /// Whether the write must be synced before [`Driver`] goes on (see [`Ready::must_sync`]).
     pub sync: bool,
+    /// After the rest is durable, record durably that the node's repair is over (see
+    /// [`Ready::repair_finished`]).
+    pub repair_finished: bool,
 }
 
 /// How far [`Host::persist`] got.
@@ -142,6 +145,7 @@ impl Driver {
                 entries: ready.take_entries(),
                 hard_state: ready.hard_state(),
                 sync: ready.must_sync(),
+                repair_finished: ready.repair_finished(),
             };
             match host.persist(&mut write)? {
                 Persisted::Done => finish(raw, host, ready),

@@ -191,6 +191,7 @@ pub struct Ready {
     snapshot: Option<Snapshot>,
     snapshot_request: Option<SnapshotMeta>,
     entries_wanted: Vec<EntriesWanted>,
+    repair_finished: bool,
     entries: Vec<Entry>,
     messages: Vec<Message>,
     persisted_messages: Vec<Message>,
@@ -228,6 +229,11 @@ impl Ready {
     /// [`RawNode::provide_snapshot`].
     pub fn snapshot_request(&self) -> Option<SnapshotMeta> {
         self.snapshot_request
+    }
+    /// The node's repair is over (see [`Restore::repairing`]): after this Ready's write is
+    /// durable, record durably that it is an ordinary voter again.
+    pub fn repair_finished(&self) -> bool {
+        self.repair_finished
     }
     /// Entries older than the in-memory log that followers need: read them from storage
     /// and hand them to [`RawNode::entries_fetched`] after `advance`.
@@ -312,6 +318,10 @@ pub struct Restore {
     /// snapshot. A leader asks its host for such entries when a follower needs them
     /// ([`Ready::take_entries_wanted`]).
     pub log_start: Option<SnapshotMeta>,
+    /// The host found its log damaged and cut it: the node may have acknowledged entries
+    /// it no longer has, so it grants no votes or pre-votes and does not campaign until a
+    /// leader has brought its log up to date (see [`Ready::repair_finished`]).
+    pub repairing: bool,
 }
 
 /// A leader needs entries `lo..hi` (hi exclusive) from the host's storage for follower
@@ -356,6 +366,8 @@ pub struct Status {
     pub snapshot_index: LogIndex,
     /// On a leader: (peer, match index, next index, appends in flight).
     pub progress: Vec<(NodeId, LogIndex, LogIndex, usize)>,
+    /// Repairing a damaged log (see [`Restore::repairing`]).
+    pub repairing: bool,
 }
 
 /// One Raft member: a pure, deterministic state machine. See the crate docs for the loop
@@ -376,6 +388,11 @@ pub struct RawNode {
     /// Followers that need entries older than the in-memory log, by the first index needed;
     /// asked of the host in the next Ready.
     entries_wanted: BTreeMap<NodeId, LogIndex>,
+    /// Repairing a damaged log (see [`Restore::repairing`]): no votes, no campaigns.
+    /// Invariant: a repairing node is a follower.
+    repairing: bool,
+    /// The repair is over and the host has not been told yet.
+    repair_finished: bool,
     /// A follower needs the latest snapshot's bytes, which the host has not been asked for
     /// yet. The bytes are not kept here: a snapshot is as big as the state machine, and
     /// only a follower that fell behind the log needs it, so the host reads it back from
@@ -426,6 +443,8 @@ impl RawNode {
             log,
             stored: restore.snapshot,
             entries_wanted: BTreeMap::new(),
+            repairing: restore.repairing,
+            repair_finished: false,
             snapshot_wanted: false,
             snapshot_to_persist: None,
             election_elapsed: 0,
@@ -444,6 +463,12 @@ impl RawNode {
         };
         node.handed_hard_state = node.hard_state();
         node.reset_election_timer();
+        if node.repairing {
+            log::warn!(
+                "node {}: REPAIRING a damaged log: granting no votes and not campaigning until a leader has brought the log up to date",
+                node.config.id
+            );
+        }
         node.check_invariants();
         Ok(node)
     }
@@ -531,6 +556,7 @@ impl RawNode {
             last_index: self.log.last_index(),
             snapshot_index: self.stored.index,
             progress,
+            repairing: self.repairing,
         }
     }
 
@@ -881,6 +907,7 @@ impl RawNode {
         if self.step_term(&m) {
             self.step_role(m);
         }
+        self.maybe_finish_repair();
         self.check_invariants();
         Ok(())
     }
@@ -934,7 +961,9 @@ impl RawNode {
                 last_index,
                 last_term,
             } => {
-                let granted = m.term > self.term && self.log.is_up_to_date(last_index, last_term);
+                let granted = m.term > self.term
+                    && !self.repairing
+                    && self.log.is_up_to_date(last_index, last_term);
                 let term = if granted { m.term } else { self.term };
                 self.send_with_term(m.from, term, Body::PreVoteResponse { granted });
             }
@@ -1016,7 +1045,9 @@ impl RawNode {
 
     fn handle_vote(&mut self, from: NodeId, last_index: LogIndex, last_term: Term) {
         let can_vote = self.vote == from || (self.vote.is_none() && self.leader.is_none());
-        let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
+        // A repairing node's log may lack entries it acknowledged: its vote could elect a
+        // leader without them (see `Restore::repairing`).
+        let granted = can_vote && !self.repairing && self.log.is_up_to_date(last_index, last_term);
         if granted {
             self.vote = from;
             self.election_elapsed = 0;
@@ -1577,6 +1608,10 @@ impl RawNode {
     // ----- transitions -----
 
     fn campaign(&mut self, transfer: bool) {
+        if self.repairing {
+            // It may lack entries it acknowledged: its log must not win an election.
+            return;
+        }
         if self.config.pre_vote && !transfer {
             self.become_pre_candidate();
         } else {
@@ -1795,6 +1830,7 @@ impl RawNode {
             || self.snapshot_to_persist.is_some()
             || self.snapshot_wanted
             || !self.entries_wanted.is_empty()
+            || self.repair_finished
             || self.log.unstable_from <= self.log.last_index()
             || !self.messages.is_empty()
             || !self.persisted_messages.is_empty()
@@ -1860,10 +1896,14 @@ impl RawNode {
         let ready = Ready {
             number: self.ready_number,
             hard_state,
-            must_sync: vote_changed || !entries.is_empty() || snapshot.is_some(),
+            must_sync: vote_changed
+                || !entries.is_empty()
+                || snapshot.is_some()
+                || self.repair_finished,
             snapshot,
             snapshot_request,
             entries_wanted,
+            repair_finished: std::mem::take(&mut self.repair_finished),
             entries,
             messages: std::mem::take(&mut self.messages),
             persisted_messages: std::mem::take(&mut self.persisted_messages),
@@ -1891,9 +1931,35 @@ impl RawNode {
         if self.is_leader() {
             self.maybe_commit();
         }
+        self.maybe_finish_repair();
         // Compacted entries are freed a slice per Ready rather than all at compaction.
         self.log.collect_garbage(crate::log::GARBAGE_PER_CALL);
         self.check_invariants();
+    }
+
+    /// Ends a repair once the log holds, durably, everything committed before the current
+    /// leader's term: the commit index (learned from that leader) has reached an entry of
+    /// its term, and everything through it is durable here. Every entry committed in an
+    /// earlier term precedes that entry in the leader's log (Raft's leader completeness
+    /// holds for leaders elected while this node abstained: its lost copies were one of a
+    /// majority, and any electing majority of the other nodes meets the rest), so the log
+    /// again holds whatever this node may have acknowledged and lost.
+    fn maybe_finish_repair(&mut self) {
+        if !self.repairing
+            || self.leader.is_none()
+            || self.log.persisted < self.log.commit
+            || self.log.term(self.log.commit) != Some(self.term)
+        {
+            return;
+        }
+        self.repairing = false;
+        self.repair_finished = true;
+        log::warn!(
+            "node {}: repair finished: the log holds everything committed through {} (term {}); voting again",
+            self.config.id,
+            self.log.commit,
+            self.term
+        );
     }
 
     // ----- helpers -----
@@ -1914,6 +1980,10 @@ impl RawNode {
     /// Asserted after every input; a failure is a bug in this crate.
     fn check_invariants(&mut self) {
         self.log.check_invariants();
+        assert!(
+            !self.repairing || matches!(self.role, Role::Follower { .. }),
+            "a repairing node left the follower role"
+        );
         assert!(
             self.stored.index <= self.log.snapshot.index,
             "the stored snapshot at {} is past the in-memory log's start {}",

@@ -43,6 +43,7 @@ impl Durable {
             snapshot: self.snapshot.meta,
             entries: self.entries.clone(),
             log_start: None,
+            repairing: false,
         }
     }
 }

@@ -94,10 +94,9 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     pub wal_segment_mib: u64,
 
-    /// Repair a corrupted write-ahead log by cutting it at the first bad record. Entries
-    /// after that point are lost from this node (the cluster still has them if a majority is
-    /// healthy). Use only when raftd refused to start and said why.
-    #[arg(long)]
+    /// Gone: a damaged write-ahead log is repaired by itself (see the README). Accepted
+    /// only to say so clearly.
+    #[arg(long, hide = true)]
     pub repair_wal: bool,
 }
 
@@ -125,6 +124,9 @@ pub fn parse_peer(s: &str) -> Result<(u64, SocketAddr), String> {
 impl Args {
     /// Validates the flags together. The error is one line saying what to fix.
     pub fn into_config(self) -> Result<ServerConfig, String> {
+        if self.repair_wal {
+            return Err("--repair-wal is gone: a damaged write-ahead log is now cut and repaired from the cluster by itself, and the node votes in no election until then (see the README, \"A damaged disk\"); remove the flag".into());
+        }
         let mut peers = Vec::new();
         let mut ids = BTreeSet::new();
         for p in &self.peers {
@@ -204,7 +206,6 @@ impl Args {
             snapshot_entries: self.snapshot_entries,
             log_memory_entries: self.log_memory_entries,
             snapshot_wal_bytes: self.snapshot_wal_mib << 20,
-            repair_wal: self.repair_wal,
             wal_segment_bytes: self.wal_segment_mib << 20,
         })
     }

@@ -157,7 +157,15 @@ impl<E: Env> Replica<E> {
             log::warn!("WAL: {torn}");
         }
         if let Some(repaired) = &recovered.repaired {
-            log::warn!("WAL repaired: {repaired}");
+            log::error!(
+                "node {}: DAMAGED WAL: {repaired}; this node may have lost entries it acknowledged, so it grants no votes and does not campaign until the leader has brought its log up to date (raftctl status shows \"repairing\")",
+                config.id
+            );
+        } else if recovered.repairing {
+            log::error!(
+                "node {}: still REPAIRING a damaged WAL (found at an earlier start): granting no votes until the leader has brought the log up to date",
+                config.id
+            );
         }
         // The store is rebuilt from the snapshot's bytes, which are then dropped: the core
         // asks for them again only when a follower needs them.
@@ -230,6 +238,7 @@ impl<E: Env> Replica<E> {
                 // back if a follower needs them.
                 log_start: (marker != snapshot).then_some(marker),
                 entries,
+                repairing: recovered.repairing,
             },
         )?;
         let wal_bytes = wal.disk_bytes();
@@ -638,6 +647,7 @@ impl<E: Env> Replica<E> {
             "applied": self.g.applied.0,
             "first_index": s.first_index.0,
             "memory_first_index": s.memory_first_index.0,
+            "repairing": s.repairing,
             "last_index": s.last_index.0,
             "snapshot_index": self.g.wal.snapshot_meta().index.0,
             "wal_bytes": self.g.wal.disk_bytes(),
@@ -811,6 +821,14 @@ impl<E: Env> Glue<E> {
                 Err(wal::WalError::NoSpace { .. }) => return Ok(false),
                 Err(e) => return Err(fatal(e)),
             }
+        }
+        if w.repair_finished {
+            self.wal.finish_repair().map_err(fatal)?;
+            w.repair_finished = false;
+            log::warn!(
+                "node {}: repair finished: the damaged log is whole again; an ordinary voter again",
+                self.config.id
+            );
         }
         Ok(true)
     }

@@ -45,8 +45,6 @@ pub struct ServerConfig {
     pub log_memory_entries: u64,
     /// Or when the WAL grows past this many bytes since the last snapshot.
     pub snapshot_wal_bytes: u64,
-    /// Repair a corrupted WAL by truncating at the first bad record (operator's choice).
-    pub repair_wal: bool,
     /// Size of each preallocated WAL segment.
     pub wal_segment_bytes: u64,
 }
@@ -172,7 +170,9 @@ impl Server {
         std::fs::create_dir_all(&wal_dir)
             .map_err(|e| format!("cannot create {}: {e}", wal_dir.display()))?;
         let options = WalOptions {
-            repair: config.repair_wal,
+            // Damage that is no torn tail is cut away and the node repairs itself from the
+            // cluster, voting in no election until then (see `raft::Restore::repairing`).
+            repair: true,
             segment_bytes: config.wal_segment_bytes,
             ..WalOptions::default()
         };

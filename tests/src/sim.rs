@@ -365,6 +365,7 @@ impl Sim {
                 snapshot: d.snapshot.meta,
                 entries: d.entries,
                 log_start: None,
+                repairing: false,
             },
         )
         .expect("valid config");

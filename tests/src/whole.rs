@@ -353,7 +353,6 @@ impl WholeSim {
             snapshot_entries: self.config.snapshot_entries,
             log_memory_entries: self.config.log_memory_entries,
             snapshot_wal_bytes: u64::MAX,
-            repair_wal: false,
             wal_segment_bytes: self.config.segment_bytes,
         }
     }
@@ -365,7 +364,7 @@ impl WholeSim {
         let incarnation = self.incarnations[i];
         let options = WalOptions {
             segment_bytes: self.config.segment_bytes,
-            repair: false,
+            repair: true,
             backend: Arc::new(self.disks[i].clone()),
             helper_threads: false,
         };

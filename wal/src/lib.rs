@@ -106,10 +106,12 @@ mod log_map;
 mod recovery;
 mod sys;
 pub mod testing;
+mod vote;
 mod wal;
 
 pub use crate::backend::{Backend, Pace, SegmentMap, StdBackend};
 pub use crate::error::WalError;
+pub use crate::vote::REPAIR_FILE;
 pub use crate::wal::{
     Recovered, SnapshotWriter, Wal, WalOptions, WrittenSnapshot, LOCK_FILE, SEGMENT_BYTES_DEFAULT,
 };

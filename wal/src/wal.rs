@@ -14,6 +14,7 @@ use crate::error::{is_no_space, is_read_only, WalError};
 use crate::format::{self, kind, SEGMENT_HEADER_BYTES};
 use crate::log_map::{Location, LogMap};
 use crate::recovery::{self, Segment, Verdict};
+use crate::vote::{self, VoteCopy, REPAIR_FILE, VOTE_FILES};
 
 /// The lock file's name; it holds the pid of the process that holds the lock.
 pub const LOCK_FILE: &str = "LOCK";
@@ -69,8 +70,11 @@ pub struct Recovered {
     pub last_index: LogIndex,
     /// A torn tail that was truncated (decision table row 2), described for the operator.
     pub torn_tail: Option<String>,
-    /// Corruption cut away because `repair` was set (row 4), described for the operator.
+    /// Corruption cut away because `repair` was set (row 5), described for the operator.
     pub repaired: Option<String>,
+    /// The node is repairing a damaged log: the cut happened now or at an earlier open and
+    /// [`Wal::finish_repair`] was not called since (see "Damage" in FORMAT.md).
+    pub repairing: bool,
 }
 
 /// Writes snapshot files for a [`Wal`], possibly on another thread: the slow part of
@@ -182,6 +186,12 @@ pub struct Wal {
     spare: Option<Spare>,
     /// Deletes compacted files off the caller's thread; started at the first compaction.
     reaper: Option<Reaper>,
+    /// The newest copy of term and vote outside the segments (see `vote`).
+    vote_copy: VoteCopy,
+    /// Which of the two copy files exist.
+    vote_files: [bool; 2],
+    /// The repair marker is present.
+    repairing: bool,
 }
 
 fn segment_name(id: u64) -> String {
@@ -277,6 +287,29 @@ impl Wal {
                 problem.cut_at,
             )?;
         };
+        let (vote_copy, vote_files) = vote::read_newest(&*backend, &dir);
+        let hard_state = vote::merge(replayed.hard_state, vote_copy);
+        if hard_state != replayed.hard_state {
+            warn!(
+                "wal: the log's newest term and vote ({}) are older than their copy outside it; using term {} vote {}",
+                replayed.hard_state, hard_state.term, hard_state.vote
+            );
+        }
+        let names = backend
+            .list(&dir)
+            .map_err(|e| io_error(&dir, "list directory", e))?;
+        let mut repairing = names.iter().any(|n| n == REPAIR_FILE);
+        if repaired.is_some() && !repairing {
+            // Durable before anything is served: a restart before the repair is done must
+            // find the node repairing again.
+            let path = dir.join(REPAIR_FILE);
+            let text = format!("{}\n", repaired.as_deref().unwrap_or_default());
+            backend
+                .write_synced(&path, text.as_bytes())
+                .and_then(|()| backend.sync_dir(&dir))
+                .map_err(|e| io_error(&path, "write repair marker", e))?;
+            repairing = true;
+        }
         let mut log = replayed.log;
         let mut snapshot_file = None;
         if let Some((name, snapshot)) = &snapshot {
@@ -307,8 +340,8 @@ impl Wal {
                 .unwrap_or(usize::MAX),
             _lock: lock,
             segments: VecDeque::from(segments),
-            hard_state: replayed.hard_state,
-            durable_hard_state: replayed.hard_state,
+            hard_state,
+            durable_hard_state: hard_state,
             durable_last_index: log.last_index(),
             log,
             batch_start: replayed.write_pos,
@@ -322,6 +355,9 @@ impl Wal {
             helper_threads: options.helper_threads,
             spare: None,
             reaper: None,
+            vote_copy: vote_copy.unwrap_or_default(),
+            vote_files,
+            repairing,
         };
         // Recovery read every segment through its map and released each one's pages as it
         // went (`recovery::analyze`; its last pass ran after any cut), so none stay resident.
@@ -340,6 +376,7 @@ impl Wal {
             last_index: wal.last_index(),
             torn_tail,
             repaired,
+            repairing,
         };
         info!(
             "wal: opened {} with {} segment(s), log {}..={}, {}",
@@ -484,6 +521,7 @@ impl Wal {
             return Err(self.poison(error));
         }
         self.sync_dir_if_dirty()?;
+        self.write_vote_copy()?;
         self.batch_start = self.write_pos;
         self.synced_end = self.write_pos;
         // Durable whole pages behind the write position need not stay resident.
@@ -712,6 +750,53 @@ impl Wal {
         let segment = self.segments.back_mut().expect("there is always a segment");
         self.write_pos += format::put_record(&mut segment.map.bytes_mut()[at..], kind, head, data);
         at
+    }
+
+    /// Writes the term and vote to the older of the two copy files when they changed, so
+    /// the copy is durable before `persist` returns (see `vote`).
+    fn write_vote_copy(&mut self) -> Result<(), WalError> {
+        if !self.vote_copy.behind(&self.hard_state) {
+            return Ok(());
+        }
+        let copy = VoteCopy {
+            seq: self.vote_copy.seq + 1,
+            term: self.hard_state.term,
+            vote: self.hard_state.vote,
+        };
+        let k = (copy.seq % 2) as usize;
+        let path = self.dir.join(VOTE_FILES[k]);
+        if let Err(source) = self.backend.write_synced(&path, &copy.encode()) {
+            return Err(self.poison(io_error(&path, "write term and vote", source)));
+        }
+        // The directory is synced too: the file may be new, and a file system may treat a
+        // replaced file's contents like a new name (the in-memory test one does).
+        self.vote_files[k] = true;
+        self.dir_dirty = true;
+        self.sync_dir_if_dirty()?;
+        self.vote_copy = copy;
+        Ok(())
+    }
+
+    /// Whether the node is repairing a damaged log (see [`Recovered::repairing`]).
+    pub fn is_repairing(&self) -> bool {
+        self.repairing
+    }
+
+    /// The log again holds what the node may have acknowledged before the damage: removes
+    /// the repair marker, durably.
+    pub fn finish_repair(&mut self) -> Result<(), WalError> {
+        self.check_writable()?;
+        if !self.repairing {
+            return Ok(());
+        }
+        let path = self.dir.join(REPAIR_FILE);
+        if let Err(source) = self.backend.remove(&path) {
+            return Err(self.poison(io_error(&path, "remove repair marker", source)));
+        }
+        self.dir_dirty = true;
+        self.sync_dir_if_dirty()?;
+        self.repairing = false;
+        Ok(())
     }
 
     fn sync_dir_if_dirty(&mut self) -> Result<(), WalError> {

@@ -1,0 +1,153 @@
+//! Damage that is no torn tail (FORMAT.md, "Damage"): with `repair`, the log is cut at the
+//! damaged batch, the node is marked repairing durably until `finish_repair`, and the term
+//! and vote survive the cut through their copy outside the segments — one test per case of
+//! the hard-state rule.
+
+mod common;
+
+use common::*;
+use raft::{HardState, LogIndex, NodeId, Term};
+use wal::testing::MemBackend;
+use wal::{Wal, WalOptions, REPAIR_FILE};
+
+const SEGMENT_BYTES: u64 = 1 << 20;
+
+fn repairing_options(backend: &MemBackend) -> WalOptions {
+    let mut options = options(backend, SEGMENT_BYTES);
+    options.repair = true;
+    options
+}
+
+fn hs(term: u64, vote: u64, commit: u64) -> HardState {
+    HardState {
+        term: Term(term),
+        vote: NodeId(vote),
+        commit: LogIndex(commit),
+    }
+}
+
+/// Writes entries 1..=10 in term 1 (voted for 1), then a vote for 3 in term 2 in a batch of
+/// its own, and returns the byte offset of entry 5's record region (inside an early batch).
+fn write_log(backend: &MemBackend) -> usize {
+    let (mut wal, _) = open(backend, SEGMENT_BYTES).unwrap();
+    wal.set_hard_state(hs(1, 1, 0)).unwrap();
+    for i in 1..=10 {
+        wal.append(&[entry(i, 1, 40)]).unwrap();
+        wal.persist().unwrap();
+    }
+    wal.set_hard_state(hs(2, 3, 10)).unwrap();
+    wal.persist().unwrap();
+    drop(wal);
+    // Entry 5's data: the 40 bytes of its payload somewhere in the segment.
+    let segment = segment_paths(backend).remove(0);
+    let bytes = backend.contents(&segment).unwrap();
+    let needle = entry(5, 1, 40).data;
+    bytes
+        .windows(needle.len())
+        .position(|w| w == &*needle)
+        .expect("entry 5 is in the segment")
+}
+
+/// A bit flipped inside an early entry: the log is cut before it, the node is repairing
+/// (and stays so across restarts until `finish_repair`), and the newest term and vote — in
+/// a hard-state record the cut removed — come back from their copy, so the node cannot
+/// vote a second time in term 2.
+#[test]
+fn a_cut_keeps_the_newest_vote_and_marks_the_node_repairing() {
+    let backend = MemBackend::with_dir(&dir());
+    let at = write_log(&backend);
+    let segment = segment_paths(&backend).remove(0);
+    backend.flip_bit(&segment, at * 8 + 3);
+    // Without repair the node refuses to start.
+    assert!(open(&backend, SEGMENT_BYTES).is_err());
+    let (mut wal, recovered) = Wal::open(dir(), repairing_options(&backend)).unwrap();
+    assert!(recovered.repaired.is_some());
+    assert!(recovered.repairing);
+    assert!(
+        recovered.last_index < LogIndex(5),
+        "{:?}",
+        recovered.last_index
+    );
+    assert_eq!(
+        (recovered.hard_state.term, recovered.hard_state.vote),
+        (Term(2), NodeId(3))
+    );
+    assert!(backend.file_names().contains(&dir().join(REPAIR_FILE)));
+    // The marker is durable: a power cut now still finds the node repairing.
+    drop(wal);
+    let crashed = backend.crash();
+    let (mut wal2, again) = Wal::open(dir(), repairing_options(&crashed)).unwrap();
+    assert!(again.repairing && again.repaired.is_none());
+    assert_eq!(
+        (again.hard_state.term, again.hard_state.vote),
+        (Term(2), NodeId(3))
+    );
+    // The log is whole again (entries from a leader): repair done, durably.
+    for i in again.last_index.get() + 1..=10 {
+        wal2.append(&[entry(i, 1, 40)]).unwrap();
+    }
+    wal2.persist().unwrap();
+    wal2.finish_repair().unwrap();
+    assert!(!wal2.is_repairing());
+    drop(wal2);
+    let (_, done) = Wal::open(dir(), repairing_options(&crashed.crash())).unwrap();
+    assert!(!done.repairing);
+    wal = Wal::open(dir(), repairing_options(&crashed.crash()))
+        .unwrap()
+        .0;
+    assert_eq!(wal.last_index(), LogIndex(10));
+}
+
+/// A damaged copy of term and vote is skipped: the other copy or the log's record serves.
+/// Both copies damaged with the log intact: the log's record serves.
+#[test]
+fn a_damaged_copy_of_the_vote_is_skipped() {
+    for damaged in [&["vote-a"][..], &["vote-b"], &["vote-a", "vote-b"]] {
+        let backend = MemBackend::with_dir(&dir());
+        write_log(&backend);
+        for name in damaged {
+            let path = dir().join(name);
+            if backend.contents(&path).is_some() {
+                backend.flip_bit(&path, 70);
+            }
+        }
+        let (_, recovered) = open(&backend, SEGMENT_BYTES).unwrap();
+        assert_eq!(recovered.hard_state, hs(2, 3, 10), "damaged {damaged:?}");
+        assert!(!recovered.repairing);
+    }
+}
+
+/// The copy is written only when term or vote change (not for a new commit index), and is
+/// durable when `persist` returns: a power cut right after keeps it.
+#[test]
+fn the_copy_follows_term_and_vote_changes_only() {
+    let backend = MemBackend::with_dir(&dir());
+    let (mut wal, _) = open(&backend, SEGMENT_BYTES).unwrap();
+    wal.set_hard_state(hs(1, 2, 0)).unwrap();
+    wal.persist().unwrap();
+    let copy = |b: &MemBackend| {
+        ["vote-a", "vote-b"]
+            .map(|n| b.contents(&dir().join(n)))
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+    };
+    let first = copy(&backend);
+    assert_eq!(first.len(), 1);
+    wal.append(&[entry(1, 1, 8)]).unwrap();
+    wal.set_hard_state(hs(1, 2, 1)).unwrap();
+    wal.persist().unwrap();
+    assert_eq!(
+        copy(&backend),
+        first,
+        "a commit-only change rewrote the copy"
+    );
+    wal.set_hard_state(hs(4, 0, 1)).unwrap();
+    wal.persist().unwrap();
+    assert_eq!(copy(&backend).len(), 2);
+    let crashed = backend.crash();
+    drop(wal);
+    // Durable at once: a power cut right after persist keeps term 4.
+    let (_, recovered) = Wal::open(dir(), repairing_options(&crashed)).unwrap();
+    assert_eq!(recovered.hard_state.term, Term(4));
+}
