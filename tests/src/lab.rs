@@ -1334,7 +1334,7 @@ pub fn prevote_lease(seed: u64) -> Outcome {
             assert_eq!(
                 t.sim.state(leader),
                 Some((term, true)),
-                "with node {} {phase}, leader {} lost its leadership or term {term}",
+                "with node {} {phase}, leader {} no longer leads in term {term}",
                 victim + 1,
                 leader + 1
             );
