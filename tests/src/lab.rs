@@ -65,6 +65,13 @@ impl Tester {
         Tester { sim }
     }
 
+    /// A fault-free cluster of `n` with the lab's settings, the core's changed by `tweak`.
+    pub fn with_raft(n: usize, seed: u64, tweak: impl FnOnce(&mut raft::Config)) -> Tester {
+        let mut config = SimConfig::lab(n, seed);
+        tweak(&mut config.raft);
+        Tester::with_config(config, false)
+    }
+
     /// Number of servers.
     pub fn n(&self) -> usize {
         self.sim.n()
@@ -212,6 +219,12 @@ impl Tester {
     /// `one(cmd, expectedServers, retry)`: the index it committed at.
     pub fn one(&mut self, command: u64, expected: usize, retry: bool) -> u64 {
         self.one_bytes(cmd(command), expected, retry)
+    }
+
+    /// `one` of a random command, retrying: an agreement of `expected` servers.
+    pub fn one_random(&mut self, expected: usize) -> u64 {
+        let command = self.rand_cmd();
+        self.one(command, expected, true)
     }
 
     /// `one` for an arbitrary command.
@@ -1272,10 +1285,8 @@ pub fn stale_candidates(seed: u64) -> Outcome {
 /// of that term (the election-safety check). Several rounds, since the decider sometimes
 /// times out first and simply wins.
 pub fn vote_survives_restart(seed: u64) -> Outcome {
-    let mut config = SimConfig::lab(3, seed);
     // With pre-vote the second candidate could not reach the first one's term at all.
-    config.raft.pre_vote = false;
-    let mut t = Tester::with_config(config, false);
+    let mut t = Tester::with_raft(3, seed, |raft| raft.pre_vote = false);
     for _ in 0..5 {
         let decider = t.rand(3) as usize;
         let candidates = [(decider + 1) % 3, (decider + 2) % 3];
@@ -1309,8 +1320,7 @@ pub fn vote_survives_restart(seed: u64) -> Outcome {
             }
         }
         block_only(&mut t, &[]);
-        let c = t.rand_cmd();
-        t.one(c, 3, true);
+        t.one_random(3);
     }
     t.end()
 }
@@ -1322,8 +1332,7 @@ pub fn vote_survives_restart(seed: u64) -> Outcome {
 /// link heals. The leader keeps its leadership and its term throughout.
 pub fn prevote_lease(seed: u64) -> Outcome {
     let mut t = Tester::new(5, false, false, seed);
-    let c = t.rand_cmd();
-    t.one(c, 5, true);
+    t.one_random(5);
     let leader = t.check_one_leader();
     let term = t.check_terms();
     let victim = (leader + 1 + t.rand(4) as usize) % 5;
@@ -1341,8 +1350,7 @@ pub fn prevote_lease(seed: u64) -> Outcome {
         }
         block_only(&mut t, &[]);
     }
-    let c = t.rand_cmd();
-    t.one(c, 5, true);
+    t.one_random(5);
     assert_eq!(t.check_terms(), term, "the term changed");
     t.end()
 }
@@ -1354,22 +1362,17 @@ pub fn prevote_lease(seed: u64) -> Outcome {
 /// the leader steps down on its answer, the cluster elects again and the node catches up;
 /// a leader that kept going would leave it stranded, and the last agreement needs it.
 pub fn higher_term_answer_deposes(seed: u64) -> Outcome {
-    let mut config = SimConfig::lab(3, seed);
-    config.raft.pre_vote = false;
-    let mut t = Tester::with_config(config, false);
-    let c = t.rand_cmd();
-    t.one(c, 3, true);
+    let mut t = Tester::with_raft(3, seed, |raft| raft.pre_vote = false);
+    t.one_random(3);
     let leader = t.check_one_leader();
     let victim = (leader + 1 + t.rand(2) as usize) % 3;
     t.disconnect(victim);
     t.sleep(4 * ELECTION_TIMEOUT);
     for _ in 0..3 {
-        let c = t.rand_cmd();
-        t.one(c, 2, true);
+        t.one_random(2);
     }
     t.connect(victim);
-    let c = t.rand_cmd();
-    t.one(c, 3, true);
+    t.one_random(3);
     t.end()
 }
 
@@ -1379,21 +1382,16 @@ pub fn higher_term_answer_deposes(seed: u64) -> Outcome {
 /// simulator fails any read confirmed below what was committed when it was asked). Reads
 /// asked of every node of the majority are confirmed and served.
 pub fn reads_across_leader_change(seed: u64) -> Outcome {
-    let mut config = SimConfig::lab(5, seed);
-    config.raft.check_quorum = false;
-    let mut t = Tester::with_config(config, false);
-    let c = t.rand_cmd();
-    t.one(c, 5, true);
+    let mut t = Tester::with_raft(5, seed, |raft| raft.check_quorum = false);
+    t.one_random(5);
     let old = t.check_one_leader();
     t.disconnect(old);
     assert!(t.sim.read(old).is_some(), "the leader refused a read");
-    let c = t.rand_cmd();
-    t.one(c, 4, true);
+    t.one_random(4);
     assert!(t.sim.read(old).is_some(), "the old leader refused a read");
     t.reads_are_served((0..5).filter(|&i| i != old));
     t.connect(old);
-    let c = t.rand_cmd();
-    t.one(c, 5, true);
+    t.one_random(5);
     t.end()
 }
 
