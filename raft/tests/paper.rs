@@ -408,17 +408,7 @@ fn vote_refused_to_candidate_with_older_log() {
 #[test]
 fn vote_is_persisted_before_it_is_sent() {
     let mut n = RawNode::new(config(2, 3), Restore::default()).unwrap();
-    let ask = |from| Message {
-        from: NodeId(from),
-        to: NodeId(2),
-        term: Term(5),
-        body: Body::Vote {
-            last_index: LogIndex(0),
-            last_term: Term(0),
-            transfer: false,
-        },
-    };
-    n.step(ask(1)).unwrap();
+    n.step(vote_request(1, 2, Term(5))).unwrap();
     let mut rd = n.ready();
     assert_eq!(
         rd.hard_state(),
@@ -439,14 +429,69 @@ fn vote_is_persisted_before_it_is_sent() {
     ));
     n.advance(rd);
     // A second candidate in the same term is refused.
-    n.step(ask(3)).unwrap();
+    assert_eq!(
+        vote_answer(&mut n, vote_request(3, 2, Term(5))),
+        Some(false)
+    );
+}
+
+/// Figure 2: votedFor is persistent state, so a vote outlives the process that cast it.
+/// Node 2 votes for node 1 in term 5 and is restarted from the hard state it persisted;
+/// node 3 then asks for its vote in term 5 and is refused, while node 1, whose answer may
+/// have been lost with the crash, is granted the same vote again.
+#[test]
+fn node_that_voted_in_a_term_refuses_another_candidate_of_that_term_after_restart() {
+    let mut n = RawNode::new(config(2, 3), Restore::default()).unwrap();
+    n.step(vote_request(1, 2, Term(5))).unwrap();
     let mut rd = n.ready();
-    let after = rd.take_persisted_messages();
+    let hard_state = rd.hard_state().expect("a vote changes the hard state");
     assert!(matches!(
-        after[0].body,
-        Body::VoteResponse { granted: false }
+        rd.take_persisted_messages()[0].body,
+        Body::VoteResponse { granted: true }
     ));
     n.advance(rd);
+    let restore = Restore {
+        hard_state,
+        ..Restore::default()
+    };
+    let mut n = RawNode::new(config(2, 3), restore).unwrap();
+    assert_eq!(
+        vote_answer(&mut n, vote_request(3, 2, Term(5))),
+        Some(false),
+        "voted twice in term 5 after a restart"
+    );
+    assert_eq!(vote_answer(&mut n, vote_request(1, 2, Term(5))), Some(true));
+    assert_eq!((n.term(), n.status().vote), (Term(5), NodeId(1)));
+}
+
+/// A vote request of a candidate with an empty log.
+fn vote_request(from: u64, to: u64, term: Term) -> Message {
+    Message {
+        from: NodeId(from),
+        to: NodeId(to),
+        term,
+        body: Body::Vote {
+            last_index: LogIndex(0),
+            last_term: Term(0),
+            transfer: false,
+        },
+    }
+}
+
+/// Steps `request` into `n` and returns whether the vote it answers (after persisting)
+/// grants it, `None` when it does not answer.
+fn vote_answer(n: &mut RawNode, request: Message) -> Option<bool> {
+    n.step(request).unwrap();
+    let mut rd = n.ready();
+    let answer = rd
+        .take_persisted_messages()
+        .into_iter()
+        .find_map(|m| match m.body {
+            Body::VoteResponse { granted } => Some(granted),
+            _ => None,
+        });
+    n.advance(rd);
+    answer
 }
 
 /// Figure 2 lists commitIndex as volatile state: a Ready whose hard state changed only the
@@ -838,8 +883,11 @@ fn restart_keeps_term_vote_and_committed_entries() {
     let commit = c.node(leader).commit_index();
     let term = c.node(leader).term();
     for id in 1..=3 {
+        let vote = c.node(id).status().vote;
+        assert!(!vote.is_none(), "node {id} did not vote in term {term}");
         c.restart(id, |_| {});
         assert_eq!(c.node(id).term(), term);
+        assert_eq!(c.node(id).status().vote, vote, "node {id} forgot its vote");
     }
     let leader = c.elect();
     c.node(leader).propose(b"more".to_vec()).unwrap();

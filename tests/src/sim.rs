@@ -11,12 +11,12 @@
 use crate::checker::{Applier, Value};
 use raft::codec;
 use raft::{Body, Config, Entry, HardState, LogIndex, Message, NodeId, RawNode, Ready};
-use raft::{Restore, Snapshot, Term};
+use raft::{ReadState, Restore, Snapshot, Term};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 
@@ -60,6 +60,10 @@ pub struct SimConfig {
     pub snapshot_every: u64,
     /// A durable write takes a uniform time in `[0, disk_latency_max]`.
     pub disk_latency_max: Micros,
+    /// When a granted vote reaches its candidate, the voter crashes and restarts at once
+    /// this often (percent): its vote is durable by then, so it must not vote again in the
+    /// same term (Figure 2: votedFor is persistent state).
+    pub restart_voter_after_grant_percent: u32,
 }
 
 impl SimConfig {
@@ -79,6 +83,7 @@ impl SimConfig {
             snapshot_applier: false,
             snapshot_every: 10,
             disk_latency_max: 2 * MS,
+            restart_voter_after_grant_percent: 0,
         }
     }
 }
@@ -218,6 +223,28 @@ pub struct Counters {
     pub bytes: u64,
 }
 
+/// A ReadIndex read as it was asked.
+#[derive(Clone, Copy, Debug)]
+struct AskedRead {
+    /// The node asked.
+    node: usize,
+    /// Everything committed anywhere when the read was asked: the read must see it.
+    commit_floor: LogIndex,
+}
+
+/// What became of the ReadIndex reads the simulator asked for.
+#[derive(Clone, Debug, Default)]
+pub struct ReadCounts {
+    /// Reads asked (`read_index` accepted them).
+    pub asked: u64,
+    /// Read states handed out (a duplicated message may confirm one read twice).
+    pub confirmed: u64,
+    /// Confirmed reads served, once their index was applied.
+    pub served: u64,
+    /// Reads the core gave up on (leadership lost).
+    pub dropped: u64,
+}
+
 /// The simulated cluster.
 pub struct Sim {
     /// The configuration it was built with.
@@ -247,6 +274,20 @@ pub struct Sim {
     commit_terms: BTreeMap<u64, (Term, Term)>,
     /// Per node: the commit index already looked at by `check_leader`.
     observed_commit: Vec<LogIndex>,
+    /// The highest commit index any node has reached so far.
+    commit_high: LogIndex,
+    /// Per node: where its log started and ended at the last per-step log check.
+    log_ends: Vec<Option<LogEnds>>,
+    /// Per node: the last index its state machine applied (snapshot or entry).
+    applied: Vec<LogIndex>,
+    /// Every ReadIndex read asked, by context.
+    reads: BTreeMap<u64, AskedRead>,
+    /// Per node: confirmed reads waiting for their index to be applied.
+    reads_confirmed: Vec<Vec<ReadState>>,
+    /// Contexts of the reads served.
+    reads_served: BTreeSet<u64>,
+    /// What became of the reads.
+    pub read_counts: ReadCounts,
     trace_hash: DefaultHasher,
     /// Print every event (for replays).
     pub trace: bool,
@@ -280,6 +321,13 @@ impl Sim {
             leaders: BTreeMap::new(),
             commit_terms: BTreeMap::new(),
             observed_commit: vec![LogIndex(0); n],
+            commit_high: LogIndex(0),
+            log_ends: vec![None; n],
+            applied: vec![LogIndex(0); n],
+            reads: BTreeMap::new(),
+            reads_confirmed: vec![Vec::new(); n],
+            reads_served: BTreeSet::new(),
+            read_counts: ReadCounts::default(),
             trace_hash: DefaultHasher::new(),
             trace: std::env::var_os("SIM_TRACE").is_some(),
             finished: false,
@@ -341,6 +389,7 @@ impl Sim {
             // everything committed survives on a majority of disks.
             self.check_committed_durable(512);
             self.incarnations[i] += 1;
+            self.reads_confirmed[i].clear();
             self.note(format_args!("crash {}", i + 1));
         }
     }
@@ -357,6 +406,8 @@ impl Sim {
         config.voters = (1..=self.n() as u64).map(NodeId).collect();
         config.seed = self.config.seed ^ (incarnation << 20) ^ (i as u64 + 1);
         self.applier.restart(i, &d.snapshot);
+        self.applied[i] = d.snapshot.meta.index;
+        self.log_ends[i] = None;
         self.counters.dispatched[i] = 0;
         let raw = RawNode::new(
             config,
@@ -422,6 +473,36 @@ impl Sim {
         let ok = node.raw.transfer_leader(NodeId(target as u64 + 1)).is_ok();
         self.pump(i);
         ok
+    }
+
+    /// Asks node `i` for a linearizable read (ReadIndex, thesis §6.4) and returns its
+    /// context, or `None` when the node is down or knows no leader. The read is checked when
+    /// confirmed and served once its index is applied.
+    pub fn read(&mut self, i: usize) -> Option<u64> {
+        let live_commit = self.nodes.iter().flatten().map(|n| n.raw.commit_index());
+        let commit_floor = live_commit.fold(self.commit_high, LogIndex::max);
+        let context = self.reads.len() as u64 + 1;
+        let node = self.nodes[i].as_mut()?;
+        node.raw.read_index(context).ok()?;
+        self.reads.insert(
+            context,
+            AskedRead {
+                node: i,
+                commit_floor,
+            },
+        );
+        self.read_counts.asked += 1;
+        self.note(format_args!(
+            "read {context} on {} floor {commit_floor}",
+            i + 1
+        ));
+        self.pump(i);
+        Some(context)
+    }
+
+    /// True once the read with this context has been served.
+    pub fn read_served(&self, context: u64) -> bool {
+        self.reads_served.contains(&context)
     }
 
     /// The lab's `GetState()`: (term, is_leader), for a live node.
@@ -525,15 +606,26 @@ impl Sim {
         if self.trace {
             println!("{:>10} deliver {message}", self.now);
         }
+        let vote_granted = matches!(message.body, Body::VoteResponse { granted: true });
         let node = self.nodes[to].as_mut().expect("alive");
         node.raw
             .step(message)
             .expect("the simulator addresses messages correctly");
         self.after_input(to);
+        let percent = self.config.restart_voter_after_grant_percent;
+        if vote_granted && percent > 0 && self.rng.gen_range(0..100) < percent {
+            self.note(format_args!(
+                "restart {} after its vote reached {}",
+                from + 1,
+                to + 1
+            ));
+            self.start(from);
+        }
     }
 
     fn after_input(&mut self, i: usize) {
         self.check_leader(i);
+        self.check_log_step(i);
         self.pump(i);
     }
 
@@ -547,6 +639,7 @@ impl Sim {
     fn check_leader(&mut self, i: usize) {
         let raw = &self.nodes[i].as_ref().expect("alive").raw;
         let commit = raw.commit_index();
+        self.commit_high = self.commit_high.max(commit);
         if !raw.is_leader() {
             self.observed_commit[i] = self.observed_commit[i].max(commit);
             return;
@@ -639,15 +732,20 @@ impl Sim {
         }
         if let Some(s) = snapshot {
             self.applier.apply_snapshot(i, &s);
+            self.applied[i] = self.applied[i].max(s.meta.index);
         }
         for entry in ready.take_committed_entries() {
             let snap = self.applier.apply(i, &entry);
+            self.applied[i] = entry.index;
             if let Some(data) = snap {
                 self.compact(i, entry.index, data);
             }
         }
-        let _ = ready.take_read_states();
-        let _ = ready.take_dropped_reads();
+        for read in ready.take_read_states() {
+            self.confirm_read(i, read);
+        }
+        self.read_counts.dropped += ready.take_dropped_reads().len() as u64;
+        self.serve_reads(i);
         let request = ready.snapshot_request();
         let node = self.nodes[i].as_mut().expect("alive");
         node.raw.advance(ready);
@@ -664,6 +762,43 @@ impl Sim {
             node.raw.provide_snapshot(snapshot);
         }
         self.check_leader(i);
+        self.check_log_step(i);
+    }
+
+    /// Linearizable reads: a confirmed read's index covers everything committed anywhere
+    /// before the read was asked (real-time order), and it was asked of this node.
+    fn confirm_read(&mut self, i: usize, read: ReadState) {
+        let asked = self.reads.get(&read.context).copied();
+        let Some(asked) = asked.filter(|a| a.node == i) else {
+            panic!(
+                "read {} confirmed on node {}, which did not ask for it",
+                read.context,
+                i + 1
+            );
+        };
+        assert!(
+            read.index >= asked.commit_floor,
+            "stale read: read {} on node {} confirmed at index {}, but {} was committed before it was asked",
+            read.context,
+            i + 1,
+            read.index,
+            asked.commit_floor
+        );
+        self.read_counts.confirmed += 1;
+        self.reads_confirmed[i].push(read);
+    }
+
+    /// Serves the confirmed reads whose index node `i` has applied.
+    fn serve_reads(&mut self, i: usize) {
+        let applied = self.applied[i];
+        let (served, waiting): (Vec<ReadState>, Vec<ReadState>) =
+            std::mem::take(&mut self.reads_confirmed[i])
+                .into_iter()
+                .partition(|r| r.index <= applied);
+        self.reads_confirmed[i] = waiting;
+        for read in served {
+            self.read_counts.served += u64::from(self.reads_served.insert(read.context));
+        }
     }
 
     /// The service snapshots through `index`: the core compacts, the persister stores the
@@ -763,35 +898,53 @@ impl Sim {
 
     /// Log matching (§5.3) between every pair of live nodes: where two logs hold an entry
     /// with the same index and term, they are identical up to it. Checks the newest
-    /// `window` common indices.
+    /// `window` common indices, the snapshots' last entries included (by their term).
     pub fn check_log_matching(&self, window: u64) {
         let live: Vec<&RawNode> = self.nodes.iter().flatten().map(|n| &n.raw).collect();
         for (a_pos, a) in live.iter().enumerate() {
             for b in &live[a_pos + 1..] {
-                let lo = a.snapshot_meta().index.max(b.snapshot_meta().index).next();
-                let hi = a.last_index().min(b.last_index());
-                if hi < lo {
-                    continue;
-                }
-                let lo = LogIndex(lo.0.max(hi.0.saturating_sub(window)));
-                let mut index = hi;
-                let mut matched = false;
-                while index >= lo && index.0 > 0 {
-                    let (ea, eb) = (a.entry(index), b.entry(index));
-                    let (ea, eb) = (ea.expect("in range"), eb.expect("in range"));
-                    if ea.term == eb.term {
-                        matched = true;
-                    }
-                    if matched {
-                        assert!(
-                            ea == eb,
-                            "log matching: nodes {} and {} differ at index {index} below a common entry",
-                            a.id(),
-                            b.id()
-                        );
-                    }
-                    index = index.prev();
-                }
+                let (floor, top) = common_range(a, b);
+                check_pair(a, b, floor.max(LogIndex(top.0.saturating_sub(window))), top);
+            }
+        }
+    }
+
+    /// The log checks after every input to node `i` that changed its log, on the regions an
+    /// input changes: the newest entries (appends, truncations) and, when the snapshot moved
+    /// (compaction, an installed snapshot), the snapshot boundary. Terms never decrease along
+    /// the log, and against every other live node log matching holds in those regions.
+    /// `LOG_STEP_WINDOW` entries each, and only when the log's ends moved, so it stays cheap.
+    fn check_log_step(&mut self, i: usize) {
+        let a = &self.nodes[i].as_ref().expect("alive").raw;
+        let ends = LogEnds::of(a);
+        let before = self.log_ends[i].replace(ends);
+        if before == Some(ends) {
+            return;
+        }
+        let snapshot_moved = before.is_none_or(|b| b.snapshot != ends.snapshot);
+        let (snapshot, last) = (a.snapshot_meta().index, a.last_index());
+        let tail = snapshot.max(LogIndex(last.0.saturating_sub(LOG_STEP_WINDOW)));
+        check_terms_rise(a, tail, last);
+        if snapshot_moved {
+            check_terms_rise(
+                a,
+                snapshot,
+                last.min(LogIndex(snapshot.0 + LOG_STEP_WINDOW)),
+            );
+        }
+        for (j, b) in self.nodes.iter().enumerate() {
+            let Some(b) = b.as_ref().filter(|_| j != i).map(|n| &n.raw) else {
+                continue;
+            };
+            let (floor, top) = common_range(a, b);
+            check_pair(
+                a,
+                b,
+                floor.max(LogIndex(top.0.saturating_sub(LOG_STEP_WINDOW))),
+                top,
+            );
+            if snapshot_moved {
+                check_pair(a, b, floor, top.min(LogIndex(floor.0 + LOG_STEP_WINDOW)));
             }
         }
     }
@@ -841,5 +994,77 @@ impl Sim {
     /// that applied it (the lab's `nCommitted`).
     pub fn n_committed(&self, index: u64) -> (usize, Option<Rc<Value>>) {
         self.applier.n_committed(index)
+    }
+}
+
+/// Entries around each changed region that the per-step log check compares.
+const LOG_STEP_WINDOW: u64 = 8;
+
+/// Where a log starts and ends: an input that leaves these alone has not changed the log
+/// (a follower that replaces a suffix ends on an entry of another term).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LogEnds {
+    snapshot: raft::SnapshotMeta,
+    last: (LogIndex, Option<Term>),
+}
+
+impl LogEnds {
+    fn of(raw: &RawNode) -> LogEnds {
+        LogEnds {
+            snapshot: raw.snapshot_meta(),
+            last: (raw.last_index(), raw.term_at(raw.last_index())),
+        }
+    }
+}
+
+/// The indices both logs hold a term for: from the later snapshot's last entry to the
+/// shorter log's end (empty when `floor > top`).
+fn common_range(a: &RawNode, b: &RawNode) -> (LogIndex, LogIndex) {
+    let floor = a.snapshot_meta().index.max(b.snapshot_meta().index);
+    (floor, a.last_index().min(b.last_index()))
+}
+
+/// Log matching (§5.3) between two logs over `[lo, hi]`, indices both hold a term for
+/// (an entry, or a snapshot's last entry): below the highest index where their terms
+/// agree, the logs are identical.
+fn check_pair(a: &RawNode, b: &RawNode, lo: LogIndex, hi: LogIndex) {
+    let mut matched = false;
+    let mut index = hi;
+    while index >= lo {
+        let (entry_a, entry_b) = (a.entry(index), b.entry(index));
+        let term_a = entry_a.map_or_else(|| a.term_at(index), |e| Some(e.term));
+        let term_b = entry_b.map_or_else(|| b.term_at(index), |e| Some(e.term));
+        matched |= term_a.is_some() && term_a == term_b;
+        let same = match (entry_a, entry_b) {
+            (Some(x), Some(y)) => x == y,
+            _ => term_a == term_b,
+        };
+        assert!(
+            !matched || same,
+            "log matching: nodes {} and {} differ at index {index} (terms {term_a:?} and {term_b:?}) below a common entry",
+            a.id(),
+            b.id()
+        );
+        if index.0 == 0 {
+            break;
+        }
+        index = index.prev();
+    }
+}
+
+/// Terms never decrease along a log (§5.3: a leader appends entries of its own term after
+/// a prefix it shares with every earlier leader), the snapshot's last entry included.
+fn check_terms_rise(a: &RawNode, lo: LogIndex, hi: LogIndex) {
+    let mut index = lo;
+    while index < hi {
+        let (here, next) = (a.term_at(index), a.term_at(index.next()));
+        assert!(
+            here <= next,
+            "log of node {}: term falls from {here:?} at {index} to {next:?} after it (snapshot {}/{})",
+            a.id(),
+            a.snapshot_meta().term,
+            a.snapshot_meta().index,
+        );
+        index = index.next();
     }
 }

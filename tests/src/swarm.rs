@@ -2,12 +2,15 @@
 //! testing. A seed picks the cluster size (3, 5 or 7), the core's options and the fault mix;
 //! a fault phase then throws symmetric and asymmetric partitions, loss, duplication,
 //! reordering, latency, crashes and restarts, leadership transfers and snapshots at a
-//! stream of proposals, with the checkers watching every step. A liveness phase follows:
+//! stream of proposals, while a client asks random nodes for ReadIndex reads and some seeds
+//! restart voters right after their votes land, with the checkers watching every step
+//! (every confirmed read is checked against what was committed when it was asked). A
+//! liveness phase follows:
 //! heal a random majority — it must elect a leader and commit within a bounded virtual time
 //! — then heal everything and require every node to converge.
 
 use crate::lab::{Outcome, Tester};
-use crate::sim::{Micros, NetFaults, SimConfig, MS, SEC};
+use crate::sim::{Micros, NetFaults, Sim, SimConfig, Task, MS, SEC};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -29,10 +32,12 @@ pub fn swarm(seed: u64) -> Outcome {
     config.snapshot_every = pick.gen_range(3..40);
     config.disk_latency_max = pick.gen_range(0..10) * MS;
     let fault_phase: Micros = pick.gen_range(5..20) * SEC;
+    config.restart_voter_after_grant_percent = [0, 0, 20, 100][pick.gen_range(0..4)];
     let mut t = Tester::with_config(config, false);
     let mut next_cmd = 1u64;
     let mut next_check = SEC;
     let end = t.sim.now() + fault_phase;
+    t.sim.spawn(Box::new(Reader));
 
     while t.sim.now() < end {
         let step = t.rand(200) + 1;
@@ -127,7 +132,34 @@ pub fn swarm(seed: u64) -> Outcome {
         t.connect(i);
     }
     t.one(next_cmd, n, true);
+    // Reads are live too, once the leader has committed an entry of its own term (thesis
+    // §6.4): its no-op, or, in seeds without one, this write.
+    t.one(next_cmd + 1, n, true);
+    t.reads_are_served(0..n);
     t.end()
+}
+
+/// A client asking for linearizable reads until the test ends: half of them of a node that
+/// claims to lead (a deposed one too), the rest of any node (followers forward them).
+struct Reader;
+
+impl Task for Reader {
+    fn step(&mut self, sim: &mut Sim) -> Option<Micros> {
+        if sim.finished {
+            return None;
+        }
+        let n = sim.n();
+        let leaders: Vec<usize> = (0..n)
+            .filter(|&i| sim.state(i).is_some_and(|(_, leads)| leads))
+            .collect();
+        let i = if !leaders.is_empty() && sim.rng.gen_bool(0.5) {
+            leaders[sim.rng.gen_range(0..leaders.len())]
+        } else {
+            sim.rng.gen_range(0..n)
+        };
+        sim.read(i);
+        Some(sim.rng.gen_range(10..200) * MS)
+    }
 }
 
 fn symmetric_partition(t: &mut Tester) {

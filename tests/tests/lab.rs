@@ -49,6 +49,10 @@ scenarios! {
     stable_leader_keeps_its_term => "stable",
     prevote_rejoining_node_does_not_disrupt_leader => "prevote",
     stale_candidates_do_not_starve_the_winner => "stale",
+    voter_restarted_after_voting_does_not_vote_again => "revote",
+    prevote_refused_while_followers_hear_the_leader => "lease",
+    higher_term_in_an_answer_deposes_the_leader => "rejoin",
+    reads_across_a_leader_change_are_linearizable => "reads",
 }
 
 /// The swarm runs more seeds than the scripted scenarios: it is where the random fault

@@ -47,11 +47,12 @@ fn main() -> ExitCode {
             match runner::run_one(name, seed) {
                 Ok(o) => {
                     println!(
-                        "{name} seed {seed}: ok — {:.1} s virtual, {} events, {} RPCs, {} committed, trace {:016x}, {:.2} s wall",
+                        "{name} seed {seed}: ok — {:.1} s virtual, {} events, {} RPCs, {} committed, {} reads, trace {:016x}, {:.2} s wall",
                         o.virtual_time as f64 / 1e6,
                         o.events,
                         o.rpcs,
                         o.committed,
+                        o.reads,
                         o.trace_hash,
                         started.elapsed().as_secs_f64()
                     );
