@@ -3,15 +3,17 @@
 //! everything. The same seed gives the same run, event for event.
 //!
 //! Model of a host: each node has a durable image (hard state, snapshot, entries) that
-//! survives crashes, and an in-memory `RawNode` that does not. A `Ready` is handled like the
-//! daemon handles it: `messages` leave at once; the durable write takes a random disk time;
-//! when it completes, persisted messages leave, committed entries are applied and the node
-//! is advanced. A crash before the write completes loses the write, as a power cut would.
+//! survives crashes, and an in-memory `RawNode` that does not. Readies go through the same
+//! driver as the daemon's (`raft::driver`), with this simulator as the host: `messages`
+//! leave at once; the durable write takes a random disk time; when it completes, persisted
+//! messages leave, committed entries are applied and the node is advanced. A crash before
+//! the write completes loses the write, as a power cut would.
 
 use crate::checker::{Applier, Value};
 use raft::codec;
-use raft::{Body, Config, Entry, HardState, LogIndex, Message, NodeId, RawNode, Ready};
-use raft::{ReadState, Restore, Snapshot, Term};
+use raft::driver::{Driver, Host, Persisted, Write};
+use raft::{Body, Config, Entry, HardState, LogIndex, Message, NodeId, RawNode};
+use raft::{ReadState, Restore, Snapshot, SnapshotMeta, Term};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
@@ -161,8 +163,10 @@ impl Durable {
 struct Node {
     raw: RawNode,
     incarnation: u64,
-    /// A Ready whose durable write is under way.
-    writing: Option<Ready>,
+    /// Drives the node's Readies (the one Ready loop, shared with the daemon).
+    driver: Driver,
+    /// What a Ready's durable write under way will store when it completes.
+    writing: Option<Write>,
 }
 
 #[derive(Debug)]
@@ -423,6 +427,7 @@ impl Sim {
         self.nodes[i] = Some(Node {
             raw,
             incarnation,
+            driver: Driver::new(),
             writing: None,
         });
         let phase = self.rng.gen_range(0..self.config.tick);
@@ -576,12 +581,7 @@ impl Sim {
                 if self.incarnations[node] != incarnation || self.nodes[node].is_none() {
                     return; // The write died with the crash.
                 }
-                let ready = self.nodes[node]
-                    .as_mut()
-                    .and_then(|n| n.writing.take())
-                    .expect("a write was under way");
-                self.complete(node, ready);
-                self.pump(node);
+                self.write_done(node);
             }
         }
     }
@@ -638,21 +638,11 @@ impl Sim {
     /// entry but can never commit anything).
     fn check_leader(&mut self, i: usize) {
         let raw = &self.nodes[i].as_ref().expect("alive").raw;
-        let commit = raw.commit_index();
-        self.commit_high = self.commit_high.max(commit);
+        self.commit_high = self.commit_high.max(raw.commit_index());
+        record_commits(&mut self.commit_terms, &mut self.observed_commit[i], raw);
         if !raw.is_leader() {
-            self.observed_commit[i] = self.observed_commit[i].max(commit);
             return;
         }
-        let mut k = self.observed_commit[i];
-        while k < commit {
-            k = k.next();
-            let entry_term = raw.term_at(k).expect("committed entry above the snapshot");
-            self.commit_terms
-                .entry(k.0)
-                .or_insert((entry_term, raw.term()));
-        }
-        self.observed_commit[i] = commit;
         let id = raw.id();
         match self.leaders.get(&raw.term()) {
             Some(&other) if other != id => panic!(
@@ -688,81 +678,60 @@ impl Sim {
         }
     }
 
-    /// Hands every Ready the node has to the simulated host.
+    /// Hands every Ready the node has to the simulated host, through the driver.
     fn pump(&mut self, i: usize) {
-        loop {
-            let Some(node) = self.nodes[i].as_mut() else {
-                return;
-            };
-            if node.writing.is_some() || !node.raw.has_ready() {
-                return;
-            }
-            let mut ready = node.raw.ready();
-            let incarnation = node.incarnation;
-            for m in ready.take_messages() {
-                self.send(m);
-            }
-            if ready.must_sync() && self.config.disk_latency_max > 0 {
-                let delay = self.rng.gen_range(0..=self.config.disk_latency_max);
-                self.nodes[i].as_mut().expect("alive").writing = Some(ready);
-                self.schedule(
-                    delay,
-                    Event::WriteDone {
-                        node: i,
-                        incarnation,
-                    },
-                );
-                return;
-            }
-            self.complete(i, ready);
-        }
+        self.with_host(i, |driver, raw, host| driver.run(raw, host));
     }
 
-    /// The durable write is done: store it, send what waited for it, apply, advance.
-    fn complete(&mut self, i: usize, mut ready: Ready) {
-        let snapshot = ready.take_snapshot();
-        let entries = ready.take_entries();
-        // A Ready that needs no sync (its hard state changed only the commit index) is not
+    /// A durable write under way completed: store it, then let the driver finish its Ready
+    /// and go on.
+    fn write_done(&mut self, i: usize) {
+        let write = self.nodes[i]
+            .as_mut()
+            .and_then(|n| n.writing.take())
+            .expect("a write was under way");
+        self.store(i, write);
+        self.with_host(i, |driver, raw, host| driver.write_done(raw, host));
+    }
+
+    /// Runs `f` with node `i`'s driver and core and the simulator as its host, then checks.
+    fn with_host(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut Driver, &mut RawNode, &mut SimHost<'_>) -> Result<(), Never>,
+    ) {
+        let Some(mut node) = self.nodes[i].take() else {
+            return;
+        };
+        let incarnation = node.incarnation;
+        let mut host = SimHost {
+            sim: self,
+            i,
+            incarnation,
+            writing: None,
+        };
+        match f(&mut node.driver, &mut node.raw, &mut host) {
+            Ok(()) => {}
+            Err(never) => match never {},
+        }
+        node.writing = host.writing.take().or(node.writing);
+        self.nodes[i] = Some(node);
+        self.check_leader(i);
+        self.check_log_step(i);
+    }
+
+    /// Makes a write durable in node `i`'s image and restores a received snapshot into its
+    /// applier.
+    fn store(&mut self, i: usize, write: Write) {
+        // A write that needs no sync (its hard state changed only the commit index) is not
         // made durable here: the host writes it without syncing, so a crash may lose it.
         // Storing nothing is the pessimistic case; the next synced hard state carries it.
-        let hard_state = ready.hard_state().filter(|_| ready.must_sync());
-        self.durable[i].write(snapshot.clone(), hard_state, entries);
-        for m in ready.take_persisted_messages() {
-            self.send(m);
-        }
-        if let Some(s) = snapshot {
+        let hard_state = write.hard_state.filter(|_| write.sync);
+        self.durable[i].write(write.snapshot.clone(), hard_state, write.entries);
+        if let Some(s) = write.snapshot {
             self.applier.apply_snapshot(i, &s);
             self.applied[i] = self.applied[i].max(s.meta.index);
         }
-        for entry in ready.take_committed_entries() {
-            let snap = self.applier.apply(i, &entry);
-            self.applied[i] = entry.index;
-            if let Some(data) = snap {
-                self.compact(i, entry.index, data);
-            }
-        }
-        for read in ready.take_read_states() {
-            self.confirm_read(i, read);
-        }
-        self.read_counts.dropped += ready.take_dropped_reads().len() as u64;
-        self.serve_reads(i);
-        let request = ready.snapshot_request();
-        let node = self.nodes[i].as_mut().expect("alive");
-        node.raw.advance(ready);
-        if let Some(meta) = request {
-            // Read back from the persister, like a host reading its snapshot file. Applying
-            // this Ready may have taken a newer one since it asked, which is what the core
-            // needs now.
-            let snapshot = self.durable[i].snapshot.clone();
-            assert!(
-                snapshot.meta.index >= meta.index,
-                "node {} asked for snapshot {meta:?}, newer than the one on disk",
-                i + 1
-            );
-            node.raw.provide_snapshot(snapshot);
-        }
-        self.check_leader(i);
-        self.check_log_step(i);
     }
 
     /// Linearizable reads: a confirmed read's index covers everything committed anywhere
@@ -804,21 +773,10 @@ impl Sim {
     /// The service snapshots through `index`: the core compacts, the persister stores the
     /// snapshot with the trimmed state at once (the lab's `Save(state, snapshot)`).
     pub fn compact(&mut self, i: usize, index: LogIndex, data: Vec<u8>) {
-        let node = self.nodes[i].as_mut().expect("alive");
-        // A snapshot from the leader may have overtaken the entries being applied; then the
-        // core has compacted past `index` already and there is nothing to do.
-        let Some(term) = node.raw.term_at(index) else {
+        let Some(node) = self.nodes[i].as_mut() else {
             return;
         };
-        if index <= node.raw.snapshot_meta().index {
-            return;
-        }
-        // Durable first, then the core: the core may ask for the bytes back at once.
-        self.durable[i].install_snapshot(Snapshot {
-            meta: raft::SnapshotMeta { index, term },
-            data,
-        });
-        assert!(node.raw.compact(index), "compact refused a newer snapshot");
+        compact_node(&mut self.durable[i], &mut node.raw, index, data);
     }
 
     /// Puts a message on the simulated network with labrpc's semantics (spec §1.3).
@@ -1066,5 +1024,121 @@ fn check_terms_rise(a: &RawNode, lo: LogIndex, hi: LogIndex) {
             a.snapshot_meta().index,
         );
         index = index.next();
+    }
+}
+
+/// The service's snapshot through `index` on one node: durable first, then the core (the
+/// core may ask for the bytes back at once).
+fn compact_node(durable: &mut Durable, raw: &mut RawNode, index: LogIndex, data: Vec<u8>) {
+    // A snapshot from the leader may have overtaken the entries being applied; then the
+    // core has compacted past `index` already and there is nothing to do.
+    let Some(term) = raw.term_at(index) else {
+        return;
+    };
+    if index <= raw.snapshot_meta().index {
+        return;
+    }
+    durable.install_snapshot(Snapshot {
+        meta: raft::SnapshotMeta { index, term },
+        data,
+    });
+    assert!(raw.compact(index), "compact refused a newer snapshot");
+}
+
+/// Records, for every index a leader newly committed, the entry's term and the leader's
+/// (see `Sim::check_leader`). Called before entries are applied too, since applying may
+/// compact them away.
+fn record_commits(
+    commit_terms: &mut BTreeMap<u64, (Term, Term)>,
+    observed: &mut LogIndex,
+    raw: &RawNode,
+) {
+    let commit = raw.commit_index();
+    if !raw.is_leader() {
+        *observed = (*observed).max(commit);
+        return;
+    }
+    let mut k = *observed;
+    while k < commit {
+        k = k.next();
+        let entry_term = raw.term_at(k).expect("committed entry above the snapshot");
+        commit_terms.entry(k.0).or_insert((entry_term, raw.term()));
+    }
+    *observed = commit;
+}
+
+/// No error: the simulated host never fails.
+enum Never {}
+
+/// The simulator as one node's host (see `Sim::with_host`).
+struct SimHost<'a> {
+    sim: &'a mut Sim,
+    i: usize,
+    incarnation: u64,
+    /// A write put under way by `persist`, handed back to the node.
+    writing: Option<Write>,
+}
+
+impl Host for SimHost<'_> {
+    type Error = Never;
+
+    fn send(&mut self, message: Message) {
+        self.sim.send(message);
+    }
+
+    /// A write that must be synced takes a random disk time (a crash before it completes
+    /// loses it, like a power cut); anything else is stored at once.
+    fn persist(&mut self, w: &mut Write) -> Result<Persisted, Never> {
+        let write = std::mem::take(w);
+        let latency = self.sim.config.disk_latency_max;
+        if write.sync && latency > 0 {
+            let delay = self.sim.rng.gen_range(0..=latency);
+            self.writing = Some(write);
+            self.sim.schedule(
+                delay,
+                Event::WriteDone {
+                    node: self.i,
+                    incarnation: self.incarnation,
+                },
+            );
+            return Ok(Persisted::Later);
+        }
+        self.sim.store(self.i, write);
+        Ok(Persisted::Done)
+    }
+
+    fn apply(
+        &mut self,
+        raw: &mut RawNode,
+        entries: Vec<Entry>,
+        reads: Vec<ReadState>,
+        dropped_reads: Vec<u64>,
+    ) {
+        let (sim, i) = (&mut *self.sim, self.i);
+        record_commits(&mut sim.commit_terms, &mut sim.observed_commit[i], raw);
+        for entry in entries {
+            let snap = sim.applier.apply(i, &entry);
+            sim.applied[i] = entry.index;
+            if let Some(data) = snap {
+                compact_node(&mut sim.durable[i], raw, entry.index, data);
+            }
+        }
+        for read in reads {
+            sim.confirm_read(i, read);
+        }
+        sim.read_counts.dropped += dropped_reads.len() as u64;
+        sim.serve_reads(i);
+    }
+
+    /// Read back from the persister, like a host reading its snapshot file. Applying the
+    /// Ready may have taken a newer one since the node asked, which is what it needs now.
+    fn snapshot_for_follower(&mut self, _raw: &RawNode, meta: SnapshotMeta) -> Option<Snapshot> {
+        let snapshot = self.sim.durable[self.i].snapshot.clone();
+        assert!(
+            snapshot.meta.index >= meta.index,
+            "node {} asked for snapshot {meta:?}, newer than the one on disk",
+            self.i + 1
+        );
+        Some(snapshot)
     }
 }

@@ -945,6 +945,11 @@ pub fn run(config: WholeConfig, seed: u64) -> Outcome {
         virtual_time: sim.now(),
         events: sim.events,
         rpcs: sim.frames,
+        reads: sim
+            .history
+            .iter()
+            .filter(|o| matches!(o.ret, Ret::Value(_)))
+            .count() as u64,
         committed,
     }
 }
