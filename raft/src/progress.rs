@@ -168,6 +168,20 @@ impl Progress {
     /// leader from the follower's conflict hint). Returns false for a stale refusal.
     pub fn decrease_to(&mut self, rejected: LogIndex, hint_next: LogIndex) -> bool {
         if rejected <= self.match_index {
+            if hint_next <= self.match_index
+                && !matches!(self.state, ProgressState::Snapshot { .. })
+            {
+                // The follower's log ends or differs before entries it acknowledged: a
+                // damaged disk made it cut its log (it repairs itself, voting in no
+                // election meanwhile), or this is an old answer that overtook newer ones.
+                // Either way probing again from the hint is safe: the commit index never
+                // goes back, and the next accepted append restores the match. Otherwise the
+                // leader would wait forever for a match that is gone.
+                self.match_index = LogIndex(0);
+                self.become_probe();
+                self.next_index = hint_next.clamp(LogIndex(1), rejected);
+                return true;
+            }
             return false; // Stale: we already know it matches there.
         }
         match self.state {

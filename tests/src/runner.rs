@@ -14,11 +14,15 @@ pub const SWARM: &str = "swarm";
 /// The whole-server swarm's name (real replicas, clients, power cuts; see `whole`).
 pub const WHOLE: &str = "whole";
 
+/// The whole-server scenario of a damaged follower's disk (see `whole::damaged_follower`).
+pub const WHOLE_DAMAGE: &str = "whole-damage";
+
 /// Every scenario name: the lab's, ours, and the swarm.
 pub fn names() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = SCENARIOS.iter().map(|s| s.0).collect();
     v.push(SWARM);
     v.push(WHOLE);
+    v.push(WHOLE_DAMAGE);
     v
 }
 
@@ -29,6 +33,9 @@ pub fn find(name: &str) -> Option<(&'static str, ScenarioFn)> {
     }
     if name.eq_ignore_ascii_case(WHOLE) {
         return Some((WHOLE, crate::whole::swarm as ScenarioFn));
+    }
+    if name.eq_ignore_ascii_case(WHOLE_DAMAGE) {
+        return Some((WHOLE_DAMAGE, crate::whole::damaged_follower as ScenarioFn));
     }
     SCENARIOS
         .iter()

@@ -13,7 +13,10 @@
 //! any minority at any moment, and now and then of every node at once; partitions, loss, duplication, reordering, full disks), then
 //! heals everything, requires every client to finish and every node to converge, reads every
 //! key, and checks: one leader per term, every history linearizable (so no acknowledged
-//! write is lost and none is applied twice), and equal stores on every node.
+//! write is lost and none is applied twice), equal stores on every node, and no node still
+//! repairing. With bit rot on, a bit flips in what a powered-off node wrote (its WAL, or a
+//! copy of its term and vote), one damaged node at a time; the node cuts its log and
+//! repairs itself from the cluster ([`damaged_follower`] is the directed case).
 
 use crate::lab::Outcome;
 use crate::linearizability::{self, Call, Operation, Ret};
@@ -106,6 +109,9 @@ pub struct WholeConfig {
     pub power_cuts: bool,
     /// Full-disk periods allowed.
     pub disk_full: bool,
+    /// Bit rot allowed: a bit flips in what a powered-off node wrote (its WAL or its copy of
+    /// term and vote), one damaged node at a time.
+    pub bit_rot: bool,
     /// Message loss in percent during the fault phase's lossy periods.
     pub drop_percent: u32,
     /// Messages delivered twice, in percent.
@@ -131,6 +137,7 @@ impl WholeConfig {
             fault_phase: pick.gen_range(5..15) * SEC,
             power_cuts: pick.gen_bool(0.8),
             disk_full: pick.gen_bool(0.4),
+            bit_rot: pick.gen_bool(0.5),
             drop_percent: [0, 2, 10][pick.gen_range(0..3)],
             duplicate_percent: [0, 0, 5][pick.gen_range(0..3)],
             latency_max: [MS, 5 * MS, 30 * MS][pick.gen_range(0..3)],
@@ -401,6 +408,70 @@ impl WholeSim {
         self.note(format_args!("power cut {}", i + 1));
     }
 
+    /// Flips one bit in what node `i` (powered off) wrote to its newest WAL segment, in
+    /// the last `fraction` of the written bytes: bit rot in committed data, which recovery
+    /// cannot take for a torn write. False if the node wrote nothing.
+    fn rot(&mut self, i: usize, fraction: f64) -> bool {
+        assert!(
+            self.replicas[i].is_none(),
+            "rot a disk only while its node is off"
+        );
+        let disk = &self.disks[i];
+        let Some(segment) = disk
+            .file_names()
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+            .max()
+        else {
+            return false;
+        };
+        let bytes = disk.contents(&segment).expect("listed");
+        let Some(end) = bytes.iter().rposition(|&b| b != 0) else {
+            return false;
+        };
+        // Not the last 128 bytes: a flip inside the final commit record reads as a torn
+        // write (the WAL's one documented limit), not as damage.
+        let end = end.saturating_sub(128);
+        let from = 64.max(end - (end as f64 * fraction) as usize);
+        if from >= end {
+            return false;
+        }
+        let byte = self.rng.gen_range(from..end);
+        let bit = byte * 8 + self.rng.gen_range(0..8);
+        disk.flip_bit(&segment, bit);
+        self.note(format_args!("bit rot on node {} at bit {bit}", i + 1));
+        true
+    }
+
+    /// Now and then, when no other node is repairing, lets a bit rot on powered-off node
+    /// `i`: in its newest segment (often), or in one copy of its term and vote.
+    fn maybe_rot(&mut self, i: usize) {
+        if !self.config.bit_rot || self.healing || !self.rng.gen_bool(0.3) {
+            return;
+        }
+        // One damaged node at a time: none other may still be repairing (its marker is on
+        // its disk until the repair is over, powered on or not).
+        let repairing = |j: usize| {
+            self.disks[j]
+                .contents(&wal_dir(j).join(wal::REPAIR_FILE))
+                .is_some()
+        };
+        if (0..self.config.nodes).any(|j| j != i && repairing(j)) {
+            return;
+        }
+        if self.rng.gen_bool(0.8) {
+            self.rot(i, 1.0);
+            return;
+        }
+        let name = ["vote-a", "vote-b"][self.rng.gen_range(0..2)];
+        let path = wal_dir(i).join(name);
+        if let Some(bytes) = self.disks[i].contents(&path) {
+            let bit = self.rng.gen_range(0..bytes.len() * 8);
+            self.disks[i].flip_bit(&path, bit);
+            self.note(format_args!("bit rot on node {} in {name}", i + 1));
+        }
+    }
+
     fn up(&self) -> usize {
         self.replicas.iter().filter(|r| r.is_some()).count()
     }
@@ -526,6 +597,7 @@ impl WholeSim {
             }
             Event::PowerOn { node } => {
                 if self.replicas[node].is_none() {
+                    self.maybe_rot(node);
                     self.power_on(node);
                 }
             }
@@ -840,15 +912,40 @@ impl WholeSim {
         self.blocked = vec![vec![false; n]; n];
         self.drop_percent = 0;
         for i in 0..n {
-            if !self.cut_at_next_sync[i] {
-                self.disks[i].set_faults(DiskFaults::default());
-            }
+            self.cut_at_next_sync[i] = false;
+            self.disks[i].set_faults(DiskFaults::default());
             if self.replicas[i].is_none() {
                 self.power_on(i);
             }
         }
         self.healing = true;
         self.note(format_args!("heal all"));
+    }
+
+    /// One line per node for a failure message.
+    fn describe_nodes(&self) -> String {
+        let mut out = String::new();
+        for (i, r) in self.replicas.iter().enumerate() {
+            match r {
+                None => out.push_str(&format!("[{} down] ", i + 1)),
+                Some(r) => {
+                    let s = r.raw().status();
+                    out.push_str(&format!(
+                        "[{} {} term {} leader {} commit {} applied {} last {} stored {} repairing {}] ",
+                        i + 1,
+                        s.role,
+                        s.term,
+                        s.leader,
+                        s.commit,
+                        r.applied(),
+                        s.last_index,
+                        s.snapshot_index,
+                        s.repairing
+                    ));
+                }
+            }
+        }
+        out
     }
 
     fn clients_done(&self) -> bool {
@@ -886,6 +983,78 @@ pub fn run(config: WholeConfig, seed: u64) -> Outcome {
         sim.run_until(until);
         sim.random_fault();
     }
+    finish(sim, seed)
+}
+
+/// The scenario of a damaged disk, with the seed choosing the moments and the
+/// damaged bit: three nodes A (the leader), B and C; C is cut off while clients write, so
+/// what is acknowledged is on A and B only. All three lose power; a bit rots in B's WAL
+/// among those writes. A stays off; B and C come back. B cut its log and is repairing, so
+/// it must neither vote nor campaign: B and C stay without a leader (checked all along)
+/// rather than elect one that lacks acknowledged writes. Then A comes back, and the usual
+/// checks run: every acknowledged write reads back (linearizability), every node converges,
+/// and B is an ordinary voter again.
+pub fn damaged_follower(seed: u64) -> Outcome {
+    let mut config = WholeConfig::from_seed(seed);
+    config.nodes = 3;
+    config.snapshot_entries = 100_000;
+    config.segment_bytes = 256 << 10;
+    let mut sim = WholeSim::new(config, seed);
+    sim.run_until(2 * SEC);
+    let a = (0..3)
+        .find(|&i| {
+            sim.replicas[i]
+                .as_ref()
+                .is_some_and(|r| r.raw().is_leader())
+        })
+        .expect("a leader within 2 s");
+    let (b, c) = ((a + 1) % 3, (a + 2) % 3);
+    for x in 0..3 {
+        sim.blocked[x][c] = x != c;
+        sim.blocked[c][x] = x != c;
+    }
+    let until = sim.now() + sim.rng.gen_range(2..5) * SEC;
+    sim.run_until(until);
+    for i in 0..3 {
+        sim.power_cut(i);
+    }
+    assert!(sim.rot(b, 0.5), "nothing written on node {}", b + 1);
+    sim.blocked = vec![vec![false; 3]; 3];
+    sim.power_on(b);
+    sim.power_on(c);
+    assert!(
+        sim.replicas[b]
+            .as_ref()
+            .is_some_and(|r| r.raw().status().repairing),
+        "node {} did not notice its damaged WAL",
+        b + 1
+    );
+    let until = sim.now() + 5 * SEC;
+    while sim.now() < until {
+        let next = sim.now() + 10 * MS;
+        sim.run_until(next);
+        let leaders: Vec<usize> = (0..3)
+            .filter(|&i| {
+                sim.replicas[i]
+                    .as_ref()
+                    .is_some_and(|r| r.raw().is_leader())
+            })
+            .collect();
+        assert!(
+            leaders.is_empty(),
+            "node {} leads with node {} damaged and node {} down: acknowledged writes may be gone",
+            leaders[0] + 1,
+            b + 1,
+            a + 1
+        );
+    }
+    sim.power_on(a);
+    finish(sim, seed)
+}
+
+/// Heals everything, requires every client to finish and every node to converge, reads
+/// every key, and checks the histories.
+fn finish(mut sim: WholeSim, seed: u64) -> Outcome {
     // Heal: every operation must finish, then every client reads every key.
     sim.heal();
     let deadline = sim.now() + HEAL_LIMIT;
@@ -906,10 +1075,11 @@ pub fn run(config: WholeConfig, seed: u64) -> Outcome {
     while !(sim.clients_done() && sim.converged()) {
         assert!(
             sim.now() < deadline,
-            "liveness: {} s after healing, clients done {} converged {}",
+            "liveness: {} s after healing, clients done {} converged {}; nodes: {}",
             HEAL_LIMIT / SEC,
             sim.clients_done(),
-            sim.converged()
+            sim.converged(),
+            sim.describe_nodes()
         );
         let until = sim.now() + 100 * MS;
         sim.run_until(until);
@@ -932,6 +1102,14 @@ pub fn run(config: WholeConfig, seed: u64) -> Outcome {
             String::from_utf8_lossy(&g.key),
             g.operations
         ),
+    }
+    for (i, r) in sim.replicas.iter().enumerate() {
+        let r = r.as_ref().expect("every node is up after healing");
+        assert!(
+            !r.raw().status().repairing,
+            "node {} is still repairing after the cluster converged",
+            i + 1
+        );
     }
     let committed = sim
         .replicas

@@ -312,8 +312,14 @@ impl Wal {
         }
         let mut log = replayed.log;
         let mut snapshot_file = None;
+        // A snapshot file newer than the log's last snapshot marker: a crash came between
+        // writing the file and persisting its marker, or a repair cut the marker away.
+        let mut unmarked = None;
         if let Some((name, snapshot)) = &snapshot {
             if snapshot.meta.index >= log.snapshot.index {
+                if snapshot.meta.index > log.snapshot.index {
+                    unmarked = Some(snapshot.meta);
+                }
                 log.compact(snapshot.meta);
                 snapshot_file = Some(name.clone());
             }
@@ -364,6 +370,15 @@ impl Wal {
         match wal.segments.back_mut() {
             Some(segment) => segment.map.start_appending(wal.write_pos),
             None => wal.create_first_segment()?,
+        }
+        if let Some(meta) = unmarked {
+            // The segments must say so too: entries appended from now on follow the
+            // snapshot, and a log whose entries jump past its last entry without a marker
+            // reads as a gap at the next open (found by the whole-server simulator: a cut
+            // removed a marker, and the node's next restart refused its log).
+            wal.reserve(format::MARKER_RECORD_BYTES)?;
+            wal.put_record(kind::SNAPSHOT_MARKER, &format::marker_payload(&meta), &[]);
+            wal.persist()?;
         }
         wal.compact_files()?;
         wal.prepare_spare();

@@ -151,3 +151,77 @@ fn the_copy_follows_term_and_vote_changes_only() {
     let (_, recovered) = Wal::open(dir(), repairing_options(&crashed)).unwrap();
     assert_eq!(recovered.hard_state.term, Term(4));
 }
+
+/// After a cut, a snapshot from the leader that lies beyond the short log replaces it, and
+/// entries after it follow: all of it reopens.
+#[test]
+fn a_snapshot_past_a_cut_log_reopens() {
+    let backend = MemBackend::with_dir(&dir());
+    let at = write_log(&backend);
+    let segment = segment_paths(&backend).remove(0);
+    backend.flip_bit(&segment, at * 8 + 3);
+    let (mut wal, recovered) = Wal::open(dir(), repairing_options(&backend)).unwrap();
+    assert!(recovered.repairing);
+    let meta = raft::SnapshotMeta {
+        index: LogIndex(121),
+        term: Term(2),
+    };
+    wal.save_snapshot(&raft::Snapshot {
+        meta,
+        data: vec![7; 100],
+    })
+    .unwrap();
+    wal.append(&[entry(122, 2, 40), entry(123, 2, 40)]).unwrap();
+    wal.set_hard_state(hs(2, 3, 123)).unwrap();
+    wal.persist().unwrap();
+    wal.finish_repair().unwrap();
+    drop(wal);
+    let (wal, recovered) = Wal::open(dir(), repairing_options(&backend.crash())).unwrap();
+    assert!(recovered.repaired.is_none(), "{:?}", recovered.repaired);
+    assert!(!recovered.repairing);
+    assert_eq!(wal.last_index(), LogIndex(123));
+}
+
+/// A snapshot file whose marker a cut removed (the marker lay after the damage) is still
+/// used, and its marker is written again at open: entries appended after it reopen without
+/// a gap. (Before, the next open found "a gap in the log" and the node refused to start.)
+#[test]
+fn a_snapshot_whose_marker_was_cut_away_is_marked_again() {
+    let backend = MemBackend::with_dir(&dir());
+    let (mut wal, _) = open(&backend, SEGMENT_BYTES).unwrap();
+    wal.set_hard_state(hs(1, 1, 0)).unwrap();
+    for i in 1..=10 {
+        wal.append(&[entry(i, 1, 40)]).unwrap();
+        wal.persist().unwrap();
+    }
+    // A snapshot from the leader beyond the log replaces it.
+    wal.save_snapshot(&raft::Snapshot {
+        meta: raft::SnapshotMeta {
+            index: LogIndex(50),
+            term: Term(1),
+        },
+        data: vec![5; 64],
+    })
+    .unwrap();
+    wal.append(&[entry(51, 1, 40)]).unwrap();
+    wal.persist().unwrap();
+    drop(wal);
+    // Rot in entry 10: the cut removes the marker and entry 51 with it.
+    let segment = segment_paths(&backend).remove(0);
+    let bytes = backend.contents(&segment).unwrap();
+    let needle = entry(10, 1, 40).data;
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == &*needle)
+        .unwrap();
+    backend.flip_bit(&segment, at * 8);
+    let (mut wal, recovered) = Wal::open(dir(), repairing_options(&backend)).unwrap();
+    assert!(recovered.repairing);
+    assert_eq!(wal.snapshot_meta().index, LogIndex(50));
+    wal.append(&[entry(51, 2, 40), entry(52, 2, 40)]).unwrap();
+    wal.persist().unwrap();
+    drop(wal);
+    let (wal, again) = Wal::open(dir(), repairing_options(&backend.crash())).unwrap();
+    assert!(again.repaired.is_none(), "{:?}", again.repaired);
+    assert_eq!(wal.last_index(), LogIndex(52));
+}
