@@ -553,6 +553,118 @@ mod tests {
         }
     }
 
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The bytes of a request of every op (every write kind, both shapes of a cas and a
+    /// fault) and a response of every outcome, as FORMAT.md lays them out: proves the
+    /// encoding does not change by a single byte, and that these bytes decode back.
+    #[test]
+    fn golden_bytes() {
+        let write = |write| {
+            Op::Write(Command {
+                client_id: 0x0102,
+                seq: 0x0304,
+                write,
+            })
+        };
+        let ops = [
+            write(Write::Put {
+                key: b"k".to_vec(),
+                value: b"vv".to_vec(),
+            }),
+            write(Write::Delete { key: b"d".to_vec() }),
+            write(Write::Cas {
+                key: b"c".to_vec(),
+                expected: None,
+                new: b"n".to_vec(),
+            }),
+            write(Write::Cas {
+                key: b"c".to_vec(),
+                expected: Some(b"e".to_vec()),
+                new: Vec::new(),
+            }),
+            Op::Get { key: b"g".to_vec() },
+            Op::Status,
+            Op::Snapshot,
+            Op::TransferLeader { target: 3 },
+            Op::Fault(FaultSpec {
+                drop_percent: 12.5,
+                delay_ms: Some((1, 5)),
+                partition: vec![2, 3],
+            }),
+            Op::Fault(FaultSpec::default()),
+            Op::Shutdown { crash: true },
+        ];
+        let requests = [
+            "000a000000000000010201000000000000040300000000000001010000006b020000007676",
+            "010a0000000000000102010000000000000403000000000000020100000064",
+            "020a000000000000010201000000000000040300000000000003010000006300010000006e",
+            "030a000000000000010201000000000000040300000000000003010000006301010000006500000000",
+            "040a000000000000020100000067",
+            "050a00000000000003",
+            "060a00000000000004",
+            "070a000000000000050300000000000000",
+            "080a0000000000000600000000000029400101000000000000000500000000000000020000000000000002000000000000000300000000000000",
+            "090a000000000000060000000000000000000000000000000000",
+            "0a0a0000000000000701",
+        ];
+        assert_eq!(ops.len(), requests.len());
+        for (i, (op, want)) in ops.into_iter().zip(requests).enumerate() {
+            let request = Request {
+                request_id: 0x0a00 + i as u64,
+                op,
+            };
+            assert_eq!(hex(&request.encode()), want, "{request:?}");
+            assert_eq!(Request::decode(&request.encode()).unwrap(), request);
+        }
+        let outcomes = [
+            Outcome::Written { index: 3, term: 2 },
+            Outcome::CasMismatch {
+                current: Some(b"v".to_vec()),
+                index: 9,
+            },
+            Outcome::CasMismatch {
+                current: None,
+                index: 9,
+            },
+            Outcome::Value(None),
+            Outcome::Value(Some(b"x".to_vec())),
+            Outcome::Done {
+                detail: "ok".into(),
+            },
+            Outcome::Status("{}".into()),
+            Outcome::NotLeader {
+                leader: 2,
+                address: "h:1".into(),
+            },
+            Outcome::Unavailable { reason: "u".into() },
+            Outcome::Refused { reason: "r".into() },
+        ];
+        let responses = [
+            "000b0000000000000003000000000000000200000000000000",
+            "010b000000000000010101000000760900000000000000",
+            "020b00000000000001000900000000000000",
+            "030b0000000000000200",
+            "040b00000000000002010100000078",
+            "050b00000000000003020000006f6b",
+            "060b00000000000004020000007b7d",
+            "070b00000000000005020000000000000003000000683a31",
+            "080b000000000000060100000075",
+            "090b000000000000070100000072",
+        ];
+        assert_eq!(outcomes.len(), responses.len());
+        for (i, (outcome, want)) in outcomes.into_iter().zip(responses).enumerate() {
+            let response = Response {
+                request_id: 0x0b00 + i as u64,
+                outcome,
+            };
+            assert_eq!(hex(&response.encode()), want, "{response:?}");
+            assert_eq!(Response::decode(&response.encode()).unwrap(), response);
+        }
+    }
+
     #[test]
     fn responses_round_trip() {
         let outcomes = vec![
