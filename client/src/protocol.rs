@@ -1,4 +1,4 @@
-//! The client protocol and the command encoding, as specified in `raftd/FORMAT.md`.
+//! The client protocol and the command encoding, as specified in `client/FORMAT.md`.
 //!
 //! Clients speak to any node over the transport's client role: a [`Request`] frame out, a
 //! [`Response`] frame back, matched by `request_id`. Writes carry a client id and sequence
