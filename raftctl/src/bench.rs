@@ -34,7 +34,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use transport::codec::{self, Decoded, Hello, Role, Status, Welcome, HELLO_BYTES_MAX};
+use transport::codec::{self, Decoded, Dialer, Role, HELLO_BYTES_MAX};
 
 /// Answers larger than this end the connection (values are at most 1 MiB).
 const RESPONSE_BYTES_MAX: usize = 2 << 20;
@@ -471,24 +471,23 @@ fn connect(
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    let hello = Hello {
-        version: codec::PROTOCOL_VERSION,
-        role: Role::Client,
-        cluster_id: config.cluster_id.as_bytes().to_vec(),
-        token: config.token.clone().unwrap_or_default(),
-    };
+    let dialer = Dialer::new(
+        Role::Client,
+        config.cluster_id.as_bytes(),
+        config.token.as_deref().unwrap_or_default(),
+    )
+    .map_err(|e| e.to_string())?;
     let mut frame = Vec::new();
-    hello.encode_frame(&mut frame);
+    dialer.encode_hello(&mut frame);
     stream.write_all(&frame).map_err(|e| e.to_string())?;
     let mut inbox = Vec::new();
     let mut chunk = [0u8; 256];
     loop {
         match codec::decode(&inbox, HELLO_BYTES_MAX) {
             Decoded::Frame { kind, body, .. } => {
-                let welcome = Welcome::decode(kind, &inbox[body]).map_err(|e| e.to_string())?;
-                if welcome.status != Status::Accepted {
-                    return Err(format!("handshake refused: {}", welcome.status));
-                }
+                dialer
+                    .welcome(kind, &inbox[body])
+                    .map_err(|e| format!("handshake: {e}"))?;
                 break;
             }
             Decoded::Error(e) => return Err(format!("bad handshake: {e}")),
