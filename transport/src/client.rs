@@ -3,8 +3,8 @@
 //! `std::net::TcpStream`, in the client role.
 
 use crate::codec::{
-    decode, encode_frame, DecodeError, Decoded, DialError, Dialer, HandshakeError, Role, Status,
-    HELLO_BYTES_MAX,
+    encode_frame, take_frame, DecodeError, Decoded, DialError, Dialer, HandshakeError, Role,
+    Status, HELLO_BYTES_MAX,
 };
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -156,15 +156,10 @@ impl Connection {
 
     fn recv_by(&mut self, deadline: Instant) -> Result<(u8, Vec<u8>), Error> {
         loop {
-            let needed = match decode(&self.inbox[self.inbox_start..], self.frame_bytes_max) {
-                Decoded::Frame {
-                    kind,
-                    body,
-                    consumed,
-                } => {
-                    let start = self.inbox_start;
-                    let body = self.inbox[start + body.start..start + body.end].to_vec();
-                    self.inbox_start += consumed;
+            let needed = match take_frame(&self.inbox, &mut self.inbox_start, self.frame_bytes_max)
+            {
+                Decoded::Frame { kind, body, .. } => {
+                    let body = self.inbox[body].to_vec();
                     if self.inbox_start == self.inbox.len() {
                         self.inbox.clear();
                         self.inbox_start = 0;

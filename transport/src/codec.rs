@@ -156,6 +156,28 @@ pub fn decode(buf: &[u8], frame_bytes_max: usize) -> Decoded {
     }
 }
 
+/// [`decode`] for a reader that keeps received bytes in one buffer and consumes them from
+/// `*start`: decodes the frame at `buf[*start..]`, and on a frame moves `*start` past it and
+/// gives the body's range in `buf` itself (`NeedMore` counts from `*start`, as [`decode`]).
+pub fn take_frame(buf: &[u8], start: &mut usize, frame_bytes_max: usize) -> Decoded {
+    match decode(&buf[*start..], frame_bytes_max) {
+        Decoded::Frame {
+            kind,
+            body,
+            consumed,
+        } => {
+            let body = *start + body.start..*start + body.end;
+            *start += consumed;
+            Decoded::Frame {
+                kind,
+                body,
+                consumed,
+            }
+        }
+        other => other,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Handshake.
 
@@ -573,6 +595,32 @@ mod tests {
                 consumed: 12
             }
         );
+    }
+
+    #[test]
+    fn take_frame_walks_a_buffer() {
+        // Proves take_frame reads consecutive frames from one buffer, giving body ranges in
+        // that buffer and moving the start past each frame, and stops at a partial one.
+        let mut buf = Vec::new();
+        encode_frame(&mut buf, 1, b"ab");
+        encode_frame(&mut buf, 2, b"cde");
+        buf.extend_from_slice(&[9, 0]);
+        let mut start = 0;
+        let Decoded::Frame { kind, body, .. } = take_frame(&buf, &mut start, 16) else {
+            panic!()
+        };
+        assert_eq!((kind, &buf[body], start), (1, &b"ab"[..], 11));
+        let Decoded::Frame { kind, body, .. } = take_frame(&buf, &mut start, 16) else {
+            panic!()
+        };
+        assert_eq!((kind, &buf[body], start), (2, &b"cde"[..], 23));
+        assert_eq!(
+            take_frame(&buf, &mut start, 16),
+            Decoded::NeedMore {
+                needed: HEADER_BYTES
+            }
+        );
+        assert_eq!(start, 23);
     }
 
     #[test]

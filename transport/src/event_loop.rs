@@ -1,8 +1,8 @@
 //! The event loop: one mio `Poll`, a listener, a waker, and connections in a slab.
 
 use crate::codec::{
-    decode, encode_frame, frame_bytes, judge_hello, Decoded, DialError, Dialer, Hello, Role,
-    Status, Welcome, FRAME_BYTES_LIMIT, HELLO_BYTES_MAX, PROTOCOL_VERSION,
+    decode, encode_frame, frame_bytes, judge_hello, take_frame, Decoded, DialError, Dialer, Hello,
+    Role, Status, Welcome, FRAME_BYTES_LIMIT, HELLO_BYTES_MAX, PROTOCOL_VERSION,
 };
 use crate::fault::{Faults, Verdict};
 use crate::slab::Slab;
@@ -1070,21 +1070,14 @@ impl Transport {
                 return false;
             };
             let limit = frame_limit(conn.state, self.config.frame_bytes_max);
-            let start = conn.inbox_start;
-            let (kind, body) = match decode(&conn.inbox[start..conn.inbox_end], limit) {
+            let received = &conn.inbox[..conn.inbox_end];
+            let (kind, body) = match take_frame(received, &mut conn.inbox_start, limit) {
                 Decoded::NeedMore { .. } => return true,
                 Decoded::Error(error) => {
                     self.reject(index, &format!("bad frame: {error}"), out);
                     return false;
                 }
-                Decoded::Frame {
-                    kind,
-                    body,
-                    consumed,
-                } => {
-                    conn.inbox_start += consumed;
-                    (kind, start + body.start..start + body.end)
-                }
+                Decoded::Frame { kind, body, .. } => (kind, body),
             };
             let body = &conn.inbox[body];
             match conn.state {
