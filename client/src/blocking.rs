@@ -253,11 +253,7 @@ impl Client {
     ) -> Result<Outcome, AttemptError> {
         let request_id = self.next_request_id;
         self.next_request_id += 1;
-        let body = Request {
-            request_id,
-            op: op.clone(),
-        }
-        .encode();
+        let body = Request::encode_parts(request_id, op);
         let conn = self.connect(addr, deadline)?;
         let left = deadline.saturating_duration_since(Instant::now());
         if let Err(e) = conn.send(FRAME_REQUEST, &body, left.max(Duration::from_millis(1))) {

@@ -7,9 +7,12 @@
 //! - [`blocking`]: a blocking client, one operation at a time, that follows leader
 //!   redirects and retries writes exactly once (client id + sequence number); `raftctl` and
 //!   the tests use it (re-exported as `raftd::client`).
+//! - [`nonblocking`]: a client with many operations in flight over one connection per node,
+//!   on a mio loop its caller turns; it follows redirects and re-sends failed attempts the
+//!   same way. `raftctl bench` is built on it.
 //!
-//! Both speak the transport's frames and open each connection with the transport's
-//! client handshake (`transport::codec`); neither holds a copy of either.
+//! Both clients speak the transport's frames and open each connection with the transport's
+//! client handshake (`transport::codec::Dialer`); neither holds a copy of either.
 //!
 //! # Contract
 //!
@@ -20,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod blocking;
+pub mod nonblocking;
 pub mod protocol;
 
 use std::net::SocketAddr;
@@ -34,6 +38,8 @@ pub struct ClientConfig {
     pub cluster_id: String,
     /// The shared secret, if the cluster requires one.
     pub token: Option<Vec<u8>>,
-    /// Overall deadline of one operation, retries included.
+    /// How long to wait: for the blocking client, the deadline of one operation, retries
+    /// included; for the non-blocking client, the deadline of one attempt, after which it
+    /// sends the operation again (its caller sets how long to keep re-sending).
     pub timeout: Duration,
 }

@@ -316,10 +316,16 @@ impl Command {
 impl Request {
     /// The frame body.
     pub fn encode(&self) -> Vec<u8> {
+        Request::encode_parts(self.request_id, &self.op)
+    }
+
+    /// The frame body of a request made of these parts, for a client that keeps `op` to
+    /// send it again.
+    pub fn encode_parts(request_id: u64, op: &Op) -> Vec<u8> {
         let mut out = Vec::new();
         let mut w = Writer::new(&mut out);
-        w.u64(self.request_id);
-        match &self.op {
+        w.u64(request_id);
+        match op {
             Op::Write(c) => {
                 w.u8(OP_WRITE);
                 put_command(&mut w, c);
