@@ -21,7 +21,7 @@
 //! leader; with no leader known, writes probe the nodes in turn with a short back-off. The
 //! slot counts failures by kind; they never end the run.
 
-use crate::Failure;
+use crate::failure::Failure;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use raftd_client::nonblocking::{self, Event, Retry};
@@ -67,10 +67,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 128)]
     value_bytes: usize,
     /// Run this long before measuring (e.g. 2s, 500ms).
-    #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::parse::parse_duration)]
     warmup: Duration,
     /// Measure for this long.
-    #[arg(long, default_value = "15s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = crate::parse::parse_duration)]
     duration: Duration,
     /// Writes, reads, or both.
     #[arg(long, value_enum, default_value_t = Mode::Write)]
@@ -176,10 +176,10 @@ pub fn run(
             "--keys must be positive and --read-percent at most 100".into(),
         ));
     }
-    if args.value_bytes > raftd::protocol::VALUE_BYTES_MAX {
+    if args.value_bytes > raftd_client::protocol::VALUE_BYTES_MAX {
         return Err(Failure::Usage(format!(
             "--value-bytes must be at most {}",
-            raftd::protocol::VALUE_BYTES_MAX
+            raftd_client::protocol::VALUE_BYTES_MAX
         )));
     }
     let started = Instant::now();
