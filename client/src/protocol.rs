@@ -533,8 +533,20 @@ mod tests {
         }
     }
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    /// Checks that each message encodes to its golden bytes (in hex) and decodes back.
+    fn check_golden<T: PartialEq + fmt::Debug>(
+        messages: impl ExactSizeIterator<Item = T>,
+        golden: &[&str],
+        encode: impl Fn(&T) -> Vec<u8>,
+        decode: impl Fn(&[u8]) -> Result<T, DecodeError>,
+    ) {
+        assert_eq!(messages.len(), golden.len());
+        for (message, want) in messages.zip(golden) {
+            let bytes = encode(&message);
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(&hex, want, "{message:?}");
+            assert_eq!(decode(&bytes).unwrap(), message);
+        }
     }
 
     /// The bytes of a request of every op (every write kind, both shapes of a cas and a
@@ -590,15 +602,11 @@ mod tests {
             "090a000000000000060000000000000000000000000000000000",
             "0a0a0000000000000701",
         ];
-        assert_eq!(ops.len(), requests.len());
-        for (i, (op, want)) in ops.into_iter().zip(requests).enumerate() {
-            let request = Request {
-                request_id: 0x0a00 + i as u64,
-                op,
-            };
-            assert_eq!(hex(&request.encode()), want, "{request:?}");
-            assert_eq!(Request::decode(&request.encode()).unwrap(), request);
-        }
+        let ops = ops.into_iter().enumerate().map(|(i, op)| Request {
+            request_id: 0x0a00 + i as u64,
+            op,
+        });
+        check_golden(ops, &requests, Request::encode, Request::decode);
         let outcomes = [
             Outcome::Written { index: 3, term: 2 },
             Outcome::CasMismatch {
@@ -634,15 +642,14 @@ mod tests {
             "080b000000000000060100000075",
             "090b000000000000070100000072",
         ];
-        assert_eq!(outcomes.len(), responses.len());
-        for (i, (outcome, want)) in outcomes.into_iter().zip(responses).enumerate() {
-            let response = Response {
+        let outcomes = outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(i, outcome)| Response {
                 request_id: 0x0b00 + i as u64,
                 outcome,
-            };
-            assert_eq!(hex(&response.encode()), want, "{response:?}");
-            assert_eq!(Response::decode(&response.encode()).unwrap(), response);
-        }
+            });
+        check_golden(outcomes, &responses, Response::encode, Response::decode);
     }
 
     #[test]
