@@ -556,7 +556,10 @@ impl Client {
         };
         let mut closed = read_available(s);
         loop {
-            let s = self.sockets[node].as_mut().expect("present");
+            // Gone if flushing the requests that waited for the welcome failed.
+            let Some(s) = self.sockets[node].as_mut() else {
+                return;
+            };
             let limit = if s.state == SocketState::Open {
                 CLIENT_FRAME_BYTES_MAX
             } else {
