@@ -19,6 +19,12 @@
 //! it over ([`RawNode::provide_snapshot`]). A snapshot is as big as the state machine, so
 //! a copy held for a follower that rarely needs one would double a node's memory.
 //!
+//! Messages travel as bytes laid out in `FORMAT.md` beside `Cargo.toml`; [`codec`] encodes
+//! and decodes them, so the simulator counts bytes exactly as the network would. Its byte
+//! [`codec::Reader`] and [`codec::Writer`] are the ones every raftd format is written with
+//! (the client protocol and the key-value snapshot too): pure, never past the end of the
+//! bytes. They live here because the crates with those formats already depend on the core.
+//!
 //! ```
 //! use raft::{Config, NodeId, RawNode, Restore};
 //!

@@ -6,48 +6,39 @@
 //! `--duration` measured; latency taken at the client from the first send of an operation to
 //! its successful answer (redirects and retries included).
 //!
-//! Clients are spread over C connection slots and each slot is one thread running a small
-//! mio loop. A slot keeps at most one socket per node: reads go to the slot's home node (homes
-//! are spread over all nodes), writes go to the leader. Requests on one socket are matched to
-//! clients by `request_id`, so a socket carries all its clients' outstanding requests at once,
-//! and the requests made ready by one batch of answers leave in one write. In write mode the
-//! home socket is never opened, so a slot is exactly one connection, to the leader; in mixed
-//! mode a slot whose home is a follower holds two.
+//! Clients are spread over C connection slots and each slot is one thread turning one
+//! non-blocking client (`raftd_client::nonblocking`), whose operations are the slot's
+//! clients' operations. It keeps at most one connection per node: reads go to the slot's home
+//! node (homes are spread over all nodes), writes go to the leader. Requests on one connection
+//! are matched to clients by `request_id`, so a connection carries all its clients'
+//! outstanding requests at once, and the requests made ready by one batch of answers leave in
+//! one write. In write mode the home connection is never opened, so a slot is exactly one
+//! connection, to the leader; in mixed mode a slot whose home is a follower holds two.
 //!
-//! Writes carry a per-client session id and sequence number; a write that must be re-sent
-//! (redirected, timed out, its connection lost) keeps its sequence number, so the cluster
-//! applies it once. A `NotLeader` answer moves the slot's writes to the named leader; with no
-//! leader known, writes probe the nodes in turn with a short back-off. Failures are counted by
-//! kind and never end the run.
+//! Writes carry a per-client session id and sequence number; the non-blocking client re-sends
+//! a write that must be (redirected, timed out, its connection lost) with its sequence number,
+//! so the cluster applies it once. A `NotLeader` answer moves the slot's writes to the named
+//! leader; with no leader known, writes probe the nodes in turn with a short back-off. The
+//! slot counts failures by kind; they never end the run.
 
-use crate::Failure;
+use crate::failure::Failure;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
-use mio::net::TcpStream as MioStream;
-use mio::{Events, Interest, Poll, Token};
-use raftd::client::ClientConfig;
-use raftd::protocol::{Command, Op, Outcome, Request, Response, Write, FRAME_REQUEST};
+use raftd_client::nonblocking::{self, Event, Retry};
+use raftd_client::protocol::{Command, Op, Outcome, Write};
+use raftd_client::ClientConfig;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::io::{self, IsTerminal, Read, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{self, IsTerminal};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use transport::codec::{self, Decoded, Hello, Role, Status, Welcome, HELLO_BYTES_MAX};
 
-/// Answers larger than this end the connection (values are at most 1 MiB).
-const RESPONSE_BYTES_MAX: usize = 2 << 20;
-/// Bits of a request id that name the client within its slot; the rest count attempts.
-const CLIENT_INDEX_BITS: u32 = 24;
-const CLIENT_INDEX_MASK: u64 = (1 << CLIENT_INDEX_BITS) - 1;
-/// At most this many logical clients (each slot must fit its clients in the index bits).
+/// At most this many logical clients (a slot's clients are its non-blocking client's
+/// operation tags).
 const CLIENTS_MAX: usize = 1 << 20;
-const _: () = assert!(CLIENTS_MAX as u64 <= CLIENT_INDEX_MASK + 1);
-/// Back-off before re-sending after an error, and while no leader is known.
-const RETRY_PAUSE: Duration = Duration::from_millis(10);
-/// How often a slot looks for requests that have waited longer than the timeout.
-const TIMEOUT_SCAN_EVERY: Duration = Duration::from_millis(100);
+const _: () = assert!(CLIENTS_MAX <= nonblocking::OPS_MAX);
 
 /// What the benchmark sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -76,10 +67,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 128)]
     value_bytes: usize,
     /// Run this long before measuring (e.g. 2s, 500ms).
-    #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::parse::parse_duration)]
     warmup: Duration,
     /// Measure for this long.
-    #[arg(long, default_value = "15s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = crate::parse::parse_duration)]
     duration: Duration,
     /// Writes, reads, or both.
     #[arg(long, value_enum, default_value_t = Mode::Write)]
@@ -185,10 +176,10 @@ pub fn run(
             "--keys must be positive and --read-percent at most 100".into(),
         ));
     }
-    if args.value_bytes > raftd::protocol::VALUE_BYTES_MAX {
+    if args.value_bytes > raftd_client::protocol::VALUE_BYTES_MAX {
         return Err(Failure::Usage(format!(
             "--value-bytes must be at most {}",
-            raftd::protocol::VALUE_BYTES_MAX
+            raftd_client::protocol::VALUE_BYTES_MAX
         )));
     }
     let started = Instant::now();
@@ -222,7 +213,7 @@ pub fn run(
             clients,
             session_base,
             shared.clone(),
-        );
+        )?;
         let t = std::thread::Builder::new()
             .name(format!("bench-{slot}"))
             .spawn(move || s.run())
@@ -436,96 +427,26 @@ impl Report<'_> {
 struct BenchClient {
     client_id: u64,
     seq: u64,
-    /// The operation under way: key number and whether it is a write.
-    key: u64,
+    /// Whether the operation under way is a write.
     is_write: bool,
     /// When the operation under way was first sent (`None`: no operation under way).
     op_started: Option<Instant>,
-    /// The request on the wire (0: none) and when and where it was sent.
-    request_id: u64,
-    sent_at: Instant,
-    on_node: usize,
 }
 
-/// A connection to one node: a nonblocking socket with its buffers.
-struct Socket {
-    stream: MioStream,
-    /// Received bytes not yet decoded live in `inbox[inbox_start..]`.
-    inbox: Vec<u8>,
-    inbox_start: usize,
-    /// Bytes to send live in `outbox[outbox_start..]`.
-    outbox: Vec<u8>,
-    outbox_start: usize,
-    writable_interest: bool,
-}
-
-/// Connects and completes the client handshake with blocking IO, then hands the socket over
-/// to mio.
-fn connect(
-    addr: SocketAddr,
-    config: &ClientConfig,
-    timeout: Duration,
-) -> Result<MioStream, String> {
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let hello = Hello {
-        version: codec::PROTOCOL_VERSION,
-        role: Role::Client,
-        cluster_id: config.cluster_id.as_bytes().to_vec(),
-        token: config.token.clone().unwrap_or_default(),
-    };
-    let mut frame = Vec::new();
-    hello.encode_frame(&mut frame);
-    stream.write_all(&frame).map_err(|e| e.to_string())?;
-    let mut inbox = Vec::new();
-    let mut chunk = [0u8; 256];
-    loop {
-        match codec::decode(&inbox, HELLO_BYTES_MAX) {
-            Decoded::Frame { kind, body, .. } => {
-                let welcome = Welcome::decode(kind, &inbox[body]).map_err(|e| e.to_string())?;
-                if welcome.status != Status::Accepted {
-                    return Err(format!("handshake refused: {}", welcome.status));
-                }
-                break;
-            }
-            Decoded::Error(e) => return Err(format!("bad handshake: {e}")),
-            Decoded::NeedMore { .. } => {}
-        }
-        let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("closed during the handshake".into());
-        }
-        inbox.extend_from_slice(&chunk[..n]);
-    }
-    stream.set_nonblocking(true).map_err(|e| e.to_string())?;
-    Ok(MioStream::from_std(stream))
-}
-
-/// One connection slot: its clients, its sockets (one per node at most) and its loop.
+/// One connection slot: its clients, and the non-blocking client that carries their
+/// operations over at most one connection per node.
 struct Slot {
     index: usize,
     mode: Mode,
     keys: u64,
     read_percent: u8,
     value: Vec<u8>,
-    config: ClientConfig,
-    nodes: Vec<SocketAddr>,
-    sockets: Vec<Option<Socket>>,
-    /// Where reads go; where writes go, if a leader is known; the next node to probe.
-    home: usize,
-    leader: Option<usize>,
-    probe: usize,
+    timeout: Duration,
+    client: nonblocking::Client,
     clients: Vec<BenchClient>,
-    /// Clients to send for now, and clients to send for at a later time.
+    /// Clients to start an operation for now.
     ready: Vec<usize>,
-    later: Vec<(Instant, usize)>,
-    in_flight: usize,
-    next_attempt: u64,
     rng: SmallRng,
-    poll: Poll,
     shared: Arc<Shared>,
     histogram: Histogram<u64>,
     errors: ErrorCounts,
@@ -544,81 +465,63 @@ impl Slot {
         client_numbers: Vec<u64>,
         session_base: u64,
         shared: Arc<Shared>,
-    ) -> Slot {
-        let nodes = config.nodes.clone();
-        let now = Instant::now();
+    ) -> Result<Slot, Failure> {
+        // Reads go to the slot's home node; homes are spread over all nodes.
+        let mut client =
+            nonblocking::Client::new(config, client_numbers.len(), index).map_err(|e| {
+                match e.kind() {
+                    io::ErrorKind::InvalidInput => Failure::Usage(e.to_string()),
+                    _ => Failure::Definite(format!("cannot start the benchmark: {e}")),
+                }
+            })?;
+        if let Some(leader) = leader {
+            client.set_leader(leader);
+        }
         let clients: Vec<BenchClient> = client_numbers
             .iter()
             .map(|&n| BenchClient {
                 client_id: session_base | n,
                 seq: 0,
-                key: 0,
                 is_write: false,
                 op_started: None,
-                request_id: 0,
-                sent_at: now,
-                on_node: 0,
             })
             .collect();
-        Slot {
+        Ok(Slot {
             index,
             mode: args.mode,
             keys: args.keys,
             read_percent: args.read_percent,
             value,
-            config: config.clone(),
-            home: index % nodes.len(),
-            leader: leader.and_then(|l| nodes.iter().position(|&a| a == l)),
-            probe: index % nodes.len(),
-            sockets: nodes.iter().map(|_| None).collect(),
-            nodes,
+            timeout: config.timeout,
+            client,
             ready: (0..clients.len()).collect(),
             clients,
-            later: Vec::new(),
-            in_flight: 0,
-            next_attempt: 1,
             rng: SmallRng::seed_from_u64(index as u64),
-            poll: Poll::new().expect("cannot create a poll instance"),
             shared,
             histogram: new_histogram(),
             errors: ErrorCounts::default(),
             redirects: 0,
             completed_unreported: 0,
-        }
+        })
     }
 
     fn run(mut self) -> SlotResult {
-        let mut events = Events::with_capacity(64);
-        let mut next_scan = Instant::now() + TIMEOUT_SCAN_EVERY;
-        let give_up = self.shared.end + self.config.timeout;
+        let mut events = Vec::new();
+        let give_up = self.shared.end + self.timeout;
         loop {
             let now = Instant::now();
-            if now >= give_up || (now >= self.shared.end && self.in_flight == 0) {
+            if now >= give_up || (now >= self.shared.end && self.client.in_flight() == 0) {
                 break;
             }
-            self.wake_due(now);
-            self.send_ready(now);
-            self.flush_all();
+            self.start_ready(now);
             self.publish();
-            let wait = self.poll_wait(now, next_scan);
-            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    panic!("bench slot {}: poll failed: {e}", self.index);
-                }
-            }
-            for event in events.iter() {
-                let node = event.token().0;
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    self.receive(node);
-                }
-                if event.is_writable() {
-                    self.flush(node);
-                }
+            let wait = self.poll_wait(now);
+            if let Err(e) = self.client.poll(Some(wait), &mut events) {
+                panic!("bench slot {}: poll failed: {e}", self.index);
             }
             let now = Instant::now();
-            if now >= next_scan {
-                self.expire(now);
-                next_scan = now + TIMEOUT_SCAN_EVERY;
+            for event in events.drain(..) {
+                self.on_event(event, now);
             }
         }
         self.publish();
@@ -639,92 +542,44 @@ impl Slot {
         }
     }
 
-    fn poll_wait(&self, now: Instant, next_scan: Instant) -> Duration {
-        let mut until = next_scan.min(self.shared.end.max(now));
-        for &(at, _) in &self.later {
-            until = until.min(at);
-        }
-        until
+    /// Until the end of the run (the client shortens it to its own timers).
+    fn poll_wait(&self, now: Instant) -> Duration {
+        self.shared
+            .end
+            .max(now)
             .saturating_duration_since(now)
             .max(Duration::from_micros(100))
     }
 
-    fn wake_due(&mut self, now: Instant) {
-        let mut i = 0;
-        while i < self.later.len() {
-            if self.later[i].0 <= now {
-                let (_, c) = self.later.swap_remove(i);
-                self.ready.push(c);
-            } else {
-                i += 1;
-            }
-        }
-    }
-
-    /// Sends the next request of every ready client: a new operation, or a re-send of the one
-    /// under way. After the end, nothing more is sent.
-    fn send_ready(&mut self, now: Instant) {
+    /// Starts the next operation of every ready client.
+    fn start_ready(&mut self, now: Instant) {
         let ready = std::mem::take(&mut self.ready);
         for &c in &ready {
-            if now >= self.shared.end {
-                self.clients[c].op_started = None;
-                continue;
-            }
-            if self.clients[c].op_started.is_none() {
-                self.start_operation(c, now);
-            }
-            self.send(c, now);
+            self.start_operation(c, now, now);
         }
         self.ready = ready;
         self.ready.clear();
     }
 
-    fn start_operation(&mut self, c: usize, now: Instant) {
-        let key = self.rng.gen_range(0..self.keys);
+    /// Hands the client's next operation to the non-blocking client, to leave at `at` (now,
+    /// or after a pause), which re-sends it (a write with the same sequence number) until the
+    /// end of the run. After the end, nothing more starts.
+    fn start_operation(&mut self, c: usize, at: Instant, now: Instant) {
+        if at >= self.shared.end {
+            self.clients[c].op_started = None;
+            return;
+        }
+        let key = format!("bench/{:08}", self.rng.gen_range(0..self.keys)).into_bytes();
         let is_write = match self.mode {
             Mode::Write => true,
             Mode::Read => false,
             Mode::Mixed => self.rng.gen_range(0..100u8) >= self.read_percent,
         };
         let client = &mut self.clients[c];
-        client.key = key;
         client.is_write = is_write;
-        if is_write {
-            client.seq += 1;
-        }
-        client.op_started = Some(now);
-    }
-
-    /// The node a client's request goes to.
-    fn route(&mut self, is_write: bool) -> usize {
-        if !is_write {
-            return self.home;
-        }
-        match self.leader {
-            Some(l) => l,
-            None => {
-                self.probe = (self.probe + 1) % self.nodes.len();
-                self.probe
-            }
-        }
-    }
-
-    fn send(&mut self, c: usize, now: Instant) {
-        let is_write = self.clients[c].is_write;
-        let node = self.route(is_write);
-        if let Err(e) = self.ensure_socket(node) {
-            log_once(&format!("bench: {}: {e}", self.nodes[node]));
-            self.errors.connection += 1;
-            self.shared.errors.fetch_add(1, Ordering::Relaxed);
-            self.forget_node(node);
-            self.later.push((now + RETRY_PAUSE, c));
-            return;
-        }
-        let request_id = (self.next_attempt << CLIENT_INDEX_BITS) | c as u64;
-        self.next_attempt += 1;
-        let client = &mut self.clients[c];
-        let key = format!("bench/{:08}", client.key).into_bytes();
+        client.op_started = Some(at);
         let op = if is_write {
+            client.seq += 1;
             Op::Write(Command {
                 client_id: client.client_id,
                 seq: client.seq,
@@ -736,223 +591,46 @@ impl Slot {
         } else {
             Op::Get { key }
         };
-        client.request_id = request_id;
-        client.sent_at = now;
-        client.on_node = node;
-        self.in_flight += 1;
-        let body = Request { request_id, op }.encode();
-        let socket = self.sockets[node].as_mut().expect("ensured");
-        codec::encode_frame(&mut socket.outbox, FRAME_REQUEST, &body);
-    }
-
-    /// After a node failed: writes find the leader again; reads move to the next node.
-    fn forget_node(&mut self, node: usize) {
-        if self.leader == Some(node) {
-            self.leader = None;
-        }
-        if self.home == node {
-            self.home = (node + 1) % self.nodes.len();
+        if at > now {
+            self.client.submit_at(c, op, at, self.shared.end);
+        } else {
+            self.client.submit(c, op, self.shared.end);
         }
     }
 
-    fn ensure_socket(&mut self, node: usize) -> Result<(), String> {
-        if self.sockets[node].is_some() {
-            return Ok(());
-        }
-        let limit = self.config.timeout.min(Duration::from_secs(1));
-        let mut stream = connect(self.nodes[node], &self.config, limit)?;
-        self.poll
-            .registry()
-            .register(&mut stream, Token(node), Interest::READABLE)
-            .map_err(|e| e.to_string())?;
-        self.sockets[node] = Some(Socket {
-            stream,
-            inbox: Vec::with_capacity(64 << 10),
-            inbox_start: 0,
-            outbox: Vec::with_capacity(64 << 10),
-            outbox_start: 0,
-            writable_interest: false,
-        });
-        Ok(())
-    }
-
-    fn flush_all(&mut self) {
-        for node in 0..self.sockets.len() {
-            if self.sockets[node]
-                .as_ref()
-                .is_some_and(|s| s.outbox_start < s.outbox.len())
-            {
-                self.flush(node);
-            }
-        }
-    }
-
-    /// Writes what the socket takes; asks for writability only while bytes are left.
-    fn flush(&mut self, node: usize) {
-        let Some(s) = self.sockets[node].as_mut() else {
-            return;
-        };
-        let mut failed = false;
-        while s.outbox_start < s.outbox.len() {
-            match s.stream.write(&s.outbox[s.outbox_start..]) {
-                Ok(0) => {
-                    failed = true;
-                    break;
-                }
-                Ok(n) => s.outbox_start += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        if failed {
-            self.drop_socket(node);
-            return;
-        }
-        if s.outbox_start == s.outbox.len() {
-            s.outbox.clear();
-            s.outbox_start = 0;
-        }
-        let want = s.outbox_start < s.outbox.len();
-        if want != s.writable_interest {
-            let interest = if want {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            if self
-                .poll
-                .registry()
-                .reregister(&mut s.stream, Token(node), interest)
-                .is_err()
-            {
-                self.drop_socket(node);
-                return;
-            }
-            s.writable_interest = want;
-        }
-    }
-
-    /// Reads what arrived and handles every complete answer.
-    fn receive(&mut self, node: usize) {
-        let Some(s) = self.sockets[node].as_mut() else {
-            return;
-        };
-        let mut closed = false;
-        loop {
-            if s.inbox_start > 0 && s.inbox_start * 2 >= s.inbox.len() {
-                s.inbox.drain(..s.inbox_start);
-                s.inbox_start = 0;
-            }
-            let filled = s.inbox.len();
-            s.inbox.resize(filled + (64 << 10), 0);
-            let result = s.stream.read(&mut s.inbox[filled..]);
-            s.inbox.truncate(filled + *result.as_ref().unwrap_or(&0));
-            match result {
-                Ok(0) => {
-                    closed = true;
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    closed = true;
-                    break;
-                }
-            }
-        }
-        let now = Instant::now();
-        loop {
-            let s = self.sockets[node].as_mut().expect("present");
-            let response = match codec::decode(&s.inbox[s.inbox_start..], RESPONSE_BYTES_MAX) {
-                Decoded::NeedMore { .. } => break,
-                Decoded::Error(_) => {
-                    closed = true;
-                    break;
-                }
-                Decoded::Frame { body, consumed, .. } => {
-                    let start = s.inbox_start;
-                    let r = Response::decode(&s.inbox[start + body.start..start + body.end]);
-                    s.inbox_start += consumed;
-                    r
-                }
-            };
-            match response {
-                Ok(r) => self.answer(node, r, now),
-                Err(_) => {
-                    closed = true;
-                    break;
-                }
-            }
-        }
-        if closed {
-            self.drop_socket(node);
-        }
-    }
-
-    /// Closes a socket; every request on it failed and is re-sent after a pause.
-    fn drop_socket(&mut self, node: usize) {
-        if let Some(mut s) = self.sockets[node].take() {
-            let _ = self.poll.registry().deregister(&mut s.stream);
-        }
-        self.forget_node(node);
-        let retry_at = Instant::now() + RETRY_PAUSE;
-        for c in 0..self.clients.len() {
-            let client = &mut self.clients[c];
-            if client.request_id != 0 && client.on_node == node {
-                client.request_id = 0;
-                self.in_flight -= 1;
-                self.errors.connection += 1;
-                self.shared.errors.fetch_add(1, Ordering::Relaxed);
-                self.later.push((retry_at, c));
-            }
-        }
-    }
-
-    /// Handles one answer: a success is measured and the client moves on; anything else is
-    /// counted and the same operation is sent again.
-    fn answer(&mut self, node: usize, response: Response, now: Instant) {
-        let c = (response.request_id & CLIENT_INDEX_MASK) as usize;
-        match self.clients.get(c) {
-            Some(client)
-                if client.request_id == response.request_id && response.request_id != 0 => {}
-            _ => return, // An answer to an attempt already given up on.
-        }
-        self.in_flight -= 1;
-        self.clients[c].request_id = 0;
-        match response.outcome {
-            Outcome::Written { .. } | Outcome::Value(_) => self.succeeded(c, now),
-            Outcome::NotLeader { address, .. } => {
-                self.redirects += 1;
-                let target = address
-                    .parse::<SocketAddr>()
-                    .ok()
-                    .map(|a| self.node_index(a));
-                self.leader = target;
-                if target.is_some() && target != Some(node) {
-                    self.ready.push(c);
-                } else {
-                    self.later.push((now + RETRY_PAUSE, c));
-                }
-            }
-            Outcome::Unavailable { .. } => {
-                self.errors.unavailable += 1;
-                self.shared.errors.fetch_add(1, Ordering::Relaxed);
-                self.later.push((now + RETRY_PAUSE, c));
-            }
-            _ => {
-                // Refused or an answer that fits no request: count it and move on, so a
-                // refusal cannot spin; the pause keeps a refusing cluster from being flooded.
+    /// Counts what the client reports: a success is measured and the client moves on; a
+    /// failed attempt is counted (the client sends it again); a refusal is counted and the
+    /// client starts a new operation after a pause, so a refusing cluster is not flooded.
+    fn on_event(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::Answered {
+                tag,
+                outcome: Outcome::Written { .. } | Outcome::Value(_),
+            } => self.succeeded(tag, now),
+            Event::Answered { tag, .. } => {
                 self.errors.refused += 1;
                 self.shared.errors.fetch_add(1, Ordering::Relaxed);
-                self.clients[c].op_started = None;
-                self.later.push((now + RETRY_PAUSE, c));
+                self.start_operation(tag, now + nonblocking::RETRY_PAUSE, now);
             }
+            Event::Retrying { reason, .. } => self.retried(reason),
+            Event::GaveUp { tag } => self.clients[tag].op_started = None,
+            Event::ConnectFailed { node, error } => log_once(&format!("bench: {node}: {error}")),
         }
+    }
+
+    fn retried(&mut self, reason: Retry) {
+        let count = match reason {
+            // A redirect is the cluster's answer, not a failure.
+            Retry::Redirected => {
+                self.redirects += 1;
+                return;
+            }
+            Retry::TimedOut => &mut self.errors.timeouts,
+            Retry::Unavailable => &mut self.errors.unavailable,
+            Retry::Connection => &mut self.errors.connection,
+        };
+        *count += 1;
+        self.shared.errors.fetch_add(1, Ordering::Relaxed);
     }
 
     fn succeeded(&mut self, c: usize, now: Instant) {
@@ -967,31 +645,6 @@ impl Slot {
         }
         self.completed_unreported += 1;
         self.ready.push(c);
-    }
-
-    /// The index of a node address, adding it if a redirect names one not given.
-    fn node_index(&mut self, addr: SocketAddr) -> usize {
-        if let Some(i) = self.nodes.iter().position(|&a| a == addr) {
-            return i;
-        }
-        self.nodes.push(addr);
-        self.sockets.push(None);
-        self.nodes.len() - 1
-    }
-
-    /// Requests unanswered for longer than the timeout count as failed and are re-sent.
-    fn expire(&mut self, now: Instant) {
-        let timeout = self.config.timeout;
-        for c in 0..self.clients.len() {
-            let client = &mut self.clients[c];
-            if client.request_id != 0 && now.duration_since(client.sent_at) >= timeout {
-                client.request_id = 0;
-                self.in_flight -= 1;
-                self.errors.timeouts += 1;
-                self.shared.errors.fetch_add(1, Ordering::Relaxed);
-                self.ready.push(c);
-            }
-        }
     }
 }
 

@@ -2,10 +2,11 @@
 //! for tests. `up` starts it in the background and records it in `DIR/cluster.json`; `down`
 //! stops it; `demo` walks through what a newcomer should see.
 
-use crate::{collect_status, render_status, Failure};
+use crate::failure::Failure;
+use crate::status::{collect_status, render_status};
 use clap::Subcommand;
-use raftd::client::{Client, ClientConfig};
-use raftd::protocol::{Op, Outcome, Write};
+use raftd_client::blocking::{Client, ClientConfig};
+use raftd_client::protocol::{Op, Outcome, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -2,43 +2,31 @@
 //!
 //! Exit codes: 0 done; 1 usage or configuration error (nothing sent); 2 definite failure
 //! (certainly not applied); 3 outcome unknown (sent, no answer in time).
+//!
+//! This file holds the command line and runs the one-shot commands (propose, get, kill,
+//! snapshot, transfer-leader, fault) with `raftd-client`'s blocking client. The rest is in
+//! modules, which import from each other and never from here: `status` (the status
+//! documents and table), `local` (a cluster on this machine), `bench` (the load generator,
+//! on `raftd-client`'s non-blocking client), `failure` (exit codes and their messages),
+//! `output` (the `out!`/`put!` macros for stdout) and `parse` (option values).
 #![forbid(unsafe_code)]
 
-/// `println!` for raftctl's output: when stdout is closed early (`raftctl status | head -1`)
-/// raftctl stops quietly with status 0, as command-line tools do, instead of panicking.
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        $crate::stdout_written(writeln!(std::io::stdout().lock(), $($arg)*));
-    }};
-}
-
-/// `print!` with the same handling as `out!`.
-macro_rules! put {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        $crate::stdout_written(write!(std::io::stdout().lock(), $($arg)*));
-    }};
-}
-
-/// Ends the process quietly when stdout's reader went away, loudly on other write errors.
-fn stdout_written(result: std::io::Result<()>) {
-    if let Err(e) = result {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
-        eprintln!("raftctl: cannot write to stdout: {e}");
-        std::process::exit(1);
-    }
-}
+// First: the macros it defines are used by the modules after it.
+#[macro_use]
+mod output;
 
 mod bench;
+mod failure;
 mod local;
+mod parse;
+mod status;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use raftd::cli::{parse_command_line, EXIT_USAGE};
-use raftd::client::{Client, ClientConfig, ClientError};
-use raftd::protocol::{FaultSpec, Op, Outcome, Write};
+use failure::Failure;
+use parse::{parse_duration, parse_range};
+use raftd::cli::parse_command_line;
+use raftd_client::blocking::{Client, ClientConfig, ClientError};
+use raftd_client::protocol::{FaultSpec, Op, Outcome, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -161,67 +149,6 @@ struct FaultArgs {
     clear: bool,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration like 5s or 500ms"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("'{s}': unit must be ms, s or m")),
-    };
-    if !(secs > 0.0 && secs < 86_400.0) {
-        return Err(format!("'{s}' must be positive and under a day"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-fn parse_range(s: &str) -> Result<(u64, u64), String> {
-    let (a, b) = s
-        .split_once("..")
-        .ok_or_else(|| format!("'{s}' is not MIN..MAX"))?;
-    let a: u64 = a
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{a}' is not a number"))?;
-    let b: u64 = b
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{b}' is not a number"))?;
-    if a > b {
-        return Err(format!("{a}..{b}: MIN is above MAX"));
-    }
-    Ok((a, b))
-}
-
-/// What a command ends with: an exit code and what to print.
-pub enum Failure {
-    /// Bad usage or configuration; nothing was sent.
-    Usage(String),
-    /// Certainly not applied.
-    Definite(String),
-    /// Certainly not applied: no node could be connected to.
-    Unreachable(String),
-    /// Sent; outcome unknown.
-    Unknown(String),
-}
-
-impl From<ClientError> for Failure {
-    fn from(e: ClientError) -> Failure {
-        match e {
-            ClientError::Definite(s) => Failure::Definite(s),
-            ClientError::Unreachable(s) => Failure::Unreachable(s),
-            ClientError::Unknown(s) => Failure::Unknown(s),
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = match parse_command_line::<Cli>() {
         Ok(cli) => cli,
@@ -231,18 +158,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            let (code, msg) = match f {
-                Failure::Usage(m) => (EXIT_USAGE, m),
-                Failure::Unreachable(m) => (
-                    2,
-                    format!("{m}\n  nothing was applied; is the cluster running? try `raftctl status` (or `raftctl local up`)"),
-                ),
-                Failure::Definite(m) => (2, m),
-                Failure::Unknown(m) => (
-                    3,
-                    format!("{m}\n  the outcome is unknown: it may still be applied; read the key back (`raftctl get`) to find out"),
-                ),
-            };
+            let (code, msg) = f.exit();
             if json {
                 out!("{}", serde_json::json!({"ok": false, "error": msg}));
             } else {
@@ -260,7 +176,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let config = client_config(&cli)?;
     let mut client = Client::new(config.clone());
     match cli.command {
-        Command::Status => status(&mut client, &config, cli.json),
+        Command::Status => status::status(&mut client, &config, cli.json),
         Command::Propose { write } => {
             let w = match write {
                 ProposeCmd::Put { key, value } => Write::Put {
@@ -465,114 +381,4 @@ fn find_leader(client: &mut Client, config: &ClientConfig) -> Result<SocketAddr,
     Err(Failure::Definite(
         "no leader found; wait for an election and retry".into(),
     ))
-}
-
-/// One status document per node; unreachable nodes are listed as such.
-pub fn collect_status(client: &mut Client, nodes: &[SocketAddr]) -> Vec<serde_json::Value> {
-    nodes
-        .iter()
-        .map(|&addr| match client.call_node(addr, Op::Status) {
-            Ok(Outcome::Status(s)) => {
-                let mut v: serde_json::Value = serde_json::from_str(&s).unwrap_or_default();
-                v["reachable"] = true.into();
-                v["address"] = addr.to_string().into();
-                v
-            }
-            Ok(other) => serde_json::json!({"address": addr.to_string(), "reachable": false, "error": format!("{other:?}")}),
-            Err(e) => serde_json::json!({"address": addr.to_string(), "reachable": false, "error": e.to_string()}),
-        })
-        .collect()
-}
-
-fn status(client: &mut Client, config: &ClientConfig, json: bool) -> Result<(), Failure> {
-    let docs = collect_status(client, &config.nodes);
-    let none_reachable = docs.iter().all(|d| d["reachable"] == false);
-    if json && none_reachable {
-        // --json prints one document: here the failure's, naming each node's error as the
-        // table would.
-        let errors: Vec<String> = docs
-            .iter()
-            .map(|d| {
-                format!(
-                    "{}: {}",
-                    d["address"].as_str().unwrap_or("?"),
-                    d["error"].as_str().unwrap_or("")
-                )
-            })
-            .collect();
-        return Err(Failure::Definite(format!(
-            "no node is reachable ({})",
-            errors.join("; ")
-        )));
-    }
-    if json {
-        out!("{}", serde_json::Value::Array(docs));
-    } else {
-        put!("{}", render_status(&docs));
-    }
-    if none_reachable {
-        return Err(Failure::Definite("no node is reachable".into()));
-    }
-    Ok(())
-}
-
-fn mib(bytes: &serde_json::Value) -> String {
-    format!(
-        "{:.1}M",
-        bytes.as_u64().unwrap_or(0) as f64 / (1 << 20) as f64
-    )
-}
-
-/// The status table a person reads.
-pub fn render_status(docs: &[serde_json::Value]) -> String {
-    let mut out = format!(
-        "{:<3} {:<21} {:<4} {:<13} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
-        "ID", "ADDRESS", "UP", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST", "SNAP", "WAL"
-    );
-    for d in docs {
-        if d["reachable"] != true {
-            out.push_str(&format!(
-                "{:<3} {:<21} {:<4} {}\n",
-                "-",
-                d["address"].as_str().unwrap_or("?"),
-                "no",
-                d["error"].as_str().unwrap_or("")
-            ));
-            continue;
-        }
-        // serde_json values ignore width flags: make them strings first.
-        let n = |k: &str| d[k].to_string();
-        out.push_str(&format!(
-            "{:<3} {:<21} {:<4} {:<13} {:>5} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
-            n("id"),
-            d["address"].as_str().unwrap_or("?"),
-            "yes",
-            d["role"].as_str().unwrap_or("?"),
-            n("term"),
-            n("leader"),
-            n("commit"),
-            n("applied"),
-            n("last_index"),
-            n("snapshot_index"),
-            mib(&d["wal_bytes"])
-        ));
-        let leader = d["role"] == "leader";
-        let peers: Vec<String> = d["peers"]
-            .as_array()
-            .map(|ps| {
-                ps.iter()
-                    .map(|p| {
-                        let conn = if p["connected"] == true { "up" } else { "down" };
-                        if leader {
-                            format!("{} match={} next={} {conn}", p["id"], p["match"], p["next"])
-                        } else {
-                            format!("{} {conn}", p["id"])
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push_str(&format!("    peers: {}\n", peers.join(", ")));
-    }
-    out
 }

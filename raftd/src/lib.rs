@@ -1,19 +1,28 @@
-//! raftd: the daemon that runs one member of a Raft-replicated key-value store, and the
-//! blocking client library that talks to it.
+//! raftd: the daemon that runs one member of a Raft-replicated key-value store.
 //!
 //! - [`replica`]: one member as a state machine gluing the consensus core (`raft`), the write-ahead log
 //!   (`wal`) and the key-value store ([`kv`]), driven through a clock and network interface.
 //! - [`server`]: the daemon's mio loop driving a replica with the real clock, network and disk.
-//! - [`protocol`]: the client protocol and the command encoding (see `FORMAT.md`).
+//! - [`kv`]: the replicated key-value store with its client sessions; its snapshot format is
+//!   in `FORMAT.md` beside `Cargo.toml`.
+//! - [`cli`]: the daemon's command line.
+//!
+//! The client side lives in the `raftd-client` crate and is re-exported here, so the daemon
+//! and its clients share one implementation of the protocol:
+//! - [`protocol`]: the client protocol and the command encoding (`client/FORMAT.md`).
 //! - [`client`]: a blocking client that follows leader redirects and retries writes
 //!   exactly once (client id + sequence number).
-//! - [`cli`]: the daemon's command line.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod cli;
-pub mod client;
 pub mod kv;
-pub mod protocol;
 pub mod replica;
 pub mod server;
+
+/// The client protocol and the command encoding, from the `raftd-client` crate: the daemon
+/// decodes requests and log entries with the same code clients encode them with.
+pub use raftd_client::protocol;
+
+/// The blocking client, from the `raftd-client` crate.
+pub use raftd_client::blocking as client;

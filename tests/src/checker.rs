@@ -3,6 +3,7 @@
 //! different commands at one index), in-order application without gaps, and the record of
 //! committed entries the durability and leader-completeness checks use.
 
+use raft::codec::{Reader, Truncated, Writer};
 use raft::{Entry, EntryKind, Snapshot, Term};
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -172,15 +173,15 @@ impl Applier {
 /// The snapshot applier's snapshot: the index and every value through it.
 pub fn encode_snapshot(index: u64, values: &[Option<Rc<Value>>]) -> Vec<u8> {
     let mut out = Vec::new();
-    out.extend_from_slice(&index.to_le_bytes());
-    out.extend_from_slice(&(values.len() as u64).to_le_bytes());
+    let mut w = Writer::new(&mut out);
+    w.u64(index);
+    w.u64(values.len() as u64);
     for v in values {
         match v {
-            None => out.push(0),
+            None => w.u8(0),
             Some(v) => {
-                out.push(if v.noop { 2 } else { 1 });
-                out.extend_from_slice(&(v.data.len() as u32).to_le_bytes());
-                out.extend_from_slice(&v.data);
+                w.u8(if v.noop { 2 } else { 1 });
+                w.u32_prefixed(&v.data);
             }
         }
     }
@@ -189,28 +190,18 @@ pub fn encode_snapshot(index: u64, values: &[Option<Rc<Value>>]) -> Vec<u8> {
 
 /// Inverse of [`encode_snapshot`].
 pub fn decode_snapshot(bytes: &[u8]) -> Result<(u64, Vec<Option<Value>>), String> {
-    let take = |at: &mut usize, n: usize| -> Result<&[u8], String> {
-        let s = bytes
-            .get(*at..*at + n)
-            .ok_or_else(|| format!("truncated at {at}"))?;
-        *at += n;
-        Ok(s)
-    };
-    let mut at = 0;
-    let index = u64::from_le_bytes(take(&mut at, 8)?.try_into().expect("8 bytes"));
-    let count = u64::from_le_bytes(take(&mut at, 8)?.try_into().expect("8 bytes"));
+    let mut r = Reader::new(bytes);
+    let truncated = |t: Truncated| format!("truncated at {}", t.offset);
+    let index = r.u64("index").map_err(truncated)?;
+    let count = r.u64("count").map_err(truncated)?;
     let mut values = Vec::new();
     for _ in 0..count {
-        match take(&mut at, 1)?[0] {
+        match r.u8("tag").map_err(truncated)? {
             0 => values.push(None),
-            tag => {
-                let len = u32::from_le_bytes(take(&mut at, 4)?.try_into().expect("4 bytes"));
-                let data = take(&mut at, len as usize)?.to_vec();
-                values.push(Some(Value {
-                    noop: tag == 2,
-                    data,
-                }));
-            }
+            tag => values.push(Some(Value {
+                noop: tag == 2,
+                data: r.u32_prefixed("data").map_err(truncated)?.to_vec(),
+            })),
         }
     }
     Ok((index, values))

@@ -1,9 +1,10 @@
-//! A small blocking client for tools such as `raftctl`: the same frames and handshake as the
-//! event loop, over a plain `std::net::TcpStream`, in the client role.
+//! A small blocking client for tools such as `raftctl`: the same frames as the event loop,
+//! and the same dialing side of the handshake ([`Dialer`]), over a plain
+//! `std::net::TcpStream`, in the client role.
 
 use crate::codec::{
-    decode, encode_frame, DecodeError, Decoded, HandshakeError, Hello, Role, Status, Welcome,
-    CLUSTER_ID_BYTES_MAX, HELLO_BYTES_MAX, PROTOCOL_VERSION, TOKEN_BYTES_MAX,
+    encode_frame, take_frame, DecodeError, Decoded, DialError, Dialer, HandshakeError, Role,
+    Status, HELLO_BYTES_MAX,
 };
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -45,6 +46,16 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+impl From<DialError> for Error {
+    fn from(error: DialError) -> Self {
+        match error {
+            DialError::TooLarge { what, .. } => Error::TooLarge(what),
+            DialError::Handshake(error) => Error::Handshake(error),
+            DialError::Refused(welcome) => Error::Refused(welcome.status),
+        }
+    }
+}
+
 impl From<io::Error> for Error {
     fn from(error: io::Error) -> Self {
         match error.kind() {
@@ -76,12 +87,11 @@ impl Connection {
         token: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Connection, Error> {
-        if cluster_id.len() > CLUSTER_ID_BYTES_MAX {
-            return Err(Error::TooLarge("cluster id"));
-        }
-        if token.is_some_and(|t| t.len() > TOKEN_BYTES_MAX) {
-            return Err(Error::TooLarge("token"));
-        }
+        let dialer = Dialer::new(
+            Role::Client,
+            cluster_id.as_bytes(),
+            token.unwrap_or_default(),
+        )?;
         let deadline = Instant::now() + timeout;
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nodelay(true)?;
@@ -92,20 +102,11 @@ impl Connection {
             frame_bytes_max: HELLO_BYTES_MAX,
             node_id: 0,
         };
-        let hello = Hello {
-            version: PROTOCOL_VERSION,
-            role: Role::Client,
-            cluster_id: cluster_id.as_bytes().to_vec(),
-            token: token.unwrap_or_default().to_vec(),
-        };
         let mut frame = Vec::new();
-        hello.encode_frame(&mut frame);
+        dialer.encode_hello(&mut frame);
         connection.write_all_by(&frame, deadline)?;
         let (kind, body) = connection.recv_by(deadline)?;
-        let welcome = Welcome::decode(kind, &body).map_err(Error::Handshake)?;
-        if welcome.status != Status::Accepted {
-            return Err(Error::Refused(welcome.status));
-        }
+        let welcome = dialer.welcome(kind, &body)?;
         connection.node_id = welcome.node_id;
         connection.frame_bytes_max = CLIENT_FRAME_BYTES_MAX;
         Ok(connection)
@@ -155,15 +156,10 @@ impl Connection {
 
     fn recv_by(&mut self, deadline: Instant) -> Result<(u8, Vec<u8>), Error> {
         loop {
-            let needed = match decode(&self.inbox[self.inbox_start..], self.frame_bytes_max) {
-                Decoded::Frame {
-                    kind,
-                    body,
-                    consumed,
-                } => {
-                    let start = self.inbox_start;
-                    let body = self.inbox[start + body.start..start + body.end].to_vec();
-                    self.inbox_start += consumed;
+            let needed = match take_frame(&self.inbox, &mut self.inbox_start, self.frame_bytes_max)
+            {
+                Decoded::Frame { kind, body, .. } => {
+                    let body = self.inbox[body].to_vec();
                     if self.inbox_start == self.inbox.len() {
                         self.inbox.clear();
                         self.inbox_start = 0;

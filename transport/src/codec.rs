@@ -156,6 +156,28 @@ pub fn decode(buf: &[u8], frame_bytes_max: usize) -> Decoded {
     }
 }
 
+/// [`decode`] for a reader that keeps received bytes in one buffer and consumes them from
+/// `*start`: decodes the frame at `buf[*start..]`, and on a frame moves `*start` past it and
+/// gives the body's range in `buf` itself (`NeedMore` counts from `*start`, as [`decode`]).
+pub fn take_frame(buf: &[u8], start: &mut usize, frame_bytes_max: usize) -> Decoded {
+    match decode(&buf[*start..], frame_bytes_max) {
+        Decoded::Frame {
+            kind,
+            body,
+            consumed,
+        } => {
+            let body = *start + body.start..*start + body.end;
+            *start += consumed;
+            Decoded::Frame {
+                kind,
+                body,
+                consumed,
+            }
+        }
+        other => other,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Handshake.
 
@@ -420,6 +442,100 @@ impl Welcome {
     }
 }
 
+/// The dialing side of the handshake, its one implementation: the transport's outbound peer
+/// connections, the blocking client ([`crate::client::Connection`]) and non-blocking clients
+/// (such as `raftd-client`'s) all open their connections with it.
+///
+/// [`Dialer::new`] checks the settings; [`Dialer::encode_hello`] appends the hello, the
+/// first frame to send; the first frame that comes back, decoded with a body limit of
+/// [`HELLO_BYTES_MAX`], goes to [`Dialer::welcome`], which says whether the connection is
+/// open. A node also checks that the welcome's `node_id` is the peer it meant to dial.
+///
+/// ```
+/// use transport::codec::{decode, Decoded, Dialer, Role, Status, Welcome, HELLO_BYTES_MAX};
+///
+/// let dialer = Dialer::new(Role::Client, b"prod", b"").unwrap();
+/// let mut to_send = Vec::new();
+/// dialer.encode_hello(&mut to_send);
+/// // ... send it, then read bytes until the first frame is complete:
+/// let mut received = Vec::new();
+/// Welcome { version: 1, status: Status::Accepted, node_id: 3 }.encode_frame(&mut received);
+/// let Decoded::Frame { kind, body, .. } = decode(&received, HELLO_BYTES_MAX) else { panic!() };
+/// assert_eq!(dialer.welcome(kind, &received[body]).unwrap().node_id, 3);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    hello: Hello,
+}
+
+/// Why a dialed connection did not open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialError {
+    /// The cluster id or the token is longer than a hello carries; nothing was sent.
+    TooLarge {
+        /// "cluster id" or "token".
+        what: &'static str,
+        /// The longest the hello carries.
+        max: usize,
+    },
+    /// The answer is not a well-formed welcome.
+    Handshake(HandshakeError),
+    /// The acceptor refused the connection: the welcome says why, and its version.
+    Refused(Welcome),
+}
+
+impl fmt::Display for DialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DialError::TooLarge { what, max } => write!(f, "{what} is longer than {max} bytes"),
+            DialError::Handshake(error) => write!(f, "{error}"),
+            DialError::Refused(welcome) => write!(f, "refused: {}", welcome.status),
+        }
+    }
+}
+
+impl std::error::Error for DialError {}
+
+impl Dialer {
+    /// The dialer for `role`, presenting `cluster_id` and `token` (empty: none configured).
+    pub fn new(role: Role, cluster_id: &[u8], token: &[u8]) -> Result<Dialer, DialError> {
+        if cluster_id.len() > CLUSTER_ID_BYTES_MAX {
+            return Err(DialError::TooLarge {
+                what: "cluster id",
+                max: CLUSTER_ID_BYTES_MAX,
+            });
+        }
+        if token.len() > TOKEN_BYTES_MAX {
+            return Err(DialError::TooLarge {
+                what: "token",
+                max: TOKEN_BYTES_MAX,
+            });
+        }
+        Ok(Dialer {
+            hello: Hello {
+                version: PROTOCOL_VERSION,
+                role,
+                cluster_id: cluster_id.to_vec(),
+                token: token.to_vec(),
+            },
+        })
+    }
+
+    /// Appends the hello, as a complete frame, to `out`.
+    pub fn encode_hello(&self, out: &mut Vec<u8>) {
+        self.hello.encode_frame(out);
+    }
+
+    /// Judges the first frame the acceptor sent: its welcome if it accepted the connection.
+    pub fn welcome(&self, kind: u8, body: &[u8]) -> Result<Welcome, DialError> {
+        let welcome = Welcome::decode(kind, body).map_err(DialError::Handshake)?;
+        if welcome.status != Status::Accepted {
+            return Err(DialError::Refused(welcome));
+        }
+        Ok(welcome)
+    }
+}
+
 /// Compares two byte strings in time that depends only on their lengths, not their contents,
 /// so a wrong token cannot be guessed byte by byte from response times.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -479,6 +595,32 @@ mod tests {
                 consumed: 12
             }
         );
+    }
+
+    #[test]
+    fn take_frame_walks_a_buffer() {
+        // Proves take_frame reads consecutive frames from one buffer, giving body ranges in
+        // that buffer and moving the start past each frame, and stops at a partial one.
+        let mut buf = Vec::new();
+        encode_frame(&mut buf, 1, b"ab");
+        encode_frame(&mut buf, 2, b"cde");
+        buf.extend_from_slice(&[9, 0]);
+        let mut start = 0;
+        let Decoded::Frame { kind, body, .. } = take_frame(&buf, &mut start, 16) else {
+            panic!()
+        };
+        assert_eq!((kind, &buf[body], start), (1, &b"ab"[..], 11));
+        let Decoded::Frame { kind, body, .. } = take_frame(&buf, &mut start, 16) else {
+            panic!()
+        };
+        assert_eq!((kind, &buf[body], start), (2, &b"cde"[..], 23));
+        assert_eq!(
+            take_frame(&buf, &mut start, 16),
+            Decoded::NeedMore {
+                needed: HEADER_BYTES
+            }
+        );
+        assert_eq!(start, 23);
     }
 
     #[test]
@@ -573,6 +715,70 @@ mod tests {
             panic!()
         };
         assert_eq!(Welcome::decode(kind, &out[body]).unwrap(), welcome);
+    }
+
+    #[test]
+    fn dialer_sends_a_hello_and_judges_the_answer() {
+        // Proves the dialing side sends the hello the acceptor expects, opens only on an
+        // accepting welcome, reports a refusal with its status, a malformed answer as such,
+        // and refuses settings a hello cannot carry before anything is sent.
+        let dialer = Dialer::new(Role::Client, b"prod", b"secret").unwrap();
+        let mut out = Vec::new();
+        dialer.encode_hello(&mut out);
+        let Decoded::Frame { kind, body, .. } = decode(&out, HELLO_BYTES_MAX) else {
+            panic!()
+        };
+        let hello = Hello::decode(kind, &out[body]).unwrap();
+        assert_eq!(
+            hello,
+            Hello {
+                version: PROTOCOL_VERSION,
+                role: Role::Client,
+                cluster_id: b"prod".to_vec(),
+                token: b"secret".to_vec(),
+            }
+        );
+        let answer = |status| {
+            let mut out = Vec::new();
+            Welcome {
+                version: PROTOCOL_VERSION,
+                status,
+                node_id: 4,
+            }
+            .encode_frame(&mut out);
+            out
+        };
+        let judge = |frame: &[u8]| {
+            let Decoded::Frame { kind, body, .. } = decode(frame, HELLO_BYTES_MAX) else {
+                panic!()
+            };
+            dialer.welcome(kind, &frame[body])
+        };
+        assert_eq!(judge(&answer(Status::Accepted)).unwrap().node_id, 4);
+        assert!(matches!(
+            judge(&answer(Status::BadToken)),
+            Err(DialError::Refused(Welcome {
+                status: Status::BadToken,
+                ..
+            }))
+        ));
+        assert_eq!(
+            judge(&out),
+            Err(DialError::Handshake(HandshakeError::UnexpectedKind(
+                KIND_HELLO
+            )))
+        );
+        assert!(matches!(
+            Dialer::new(Role::Client, &[b'x'; 256], b""),
+            Err(DialError::TooLarge {
+                what: "cluster id",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Dialer::new(Role::Node(1), b"prod", &[0; 256]),
+            Err(DialError::TooLarge { what: "token", .. })
+        ));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The event loop: one mio `Poll`, a listener, a waker, and connections in a slab.
 
 use crate::codec::{
-    decode, encode_frame, frame_bytes, judge_hello, Decoded, Hello, Role, Status, Welcome,
-    CLUSTER_ID_BYTES_MAX, FRAME_BYTES_LIMIT, HELLO_BYTES_MAX, PROTOCOL_VERSION, TOKEN_BYTES_MAX,
+    decode, encode_frame, frame_bytes, judge_hello, take_frame, Decoded, DialError, Dialer, Hello,
+    Role, Status, Welcome, FRAME_BYTES_LIMIT, HELLO_BYTES_MAX, PROTOCOL_VERSION,
 };
 use crate::fault::{Faults, Verdict};
 use crate::slab::Slab;
@@ -84,20 +84,18 @@ impl TransportConfig {
         }
     }
 
-    fn validate(&self) -> io::Result<()> {
+    /// Checks the settings, and returns the dialing side of this node's handshake (which
+    /// checks the cluster id and the token: a hello carries at most 255 bytes of each).
+    fn validate(&self) -> io::Result<Dialer> {
         let invalid = |message: String| Err(io::Error::new(io::ErrorKind::InvalidInput, message));
-        if self.cluster_id.len() > CLUSTER_ID_BYTES_MAX {
-            return invalid(format!(
-                "cluster id is longer than {CLUSTER_ID_BYTES_MAX} bytes"
-            ));
-        }
-        if self
-            .token
-            .as_ref()
-            .is_some_and(|t| t.len() > TOKEN_BYTES_MAX)
-        {
-            return invalid(format!("token is longer than {TOKEN_BYTES_MAX} bytes"));
-        }
+        let dialer = match Dialer::new(
+            Role::Node(self.node_id),
+            self.cluster_id.as_bytes(),
+            self.token.as_deref().unwrap_or_default(),
+        ) {
+            Ok(dialer) => dialer,
+            Err(error) => return invalid(error.to_string()),
+        };
         if self.frame_bytes_max > FRAME_BYTES_LIMIT {
             return invalid(format!("frame_bytes_max exceeds {FRAME_BYTES_LIMIT}"));
         }
@@ -114,7 +112,7 @@ impl TransportConfig {
         if let Some(pair) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
             return invalid(format!("peer {} is listed twice", pair[0]));
         }
-        Ok(())
+        Ok(dialer)
     }
 }
 
@@ -414,6 +412,8 @@ impl Ord for Delayed {
 /// See the crate docs for the contract.
 pub struct Transport {
     config: TransportConfig,
+    /// Opens this node's outbound connections: the hello it sends, the welcome it expects.
+    dialer: Dialer,
     poll: Poll,
     events: Events,
     listener: TcpListener,
@@ -466,7 +466,7 @@ fn token_of(index: usize) -> Token {
 impl Transport {
     /// Binds the listener and prepares to dial every peer on the first [`poll`](Self::poll).
     pub fn new(config: TransportConfig) -> io::Result<Transport> {
-        config.validate()?;
+        let dialer = config.validate()?;
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.listen)?;
         let local_addr = listener.local_addr()?;
@@ -487,6 +487,7 @@ impl Transport {
         let rng = SmallRng::seed_from_u64(config.seed);
         Ok(Transport {
             config,
+            dialer,
             poll,
             events: Events::with_capacity(EVENTS_CAPACITY),
             listener,
@@ -994,13 +995,7 @@ impl Transport {
             }
         }
         conn.state = State::AwaitWelcome { peer };
-        let hello = Hello {
-            version: PROTOCOL_VERSION,
-            role: Role::Node(self.config.node_id),
-            cluster_id: self.config.cluster_id.as_bytes().to_vec(),
-            token: self.config.token.clone().unwrap_or_default(),
-        };
-        hello.encode_frame(&mut conn.outbox);
+        self.dialer.encode_hello(&mut conn.outbox);
         self.flush_connection(index, out);
     }
 
@@ -1075,21 +1070,14 @@ impl Transport {
                 return false;
             };
             let limit = frame_limit(conn.state, self.config.frame_bytes_max);
-            let start = conn.inbox_start;
-            let (kind, body) = match decode(&conn.inbox[start..conn.inbox_end], limit) {
+            let received = &conn.inbox[..conn.inbox_end];
+            let (kind, body) = match take_frame(received, &mut conn.inbox_start, limit) {
                 Decoded::NeedMore { .. } => return true,
                 Decoded::Error(error) => {
                     self.reject(index, &format!("bad frame: {error}"), out);
                     return false;
                 }
-                Decoded::Frame {
-                    kind,
-                    body,
-                    consumed,
-                } => {
-                    conn.inbox_start += consumed;
-                    (kind, start + body.start..start + body.end)
-                }
+                Decoded::Frame { kind, body, .. } => (kind, body),
             };
             let body = &conn.inbox[body];
             match conn.state {
@@ -1122,7 +1110,7 @@ impl Transport {
                     }
                 }
                 State::AwaitWelcome { peer } => {
-                    let welcome = Welcome::decode(kind, body);
+                    let welcome = self.dialer.welcome(kind, body);
                     if !self.on_welcome(index, peer, welcome, out) {
                         return false;
                     }
@@ -1215,17 +1203,17 @@ impl Transport {
         &mut self,
         index: usize,
         peer_index: usize,
-        welcome: Result<Welcome, crate::codec::HandshakeError>,
+        welcome: Result<Welcome, DialError>,
         out: &mut Vec<Event>,
     ) -> bool {
         let me = self.config.node_id;
         let peer = &mut self.peers[peer_index];
         let refusal = match welcome {
-            Err(error) => Some(format!("bad handshake answer: {error}")),
-            Ok(w) if w.status != Status::Accepted => Some(format!(
+            Err(DialError::Refused(w)) => Some(format!(
                 "refused by the remote side: {} (this node: version {PROTOCOL_VERSION}, cluster {:?}; remote version {})",
                 w.status, self.config.cluster_id, w.version
             )),
+            Err(error) => Some(format!("bad handshake answer: {error}")),
             Ok(w) if w.node_id != peer.id => {
                 Some(format!("the node at {} is node {}, not node {}", peer.addr, w.node_id, peer.id))
             }

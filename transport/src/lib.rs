@@ -69,10 +69,12 @@
 //! [`Transport::set_faults`] switches on loss, delay and partitions for peer traffic at run
 //! time (see [`Faults`]); tests use it in place of netem.
 //!
-//! # Tools
+//! # Clients
 //!
-//! [`client::Connection`] is a blocking client speaking the same codec and handshake in the
-//! client role, for `raftctl`.
+//! The dialing side of the handshake exists once, as [`codec::Dialer`]: this loop's outbound
+//! peer connections open with it, and so do clients. [`client::Connection`] is a blocking
+//! client speaking the same codec and handshake in the client role; non-blocking clients
+//! (`raftd-client`) drive a [`codec::Dialer`] over their own sockets.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

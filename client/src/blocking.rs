@@ -9,24 +9,12 @@
 //! [`ClientError::Unknown`] means it was sent and may or may not have been applied.
 
 use crate::protocol::{Command, Op, Outcome, Request, Response, Write, FRAME_REQUEST};
+pub use crate::ClientConfig;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use transport::client::Connection;
-
-/// Where and how to reach the cluster.
-#[derive(Clone, Debug)]
-pub struct ClientConfig {
-    /// Client addresses of the nodes (any subset works; the leader is found by redirect).
-    pub nodes: Vec<SocketAddr>,
-    /// The cluster's name.
-    pub cluster_id: String,
-    /// The shared secret, if the cluster requires one.
-    pub token: Option<Vec<u8>>,
-    /// Overall deadline of one operation, retries included.
-    pub timeout: Duration,
-}
 
 /// How an operation failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -265,11 +253,7 @@ impl Client {
     ) -> Result<Outcome, AttemptError> {
         let request_id = self.next_request_id;
         self.next_request_id += 1;
-        let body = Request {
-            request_id,
-            op: op.clone(),
-        }
-        .encode();
+        let body = Request::encode_parts(request_id, op);
         let conn = self.connect(addr, deadline)?;
         let left = deadline.saturating_duration_since(Instant::now());
         if let Err(e) = conn.send(FRAME_REQUEST, &body, left.max(Duration::from_millis(1))) {
