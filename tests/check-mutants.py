@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Proves the simulator's checkers are real: applies each deliberate bug to the core
-(raft/src), rebuilds the simulator, sweeps the scenarios that must catch it, prints one
+"""Proves the simulator's checkers are real: applies each deliberate bug (to the core, the
+daemon's replica, the store or the WAL), rebuilds the simulator, sweeps the scenarios that must catch it, prints one
 row per (bug, scenario) with the pass/fail counts and the first failure, and restores the
 source however it ends. Exits 1 if a scenario listed for a bug does not catch it.
 
@@ -14,6 +14,15 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
   (h) a leader answering ReadIndex without a quorum round
   (i) pre-vote granted although a leader was heard within the election timeout
   (j) a leader staying leader when an answer carries a higher term
+ Whole servers (tests/src/whole.rs: real replicas, clients, power cuts, bit rot):
+  (k) a client answered before its entry is durable on a majority (at proposal)
+  (l) a session table that is not part of the snapshot (not restored from it)
+  (m) the WAL's persist not syncing its segment (only a power cut shows it)
+  (n) a follower answering a read without a completed ReadIndex round
+  (o) entries read back from storage for a follower sent with the wrong previous term
+  (p) a repairing node (its damaged log was cut) that votes and campaigns
+  (q) the real file backend skipping its msync (a test of the real backend counts syncs)
+  (r) the copy of term and vote outside the segments never written
 
 Usage: python3 tests/check-mutants.py [NAME...]   (from anywhere; a few minutes per bug)
   CARGO_TARGET_DIR   where cargo builds (default: target/ in the workspace)
@@ -28,6 +37,10 @@ TARGET = os.environ.get('CARGO_TARGET_DIR') or os.path.join(ROOT, 'target')
 SEEDS = os.environ.get('MUTANT_SEEDS', '1000')
 NODE = 'raft/src/node.rs'
 LOG = 'raft/src/log.rs'
+REPLICA = 'raftd/src/replica.rs'
+KV = 'raftd/src/kv.rs'
+WAL = 'wal/src/wal.rs'
+BACKEND = 'wal/src/backend.rs'
 
 # name: (file, old string, new string, scenarios that must catch it)
 mutants = {
@@ -36,8 +49,8 @@ mutants = {
    "if candidate <= self.log.commit {",
    ['C6']),  # the swarm never caught it: 0 of 10,000 seeds before this change, 0 of 1,000 after
  'b_vote_without_up_to_date_check': (NODE,
-   "let granted = can_vote && self.log.is_up_to_date(last_index, last_term);",
-   "let granted = can_vote; let _ = (last_index, last_term);",
+   "can_vote && !self.repairing && self.log.is_up_to_date(last_index, last_term);",
+   "can_vote && !self.repairing; let _ = (last_index, last_term);",
    ['swarm']),
  'c_reply_before_persisting': (NODE,
    "        if now {\n            self.messages.push(m);",
@@ -72,11 +85,55 @@ mutants = {
    "                _ if self.is_leader() && m.body.is_response() => return false,\n"
    "                _ => self.become_follower(m.term, NodeId::NONE),\n            }\n            return true;",
    ['rejoin', 'swarm']),
+ 'k_client_answered_before_commit': (REPLICA,
+   "            Ok(index) => {\n                let term = self.raw.term();\n",
+   "            Ok(index) => {\n                let term = self.raw.term();\n"
+   "                self.g.reply(client, request_id, Outcome::Written { index: index.0, term: term.0 });\n",
+   ['whole']),
+ 'l_sessions_not_in_snapshot': (KV,
+   "            kv.remember(client_id, seq, last_index, response.outcome);",
+   "            let _ = (client_id, seq, last_index, response);",
+   ['whole']),
+ 'm_persist_does_not_sync': (WAL,
+   "        if let Err(source) = segment.map.sync(from, to - from) {",
+   "        if let Err(source) = segment.map.sync(from, 0) {",
+   ['whole']),
+ 'n_follower_read_without_read_index': (REPLICA,
+   "            Op::Get { key } => {",
+   "            Op::Get { key } if !self.raw.is_leader() => {\n"
+   "                let value = self.g.kv.get(&key).map(<[u8]>::to_vec);\n"
+   "                self.g.reply(client, id, Outcome::Value(value));\n"
+   "            }\n"
+   "            Op::Get { key } => {",
+   ['whole']),
+ 'o_fetched_entries_wrong_prev_term': (NODE,
+   "        let prev_term = if prev_index == stored.index {",
+   "        let prev_term = if prev_index == stored.index || prev_index.0 % 2 == 0 {",
+   ['whole']),
+ 'p_repairing_node_votes': (NODE,
+   "            repairing: restore.repairing,",
+   "            repairing: false,",
+   ['whole-damage']),
+ 'q_real_backend_skips_msync': (BACKEND,
+   "        self.map.flush_range(offset, len)?;",
+   "        let _ = (offset, len);",
+   ['test:wal:api:every_persist_syncs_the_segment_on_the_real_backend']),
+ 'r_vote_copy_not_written': (WAL,
+   "        if !self.vote_copy.behind(&self.hard_state) {",
+   "        if true {",
+   ['test:wal:damage:a_cut_keeps_the_newest_vote_and_marks_the_node_repairing']),
 }
 
 
 def sweep(scenario):
-    """(passed, failed, first failure line) of a sweep of `scenario`."""
+    """(passed, failed, first failure line) of a sweep of `scenario`, or of one test
+    (`test:PACKAGE:TEST_FILE:NAME`, run once: 1 failed when it fails)."""
+    if scenario.startswith('test:'):
+        _, package, test_file, name = scenario.split(':')
+        run = subprocess.run(['cargo', 'test', '-q', '-p', package, '--test', test_file, name],
+                             cwd=ROOT, capture_output=True, text=True)
+        panicked = [l for l in run.stdout.splitlines() + run.stderr.splitlines() if 'panicked' in l]
+        return (0, 1, (panicked or ['test failed'])[0]) if run.returncode else (1, 0, '')
     out = subprocess.run([os.path.join(TARGET, 'release', 'sim'), 'sweep', scenario, '--seeds', SEEDS],
                          cwd=ROOT, capture_output=True, text=True).stdout.splitlines()
     passed, failed = out[1].split()[1:3]
@@ -91,7 +148,7 @@ def main():
         sys.exit(f'no mutation named {", ".join(unknown)}; known: {", ".join(mutants)}')
     originals = {}
     missed = []
-    print(f'{"mutation":<38} {"scenario":<8} {"passed":>6} {"failed":>6}  verdict     first failure')
+    print(f'{"mutation":<38} {"scenario":<12} {"passed":>6} {"failed":>6}  verdict     first failure')
     try:
         for name in selected:
             path, old, new, scenarios = mutants[name]
@@ -106,7 +163,7 @@ def main():
                 verdict = 'caught' if failed > 0 else 'NOT CAUGHT'
                 if failed == 0:
                     missed.append((name, scenario))
-                print(f'{name:<38} {scenario:<8} {passed:>6} {failed:>6}  {verdict:<10}  {first[:160]}',
+                print(f'{name:<38} {scenario[:12]:<12} {passed:>6} {failed:>6}  {verdict:<10}  {first[:160]}',
                       flush=True)
             open(full, 'w').write(original)
     finally:

@@ -1,0 +1,128 @@
+//! A damaged disk on real processes, the scenario that once lost acknowledged writes: three
+//! nodes; one is cut off while 20 writes are acknowledged, so they are on the other two
+//! only; all stop; one bit flips inside one of those values in one of the two WALs; the
+//! other of the two stays down. The damaged node must find the damage by itself (no flag),
+//! cut its log and stay out of elections, so the two running nodes stay without a leader
+//! rather than elect one that lacks the writes. Once the third node is back, every
+//! acknowledged write reads back through every node, and the damaged node is an ordinary
+//! voter again. Run with the damage in a follower's WAL and in the leader's.
+
+use raftd::protocol::{FaultSpec, Op, Outcome, Write};
+use raftd_tests::cluster::{ClusterOptions, ProcessCluster};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(10);
+
+fn value(i: usize) -> Vec<u8> {
+    format!("acknowledged-value-{i:02}-{}", "x".repeat(40)).into_bytes()
+}
+
+/// Flips one bit in the middle of `needle` in the first WAL segment of `dir` holding it.
+fn flip_bit_inside(dir: &std::path::Path, needle: &[u8]) {
+    let mut segments: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    segments.sort();
+    for path in segments {
+        let mut bytes = std::fs::read(&path).unwrap();
+        if let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+            bytes[at + needle.len() / 2] ^= 0x10;
+            std::fs::write(&path, bytes).unwrap();
+            return;
+        }
+    }
+    panic!("no WAL segment in {} holds the value", dir.display());
+}
+
+fn damaged_node_keeps_acknowledged_writes(damage_leader: bool) {
+    let mut c = ProcessCluster::start(3, ClusterOptions::default());
+    let a = c
+        .wait_leader(&c.ids(), T)
+        .unwrap_or_else(|| panic!("no leader; node 1 log:\n{}", c.log_tail(1)));
+    let others: Vec<u64> = c.ids().into_iter().filter(|&i| i != a).collect();
+    let (b, cut_off) = (others[0], others[1]);
+    let mut via = c.client_over(&[cut_off], T);
+    let partition = FaultSpec {
+        partition: vec![a, b],
+        ..FaultSpec::default()
+    };
+    via.call_node(c.addr(cut_off), Op::Fault(partition)).unwrap();
+    let mut client = c.client_over(&[a, b], T);
+    for i in 0..20 {
+        let put = Write::Put {
+            key: format!("damage-{i:02}").into_bytes(),
+            value: value(i),
+        };
+        let outcome = client.write(put).unwrap();
+        assert!(matches!(outcome, Outcome::Written { .. }), "{outcome:?}");
+    }
+    for id in c.ids() {
+        c.terminate(id);
+    }
+    let (damaged, down) = if damage_leader { (a, b) } else { (b, a) };
+    flip_bit_inside(&c.data_dir(damaged).join("wal"), &value(7));
+    c.spawn(damaged);
+    c.spawn(cut_off);
+    // Several election timeouts: the damaged node must neither vote nor campaign, so no
+    // leader can appear without the down node, which holds the only whole copy.
+    let until = Instant::now() + Duration::from_secs(4);
+    let mut saw_repairing = false;
+    while Instant::now() < until {
+        for id in [damaged, cut_off] {
+            if let Some(s) = c.status(id) {
+                assert_ne!(
+                    s["role"], "leader",
+                    "node {id} leads while node {down} is down and node {damaged} is damaged: {s}\n{}",
+                    c.log_tail(damaged)
+                );
+                saw_repairing |= id == damaged && s["repairing"] == true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        saw_repairing,
+        "node {damaged} never reported repairing\n{}",
+        c.log_tail(damaged)
+    );
+    let log = std::fs::read_to_string(c.log_path(damaged)).unwrap();
+    assert!(log.contains("DAMAGED WAL"), "no loud line\n{}", c.log_tail(damaged));
+    c.spawn(down);
+    let leader = c.wait_leader(&c.ids(), T).expect("a leader once all are up");
+    let mut last = 0;
+    for id in c.ids() {
+        let mut read = c.client_over(&[id], T);
+        for i in 0..20 {
+            let key = format!("damage-{i:02}").into_bytes();
+            assert_eq!(
+                read.get(&key).unwrap(),
+                Some(value(i)),
+                "node {id} lost acknowledged write {i} (leader {leader}, damaged {damaged})"
+            );
+        }
+        last = last.max(c.status(id).unwrap()["commit"].as_u64().unwrap());
+    }
+    let deadline = Instant::now() + T;
+    while c.status(damaged).is_some_and(|s| s["repairing"] == true) {
+        assert!(
+            Instant::now() < deadline,
+            "node {damaged} still repairing at commit {last}\n{}",
+            c.log_tail(damaged)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(c.log_path(damaged)).unwrap();
+    assert!(log.contains("repair finished"), "{}", c.log_tail(damaged));
+}
+
+#[test]
+fn a_damaged_follower_keeps_acknowledged_writes() {
+    damaged_node_keeps_acknowledged_writes(false);
+}
+
+#[test]
+fn a_damaged_leader_keeps_acknowledged_writes() {
+    damaged_node_keeps_acknowledged_writes(true);
+}
