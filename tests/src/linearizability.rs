@@ -92,8 +92,9 @@
 //!    time of some operation), where operations still running at `t` become `Unknown`
 //!    writes or, if they only read, are dropped. Any linearization of the full history
 //!    restricts to one of the prefix, so a failing prefix proves the history fails.
-//! 2. Greedy removal, chunks first then single operations, while the window still fails.
-//!    Reads (gets, cas mismatches) may always be removed. A set of writes may be removed
+//! 2. Greedy removal, chunks first then single operations, while the window still fails:
+//!    first of the reads (gets, cas mismatches), which may always be removed and mostly go
+//!    in a few large chunks, then of any operation. A set of writes may be removed
 //!    only if every remaining operation that observes a value one of them writes (a get
 //!    returning it, a cas expecting it), and every remaining cas mismatch, completed before
 //!    that write was invoked: then a linearization of the larger window, minus those
@@ -1227,20 +1228,47 @@ fn removal_sound(remaining: &[Operation], removed: &[Operation]) -> bool {
     })
 }
 
-fn remove_greedily(mut window: Vec<Operation>, budget: &mut Budget) -> Vec<Operation> {
-    let mut chunk = (window.len() / 2).max(1);
+/// Greedy removal (see the module docs): reads first, which may always go and usually
+/// go in a few large chunks, then any operation.
+fn remove_greedily(window: Vec<Operation>, budget: &mut Budget) -> Vec<Operation> {
+    let window = remove_chunks(window, budget, is_read);
+    remove_chunks(window, budget, |_| true)
+}
+
+/// Removes the operations `removable` selects, in chunks of halving size down to one at
+/// a time, wherever the removal is sound and the window still fails.
+fn remove_chunks(
+    mut window: Vec<Operation>,
+    budget: &mut Budget,
+    removable: fn(&Operation) -> bool,
+) -> Vec<Operation> {
+    let mut chunk = (window.iter().filter(|op| removable(op)).count() / 2).max(1);
     loop {
         let mut changed = false;
+        // Chunks are counted among the removable operations.
         let mut start = 0;
-        while start < window.len() && !budget.exhausted() {
-            let end = (start + chunk).min(window.len());
-            let mut candidate = window[..start].to_vec();
-            candidate.extend_from_slice(&window[end..]);
-            if removal_sound(&candidate, &window[start..end]) && fails(&candidate, budget) {
+        while !budget.exhausted() {
+            let eligible: Vec<usize> = (0..window.len())
+                .filter(|&i| removable(&window[i]))
+                .collect();
+            if start >= eligible.len() {
+                break;
+            }
+            let chunk_ops = &eligible[start..(start + chunk).min(eligible.len())];
+            let (mut candidate, mut removed) = (Vec::new(), Vec::new());
+            for (i, op) in window.iter().enumerate() {
+                let target = if chunk_ops.binary_search(&i).is_ok() {
+                    &mut removed
+                } else {
+                    &mut candidate
+                };
+                target.push(op.clone());
+            }
+            if removal_sound(&candidate, &removed) && fails(&candidate, budget) {
                 window = candidate;
                 changed = true;
             } else {
-                start = end;
+                start += chunk_ops.len();
             }
         }
         if budget.exhausted() || (chunk == 1 && !changed) {
