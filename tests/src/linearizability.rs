@@ -48,8 +48,9 @@
 //! tries one; the cache counts a configuration as explored when one with the same
 //! definite operations and state and fewer unknown ones was; a get or cas mismatch that
 //! fits is linearized without trying alternatives before it; and values that no answer
-//! compares the register with are one state. A test checks it against an unpruned search on
-//! many small random histories.
+//! compares the register with are one state. Tests check it against an unpruned search on
+//! many small random histories, and against porcupine's verdicts on its Jepsen etcd
+//! histories (`tests/data/jepsen`).
 //!
 //! Two sound simplifications shrink the search before it starts. A value is "unique" when
 //! exactly one operation writes it. An unknown write of a unique value that some definite

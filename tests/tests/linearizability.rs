@@ -3,8 +3,10 @@
 //! non-monotonic read) must be rejected with a small window holding the offending
 //! operations, histories generated from a real sequential execution must pass and their
 //! stale mutations must fail, and a history of 10,000 operations must check in well under
-//! the budget, and on small random histories the search must agree with a naive one that
-//! prunes nothing. Randomized tests take `LIN_SEED` (default 1) and `LIN_SEEDS` (default 20).
+//! the budget. Jepsen's etcd histories (`tests/data/jepsen`) must be decided as porcupine
+//! decides them, a search cut by the limits must be reported as GaveUp, and on small random
+//! histories the search must agree with a naive one that prunes nothing. Randomized tests
+//! take `LIN_SEED` (default 1) and `LIN_SEEDS` (default 20).
 
 use raftd_tests::linearizability::{
     check, check_with, write_report, Call, Limits, Operation, Outcome, Ret, Violation,
@@ -723,6 +725,164 @@ fn violation_among_many_unknown_writes_is_found_and_shrunk() {
         panic!("the stale read {} was not refuted: {outcome:?}", stale[r]);
     };
     assert_small_window_holds(&v, &stale[r], "one stale read");
+}
+
+// ---------------------------------------------------------------------------------------
+// Jepsen's etcd histories, as porcupine's test suite checks them.
+
+/// Parses a Jepsen log of single-register operations (porcupine's `test_data/jepsen`
+/// format): one event a line, `INFO  jepsen.util - <process>\t<type>\t<f>\t<value>`,
+/// where type is `:invoke`, `:ok`, `:fail` or `:info` and f is `:read`, `:write` or
+/// `:cas`. Every operation is on key "r"; its times are the line numbers of its
+/// invocation and completion.
+///
+/// - `:ok` is a definite answer: a read's value (`nil`: absent), a write or cas applied.
+/// - `:fail` on a cas is Jepsen's "the compare did not match": a definite mismatch, as
+///   porcupine's etcd model reads it. On a read or write it means it did not happen.
+/// - `:info` (a timeout) is an unknown outcome, and so is an invocation never completed.
+fn parse_jepsen(text: &str) -> Vec<Operation> {
+    let mut running: HashMap<u64, Operation> = HashMap::new();
+    let mut history = Vec::new();
+    for (line_number, line) in text.lines().enumerate() {
+        let time = line_number as u64;
+        let Some((_, event)) = line.split_once("jepsen.util - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = event.split_whitespace().collect();
+        let [process, kind, function, value @ ..] = fields.as_slice() else {
+            panic!("line {}: too few fields: {line}", line_number + 1);
+        };
+        let process: u64 = process.parse().expect("a process number");
+        let value = value.join(" ");
+        if *kind == ":invoke" {
+            let call = match *function {
+                ":read" => Call::Get,
+                ":write" => Call::Put(value.into_bytes()),
+                ":cas" => {
+                    let (expected, new) = value
+                        .trim_matches(['[', ']'])
+                        .split_once(' ')
+                        .expect("cas [expected new]");
+                    Call::Cas {
+                        expected: Some(expected.into()),
+                        new: new.into(),
+                    }
+                }
+                other => panic!("line {}: unknown function {other}", line_number + 1),
+            };
+            let op = Operation {
+                client: process,
+                key: b"r".to_vec(),
+                call,
+                invoke_ns: time,
+                complete_ns: None,
+                ret: Ret::Unknown,
+            };
+            assert!(
+                running.insert(process, op).is_none(),
+                "process {process} invoked twice"
+            );
+            continue;
+        }
+        let mut op = running
+            .remove(&process)
+            .unwrap_or_else(|| panic!("line {}: completes nothing: {line}", line_number + 1));
+        op.ret = match (*kind, &op.call) {
+            (":info", _) => Ret::Unknown,
+            (":ok", Call::Get) => Ret::Value((value != "nil").then(|| value.into_bytes())),
+            (":ok", _) => Ret::Ok,
+            (":fail", Call::Cas { .. }) => Ret::CasMismatch,
+            (":fail", _) => Ret::Failed,
+            (other, _) => panic!("line {}: unknown type {other}", line_number + 1),
+        };
+        if op.ret != Ret::Unknown {
+            op.complete_ns = Some(time);
+        }
+        history.push(op);
+    }
+    history.extend(running.into_values());
+    history
+}
+
+/// One of the Jepsen histories in `tests/data/jepsen`.
+fn jepsen_history(name: &str) -> Vec<Operation> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/jepsen")
+        .join(format!("{name}.log"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    parse_jepsen(&text)
+}
+
+/// Porcupine's verdicts on its etcd histories 0 to 7 (its `porcupine_test.go`).
+const JEPSEN_ETCD: [(&str, bool); 8] = [
+    ("etcd_000", false),
+    ("etcd_001", false),
+    ("etcd_002", true),
+    ("etcd_003", false),
+    ("etcd_004", false),
+    ("etcd_005", true),
+    ("etcd_006", false),
+    ("etcd_007", true),
+];
+
+#[test]
+fn jepsen_etcd_histories_are_decided_as_porcupine_decides_them() {
+    // Proves the search decides real histories full of timeouts: each of Jepsen's etcd
+    // histories from porcupine's test data (about 80 operations, up to 19 of them
+    // unknown, values reused) is linearizable or not as porcupine says, within the
+    // default limits.
+    let mut failures = Vec::new();
+    for (name, linearizable) in JEPSEN_ETCD {
+        let history = jepsen_history(name);
+        let unknown = history.iter().filter(|op| op.ret == Ret::Unknown).count();
+        let start = Instant::now();
+        let outcome = check(&history);
+        let elapsed = start.elapsed();
+        let verdict = match &outcome {
+            Outcome::Linearizable => "linearizable",
+            Outcome::Violation(_) => "violation",
+            Outcome::GaveUp(_) => "gave up",
+        };
+        println!(
+            "{name}: {} operations, {unknown} unknown: {verdict} in {elapsed:?}",
+            history.len()
+        );
+        let decided = match outcome {
+            Outcome::Linearizable => linearizable,
+            Outcome::Violation(_) => !linearizable,
+            Outcome::GaveUp(_) => false,
+        };
+        if !decided {
+            failures.push(format!(
+                "{name}: {verdict}, porcupine says linearizable={linearizable}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn search_cut_by_the_limits_is_gave_up_not_a_verdict() {
+    // Proves a search the limits cut short is reported as GaveUp, naming the key, its
+    // operations and the steps spent, for a linearizable history and for one with a
+    // violation alike: the checker never turns an unfinished search into a pass or a
+    // failure. (Its callers treat GaveUp as a failed run: the nemesis summary records
+    // `gave_up`, its CI test asserts it is false and the nemesis binary exits 1.)
+    let tight = Limits {
+        search_steps_max: 20,
+        total_steps_max: 20,
+    };
+    for (name, linearizable) in [("etcd_007", true), ("etcd_000", false)] {
+        let history = jepsen_history(name);
+        let Outcome::GaveUp(g) = check_with(&history, &tight) else {
+            panic!("{name}: 20 steps decided a history of {}", history.len());
+        };
+        assert_eq!(g.key, b"r".to_vec());
+        assert_eq!(g.operations, history.len());
+        assert!(g.steps >= 20, "{g:?}");
+        let decided = check(&history);
+        assert_eq!(decided == Outcome::Linearizable, linearizable, "{name}");
+    }
 }
 
 #[test]
