@@ -21,8 +21,10 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
   (n) a follower answering a read without a completed ReadIndex round
   (o) entries read back from storage for a follower sent with the wrong previous term
   (p) a repairing node (its damaged log was cut) that votes and campaigns
-  (q) the real file backend skipping its msync (a test of the real backend counts syncs)
+  (q) the real file backend skipping its msync (a test of the real backend counts syncs;
+      only a power cut shows a skipped msync, so the count is what a test can see)
   (r) the copy of term and vote outside the segments never written
+  (s) a repair that ends on a commit index clamped to the cut log (a stale heartbeat)
 
 Usage: python3 tests/check-mutants.py [NAME...]   (from anywhere; a few minutes per bug)
   CARGO_TARGET_DIR   where cargo builds (default: target/ in the workspace)
@@ -115,13 +117,17 @@ mutants = {
    "            repairing: false,",
    ['whole-damage']),
  'q_real_backend_skips_msync': (BACKEND,
-   "        self.map.flush_range(offset, len)?;",
-   "        let _ = (offset, len);",
+   "        self.map.flush_range(offset, len)?;\n        SEGMENT_SYNCS.with(|n| n.set(n.get() + 1));\n",
+   "        let _ = (offset, len);\n",
    ['test:wal:api:every_persist_syncs_the_segment_on_the_real_backend']),
  'r_vote_copy_not_written': (WAL,
    "        if !self.vote_copy.behind(&self.hard_state) {",
    "        if true {",
    ['test:wal:damage:a_cut_keeps_the_newest_vote_and_marks_the_node_repairing']),
+ 's_repair_ends_on_clamped_commit': (NODE,
+   "            || self.log.commit < self.leader_commit_sent\n",
+   "",
+   ['test:raft:paper:a_repairing_node_ends_its_repair_only_with_what_it_acknowledged']),
 }
 
 

@@ -393,6 +393,9 @@ pub struct RawNode {
     repairing: bool,
     /// The repair is over and the host has not been told yet.
     repair_finished: bool,
+    /// While repairing: the highest commit index the current leader has sent, as sent
+    /// (before it is clamped to what this log holds). Zero until the leader says one.
+    leader_commit_sent: LogIndex,
     /// A follower needs the latest snapshot's bytes, which the host has not been asked for
     /// yet. The bytes are not kept here: a snapshot is as big as the state machine, and
     /// only a follower that fell behind the log needs it, so the host reads it back from
@@ -445,6 +448,7 @@ impl RawNode {
             entries_wanted: BTreeMap::new(),
             repairing: restore.repairing,
             repair_finished: false,
+            leader_commit_sent: LogIndex(0),
             snapshot_wanted: false,
             snapshot_to_persist: None,
             election_elapsed: 0,
@@ -1094,6 +1098,7 @@ impl RawNode {
         commit: LogIndex,
         entries: Vec<Entry>,
     ) {
+        self.leader_commit_sent = self.leader_commit_sent.max(commit);
         if let Err(why) = check_append(prev_index, prev_term, self.term, &entries) {
             log::error!(
                 "node {}: dropping malformed append from {from}: {why}",
@@ -1144,7 +1149,23 @@ impl RawNode {
     }
 
     fn handle_heartbeat(&mut self, from: NodeId, commit: LogIndex, read_seq: u64) {
-        // The leader sends min(its commit, our match), so our log holds `commit`.
+        self.leader_commit_sent = self.leader_commit_sent.max(commit);
+        if commit > self.log.last_index() {
+            // The leader's match for us is past our log: a damaged disk made us cut entries
+            // we had acknowledged. Refuse an append at `commit` so the leader probes again
+            // (`Progress::decrease_to`) instead of waiting for new writes to find out.
+            let (index, term) = self.log.last_at_or_below(commit, self.term);
+            self.send(
+                from,
+                Body::AppendResponse {
+                    reject: Some(ConflictHint { term, index }),
+                    index: commit,
+                },
+            );
+        }
+        // The leader sends min(its commit, our match), so our log holds `commit` (unless a
+        // damaged disk cut it: then the match is stale, and the clamp below keeps the commit
+        // index within the log; see `maybe_finish_repair`).
         let commit = commit.min(self.log.last_index());
         if commit > self.log.commit {
             self.log.commit_to(commit);
@@ -1622,6 +1643,10 @@ impl RawNode {
     fn become_follower(&mut self, term: Term, leader: NodeId) {
         assert!(term >= self.term, "term regressed");
         let was_leader = self.is_leader();
+        if term > self.term || self.leader != leader {
+            // What another leader sent says nothing of this one's log.
+            self.leader_commit_sent = LogIndex(0);
+        }
         if term > self.term {
             self.term = term;
             self.vote = NodeId::NONE;
@@ -1945,8 +1970,15 @@ impl RawNode {
     /// majority, and any electing majority of the other nodes meets the rest), so the log
     /// again holds whatever this node may have acknowledged and lost.
     fn maybe_finish_repair(&mut self) {
+        // The commit index must have reached what the leader sent, unclamped: a leader's
+        // heartbeat carries min(its commit, this node's match), and the match it knows dates
+        // from before the damage, so clamped to a cut log it would name an index below
+        // entries this node acknowledged (found by the whole-server simulator: the node
+        // ended its repair early, won an election and lacked committed entries).
         if !self.repairing
             || self.leader.is_none()
+            || self.leader_commit_sent == LogIndex(0)
+            || self.log.commit < self.leader_commit_sent
             || self.log.persisted < self.log.commit
             || self.log.term(self.log.commit) != Some(self.term)
         {

@@ -198,6 +198,33 @@ impl Cluster {
         }
     }
 
+    /// Handles every node's Ready, then delivers one message; false when none was left.
+    fn step_once(&mut self) -> bool {
+        for i in 0..self.nodes.len() {
+            let mut host = PaperHost {
+                durable: &mut self.durable[i],
+                applied: &mut self.applied[i],
+                reads: &mut self.reads[i],
+                out: &mut self.in_flight,
+                snapshot_requests: &mut self.snapshot_requests[i],
+                fetches: &mut self.fetches[i],
+            };
+            match Driver::new().run(&mut self.nodes[i], &mut host) {
+                Ok(()) => {}
+                Err(never) => match never {},
+            }
+        }
+        let Some(m) = self.in_flight.pop_front() else {
+            return false;
+        };
+        self.sent.push(m.clone());
+        if !self.cut.contains(&(m.from.0, m.to.0)) {
+            let to = m.to.0 as usize - 1;
+            self.nodes[to].step(m).unwrap();
+        }
+        true
+    }
+
     fn tick_all(&mut self, ticks: u64) {
         for _ in 0..ticks {
             for n in self.nodes.iter_mut() {
@@ -1002,4 +1029,51 @@ fn unreachable_leader_triggers_a_quick_election() {
         ticks += 1;
         assert!(ticks < 10, "no quick election");
     }
+}
+
+/// A node that cut its damaged log (restarted repairing, with fewer entries than it once
+/// acknowledged) stays out of elections until it holds again everything the leader had
+/// committed: the leader's heartbeat names a commit index from the node's old, stale match,
+/// and clamping it to the cut log must not end the repair. It ends once appends have brought
+/// the log up to what the leader sent.
+#[test]
+fn a_repairing_node_ends_its_repair_only_with_what_it_acknowledged() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    let committed = c.commit_some(leader, 10);
+    let damaged = (1..=3).find(|&i| i != leader).unwrap();
+    let i = damaged as usize - 1;
+    // The cut: the last five entries are gone from its disk; its term and vote are kept.
+    c.durable[i]
+        .entries
+        .retain(|e| e.index.0 + 5 <= committed.0);
+    let mut restore = c.durable[i].restore();
+    restore.repairing = true;
+    c.nodes[i] = RawNode::new(config(damaged, 3), restore).unwrap();
+    c.applied[i].clear();
+    assert!(c.node(damaged).status().repairing);
+    // One heartbeat round: the leader still believes the old match.
+    c.node(leader).tick();
+    c.node(leader).tick();
+    assert!(c.node(damaged).last_index() < committed);
+    // Message by message: whenever the node is not repairing, its log holds what it
+    // acknowledged.
+    for _ in 0..2000 {
+        if !c.step_once() {
+            c.tick_all(1);
+        }
+        let n = c.node(damaged);
+        if !n.status().repairing {
+            assert!(
+                n.last_index() >= committed,
+                "the repair ended with the log at {} of {committed} committed",
+                n.last_index()
+            );
+        }
+    }
+    assert!(
+        !c.node(damaged).status().repairing,
+        "the repair never ended"
+    );
+    assert!(c.node(damaged).last_index() >= committed);
 }

@@ -16,10 +16,12 @@ fn whole_server_swarm() {
 
 /// Seeds that once found a bug, kept so the bug stays fixed. 244: a snapshot finished while
 /// the disk was full and its marker needed a new segment; the node stopped as if its WAL
-/// had failed.
+/// had failed. 3547: a node repairing a cut log ended its repair on a heartbeat (whose
+/// commit index came from its stale match), then won an election without committed
+/// entries.
 #[test]
 fn whole_server_regression_seeds() {
-    for seed in [244] {
+    for seed in [244, 3547] {
         if let Err(e) = runner::run_one(runner::WHOLE, seed) {
             panic!("{e}");
         }
