@@ -248,6 +248,12 @@ pub struct WholeSim {
     next_request_id: u64,
     /// One leader per term (election safety).
     leaders: BTreeMap<u64, u64>,
+    /// Per index a leader committed: (entry term, that leader's term), for completeness.
+    commits: BTreeMap<u64, (u64, u64)>,
+    /// Terms whose leader was checked for completeness.
+    completeness_checked: std::collections::BTreeSet<u64>,
+    /// Per node: the commit index already recorded in `commits`.
+    recorded_commit: Vec<u64>,
     /// The fault phase is over: clients stop starting new random operations.
     healing: bool,
     trace_hash: DefaultHasher,
@@ -288,6 +294,9 @@ impl WholeSim {
             history: Vec::new(),
             next_request_id: 1,
             leaders: BTreeMap::new(),
+            commits: BTreeMap::new(),
+            completeness_checked: std::collections::BTreeSet::new(),
+            recorded_commit: vec![0; n],
             healing: false,
             trace_hash: DefaultHasher::new(),
             trace: std::env::var_os("SIM_TRACE").is_some(),
@@ -482,12 +491,7 @@ impl WholeSim {
             return;
         };
         let out = std::mem::take(&mut replica.env_mut().out);
-        let raw = replica.raw();
-        if raw.is_leader() {
-            let (term, id) = (raw.term().0, raw.id().0);
-            let first = *self.leaders.entry(term).or_insert(id);
-            assert_eq!(first, id, "election safety: term {term} has two leaders");
-        }
+        self.check_core(i);
         for o in out {
             match o {
                 Out::Peer { to, body } => self.send_peer(i, to as usize - 1, body),
@@ -495,6 +499,73 @@ impl WholeSim {
                     let delay = self.rng.gen_range(0..=self.config.latency_max);
                     self.schedule(delay, Event::Response { client, body });
                 }
+            }
+        }
+    }
+
+    /// The core's safety properties, checked after every input of node `i`: one leader per
+    /// term (election safety); a new leader holds every entry committed in an earlier term
+    /// that its memory still holds (leader completeness, the newest 256); where node `i`'s
+    /// newest entries share index and term with another live node's, the entries are equal
+    /// (log matching, the newest 8).
+    fn check_core(&mut self, i: usize) {
+        let raw = self.replicas[i].as_ref().expect("checked live").raw();
+        let (term, id, commit) = (raw.term().0, raw.id().0, raw.commit_index().0);
+        if raw.is_leader() {
+            let mut k = self.recorded_commit[i].max(raw.snapshot_meta().index.0);
+            while k < commit {
+                k += 1;
+                let entry_term = raw
+                    .term_at(raft::LogIndex(k))
+                    .expect("committed, in memory");
+                self.commits.entry(k).or_insert((entry_term.0, term));
+            }
+            let first = *self.leaders.entry(term).or_insert(id);
+            assert_eq!(first, id, "election safety: term {term} has two leaders");
+            if !self.completeness_checked.contains(&term) {
+                let floor = raw.snapshot_meta().index.0;
+                for (&index, &(entry_term, commit_term)) in
+                    self.commits.range(floor + 1..).rev().take(256)
+                {
+                    if commit_term < term {
+                        assert_eq!(
+                            raw.term_at(raft::LogIndex(index)).map(|t| t.0),
+                            Some(entry_term),
+                            "leader completeness: leader {id} of term {term} lacks entry {index} (term {entry_term}) committed in term {commit_term}"
+                        );
+                    }
+                }
+                self.completeness_checked.insert(term);
+            }
+        }
+        self.recorded_commit[i] = self.recorded_commit[i].max(commit);
+        let last = raw.last_index().0;
+        for (j, other) in self.replicas.iter().enumerate() {
+            let Some(other) = other.as_ref().filter(|_| j != i) else {
+                continue;
+            };
+            let other = other.raw();
+            let lo = raw
+                .snapshot_meta()
+                .index
+                .0
+                .max(other.snapshot_meta().index.0)
+                + 1;
+            let hi = last.min(other.last_index().0);
+            let mut matched = false;
+            for index in (lo.max(hi.saturating_sub(8))..=hi).rev() {
+                let (a, b) = (
+                    raw.entry(raft::LogIndex(index)),
+                    other.entry(raft::LogIndex(index)),
+                );
+                let (Some(a), Some(b)) = (a, b) else { continue };
+                matched |= a.term == b.term;
+                assert!(
+                    !matched || a == b,
+                    "log matching: nodes {} and {} differ at index {index} below a common entry",
+                    i + 1,
+                    j + 1
+                );
             }
         }
     }
