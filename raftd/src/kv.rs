@@ -327,14 +327,22 @@ impl Kv {
         let mut sessions = Vec::new();
         let mut w = Writer::new(&mut sessions);
         w.u64(self.sessions.len() as u64);
-        for &(_, client_id) in self.by_index.keys() {
-            let s = &self.sessions[&client_id];
+        // In eviction order, found by walking the table in memory order, copying, and
+        // sorting: a lookup per session in `by_index`'s order missed the cache on each (the
+        // view of 100,000 sessions took 26 ms of the loop).
+        let mut ordered: Vec<(u64, u64, u64, Outcome)> = self
+            .sessions
+            .iter()
+            .map(|(&client_id, s)| (s.last_index, client_id, s.seq, s.outcome.clone()))
+            .collect();
+        ordered.sort_unstable_by_key(|&(last_index, client_id, _, _)| (last_index, client_id));
+        for (last_index, client_id, seq, outcome) in ordered {
             w.u64(client_id);
-            w.u64(s.seq);
-            w.u64(s.last_index);
+            w.u64(seq);
+            w.u64(last_index);
             let outcome = Response {
                 request_id: 0,
-                outcome: s.outcome.clone(),
+                outcome,
             };
             w.u64_prefixed(&outcome.encode());
         }
