@@ -498,6 +498,16 @@ impl ProcessCluster {
         false
     }
 
+    /// Fails, with the tail of node `id`'s log, unless its log holds `text`.
+    pub fn assert_logged(&self, id: u64, text: &str) {
+        let log = std::fs::read_to_string(self.log_path(id)).unwrap_or_default();
+        assert!(
+            log.contains(text),
+            "node {id} never logged {text:?}; its log ends:\n{}",
+            self.log_tail(id)
+        );
+    }
+
     /// The tail of a node's log, for failure messages.
     pub fn log_tail(&self, id: u64) -> String {
         let text = std::fs::read_to_string(self.log_path(id)).unwrap_or_default();

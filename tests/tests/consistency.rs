@@ -109,8 +109,7 @@ fn consistency_check_names_the_diverging_node() {
         "node {victim} did not catch up\n{}",
         c.log_tail(victim)
     );
-    let victim_log = std::fs::read_to_string(c.log_path(victim)).unwrap();
-    assert!(victim_log.contains("TEST FAULT"), "{}", c.log_tail(victim));
+    c.assert_logged(victim, "TEST FAULT");
 
     let (code, out) = raftctl(&c, &["check", "consistency"]);
     assert_eq!(code, 2, "{out}");
@@ -144,12 +143,7 @@ fn consistency_check_names_the_diverging_node() {
         out.contains(&format!("ALARM: divergence: node {victim} hash")),
         "{out}"
     );
-    let leader_log = std::fs::read_to_string(c.log_path(leader)).unwrap();
-    assert!(
-        leader_log.contains("CONSISTENCY ALARM"),
-        "{}",
-        c.log_tail(leader)
-    );
+    c.assert_logged(leader, "CONSISTENCY ALARM");
 
     // With the diverging node down, the other two agree, but nobody can tell for the
     // cluster: could not decide.
