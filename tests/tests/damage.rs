@@ -48,7 +48,8 @@ fn damaged_node_keeps_acknowledged_writes(damage_leader: bool) {
         partition: vec![a, b],
         ..FaultSpec::default()
     };
-    via.call_node(c.addr(cut_off), Op::Fault(partition)).unwrap();
+    via.call_node(c.addr(cut_off), Op::Fault(partition))
+        .unwrap();
     let mut client = c.client_over(&[a, b], T);
     for i in 0..20 {
         let put = Write::Put {
@@ -88,9 +89,15 @@ fn damaged_node_keeps_acknowledged_writes(damage_leader: bool) {
         c.log_tail(damaged)
     );
     let log = std::fs::read_to_string(c.log_path(damaged)).unwrap();
-    assert!(log.contains("DAMAGED WAL"), "no loud line\n{}", c.log_tail(damaged));
+    assert!(
+        log.contains("DAMAGED WAL"),
+        "no loud line\n{}",
+        c.log_tail(damaged)
+    );
     c.spawn(down);
-    let leader = c.wait_leader(&c.ids(), T).expect("a leader once all are up");
+    let leader = c
+        .wait_leader(&c.ids(), T)
+        .expect("a leader once all are up");
     let mut last = 0;
     for id in c.ids() {
         let mut read = c.client_over(&[id], T);
