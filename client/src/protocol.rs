@@ -10,6 +10,9 @@ use std::fmt;
 
 /// Transport frame kind of a Raft message between nodes.
 pub const FRAME_RAFT: u8 = 1;
+/// Transport frame kind of a node's hash of its store at a checkpoint, sent to its peers
+/// ([`CheckpointReport`]).
+pub const FRAME_CHECKPOINT: u8 = 2;
 /// Transport frame kind of a client request.
 pub const FRAME_REQUEST: u8 = 10;
 /// Transport frame kind of a response to a client.
@@ -44,6 +47,10 @@ pub enum Write {
         /// The value to set.
         new: Vec<u8>,
     },
+    /// Changes nothing, not even the client's session: every node, applying it, records
+    /// the hash of its store at exactly this log index, so that nodes can compare their
+    /// stores at the same point (see `raftctl check consistency`).
+    Checkpoint,
 }
 
 /// A command in the log: a write tagged with its client session.
@@ -94,6 +101,34 @@ pub enum Op {
         /// Abort without flushing anything.
         crash: bool,
     },
+    /// The hash of the node's store at a checkpoint ([`Write::Checkpoint`]).
+    Checkpoint {
+        /// The checkpoint's log index; 0 asks for the node's latest.
+        index: u64,
+    },
+}
+
+/// What a node knows of its hash at a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointHash {
+    /// The hash of its store right after applying the checkpoint.
+    Known(u64),
+    /// Not known yet: the node has not applied that index yet, or is still hashing.
+    Pending,
+    /// The node has no record of a checkpoint at that index: it is no checkpoint, the node
+    /// skipped it (it installed a snapshot past it, or applied it before its last restart),
+    /// or it is older than the checkpoints the node keeps.
+    Missing,
+}
+
+/// A node's hash of its store at a checkpoint, sent to every peer (frame kind
+/// [`FRAME_CHECKPOINT`]) so that each node can compare the cluster's hashes itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointReport {
+    /// The checkpoint's log index.
+    pub index: u64,
+    /// The sender's hash of its store at that index.
+    pub hash: u64,
 }
 
 /// A request frame's body.
@@ -158,6 +193,16 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// The answer to [`Op::Checkpoint`].
+    Checkpoint {
+        /// The checkpoint's log index (for a request of the latest: the latest, 0 when the
+        /// node has none).
+        index: u64,
+        /// The node's applied index when it answered.
+        applied: u64,
+        /// The hash, or why there is none.
+        hash: CheckpointHash,
+    },
 }
 
 /// Why bytes did not decode.
@@ -187,10 +232,12 @@ const OP_SNAPSHOT: u8 = 4;
 const OP_TRANSFER: u8 = 5;
 const OP_FAULT: u8 = 6;
 const OP_SHUTDOWN: u8 = 7;
+const OP_CHECKPOINT: u8 = 8;
 
 const WRITE_PUT: u8 = 1;
 const WRITE_DELETE: u8 = 2;
 const WRITE_CAS: u8 = 3;
+const WRITE_CHECKPOINT: u8 = 4;
 
 const OUT_WRITTEN: u8 = 0;
 const OUT_CAS_MISMATCH: u8 = 1;
@@ -200,6 +247,11 @@ const OUT_STATUS: u8 = 4;
 const OUT_NOT_LEADER: u8 = 5;
 const OUT_UNAVAILABLE: u8 = 6;
 const OUT_REFUSED: u8 = 7;
+const OUT_CHECKPOINT: u8 = 8;
+
+const HASH_KNOWN: u8 = 0;
+const HASH_PENDING: u8 = 1;
+const HASH_MISSING: u8 = 2;
 
 /// Writes `b` as `opt`: a tag, 0 for none, 1 followed by `bytes` (a `u32` length first).
 fn put_opt(w: &mut Writer<'_>, b: &Option<Vec<u8>>) {
@@ -267,6 +319,7 @@ fn put_command(w: &mut Writer<'_>, c: &Command) {
             put_opt(w, expected);
             w.u32_prefixed(new);
         }
+        Write::Checkpoint => w.u8(WRITE_CHECKPOINT),
     }
 }
 
@@ -286,6 +339,7 @@ fn get_command(r: &mut Reader<'_>) -> Result<Command, DecodeError> {
             expected: get_opt(r, "expected", VALUE_BYTES_MAX)?,
             new: get_bytes(r, "new", VALUE_BYTES_MAX)?,
         },
+        WRITE_CHECKPOINT => Write::Checkpoint,
         k => return Err(DecodeError(format!("unknown write kind {k}"))),
     };
     Ok(Command {
@@ -360,6 +414,10 @@ impl Request {
                 w.u8(OP_SHUTDOWN);
                 w.u8(u8::from(*crash));
             }
+            Op::Checkpoint { index } => {
+                w.u8(OP_CHECKPOINT);
+                w.u64(*index);
+            }
         }
         out
     }
@@ -404,6 +462,9 @@ impl Request {
             }
             OP_SHUTDOWN => Op::Shutdown {
                 crash: r.u8("crash")? != 0,
+            },
+            OP_CHECKPOINT => Op::Checkpoint {
+                index: r.u64("index")?,
             },
             k => return Err(DecodeError(format!("unknown op {k}"))),
         };
@@ -454,6 +515,22 @@ impl Response {
                 w.u8(OUT_REFUSED);
                 w.u32_prefixed(reason.as_bytes());
             }
+            Outcome::Checkpoint {
+                index,
+                applied,
+                hash,
+            } => {
+                w.u8(OUT_CHECKPOINT);
+                w.u64(*index);
+                w.u64(*applied);
+                let (state, value) = match hash {
+                    CheckpointHash::Known(h) => (HASH_KNOWN, *h),
+                    CheckpointHash::Pending => (HASH_PENDING, 0),
+                    CheckpointHash::Missing => (HASH_MISSING, 0),
+                };
+                w.u8(state);
+                w.u64(value);
+            }
         }
         out
     }
@@ -486,6 +563,23 @@ impl Response {
             OUT_REFUSED => Outcome::Refused {
                 reason: get_string(&mut r, "reason")?,
             },
+            OUT_CHECKPOINT => {
+                let index = r.u64("index")?;
+                let applied = r.u64("applied")?;
+                let state = r.u8("hash state")?;
+                let value = r.u64("hash")?;
+                let hash = match state {
+                    HASH_KNOWN => CheckpointHash::Known(value),
+                    HASH_PENDING => CheckpointHash::Pending,
+                    HASH_MISSING => CheckpointHash::Missing,
+                    s => return Err(DecodeError(format!("unknown hash state {s}"))),
+                };
+                Outcome::Checkpoint {
+                    index,
+                    applied,
+                    hash,
+                }
+            }
             k => return Err(DecodeError(format!("unknown outcome {k}"))),
         };
         finish(&r)?;
@@ -493,6 +587,28 @@ impl Response {
             request_id,
             outcome,
         })
+    }
+}
+
+impl CheckpointReport {
+    /// The frame body: `index u64 | hash u64`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16);
+        let mut w = Writer::new(&mut out);
+        w.u64(self.index);
+        w.u64(self.hash);
+        out
+    }
+
+    /// Decodes a frame body.
+    pub fn decode(bytes: &[u8]) -> Result<CheckpointReport, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let report = CheckpointReport {
+            index: r.u64("index")?,
+            hash: r.u64("hash")?,
+        };
+        finish(&r)?;
+        Ok(report)
     }
 }
 
@@ -511,6 +627,7 @@ mod tests {
             arb_bytes().prop_map(|key| Write::Delete { key }),
             (arb_bytes(), prop::option::of(arb_bytes()), arb_bytes())
                 .prop_map(|(key, expected, new)| Write::Cas { key, expected, new }),
+            Just(Write::Checkpoint),
         ];
         (any::<u64>(), any::<u64>(), write).prop_map(|(client_id, seq, write)| Command {
             client_id,
@@ -530,6 +647,7 @@ mod tests {
             let _ = Request::decode(&junk);
             let _ = Response::decode(&junk);
             let _ = Command::decode(&junk);
+            let _ = CheckpointReport::decode(&junk);
         }
     }
 
@@ -550,8 +668,10 @@ mod tests {
     }
 
     /// The bytes of a request of every op (every write kind, both shapes of a cas and a
-    /// fault) and a response of every outcome, as FORMAT.md lays them out: proves the
-    /// encoding does not change by a single byte, and that these bytes decode back.
+    /// fault), a response of every outcome (every state of a checkpoint's hash) and a
+    /// checkpoint report, as FORMAT.md lays them out: proves the encoding does not change by
+    /// a single byte, and that these bytes decode back. The bytes of the older kinds are the
+    /// ones from before checkpoints existed, unchanged.
     #[test]
     fn golden_bytes() {
         let write = |write| {
@@ -588,6 +708,8 @@ mod tests {
             }),
             Op::Fault(FaultSpec::default()),
             Op::Shutdown { crash: true },
+            write(Write::Checkpoint),
+            Op::Checkpoint { index: 0x39 },
         ];
         let requests = [
             "000a000000000000010201000000000000040300000000000001010000006b020000007676",
@@ -601,6 +723,8 @@ mod tests {
             "080a0000000000000600000000000029400101000000000000000500000000000000020000000000000002000000000000000300000000000000",
             "090a000000000000060000000000000000000000000000000000",
             "0a0a0000000000000701",
+            "0b0a000000000000010201000000000000040300000000000004",
+            "0c0a000000000000083900000000000000",
         ];
         let ops = ops.into_iter().enumerate().map(|(i, op)| Request {
             request_id: 0x0a00 + i as u64,
@@ -629,6 +753,21 @@ mod tests {
             },
             Outcome::Unavailable { reason: "u".into() },
             Outcome::Refused { reason: "r".into() },
+            Outcome::Checkpoint {
+                index: 0x39,
+                applied: 0x3a,
+                hash: CheckpointHash::Known(0x0123_4567_89ab_cdef),
+            },
+            Outcome::Checkpoint {
+                index: 0x39,
+                applied: 0x38,
+                hash: CheckpointHash::Pending,
+            },
+            Outcome::Checkpoint {
+                index: 0,
+                applied: 0x3a,
+                hash: CheckpointHash::Missing,
+            },
         ];
         let responses = [
             "000b0000000000000003000000000000000200000000000000",
@@ -641,6 +780,9 @@ mod tests {
             "070b00000000000005020000000000000003000000683a31",
             "080b000000000000060100000075",
             "090b000000000000070100000072",
+            "0a0b0000000000000839000000000000003a0000000000000000efcdab8967452301",
+            "0b0b0000000000000839000000000000003800000000000000010000000000000000",
+            "0c0b0000000000000800000000000000003a00000000000000020000000000000000",
         ];
         let outcomes = outcomes
             .into_iter()
@@ -650,6 +792,16 @@ mod tests {
                 outcome,
             });
         check_golden(outcomes, &responses, Response::encode, Response::decode);
+        let report = CheckpointReport {
+            index: 0x39,
+            hash: 0x0123_4567_89ab_cdef,
+        };
+        check_golden(
+            [report].into_iter(),
+            &["3900000000000000efcdab8967452301"],
+            CheckpointReport::encode,
+            CheckpointReport::decode,
+        );
     }
 
     #[test]

@@ -16,6 +16,11 @@ pub enum Failure {
     Unreachable(String),
     /// Sent; outcome unknown.
     Unknown(String),
+    /// A check could not decide (exit 3).
+    Undecided(String),
+    /// The command printed its own verdict already; exit with this code and print nothing
+    /// more.
+    Reported(u8),
 }
 
 impl Failure {
@@ -32,6 +37,8 @@ impl Failure {
                 3,
                 format!("{m}\n  the outcome is unknown: it may still be applied; read the key back (`raftctl get`) to find out"),
             ),
+            Failure::Undecided(m) => (3, m),
+            Failure::Reported(code) => (code, String::new()),
         }
     }
 }

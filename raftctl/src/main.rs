@@ -6,7 +6,8 @@
 //! This file holds the command line and runs the one-shot commands (propose, get, kill,
 //! snapshot, transfer-leader, fault) with `raftd-client`'s blocking client. The rest is in
 //! modules, which import from each other and never from here: `status` (the status
-//! documents and table), `local` (a cluster on this machine), `bench` (the load generator,
+//! documents and table), `check` (the consistency check), `local` (a cluster on this
+//! machine), `bench` (the load generator,
 //! on `raftd-client`'s non-blocking client), `failure` (exit codes and their messages),
 //! `output` (the `out!`/`put!` macros for stdout) and `parse` (option values).
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@
 mod output;
 
 mod bench;
+mod check;
 mod failure;
 mod local;
 mod parse;
@@ -97,6 +99,11 @@ enum Command {
     },
     /// Inject network faults on a node's transport (its outgoing peer traffic).
     Fault(FaultArgs),
+    /// Check the cluster: `check consistency` compares every node's key-value store.
+    Check {
+        #[command(subcommand)]
+        what: CheckCmd,
+    },
     /// Measure throughput and latency with closed-loop clients (like etcd's benchmark).
     Bench(bench::BenchArgs),
     /// Run a cluster on this machine.
@@ -131,6 +138,15 @@ enum ProposeCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum CheckCmd {
+    /// Do all nodes hold the same key-value store? Writes a checkpoint through the log,
+    /// waits (up to --timeout) until every node has hashed its store at it, compares the
+    /// hashes and names any node outside the majority. Exit codes: 0 all the same;
+    /// 2 a divergence; 3 could not decide (a node unreachable or without the checkpoint).
+    Consistency,
+}
+
 #[derive(ClapArgs, Debug)]
 struct FaultArgs {
     /// The node whose transport gets the faults.
@@ -157,6 +173,7 @@ fn main() -> ExitCode {
     let json = cli.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Reported(code)) => ExitCode::from(code),
         Err(f) => {
             let (code, msg) = f.exit();
             if json {
@@ -240,6 +257,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             node_op(&mut client, &config, f.id, Op::Fault(spec), cli.json)
         }
+        Command::Check {
+            what: CheckCmd::Consistency,
+        } => check::consistency(&mut client, &config, cli.json),
         Command::Bench(args) => {
             // Writes start at the leader; without one, they find it by redirect.
             let leader = find_leader(&mut client, &config).ok();

@@ -112,6 +112,11 @@ pub fn render_status(docs: &[serde_json::Value]) -> String {
             })
             .unwrap_or_default();
         out.push_str(&format!("    peers: {}\n", peers.join(", ")));
+        if let Some(alarm) = d["alarm"].as_str() {
+            out.push_str(&format!(
+                "    ALARM: {alarm} (see `raftctl check consistency`)\n"
+            ));
+        }
         if d["repairing"] == true {
             out.push_str(
                 "    REPAIRING: its WAL was damaged and cut; it votes in no election until the leader has restored its log\n",

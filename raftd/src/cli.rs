@@ -1,12 +1,14 @@
 //! The daemon's command line, and its validation into a [`ServerConfig`]; also the
 //! command-line parsing that `raftd` and `raftctl` share ([`parse_command_line`]).
 
-use crate::server::{ServerConfig, TICK_MS};
+use crate::server::{Server, ServerConfig, TICK_MS};
 use clap::Parser;
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 /// Exit code of a usage or configuration error, for `raftd` and `raftctl` alike: nothing was
 /// done. (clap's own is 2, which `raftctl` reserves for "certainly not applied".)
@@ -93,6 +95,14 @@ pub struct Args {
     /// Size of each preallocated write-ahead log segment, in MiB.
     #[arg(long, default_value_t = 64)]
     pub wal_segment_mib: u64,
+
+    /// While leader, check every this many seconds that every node's key-value store is
+    /// the same: a checkpoint goes through the log, every node hashes its store right after
+    /// applying it and sends the hash to the others; a difference raises an alarm (in the
+    /// log and in `raftctl status`). 0 turns the periodic check off (`raftctl check
+    /// consistency` still works).
+    #[arg(long, default_value_t = 300)]
+    pub consistency_check_secs: u64,
 
     /// Gone: a damaged write-ahead log is repaired by itself (see the README). Accepted
     /// only to say so clearly.
@@ -207,6 +217,54 @@ impl Args {
             log_memory_entries: self.log_memory_entries,
             snapshot_wal_bytes: self.snapshot_wal_mib << 20,
             wal_segment_bytes: self.wal_segment_mib << 20,
+            consistency_check_secs: self.consistency_check_secs,
         })
+    }
+}
+
+/// The daemon's `main`: parses the command line, sets up logging and signals, opens the
+/// server, lets `prepare` adjust it (the test-only `raftd-faulty` arms its fault there;
+/// `raftd` changes nothing) and runs it until it stops. Returns the exit code.
+pub fn daemon_main(prepare: impl FnOnce(&mut Server)) -> ExitCode {
+    // Snapshot-sized buffers must go back to the system when freed (see the function).
+    if !wal::fix_malloc_mmap_threshold() {
+        eprintln!("raftd: warning: could not set malloc's mmap threshold; memory use may grow");
+    }
+    let args = match parse_command_line::<Args>() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("raftd: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            eprintln!("raftd: cannot install the handler for signal {signal}: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let mut server = match Server::open(config, stop) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("raftd: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    prepare(&mut server);
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("raftd: {e}");
+            ExitCode::from(1)
+        }
     }
 }

@@ -5,6 +5,8 @@
 //! - [`server`]: the daemon's mio loop driving a replica with the real clock, network and disk.
 //! - [`kv`]: the replicated key-value store with its client sessions; its snapshot format is
 //!   in `FORMAT.md` beside `Cargo.toml`.
+//! - [`consistency`]: the cross-node consistency check's hash and bookkeeping: nodes hash
+//!   their stores at the same checkpoints in the log and compare.
 //! - [`cli`]: the daemon's command line.
 //!
 //! The client side lives in the `raftd-client` crate and is re-exported here, so the daemon
@@ -16,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod consistency;
 pub mod kv;
 pub mod replica;
 pub mod server;

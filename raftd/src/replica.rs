@@ -12,9 +12,11 @@
 //! WAL's [`wal::Backend`], which the simulator replaces with a fault-injecting file system
 //! that loses unsynced writes on a power cut.
 
+use crate::consistency::{self, Change, Checkpoints};
 use crate::kv::{Kv, SESSIONS_MAX_DEFAULT};
 use crate::protocol::{
-    Command, FaultSpec, Op, Outcome, Request, Response, FRAME_RAFT, FRAME_REQUEST, FRAME_RESPONSE,
+    CheckpointHash, CheckpointReport, Command, FaultSpec, Op, Outcome, Request, Response,
+    Write as KvWrite, FRAME_CHECKPOINT, FRAME_RAFT, FRAME_REQUEST, FRAME_RESPONSE,
 };
 use crate::server::{ServerConfig, TICK_MS};
 use raft::driver::{Driver, Host, Persisted, Write};
@@ -25,6 +27,7 @@ use raft::{
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::Duration;
 use wal::{Wal, WalOptions};
 
@@ -79,6 +82,11 @@ const READ_SWEEP: Duration = Duration::from_millis(100);
 
 /// How often a Ready stalled on a full disk is retried.
 const DISK_FULL_RETRY: Duration = Duration::from_millis(500);
+
+/// Threads hashing the store at checkpoints at once, at most. Each holds a view of the store
+/// (old records stay alive while it runs); a checkpoint applied while this many run is not
+/// hashed (it answers "missing"), which only a flood of checkpoints makes happen.
+const HASHES_RUNNING_MAX: usize = 2;
 
 /// A client read waiting for confirmation or for the state machine to catch up.
 struct PendingRead<C> {
@@ -135,6 +143,20 @@ struct Glue<E: Env> {
     encode_buffer: Vec<u8>,
     /// A snapshot file being written (by the writer thread, or already written inline).
     snapshot_job: Option<std::sync::mpsc::Receiver<SnapshotWritten>>,
+    /// Hashes of the store at checkpoints, this node's and its peers', and the alarm.
+    checkpoints: Checkpoints,
+    /// Where the hashing threads send (checkpoint index, hash)...
+    hashes_sender: Sender<(u64, u64)>,
+    /// ...and where the loop receives them.
+    hashes_done: Receiver<(u64, u64)>,
+    /// Hashing threads under way.
+    hashes_running: usize,
+    /// When the leader next proposes a checkpoint (its periodic consistency check).
+    next_consistency_check: Duration,
+    /// Test only (the `test-faults` feature, the `raftd-faulty` binary): the next put
+    /// applied gets a changed value.
+    #[cfg(feature = "test-faults")]
+    corrupt_one_put: bool,
 }
 
 fn addr_of(config: &ServerConfig, id: u64) -> Option<SocketAddr> {
@@ -195,6 +217,8 @@ impl<E: Env> Replica<E> {
                 .entries(marker.index.next(), hi, u64::MAX)
                 .map_err(read_error)?
             {
+                // A checkpoint applied here, before the restart's loop, is not hashed: the
+                // node answers "missing" for it.
                 apply_to_store(&mut kv, config.id, &entry);
                 marker = SnapshotMeta {
                     index: entry.index,
@@ -224,7 +248,7 @@ impl<E: Env> Replica<E> {
             applied
         );
         let voters: Vec<NodeId> = config.peers.iter().map(|p| NodeId(p.0)).collect();
-        let mut rc = Config::new(NodeId(config.id), voters);
+        let mut rc = Config::new(NodeId(config.id), voters.clone());
         rc.heartbeat_interval_ticks = (config.heartbeat_ms / TICK_MS).max(1);
         rc.election_timeout_ticks =
             (config.election_ms / TICK_MS).max(rc.heartbeat_interval_ticks + 1);
@@ -243,6 +267,7 @@ impl<E: Env> Replica<E> {
         )?;
         let wal_bytes = wal.disk_bytes();
         let now = env.now();
+        let (hashes_sender, hashes_done) = std::sync::mpsc::channel();
         let g = Glue {
             wal,
             env,
@@ -262,6 +287,13 @@ impl<E: Env> Replica<E> {
             snapshot_not_before: now,
             encode_buffer: Vec::with_capacity(64 << 10),
             snapshot_job: None,
+            checkpoints: Checkpoints::new(config.id, voters.iter().map(|v| v.0).collect()),
+            hashes_sender,
+            hashes_done,
+            hashes_running: 0,
+            next_consistency_check: now.saturating_add(consistency_period(&config)),
+            #[cfg(feature = "test-faults")]
+            corrupt_one_put: false,
             config,
         };
         Ok(Replica {
@@ -323,12 +355,89 @@ impl<E: Env> Replica<E> {
             self.g.expire_reads(now);
             self.g.next_read_sweep = now + READ_SWEEP;
         }
+        self.g.finish_checkpoint_hashes();
+        self.periodic_checkpoint(now);
         self.finish_snapshot()?;
         self.drain_ready()
     }
 
+    /// Proposes a checkpoint (the leader's periodic check does; so does the simulator):
+    /// every node will hash its store right after applying it. Returns its index.
+    pub fn propose_checkpoint(&mut self) -> Result<LogIndex, ProposeError> {
+        let command = Command {
+            client_id: 0,
+            seq: 0,
+            write: KvWrite::Checkpoint,
+        };
+        self.raw.propose(command.encode())
+    }
+
+    /// This node's hash of its store at the checkpoint at `index` (0: its latest), and the
+    /// index it answers for.
+    pub fn checkpoint(&self, index: u64) -> (u64, CheckpointHash) {
+        self.g.checkpoints.answer(index, self.g.applied.0)
+    }
+
+    /// Every node's hash this node knows at the checkpoint at `index` (its own, and those
+    /// its peers reported), by node id.
+    pub fn checkpoint_hashes(&self, index: u64) -> Option<&BTreeMap<u64, u64>> {
+        self.g.checkpoints.hashes(index)
+    }
+
+    /// The consistency alarm: a divergence this node found (see [`crate::consistency`]).
+    pub fn alarm(&self) -> Option<&str> {
+        self.g.checkpoints.alarm().map(|a| a.text.as_str())
+    }
+
+    /// Test only: the next put this node applies gets a changed value, so that its store
+    /// diverges from the others' while every CRC still passes.
+    #[cfg(feature = "test-faults")]
+    pub fn corrupt_one_put(&mut self) {
+        self.g.corrupt_one_put = true;
+    }
+
+    /// The leader's periodic consistency check: a checkpoint every
+    /// `consistency_check_secs` (a node that becomes leader waits a whole period first).
+    fn periodic_checkpoint(&mut self, now: Duration) {
+        if self.g.config.consistency_check_secs == 0 {
+            return;
+        }
+        if !self.raw.is_leader() {
+            self.g.next_consistency_check = now.saturating_add(consistency_period(&self.g.config));
+            return;
+        }
+        if now < self.g.next_consistency_check {
+            return;
+        }
+        self.g.next_consistency_check = now.saturating_add(consistency_period(&self.g.config));
+        match self.propose_checkpoint() {
+            Ok(index) => log::debug!(
+                "node {}: consistency check: checkpoint proposed at index {index}",
+                self.g.config.id
+            ),
+            // Back-pressure or a lost leadership: the next period tries again.
+            Err(e) => log::warn!(
+                "node {}: consistency check: cannot propose a checkpoint: {e}",
+                self.g.config.id
+            ),
+        }
+    }
+
     /// A frame from peer `from`.
     pub fn on_peer_frame(&mut self, from: u64, kind: u8, body: &[u8]) {
+        if kind == FRAME_CHECKPOINT {
+            match CheckpointReport::decode(body) {
+                Ok(r) => {
+                    let change = self.g.checkpoints.peer(from, r.index, r.hash);
+                    self.g.log_consistency(change);
+                }
+                Err(e) => log::warn!(
+                    "node {}: undecodable checkpoint report from peer {from}: {e}",
+                    self.g.config.id
+                ),
+            }
+            return;
+        }
         if kind != FRAME_RAFT {
             log::warn!(
                 "node {}: unknown frame kind {kind} from peer {from}",
@@ -456,6 +565,16 @@ impl<E: Env> Replica<E> {
                 } else {
                     StopRequest::Graceful
                 });
+            }
+            Op::Checkpoint { index } => {
+                let applied = self.g.applied.0;
+                let (index, hash) = self.g.checkpoints.answer(index, applied);
+                let outcome = Outcome::Checkpoint {
+                    index,
+                    applied,
+                    hash,
+                };
+                self.g.reply(client, id, outcome);
             }
         }
         Ok(())
@@ -654,6 +773,14 @@ impl<E: Env> Replica<E> {
             "wal_segments": self.g.wal.segment_count(),
             "keys": self.g.kv.len(),
             "sessions": self.g.kv.session_count(),
+            "alarm": self.g.checkpoints.alarm().map(|a| a.text.clone()),
+            "checkpoint": self.g.checkpoints.latest().map(|(index, hashes)| {
+                let hashes: serde_json::Map<String, serde_json::Value> = hashes
+                    .iter()
+                    .map(|(node, &h)| (node.to_string(), consistency::hex(h).into()))
+                    .collect();
+                serde_json::json!({"index": index, "hashes": hashes})
+            }),
             "uptime_ms": (self.g.env.now() - self.g.started).as_millis() as u64,
             "faults": links["faults"],
             "peers": peers,
@@ -897,7 +1024,12 @@ impl<E: Env> Glue<E> {
             }
             return;
         }
-        let outcome = apply_to_store(&mut self.kv, self.config.id, &entry);
+        #[cfg(feature = "test-faults")]
+        let entry = self.corrupt_if_asked(entry);
+        let (outcome, checkpoint) = apply_to_store(&mut self.kv, self.config.id, &entry);
+        if checkpoint {
+            self.start_checkpoint_hash(entry.index.0);
+        }
         if let Some(w) = pending {
             if w.term == entry.term {
                 self.reply(w.client, w.request_id, outcome);
@@ -909,6 +1041,108 @@ impl<E: Env> Glue<E> {
                 );
             }
         }
+    }
+
+    /// Hashes the store as it is right after the checkpoint at `index`: takes its view
+    /// (the records are shared, not copied) and hashes it on a thread, or inline on a host
+    /// without threads (the simulator).
+    fn start_checkpoint_hash(&mut self, index: u64) {
+        let view = self.kv.snapshot_view();
+        self.checkpoints.hashing(index);
+        let Some(wake) = self.env.waker() else {
+            self.checkpoint_hashed(index, view.hash());
+            return;
+        };
+        if self.hashes_running >= HASHES_RUNNING_MAX {
+            log::warn!(
+                "node {}: checkpoint at index {index} not hashed: {HASHES_RUNNING_MAX} hashes under way already",
+                self.config.id
+            );
+            self.checkpoints.skipped(index);
+            return;
+        }
+        let done = self.hashes_sender.clone();
+        let spawned = std::thread::Builder::new()
+            .name("checkpoint-hash".into())
+            .spawn(move || {
+                let _ = done.send((index, view.hash()));
+                wake();
+            });
+        match spawned {
+            Ok(_) => self.hashes_running += 1,
+            Err(e) => {
+                log::warn!(
+                    "node {}: checkpoint at index {index} not hashed: cannot start a thread: {e}",
+                    self.config.id
+                );
+                self.checkpoints.skipped(index);
+            }
+        }
+    }
+
+    /// Takes the hashes the hashing threads finished.
+    fn finish_checkpoint_hashes(&mut self) {
+        while let Ok((index, hash)) = self.hashes_done.try_recv() {
+            self.hashes_running -= 1;
+            self.checkpoint_hashed(index, hash);
+        }
+    }
+
+    /// Records this node's hash at a checkpoint and sends it to every peer.
+    fn checkpoint_hashed(&mut self, index: u64, hash: u64) {
+        log::info!(
+            "node {}: checkpoint at index {index}: store hash {}",
+            self.config.id,
+            consistency::hex(hash)
+        );
+        let change = self.checkpoints.own(index, hash);
+        self.log_consistency(change);
+        let body = CheckpointReport { index, hash }.encode();
+        for &(peer, _) in &self.config.peers {
+            if peer != self.config.id {
+                self.env.send_peer(peer, FRAME_CHECKPOINT, &body);
+            }
+        }
+    }
+
+    /// Logs what a hash changed of the consistency alarm: loudly when it is raised.
+    fn log_consistency(&self, change: Change) {
+        match change {
+            Change::None => {}
+            Change::Raised(alarm) => log::error!(
+                "node {}: CONSISTENCY ALARM: {}: the stores of the cluster's nodes differ at the same log index; see the README, \"Consistency check\"",
+                self.config.id,
+                alarm.text
+            ),
+            Change::Cleared { was, index } => log::warn!(
+                "node {}: consistency alarm cleared: every node has the same hash at index {index} (the alarm was: {})",
+                self.config.id,
+                was.text
+            ),
+        }
+    }
+
+    /// Test only: applies the next put with a changed value (see `corrupt_one_put`).
+    #[cfg(feature = "test-faults")]
+    fn corrupt_if_asked(&mut self, mut entry: Entry) -> Entry {
+        if !self.corrupt_one_put || entry.kind != EntryKind::Normal {
+            return entry;
+        }
+        let Ok(mut command) = Command::decode(&entry.data) else {
+            return entry;
+        };
+        if let KvWrite::Put { key, value } = &mut command.write {
+            log::error!(
+                "node {}: TEST FAULT: applying the put of key {:?} at index {} with a changed value",
+                self.config.id,
+                String::from_utf8_lossy(key),
+                entry.index
+            );
+            value.extend_from_slice(b"-corrupted");
+            entry.data = command.encode().into();
+            self.corrupt_one_put = false;
+        }
+        entry
     }
 
     /// Answers reads whose ReadIndex round has not come back within an election timeout:
@@ -1038,25 +1272,35 @@ fn done(detail: String) -> Outcome {
     Outcome::Done { detail }
 }
 
-/// Applies a committed normal entry's command to the store.
-fn apply_to_store(kv: &mut Kv, node: u64, entry: &Entry) -> Outcome {
+/// Applies a committed normal entry's command to the store; true with it when the command
+/// was a checkpoint.
+fn apply_to_store(kv: &mut Kv, node: u64, entry: &Entry) -> (Outcome, bool) {
     if entry.kind != EntryKind::Normal {
-        return Outcome::Written {
+        let outcome = Outcome::Written {
             index: entry.index.0,
             term: entry.term.0,
         };
+        return (outcome, false);
     }
     match Command::decode(&entry.data) {
-        Ok(command) => kv.apply(entry.index.0, entry.term.0, &command),
+        Ok(command) => {
+            let outcome = kv.apply(entry.index.0, entry.term.0, &command);
+            (outcome, command.write == KvWrite::Checkpoint)
+        }
         Err(e) => {
             // Every replica sees the same bytes and skips them the same way.
             log::error!(
                 "node {node}: entry {} does not decode ({e}); skipped",
                 entry.index
             );
-            refused(format!("undecodable command: {e}"))
+            (refused(format!("undecodable command: {e}")), false)
         }
     }
+}
+
+/// The leader's period between checkpoints (`--consistency-check-secs`).
+fn consistency_period(config: &ServerConfig) -> Duration {
+    Duration::from_secs(config.consistency_check_secs)
 }
 
 fn refused(reason: String) -> Outcome {

@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub snapshot_wal_bytes: u64,
     /// Size of each preallocated WAL segment.
     pub wal_segment_bytes: u64,
+    /// The leader proposes a checkpoint (a consistency check) this often; 0: never.
+    pub consistency_check_secs: u64,
 }
 
 /// Checks (or creates) the identity file that ties a data directory to one cluster and one
@@ -187,6 +189,13 @@ impl Server {
         };
         let replica = Replica::open(config, &wal_dir, options, rand::random(), live)?;
         Ok(Server { replica, stop })
+    }
+
+    /// Test only: the next put this node applies gets a changed value (see
+    /// [`Replica::corrupt_one_put`]).
+    #[cfg(feature = "test-faults")]
+    pub fn corrupt_one_put(&mut self) {
+        self.replica.corrupt_one_put();
     }
 
     /// The address the node listens on.

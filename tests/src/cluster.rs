@@ -26,6 +26,8 @@ pub struct ClusterOptions {
     pub log: String,
     /// WAL segment size (MiB).
     pub wal_segment_mib: u64,
+    /// The leader's periodic consistency check, in seconds (0: off).
+    pub consistency_check_secs: u64,
 }
 
 impl Default for ClusterOptions {
@@ -38,6 +40,7 @@ impl Default for ClusterOptions {
             cluster_id: "raftd".into(),
             log: "info".into(),
             wal_segment_mib: 64,
+            consistency_check_secs: 300,
         }
     }
 }
@@ -56,6 +59,12 @@ pub fn raftd_binary() -> PathBuf {
 /// `cargo test` builds only the binaries of the packages whose integration tests it runs,
 /// so a binary left by an earlier build could be stale.
 pub fn workspace_binary(name: &str) -> PathBuf {
+    workspace_binary_with(name, name, &[])
+}
+
+/// The binary `bin` of workspace package `package`, built with `features` (once per test
+/// process, like [`workspace_binary`]): for a test-only binary such as `raftd-faulty`.
+pub fn workspace_binary_with(package: &str, bin: &str, features: &[&str]) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("test executable path");
     // A binary lives in target/<profile>/, a test in target/<profile>/deps/.
@@ -66,18 +75,24 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         dir.to_path_buf()
     };
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if !built.iter().any(|b| b == name) {
+    if !built.iter().any(|b| b == bin) {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", name, "--bin", name]);
+        cmd.args(["build", "-q", "-p", package, "--bin", bin]);
+        if !features.is_empty() {
+            cmd.args(["--features", &features.join(",")]);
+        }
         if release {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "cargo build -p {name} failed");
-        built.push(name.to_string());
+        assert!(
+            status.success(),
+            "cargo build -p {package} --bin {bin} failed"
+        );
+        built.push(bin.to_string());
     }
-    profile_dir.join(name)
+    profile_dir.join(bin)
 }
 
 /// Loopback addresses with free ports.
@@ -334,6 +349,13 @@ impl ProcessCluster {
 
     /// Starts (or restarts) node `id` with its data directory as it is.
     pub fn spawn(&mut self, id: u64) {
+        let binary = self.binary.clone();
+        self.spawn_binary(id, &binary);
+    }
+
+    /// Starts (or restarts) node `id` from another binary taking raftd's flags (a
+    /// test-only build such as `raftd-faulty`).
+    pub fn spawn_binary(&mut self, id: u64, binary: &Path) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -343,10 +365,10 @@ impl ProcessCluster {
             // `ip netns exec` execs the binary: the child's pid is raftd's.
             Some(net) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", &net.ns(id)]).arg(&self.binary);
+                c.args(["netns", "exec", &net.ns(id)]).arg(binary);
                 c
             }
-            None => Command::new(&self.binary),
+            None => Command::new(binary),
         };
         let child = command
             .args(["--id", &id.to_string(), "--peers", &self.peers_arg()])
@@ -366,6 +388,10 @@ impl ProcessCluster {
             .args([
                 "--wal-segment-mib",
                 &self.options.wal_segment_mib.to_string(),
+            ])
+            .args([
+                "--consistency-check-secs",
+                &self.options.consistency_check_secs.to_string(),
             ])
             .env("RUST_LOG", &self.options.log)
             .stdin(Stdio::null())
@@ -470,6 +496,16 @@ impl ProcessCluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         false
+    }
+
+    /// Fails, with the tail of node `id`'s log, unless its log holds `text`.
+    pub fn assert_logged(&self, id: u64, text: &str) {
+        let log = std::fs::read_to_string(self.log_path(id)).unwrap_or_default();
+        assert!(
+            log.contains(text),
+            "node {id} never logged {text:?}; its log ends:\n{}",
+            self.log_tail(id)
+        );
     }
 
     /// The tail of a node's log, for failure messages.

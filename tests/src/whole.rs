@@ -44,7 +44,7 @@ use wal::WalOptions;
 /// A frame a replica queued, waiting for the simulator to carry it.
 #[derive(Debug)]
 enum Out {
-    Peer { to: u64, body: Vec<u8> },
+    Peer { to: u64, kind: u8, body: Vec<u8> },
     Client { client: usize, body: Vec<u8> },
 }
 
@@ -61,9 +61,10 @@ impl Env for SimEnv {
         Duration::from_micros(self.clock.get())
     }
 
-    fn send_peer(&mut self, to: u64, _kind: u8, body: &[u8]) {
+    fn send_peer(&mut self, to: u64, kind: u8, body: &[u8]) {
         self.out.push(Out::Peer {
             to,
+            kind,
             body: body.to_vec(),
         });
     }
@@ -153,6 +154,7 @@ enum Event {
     Peer {
         from: usize,
         to: usize,
+        kind: u8,
         body: Vec<u8>,
         from_incarnation: u64,
         to_incarnation: u64,
@@ -370,6 +372,8 @@ impl WholeSim {
             log_memory_entries: self.config.log_memory_entries,
             snapshot_wal_bytes: u64::MAX,
             wal_segment_bytes: self.config.segment_bytes,
+            // Often, so that checkpoints are compared through the faults too.
+            consistency_check_secs: 1,
         }
     }
 
@@ -491,10 +495,13 @@ impl WholeSim {
             return;
         };
         let out = std::mem::take(&mut replica.env_mut().out);
+        if let Some(alarm) = replica.alarm() {
+            panic!("consistency: node {} raised an alarm: {alarm}", i + 1);
+        }
         self.check_core(i);
         for o in out {
             match o {
-                Out::Peer { to, body } => self.send_peer(i, to as usize - 1, body),
+                Out::Peer { to, kind, body } => self.send_peer(i, to as usize - 1, kind, body),
                 Out::Client { client, body } => {
                     let delay = self.rng.gen_range(0..=self.config.latency_max);
                     self.schedule(delay, Event::Response { client, body });
@@ -570,7 +577,7 @@ impl WholeSim {
         }
     }
 
-    fn send_peer(&mut self, from: usize, to: usize, body: Vec<u8>) {
+    fn send_peer(&mut self, from: usize, to: usize, kind: u8, body: Vec<u8>) {
         if self.blocked[from][to] {
             return;
         }
@@ -589,6 +596,7 @@ impl WholeSim {
             let event = Event::Peer {
                 from,
                 to,
+                kind,
                 body: body.clone(),
                 from_incarnation: self.incarnations[from],
                 to_incarnation: self.incarnations[to],
@@ -623,6 +631,7 @@ impl WholeSim {
             Event::Peer {
                 from,
                 to,
+                kind,
                 body,
                 from_incarnation,
                 to_incarnation,
@@ -639,7 +648,7 @@ impl WholeSim {
                 body.len().hash(&mut self.trace_hash);
                 (self.now(), from, to).hash(&mut self.trace_hash);
                 if let Some(r) = self.replicas[to].as_mut() {
-                    r.on_peer_frame(from as u64 + 1, raftd::protocol::FRAME_RAFT, &body);
+                    r.on_peer_frame(from as u64 + 1, kind, &body);
                     self.turn(to);
                 }
             }
@@ -1123,6 +1132,68 @@ pub fn damaged_follower(seed: u64) -> Outcome {
     finish(sim, seed)
 }
 
+/// The consistency check after convergence: the leader proposes a checkpoint; every node
+/// must hash its store at it and hear every other node's hash, all equal, each the hash of
+/// the node's store as it is (nothing was written since). No alarm was raised all along
+/// (`after_input` fails the run at the first).
+fn check_final_checkpoint(sim: &mut WholeSim) {
+    let n = sim.config.nodes;
+    let deadline = sim.now() + 10 * SEC;
+    let index = loop {
+        let leader = sim
+            .replicas
+            .iter_mut()
+            .flatten()
+            .find(|r| r.raw().is_leader());
+        if let Some(Ok(index)) = leader.map(|r| r.propose_checkpoint()) {
+            break index.0;
+        }
+        assert!(
+            sim.now() < deadline,
+            "no leader took the final checkpoint; nodes: {}",
+            sim.describe_nodes()
+        );
+        let until = sim.now() + 10 * MS;
+        sim.run_until(until);
+    };
+    let heard_all = |sim: &WholeSim| {
+        sim.replicas
+            .iter()
+            .flatten()
+            .all(|r| r.checkpoint_hashes(index).is_some_and(|h| h.len() == n))
+    };
+    while !heard_all(sim) {
+        assert!(
+            sim.now() < deadline,
+            "checkpoint {index}: not every node heard every hash within 10 s: {:?}; nodes: {}",
+            sim.replicas
+                .iter()
+                .flatten()
+                .map(|r| r.checkpoint_hashes(index))
+                .collect::<Vec<_>>(),
+            sim.describe_nodes()
+        );
+        let until = sim.now() + 10 * MS;
+        sim.run_until(until);
+    }
+    for (i, r) in sim.replicas.iter().enumerate() {
+        let r = r.as_ref().expect("up");
+        let hashes = r.checkpoint_hashes(index).expect("heard all");
+        let own = hashes[&(i as u64 + 1)];
+        assert!(
+            hashes.values().all(|&h| h == own),
+            "checkpoint {index}: node {} holds differing hashes {hashes:?}",
+            i + 1
+        );
+        assert_eq!(
+            r.kv().hash(),
+            own,
+            "checkpoint {index}: node {}'s hash is not its store's",
+            i + 1
+        );
+    }
+}
+
 /// Heals everything, requires every client to finish and every node to converge, reads
 /// every key, and checks the histories.
 fn finish(mut sim: WholeSim, seed: u64) -> Outcome {
@@ -1182,6 +1253,7 @@ fn finish(mut sim: WholeSim, seed: u64) -> Outcome {
             i + 1
         );
     }
+    check_final_checkpoint(&mut sim);
     let committed = sim
         .replicas
         .iter()
