@@ -18,10 +18,11 @@ fn whole_server_swarm() {
 /// the disk was full and its marker needed a new segment; the node stopped as if its WAL
 /// had failed. 3547: a node repairing a cut log ended its repair on a heartbeat (whose
 /// commit index came from its stale match), then won an election without committed
-/// entries.
+/// entries. 2756: the final consistency checkpoint was covered by a snapshot one node
+/// installed, so that node never hashed it (the check now takes another checkpoint).
 #[test]
 fn whole_server_regression_seeds() {
-    for seed in [244, 3547] {
+    for seed in [244, 3547, 2756] {
         if let Err(e) = runner::run_one(runner::WHOLE, seed) {
             panic!("{e}");
         }
