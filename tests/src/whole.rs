@@ -14,8 +14,8 @@
 //! heals everything, requires every client to finish and every node to converge, reads every
 //! key, and checks: one leader per term, every history linearizable (so no acknowledged
 //! write is lost and none is applied twice), equal stores on every node, and no node still
-//! repairing. With bit rot on, a bit flips in what a powered-off node wrote (its WAL, or a
-//! copy of its term and vote), one damaged node at a time; the node cuts its log and
+//! repairing. With bit rot on, a bit flips in what a powered-off node wrote (its WAL, its
+//! snapshot file, or a copy of its term and vote), one damaged node at a time; the node cuts its log and
 //! repairs itself from the cluster ([`damaged_follower`] is the directed case).
 
 use crate::lab::Outcome;
@@ -245,6 +245,8 @@ pub struct WholeSim {
     drop_percent: u32,
     /// Per node: the power fails during its next disk sync.
     cut_at_next_sync: Vec<bool>,
+    /// Per node: its disk is full (segment allocation fails).
+    disk_full: Vec<bool>,
     clients: Vec<Client>,
     history: Vec<Operation>,
     next_request_id: u64,
@@ -292,6 +294,7 @@ impl WholeSim {
             blocked: vec![vec![false; n]; n],
             drop_percent: 0,
             cut_at_next_sync: vec![false; n],
+            disk_full: vec![false; n],
             clients: Vec::new(),
             history: Vec::new(),
             next_request_id: 1,
@@ -393,8 +396,18 @@ impl WholeSim {
             out: Vec::new(),
         };
         let seed = self.rng.gen();
-        let replica = Replica::open(self.server_config(i), &wal_dir(i), options, seed, env)
-            .unwrap_or_else(|e| panic!("node {} does not start after a power cut: {e}", i + 1));
+        let replica = match Replica::open(self.server_config(i), &wal_dir(i), options, seed, env) {
+            Ok(replica) => replica,
+            // Like a unit with Restart=on-failure: a node that cannot start on a full disk
+            // is started again a while later (what it did durably before failing, such as
+            // marking itself repairing, must hold up).
+            Err(e) if self.disk_full[i] => {
+                self.note(format_args!("node {} does not start: {e}", i + 1));
+                self.schedule(500 * MS, Event::PowerOn { node: i });
+                return;
+            }
+            Err(e) => panic!("node {} does not start after a power cut: {e}", i + 1),
+        };
         self.replicas[i] = Some(replica);
         self.note(format_args!("power on {} incarnation {incarnation}", i + 1));
         let phase = self.rng.gen_range(0..10 * MS);
@@ -457,7 +470,8 @@ impl WholeSim {
     }
 
     /// Now and then, when no other node is repairing, lets a bit rot on powered-off node
-    /// `i`: in its newest segment (often), or in one copy of its term and vote.
+    /// `i`: in its newest segment (often), its newest snapshot file, or one copy of its
+    /// term and vote.
     fn maybe_rot(&mut self, i: usize) {
         if !self.config.bit_rot || self.healing || !self.rng.gen_bool(0.3) {
             return;
@@ -472,12 +486,21 @@ impl WholeSim {
         if (0..self.config.nodes).any(|j| j != i && repairing(j)) {
             return;
         }
-        if self.rng.gen_bool(0.8) {
+        let roll = self.rng.gen_range(0..100);
+        if roll < 70 {
             self.rot(i, 1.0);
             return;
         }
-        let name = ["vote-a", "vote-b"][self.rng.gen_range(0..2)];
-        let path = wal_dir(i).join(name);
+        let snapshot = self.disks[i]
+            .file_names()
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "snap"))
+            .max();
+        let path = match snapshot {
+            Some(snapshot) if roll < 85 => snapshot,
+            _ => wal_dir(i).join(["vote-a", "vote-b"][self.rng.gen_range(0..2)]),
+        };
+        let name = path.display().to_string();
         if let Some(bytes) = self.disks[i].contents(&path) {
             let bit = self.rng.gen_range(0..bytes.len() * 8);
             self.disks[i].flip_bit(&path, bit);
@@ -682,6 +705,7 @@ impl WholeSim {
                 }
             }
             Event::DiskFreed { node } => {
+                self.disk_full[node] = false;
                 self.disks[node].set_faults(DiskFaults {
                     fail_sync: self.cut_at_next_sync[node],
                     ..DiskFaults::default()
@@ -977,6 +1001,7 @@ impl WholeSim {
                     fail_sync: self.cut_at_next_sync[i],
                     ..DiskFaults::default()
                 });
+                self.disk_full[i] = true;
                 self.disk_fulls += 1;
                 self.note(format_args!("disk full {}", i + 1));
                 let period = self.rng.gen_range(SEC..4 * SEC);
@@ -993,6 +1018,7 @@ impl WholeSim {
         self.drop_percent = 0;
         for i in 0..n {
             self.cut_at_next_sync[i] = false;
+            self.disk_full[i] = false;
             self.disks[i].set_faults(DiskFaults::default());
             if self.replicas[i].is_none() {
                 self.power_on(i);

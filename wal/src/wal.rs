@@ -230,7 +230,34 @@ impl Wal {
     /// Opens (or initialises, when empty) the WAL in `dir`, which must exist: takes the lock,
     /// recovers per the decision table, and returns the WAL with what it recovered.
     pub fn open(dir: impl AsRef<Path>, options: WalOptions) -> Result<(Wal, Recovered), WalError> {
-        let dir = dir.as_ref().to_path_buf();
+        let dir = dir.as_ref();
+        match Wal::open_once(dir, options.clone()) {
+            // With `repair`, every damage a cut can mend was cut; what is left (a damaged
+            // snapshot file its log depends on, a missing segment, a log that starts after
+            // the newest valid snapshot) leaves nothing this node can vouch for: the log and
+            // the snapshots go, the copy of term and vote stays, and the node repairs itself
+            // from the cluster like after a cut (see FORMAT.md, "Damage").
+            Err(WalError::Corrupt { file, offset, what }) if options.repair => {
+                let text = format!(
+                    "corruption in {} at offset {offset} ({what}) that no cut can mend; the log and its snapshots were discarded",
+                    file.display()
+                );
+                warn!("wal: {text}");
+                // Marker first, as for a cut: an open that fails after the discard (a full
+                // disk) must leave a node that still knows it is repairing.
+                write_repair_marker(&*options.backend, dir, &text)?;
+                discard_log(&*options.backend, dir)?;
+                let (wal, mut recovered) = Wal::open_once(dir, options)?;
+                debug_assert!(recovered.repairing);
+                recovered.repaired = Some(text);
+                Ok((wal, recovered))
+            }
+            other => other,
+        }
+    }
+
+    fn open_once(dir: &Path, options: WalOptions) -> Result<(Wal, Recovered), WalError> {
+        let dir = dir.to_path_buf();
         let backend = options.backend.clone();
         let lock = lock_dir(&*backend, &dir)?;
         let names = backend
@@ -269,6 +296,9 @@ impl Wal {
                         problem.cut_at
                     );
                     warn!("wal: {text}");
+                    // The marker goes first: a crash after the cut must not leave a
+                    // shortened log that looks whole (see FORMAT.md, "Damage").
+                    write_repair_marker(&*backend, &dir, &text)?;
                     repaired = Some(text);
                 }
                 Verdict::Corrupt(what) => {
@@ -298,18 +328,7 @@ impl Wal {
         let names = backend
             .list(&dir)
             .map_err(|e| io_error(&dir, "list directory", e))?;
-        let mut repairing = names.iter().any(|n| n == REPAIR_FILE);
-        if repaired.is_some() && !repairing {
-            // Durable before anything is served: a restart before the repair is done must
-            // find the node repairing again.
-            let path = dir.join(REPAIR_FILE);
-            let text = format!("{}\n", repaired.as_deref().unwrap_or_default());
-            backend
-                .write_synced(&path, text.as_bytes())
-                .and_then(|()| backend.sync_dir(&dir))
-                .map_err(|e| io_error(&path, "write repair marker", e))?;
-            repairing = true;
-        }
+        let repairing = names.iter().any(|n| n == REPAIR_FILE);
         let mut log = replayed.log;
         let mut snapshot_file = None;
         // A snapshot file newer than the log's last snapshot marker: a crash came between
@@ -1266,6 +1285,38 @@ fn newest_snapshot(
 
 /// The log must start right after the snapshot: otherwise entries are missing (a deleted or
 /// damaged snapshot file whose segments were already compacted away).
+/// Writes the repair marker, durably: a restart before the repair is done must find the node
+/// repairing again.
+fn write_repair_marker(backend: &dyn Backend, dir: &Path, text: &str) -> Result<(), WalError> {
+    let path = dir.join(REPAIR_FILE);
+    backend
+        .write_synced(&path, format!("{text}\n").as_bytes())
+        .and_then(|()| backend.sync_dir(dir))
+        .map_err(|e| io_error(&path, "write repair marker", e))
+}
+
+/// Deletes every segment and snapshot file (the copy of term and vote and the lock stay),
+/// durably.
+fn discard_log(backend: &dyn Backend, dir: &Path) -> Result<(), WalError> {
+    let names = backend
+        .list(dir)
+        .map_err(|e| io_error(dir, "list directory", e))?;
+    for name in names {
+        let doomed = parse_segment_name(&name).is_some()
+            || name.starts_with("snap-")
+            || name.ends_with(".tmp");
+        if doomed {
+            let path = dir.join(&name);
+            backend
+                .remove(&path)
+                .map_err(|e| io_error(&path, "remove", e))?;
+        }
+    }
+    backend
+        .sync_dir(dir)
+        .map_err(|e| io_error(dir, "fsync directory", e))
+}
+
 fn check_log_start(dir: &Path, segments: &[Segment], log: &LogMap) -> Result<(), WalError> {
     if log.start == log.snapshot.index.get() + 1 {
         return Ok(());

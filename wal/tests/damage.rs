@@ -225,3 +225,51 @@ fn a_snapshot_whose_marker_was_cut_away_is_marked_again() {
     assert!(again.repaired.is_none(), "{:?}", again.repaired);
     assert_eq!(wal.last_index(), LogIndex(52));
 }
+
+/// A damaged snapshot file that the log depends on cannot be mended by a cut: with
+/// `repair`, the log and its snapshots are discarded, term and vote are kept (their copy),
+/// and the node is repairing with an empty log, to be sent a snapshot by the leader.
+/// Without `repair` it is refused, as before.
+#[test]
+fn a_damaged_snapshot_file_discards_the_log_and_keeps_term_and_vote() {
+    let backend = MemBackend::with_dir(&dir());
+    let (mut wal, _) = open(&backend, SEGMENT_BYTES).unwrap();
+    wal.set_hard_state(hs(3, 2, 0)).unwrap();
+    for i in 1..=10 {
+        wal.append(&[entry(i, 3, 40)]).unwrap();
+    }
+    wal.set_hard_state(hs(3, 2, 10)).unwrap();
+    wal.persist().unwrap();
+    wal.save_snapshot(&raft::Snapshot {
+        meta: raft::SnapshotMeta {
+            index: LogIndex(10),
+            term: Term(3),
+        },
+        data: vec![9; 300],
+    })
+    .unwrap();
+    drop(wal);
+    let snapshot = snapshot_paths(&backend).remove(0);
+    backend.flip_bit(&snapshot, 8 * 200);
+    assert!(open(&backend, SEGMENT_BYTES).is_err());
+    let (wal, recovered) = Wal::open(dir(), repairing_options(&backend)).unwrap();
+    assert!(recovered.repairing);
+    assert!(recovered.repaired.is_some());
+    assert!(recovered.snapshot.is_none());
+    assert_eq!(recovered.last_index, LogIndex(0));
+    assert_eq!(
+        (recovered.hard_state.term, recovered.hard_state.vote),
+        (Term(3), NodeId(2))
+    );
+    assert!(
+        snapshot_paths(&backend).is_empty(),
+        "the damaged snapshot stayed"
+    );
+    drop(wal);
+    let (_, again) = Wal::open(dir(), repairing_options(&backend.crash())).unwrap();
+    assert!(again.repairing && again.repaired.is_none());
+    assert_eq!(
+        (again.hard_state.term, again.hard_state.vote),
+        (Term(3), NodeId(2))
+    );
+}
