@@ -25,6 +25,7 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
       only a power cut shows a skipped msync, so the count is what a test can see)
   (r) the copy of term and vote outside the segments never written
   (s) a repair that ends on a commit index clamped to the cut log (a stale heartbeat)
+  (t) an entry read back for a follower without checking its CRC again
 
 Usage: python3 tests/check-mutants.py [NAME...]   (from anywhere; a few minutes per bug)
   CARGO_TARGET_DIR   where cargo builds (default: target/ in the workspace)
@@ -128,6 +129,10 @@ mutants = {
    "            || self.log.commit < self.leader_commit_sent\n",
    "",
    ['test:raft:paper:a_repairing_node_ends_its_repair_only_with_what_it_acknowledged']),
+ 't_read_back_unchecked': (WAL,
+   "            let entry = match format::read_record(segment.map.bytes(), location.offset) {",
+   "            let entry = match Ok::<_, format::RecordProblem>((format::Record::Entry { index: LogIndex(index), term: Term(0), kind: raft::EntryKind::Normal, data: &[] }, 0)) {",
+   ['test:wal:api:a_read_back_entry_that_rotted_on_disk_is_refused']),
 }
 
 

@@ -79,8 +79,8 @@ pub trait Host {
     /// (at least one, about `wanted.bytes_max` of data at most) from storage, or `None`
     /// when they cannot be read (the node asks again). A host that never trims its
     /// in-memory log is never asked.
-    fn fetch_entries(&mut self, wanted: EntriesWanted) -> Option<Vec<Entry>> {
-        let _ = wanted;
+    fn fetch_entries(&mut self, raw: &RawNode, wanted: EntriesWanted) -> Option<Vec<Entry>> {
+        let _ = (raw, wanted);
         None
     }
 }
@@ -205,7 +205,7 @@ fn finish<H: Host>(raw: &mut RawNode, host: &mut H, mut ready: Ready) {
         }
     }
     for w in wanted {
-        if let Some(entries) = host.fetch_entries(w) {
+        if let Some(entries) = host.fetch_entries(raw, w) {
             raw.entries_fetched(w.to, entries);
         }
     }

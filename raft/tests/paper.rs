@@ -113,7 +113,7 @@ impl Host for PaperHost<'_> {
         (snapshot.meta.index >= meta.index).then_some(snapshot)
     }
 
-    fn fetch_entries(&mut self, wanted: raft::EntriesWanted) -> Option<Vec<Entry>> {
+    fn fetch_entries(&mut self, _raw: &RawNode, wanted: raft::EntriesWanted) -> Option<Vec<Entry>> {
         *self.fetches += 1;
         let entries: Vec<Entry> = self
             .durable

@@ -892,11 +892,26 @@ impl<E: Env> Host for Glue<E> {
     }
 
     /// Reads entries older than the in-memory log back from the WAL for a follower. A
-    /// failed read is logged, not fatal (the core asks again).
-    fn fetch_entries(&mut self, wanted: EntriesWanted) -> Option<Vec<Entry>> {
+    /// failed read is logged, not fatal (the core asks again). A damaged entry is never
+    /// sent: the node takes a snapshot of its store (whole in memory) past it, which the
+    /// follower is then sent instead, and which lets the damaged segment be deleted.
+    fn fetch_entries(&mut self, raw: &RawNode, wanted: EntriesWanted) -> Option<Vec<Entry>> {
         match self.wal.entries(wanted.lo, wanted.hi, wanted.bytes_max) {
             Ok(entries) if !entries.is_empty() => Some(entries),
             Ok(_) => None,
+            Err(e @ wal::WalError::Corrupt { .. }) => {
+                log::error!(
+                    "node {}: DAMAGED WAL: {e}; follower {} is sent a snapshot instead, taken now",
+                    self.config.id,
+                    wanted.to
+                );
+                if self.snapshot_job.is_none() {
+                    if let Err(e) = self.start_snapshot(raw) {
+                        log::error!("node {}: {e}", self.config.id);
+                    }
+                }
+                None
+            }
             Err(e) => {
                 log::error!(
                     "node {}: cannot read entries {}..{} back for follower {}: {e}",

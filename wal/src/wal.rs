@@ -657,7 +657,27 @@ impl Wal {
                 .location(LogIndex(index))
                 .expect("index is within the log");
             let segment = &self.segments[(location.segment_id - first_id) as usize];
-            let entry = format::read_entry_unchecked(segment.map.bytes(), location.offset);
+            // Checked again on every read, not only at open: bits can rot on a running
+            // node's disk, and a damaged entry must never be sent or applied.
+            let entry = match format::read_record(segment.map.bytes(), location.offset) {
+                Ok((format::Record::Entry { .. }, _)) => {
+                    format::read_entry_unchecked(segment.map.bytes(), location.offset)
+                }
+                Ok(_) | Err(format::RecordProblem::End) => {
+                    return Err(WalError::Corrupt {
+                        file: segment.path.clone(),
+                        offset: location.offset as u64,
+                        what: format!("entry {index} is no longer where the log put it"),
+                    })
+                }
+                Err(format::RecordProblem::Bad(what)) => {
+                    return Err(WalError::Corrupt {
+                        file: segment.path.clone(),
+                        offset: location.offset as u64,
+                        what: format!("entry {index} read back: {what}"),
+                    })
+                }
+            };
             bytes += entry.payload_bytes();
             if bytes > max_bytes && !entries.is_empty() {
                 break;

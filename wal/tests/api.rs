@@ -330,3 +330,47 @@ fn every_persist_syncs_the_segment_on_the_real_backend() {
     wal.persist().unwrap();
     assert!(wal::StdBackend::segment_syncs_on_this_thread() > settled);
 }
+
+// Proves a read checks the entry again (bits can rot on a running node's disk): a byte of
+// an entry changed in the file after it was written and synced makes `entries` fail with
+// `Corrupt` naming the segment, instead of handing out the damaged entry.
+#[test]
+fn a_read_back_entry_that_rotted_on_disk_is_refused() {
+    use std::os::unix::fs::FileExt;
+    let temp = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(temp.path(), real_options(1 << 20)).unwrap();
+    let entries: Vec<_> = (1..=5u64)
+        .map(|i| raft::Entry {
+            term: Term(1),
+            index: LogIndex(i),
+            kind: raft::EntryKind::Normal,
+            data: format!("the value of entry {i}").into_bytes().into(),
+        })
+        .collect();
+    wal.append(&entries).unwrap();
+    wal.persist().unwrap();
+    assert_eq!(
+        wal.entries(LogIndex(1), LogIndex(6), u64::MAX).unwrap(),
+        entries
+    );
+    let segment = std::fs::read_dir(temp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "wal"))
+        .unwrap();
+    let bytes = std::fs::read(&segment).unwrap();
+    let at = bytes
+        .windows(b"entry 3".len())
+        .position(|w| w == b"entry 3")
+        .unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    file.write_all_at(&[bytes[at] ^ 0x01], at as u64).unwrap();
+    match wal.entries(LogIndex(1), LogIndex(6), u64::MAX) {
+        Err(wal::WalError::Corrupt { file, .. }) => assert_eq!(file, segment),
+        other => panic!("a rotted entry was read back: {other:?}"),
+    }
+    assert!(wal.entries(LogIndex(1), LogIndex(3), u64::MAX).is_ok());
+}
