@@ -41,11 +41,17 @@ pub enum Nemesis {
     /// A partition the kernel's TCP sees: nftables drop rules in each node's network
     /// namespace (root only; needs the cluster to run in namespaces).
     NetSplit,
+    /// Bit rot: stop a node (SIGTERM or kill -9), flip one bit in a committed record of its
+    /// newest WAL segment (now and then in a copy of its term and vote instead), start it
+    /// again. The node must find the damage, cut its log, repair from the leader and vote
+    /// again. One damaged node at a time, the WAL's fault model: no rot while any node is
+    /// still repairing or a damaged vote copy is still unrewritten.
+    BitRot,
 }
 
 impl Nemesis {
     /// Every nemesis.
-    pub const ALL: [Nemesis; 9] = [
+    pub const ALL: [Nemesis; 10] = [
         Nemesis::Kill,
         Nemesis::Restart,
         Nemesis::Pause,
@@ -55,6 +61,7 @@ impl Nemesis {
         Nemesis::Lossy,
         Nemesis::DiskFull,
         Nemesis::NetSplit,
+        Nemesis::BitRot,
     ];
 
     /// Parses a name as printed by `Debug`, case-insensitively.
@@ -115,6 +122,32 @@ pub struct Summary {
     pub faults: Vec<String>,
     /// Where a violation's report was written.
     pub report: Option<PathBuf>,
+    /// Bits flipped by `BitRot`, in segments and in vote copies.
+    pub rots: u64,
+    /// Of `rots`, those in a copy of the term and vote.
+    pub vote_rots: u64,
+    /// `BitRot` turns skipped because a node was still damaged.
+    pub rots_skipped: u64,
+    /// "DAMAGED WAL" lines in the node logs: repairs that started.
+    pub repairs_started: u64,
+    /// Repairs that finished (the marker removed), from the node logs.
+    pub repairs_finished: u64,
+    /// Nodes still repairing after healing and a bounded wait (must be empty).
+    pub still_repairing: Vec<u64>,
+    /// A rotted node that did not start, or whose damage was not found (must be empty).
+    pub rot_failures: Vec<String>,
+}
+
+impl Summary {
+    /// No violation, no lost write, a checker that decided, no node left repairing, and
+    /// every rot found by its node.
+    pub fn passed(&self) -> bool {
+        self.violations == 0
+            && self.lost_writes == 0
+            && !self.gave_up
+            && self.still_repairing.is_empty()
+            && self.rot_failures.is_empty()
+    }
 }
 
 /// Seconds per key generation (see `client_loop`).
@@ -243,6 +276,13 @@ struct Faulter {
     paused: BTreeSet<u64>,
     stopped: BTreeSet<u64>,
     faults_on: bool,
+    /// The vote copy `BitRot` damaged last, as it left it: the damage is outstanding while
+    /// the file still holds these bytes (the node rewrites it at its next term or vote).
+    rotted_vote_copy: Option<(u64, PathBuf, Vec<u8>)>,
+    rots: u64,
+    vote_rots: u64,
+    rots_skipped: u64,
+    rot_failures: Vec<String>,
 }
 
 impl Faulter {
@@ -416,6 +456,7 @@ impl Faulter {
                 self.faults_on = true;
                 format!("lossy network: drop {drop}%, delay 0..{max} ms")
             }
+            Nemesis::BitRot => self.bit_rot(),
         }
     }
 
@@ -464,6 +505,265 @@ impl Faulter {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+/// Bit rot (`Nemesis::BitRot`): damage that no crash explains, one node at a time.
+impl Faulter {
+    fn wal_dir(&self, id: u64) -> PathBuf {
+        self.cluster.data_dir(id).join("wal")
+    }
+
+    /// The damage still outstanding, if any: a node still repairing (its WAL directory
+    /// holds the marker), or the vote copy rotted last still as the rot left it.
+    fn outstanding_damage(&mut self) -> Option<String> {
+        if let Some(id) = self
+            .cluster
+            .ids()
+            .into_iter()
+            .find(|&id| self.wal_dir(id).join(wal::REPAIR_FILE).exists())
+        {
+            return Some(format!("node {id} is still repairing"));
+        }
+        let (id, path, rotted) = self.rotted_vote_copy.take()?;
+        if std::fs::read(&path).is_ok_and(|now| now == rotted) {
+            let what = format!("node {id}'s {} is still damaged", file_name(&path));
+            self.rotted_vote_copy = Some((id, path, rotted));
+            return Some(what);
+        }
+        None
+    }
+
+    /// Stops a live node (not one whose disk is full: it could not write its repair
+    /// marker, and would stay down), flips one bit of its WAL, starts it again and checks
+    /// that it came up and found the damage.
+    fn bit_rot(&mut self) -> String {
+        if let Some(damage) = self.outstanding_damage() {
+            self.rots_skipped += 1;
+            return format!("bit rot skipped ({damage})");
+        }
+        let candidates: Vec<u64> = self
+            .live()
+            .into_iter()
+            .filter(|id| !self.full.contains(id))
+            .collect();
+        if candidates.is_empty() {
+            return "bit rot skipped (no live node with room on its disk)".into();
+        }
+        let leader = match self.rng.gen_bool(0.5) {
+            true => self.leader().filter(|l| candidates.contains(l)),
+            false => None,
+        };
+        let v = leader.unwrap_or_else(|| candidates[self.rng.gen_range(0..candidates.len())]);
+        let how = match self.rng.gen_bool(0.5) {
+            true => {
+                self.cluster.terminate(v);
+                "SIGTERM"
+            }
+            false => {
+                self.cluster.kill9(v);
+                "kill -9"
+            }
+        };
+        let rotted = self.rot_files(v);
+        let log_from = std::fs::metadata(self.cluster.log_path(v)).map_or(0, |m| m.len());
+        self.cluster.spawn(v);
+        let (where_, in_segment) = match rotted {
+            Ok(rot) => rot,
+            Err(e) => return format!("bit rot on node {v} failed ({how}, restarted): {e}"),
+        };
+        self.rots += 1;
+        let outcome = self.await_rotted_node(v, log_from, in_segment);
+        format!("bit rot on node {v} ({how}): {where_}; {outcome}")
+    }
+
+    /// Flips one bit: in a copy of the term and vote one time in eight (when the node has
+    /// one), otherwise in a committed record of its newest segment that holds one. Returns
+    /// where, and whether it was in a segment.
+    fn rot_files(&mut self, id: u64) -> Result<(String, bool), String> {
+        let dir = self.wal_dir(id);
+        let copies: Vec<PathBuf> = ["vote-a", "vote-b"]
+            .iter()
+            .map(|name| dir.join(name))
+            .filter(|p| p.exists())
+            .collect();
+        if !copies.is_empty() && self.rng.gen_ratio(1, 8) {
+            let path = copies[self.rng.gen_range(0..copies.len())].clone();
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            if !bytes.is_empty() {
+                let at = self.rng.gen_range(0..bytes.len());
+                let bit = self.rng.gen_range(0..8);
+                flip_bit(&path, at as u64, bit)?;
+                let mut rotted = bytes;
+                rotted[at] ^= 1 << bit;
+                self.rotted_vote_copy = Some((id, path.clone(), rotted));
+                self.vote_rots += 1;
+                return Ok((format!("{} byte {at} bit {bit}", file_name(&path)), false));
+            }
+        }
+        let mut segments: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+            .collect();
+        // Fixed-width hexadecimal ids: the names sort in id order.
+        segments.sort();
+        for path in segments.iter().rev() {
+            let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let Some(range) = rot_range(&bytes) else {
+                continue;
+            };
+            let (at, bit) = pick_flip(&bytes, range.clone(), &mut self.rng);
+            flip_bit(path, at as u64, bit)?;
+            return Ok((
+                format!(
+                    "{} offset {at} bit {bit} (committed records {}..{})",
+                    file_name(path),
+                    range.start,
+                    range.end
+                ),
+                true,
+            ));
+        }
+        Err("no segment holds a committed batch to rot".into())
+    }
+
+    /// Waits (bounded) for a rotted node to serve again and checks, in what it logged since
+    /// `log_from` (its log file's length before the restart), that it found the damage:
+    /// "DAMAGED WAL" for a segment, a damaged "copy of term and vote" for a vote copy, both
+    /// logged at open, before the node serves. The marker file cannot show it: a node that
+    /// reaches a leader at once finishes its repair within milliseconds. A node that exits
+    /// or serves without having found the damage fails the run.
+    fn await_rotted_node(&mut self, id: u64, log_from: u64, in_segment: bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.cluster.status(id).is_none() {
+            if !self.cluster.is_running(id) {
+                let failure = format!(
+                    "node {id} exited after bit rot; its log:\n{}",
+                    self.cluster.log_tail(id)
+                );
+                self.rot_failures.push(failure);
+                return "EXITED (a failure)".into();
+            }
+            if Instant::now() > deadline {
+                return "restarted, not answering yet after 20 s".into();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let expected = match in_segment {
+            true => "DAMAGED WAL",
+            false => "copy of term and vote",
+        };
+        let logged = std::fs::read(self.cluster.log_path(id)).unwrap_or_default();
+        let since = logged.get(log_from as usize..).unwrap_or_default();
+        if String::from_utf8_lossy(since).contains(expected) {
+            return format!("found ({expected})");
+        }
+        let failure = format!(
+            "node {id} serves after bit rot without logging \"{expected}\"; its log:\n{}",
+            self.cluster.log_tail(id)
+        );
+        self.rot_failures.push(failure);
+        "DAMAGE NOT FOUND (a failure)".into()
+    }
+}
+
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Where in a segment's bytes a flipped bit must read as damage and never as a torn write:
+/// from offset 64 (past the segment header and the first record's header) to the start of
+/// the last commit record. A flip inside that record cannot be told from the record being
+/// torn, the WAL's one documented limit (wal/FORMAT.md, "Known limit"), and reads as an
+/// unfinished last batch; records after it are such a batch (a kill -9 inside a persist).
+/// The last commit record is found by walking the records: it is 20 bytes plus 4 per
+/// 512-byte piece of its batch, so no fixed margin before the end of the written part
+/// excludes it. `None` when the segment holds no committed record past offset 64.
+pub fn rot_range(segment: &[u8]) -> Option<std::ops::Range<usize>> {
+    const START: usize = 64;
+    let mut pos = wal::format::SEGMENT_HEADER_BYTES;
+    let mut last_commit = None;
+    while let Ok((record, bytes)) = wal::format::read_record(segment, pos) {
+        if matches!(record, wal::format::Record::Commit { .. }) {
+            last_commit = Some(pos);
+        }
+        pos += bytes;
+    }
+    last_commit.filter(|&end| end > START).map(|end| START..end)
+}
+
+/// A byte in `range` and a bit to flip there. The flip never leaves the byte zero: a
+/// 512-byte piece of the last batch that reads all zeros is taken for a sector that was
+/// never written (a torn write, FORMAT.md row 2), and a byte left non-zero rules that out.
+fn pick_flip(segment: &[u8], range: std::ops::Range<usize>, rng: &mut SmallRng) -> (usize, u8) {
+    loop {
+        let at = rng.gen_range(range.clone());
+        let bit = rng.gen_range(0..8u8);
+        if segment[at] ^ (1 << bit) != 0 {
+            return (at, bit);
+        }
+    }
+}
+
+/// Flips one bit of a file in place (the node is stopped; its next start reads it).
+fn flip_bit(path: &std::path::Path, at: u64, bit: u8) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(fail)?;
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).map_err(fail)?;
+    byte[0] ^= 1 << bit;
+    file.write_all_at(&byte, at).map_err(fail)?;
+    file.sync_all().map_err(fail)
+}
+
+/// Repairs started and finished, counted in the node logs: "DAMAGED WAL" is logged when
+/// open cuts a damaged log, and the server's "repair finished" line after the marker is
+/// removed (the core logs its own "repair finished" a moment earlier, when it has decided;
+/// that one is not counted, so a node killed in between is not counted as finished).
+fn count_repairs(cluster: &ProcessCluster) -> (u64, u64) {
+    let (mut started, mut finished) = (0, 0);
+    for id in cluster.ids() {
+        let text = std::fs::read_to_string(cluster.log_path(id)).unwrap_or_default();
+        for line in text.lines() {
+            if line.contains("DAMAGED WAL") {
+                started += 1;
+            } else if line.contains("repair finished: the damaged log is whole again") {
+                finished += 1;
+            }
+        }
+    }
+    (started, finished)
+}
+
+/// Waits up to `within` for every node to stop repairing (status and marker); returns the
+/// nodes still repairing then.
+fn wait_repairs_over(cluster: &ProcessCluster, within: Duration) -> Vec<u64> {
+    let deadline = Instant::now() + within;
+    loop {
+        let repairing: Vec<u64> = cluster
+            .ids()
+            .into_iter()
+            .filter(|&id| {
+                let marker = cluster.data_dir(id).join("wal").join(wal::REPAIR_FILE);
+                marker.exists()
+                    || cluster
+                        .status(id)
+                        .is_some_and(|s| s["repairing"].as_bool().unwrap_or(false))
+            })
+            .collect();
+        if repairing.is_empty() || Instant::now() > deadline {
+            return repairing;
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -599,6 +899,11 @@ pub fn run(config: &RunConfig, log: &mut dyn FnMut(&str)) -> Summary {
         paused: BTreeSet::new(),
         stopped: BTreeSet::new(),
         faults_on: false,
+        rotted_vote_copy: None,
+        rots: 0,
+        vote_rots: 0,
+        rots_skipped: 0,
+        rot_failures: Vec::new(),
     };
     let mut summary = Summary::default();
     let end = Instant::now() + config.duration;
@@ -637,6 +942,13 @@ pub fn run(config: &RunConfig, log: &mut dyn FnMut(&str)) -> Summary {
     for w in workers {
         let _ = w.join();
     }
+    summary.rots = f.rots;
+    summary.vote_rots = f.vote_rots;
+    summary.rots_skipped = f.rots_skipped;
+    summary.rot_failures = std::mem::take(&mut f.rot_failures);
+    for failure in &summary.rot_failures {
+        log(&format!("BIT ROT FAILURE: {failure}"));
+    }
     finish(config, &f.cluster, &shared, first_term, &mut summary, log);
     summary
 }
@@ -665,6 +977,16 @@ fn finish(
             cluster.log_tail(id)
         );
     }
+    // A healed cluster with a leader ends every repair within a heartbeat or two; a node
+    // still repairing after this wait would stay out of elections for good.
+    summary.still_repairing = wait_repairs_over(cluster, Duration::from_secs(60));
+    for &id in &summary.still_repairing {
+        log(&format!(
+            "STILL REPAIRING after healing: node {id}; its log:\n{}",
+            cluster.log_tail(id)
+        ));
+    }
+    (summary.repairs_started, summary.repairs_finished) = count_repairs(cluster);
     let mut client = cluster.client(Duration::from_secs(10));
     // Final reads, recorded as operations so the checker sees the end state.
     let mut history = shared.history.lock().unwrap().clone();
@@ -759,5 +1081,90 @@ fn finish(
                 g.operations
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::{Entry, EntryKind, HardState, LogIndex, NodeId, Term};
+    use wal::testing::MemBackend;
+    use wal::{Wal, WalOptions};
+
+    fn options(backend: &MemBackend) -> WalOptions {
+        WalOptions {
+            segment_bytes: 1 << 20,
+            repair: true,
+            backend: Arc::new(backend.clone()),
+            helper_threads: false,
+        }
+    }
+
+    /// Every flip `BitRot` picks is found as damage (the log is cut and the node repairs),
+    /// never read as a torn write, and the range's end is needed: a flip inside the last
+    /// commit record does read as a torn tail. The log is a few small batches and a large
+    /// last one, whose commit record (4 bytes per 512-byte piece) is longer than 128 bytes,
+    /// so a fixed margin before the end of the written part would not exclude it. Each
+    /// sampled flip (seeded) is opened on a fresh copy of the in-memory disk.
+    #[test]
+    fn every_flip_bit_rot_picks_reads_as_damage() {
+        let dir = PathBuf::from("/wal");
+        let backend = MemBackend::with_dir(&dir);
+        let (mut wal, _) = Wal::open(&dir, options(&backend)).unwrap();
+        wal.set_hard_state(HardState {
+            term: Term(1),
+            vote: NodeId(1),
+            commit: LogIndex(0),
+        })
+        .unwrap();
+        let mut index = 0u64;
+        for batch in [1, 1, 3, 1, 200] {
+            let entries: Vec<Entry> = (0..batch)
+                .map(|_| {
+                    index += 1;
+                    Entry {
+                        index: LogIndex(index),
+                        term: Term(1),
+                        kind: EntryKind::Normal,
+                        data: (0..100).map(|i| (index as u8 ^ i) | 1).collect(),
+                    }
+                })
+                .collect();
+            wal.append(&entries).unwrap();
+            wal.persist().unwrap();
+        }
+        drop(wal);
+        let mut segments: Vec<PathBuf> = backend
+            .file_names()
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+            .collect();
+        segments.sort();
+        let segment = segments.remove(0);
+        let bytes = backend.contents(&segment).unwrap();
+        let range = rot_range(&bytes).expect("committed records");
+        let last_nonzero = bytes.iter().rposition(|&b| b != 0).unwrap();
+        assert!(
+            last_nonzero - 128 > range.end,
+            "the last commit record ({}..={last_nonzero}) is longer than 128 bytes",
+            range.end
+        );
+        let opened_after = |at: usize, bit: u8| {
+            let disk = backend.crash();
+            disk.flip_bit(&segment, at * 8 + bit as usize);
+            Wal::open(&dir, options(&disk)).unwrap().1
+        };
+        let mut rng = SmallRng::seed_from_u64(1);
+        for _ in 0..1000 {
+            let (at, bit) = pick_flip(&bytes, range.clone(), &mut rng);
+            let recovered = opened_after(at, bit);
+            assert!(
+                recovered.repaired.is_some() && recovered.repairing,
+                "offset {at} bit {bit}: {recovered:?}"
+            );
+            assert_eq!(recovered.torn_tail, None, "offset {at} bit {bit}");
+        }
+        let in_last_commit = opened_after(range.end + 40, 0);
+        assert!(in_last_commit.torn_tail.is_some() && in_last_commit.repaired.is_none());
     }
 }

@@ -1,6 +1,7 @@
-//! A short nemesis run for CI: a 5-node raftd cluster under every nemesis, combined, for
-//! `NEMESIS_SECONDS` (default 45); the history must be linearizable and no acknowledged
-//! write may be lost. Long runs: `cargo run --release -p raftd-tests --bin nemesis -- --duration 30m`.
+//! A short nemesis run for CI: a 5-node raftd cluster under every nemesis (bit rot
+//! included), combined, for `NEMESIS_SECONDS` (default 45); the history must be
+//! linearizable, no acknowledged write may be lost, every rotted node must find its damage
+//! and no node may still be repairing after healing. Long runs: `cargo run --release -p raftd-tests --bin nemesis -- --duration 30m`.
 
 use raftd_tests::nemesis::{run, Nemesis, RunConfig};
 use std::time::Duration;
@@ -28,8 +29,16 @@ fn nemesis_short_run_is_linearizable_and_loses_nothing() {
     };
     let s = run(&config, &mut |line| eprintln!("{line}"));
     eprintln!(
-        "ok {} failed {} unknown {} elections {} longest write gap {:?} acknowledged {}",
-        s.ok, s.failed, s.unknown, s.elections, s.longest_unavailable, s.acknowledged_writes
+        "ok {} failed {} unknown {} elections {} longest write gap {:?} acknowledged {} rots {} repairs {}/{}",
+        s.ok,
+        s.failed,
+        s.unknown,
+        s.elections,
+        s.longest_unavailable,
+        s.acknowledged_writes,
+        s.rots,
+        s.repairs_started,
+        s.repairs_finished
     );
     assert!(!s.faults.is_empty(), "no fault was injected");
     assert!(s.ok > 100, "too few operations completed: {}", s.ok);
@@ -40,4 +49,10 @@ fn nemesis_short_run_is_linearizable_and_loses_nothing() {
     );
     assert!(!s.gave_up, "the checker gave up");
     assert_eq!(s.lost_writes, 0, "acknowledged writes lost");
+    assert!(s.rot_failures.is_empty(), "bit rot: {:?}", s.rot_failures);
+    assert!(
+        s.still_repairing.is_empty(),
+        "nodes still repairing after healing: {:?}",
+        s.still_repairing
+    );
 }

@@ -2,11 +2,12 @@
 //!
 //! ```text
 //! nemesis [--duration 60s] [--nodes 5] [--clients 8] [--keys 5] [--seed S]
-//!         [--nemeses kill,restart,pause,isolateleader,split,bridge,lossy,diskfull,netsplit | all | none]
+//!         [--nemeses kill,restart,pause,isolateleader,split,bridge,lossy,diskfull,netsplit,bitrot | all | none]
 //!         [--no-netns]
 //!         [--report-dir DIR]
 //! ```
-//! Exit status 0 when there are no violations and no lost acknowledged writes, 1 otherwise.
+//! Exit status 0 when there are no violations, no lost acknowledged writes, no node left
+//! repairing and every bit rot was found by its node; 1 otherwise.
 
 use raftd_tests::nemesis::{run, Nemesis, RunConfig};
 use std::process::ExitCode;
@@ -44,7 +45,7 @@ fn main() -> ExitCode {
                 match Nemesis::parse(name) {
                     Some(n) => v.push(n),
                     None => {
-                        eprintln!("nemesis: unknown nemesis '{name}' (kill, restart, pause, isolateleader, split, bridge, lossy, diskfull, netsplit)");
+                        eprintln!("nemesis: unknown nemesis '{name}' (kill, restart, pause, isolateleader, split, bridge, lossy, diskfull, netsplit, bitrot)");
                         return ExitCode::from(2);
                     }
                 }
@@ -101,10 +102,21 @@ fn main() -> ExitCode {
         s.longest_unavailable.as_secs_f64()
     );
     println!("fault windows:    {}", s.faults.len());
+    println!(
+        "bit rots:         {} ({} in a vote copy; {} skipped while a node was damaged)",
+        s.rots, s.vote_rots, s.rots_skipped
+    );
+    println!(
+        "repairs:          {} started (DAMAGED WAL), {} finished; still repairing at the end: {:?}",
+        s.repairs_started, s.repairs_finished, s.still_repairing
+    );
+    if !s.rot_failures.is_empty() {
+        println!("rot failures:     {}", s.rot_failures.len());
+    }
     if let Some(r) = &s.report {
         println!("report:           {}", r.display());
     }
-    if s.violations == 0 && s.lost_writes == 0 && !s.gave_up {
+    if s.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
