@@ -172,30 +172,7 @@ impl Cluster {
     /// Handles every node's Ready like a host with an instant disk (through the one Ready
     /// loop, `raft::driver`), then delivers messages until the network is quiet.
     fn settle(&mut self) {
-        loop {
-            for i in 0..self.nodes.len() {
-                let mut host = PaperHost {
-                    durable: &mut self.durable[i],
-                    applied: &mut self.applied[i],
-                    reads: &mut self.reads[i],
-                    out: &mut self.in_flight,
-                    snapshot_requests: &mut self.snapshot_requests[i],
-                    fetches: &mut self.fetches[i],
-                };
-                match Driver::new().run(&mut self.nodes[i], &mut host) {
-                    Ok(()) => {}
-                    Err(never) => match never {},
-                }
-            }
-            let Some(m) = self.in_flight.pop_front() else {
-                return;
-            };
-            self.sent.push(m.clone());
-            if !self.cut.contains(&(m.from.0, m.to.0)) {
-                let to = m.to.0 as usize - 1;
-                self.nodes[to].step(m).unwrap();
-            }
-        }
+        while self.step_once() {}
     }
 
     /// Handles every node's Ready, then delivers one message; false when none was left.

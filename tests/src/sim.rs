@@ -193,24 +193,26 @@ pub trait Task {
     fn step(&mut self, sim: &mut Sim) -> Option<Micros>;
 }
 
-struct Queued {
-    at: Micros,
-    seq: u64,
-    event: Event,
+/// An event in a simulator's queue, ordered by time and then by when it was scheduled (so
+/// runs are deterministic). Shared with the whole-server simulator.
+pub(crate) struct Queued<E> {
+    pub(crate) at: Micros,
+    pub(crate) seq: u64,
+    pub(crate) event: E,
 }
 
-impl PartialEq for Queued {
+impl<E> PartialEq for Queued<E> {
     fn eq(&self, other: &Self) -> bool {
         (self.at, self.seq) == (other.at, other.seq)
     }
 }
-impl Eq for Queued {}
-impl PartialOrd for Queued {
+impl<E> Eq for Queued<E> {}
+impl<E> PartialOrd for Queued<E> {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Queued {
+impl<E> Ord for Queued<E> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         (self.at, self.seq).cmp(&(other.at, other.seq))
     }
@@ -257,7 +259,7 @@ pub struct Sim {
     pub rng: SmallRng,
     now: Micros,
     seq: u64,
-    queue: BinaryHeap<Reverse<Queued>>,
+    queue: BinaryHeap<Reverse<Queued<Event>>>,
     nodes: Vec<Option<Node>>,
     incarnations: Vec<u64>,
     /// Each node's durable image; survives crashes.

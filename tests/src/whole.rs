@@ -20,7 +20,7 @@
 
 use crate::lab::Outcome;
 use crate::linearizability::{self, Call, Operation, Ret};
-use crate::sim::{Micros, MS, SEC};
+use crate::sim::{Micros, Queued, MS, SEC};
 use raftd::protocol::{
     Command, FaultSpec, Op, Outcome as Reply, Request, Response, Write, FRAME_REQUEST,
 };
@@ -176,29 +176,6 @@ enum Event {
     DiskFreed { node: usize },
 }
 
-struct Queued {
-    at: Micros,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
 /// What a client is doing.
 #[derive(Clone, Debug)]
 struct Pending {
@@ -236,7 +213,7 @@ pub struct WholeSim {
     rng: SmallRng,
     clock: Rc<Cell<Micros>>,
     seq: u64,
-    queue: BinaryHeap<Reverse<Queued>>,
+    queue: BinaryHeap<Reverse<Queued<Event>>>,
     replicas: Vec<Option<Replica<SimEnv>>>,
     disks: Vec<MemBackend>,
     incarnations: Vec<u64>,
