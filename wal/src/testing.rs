@@ -295,6 +295,21 @@ impl Backend for MemBackend {
         if state.faults.fail_sync {
             return Err(os_error(libc::EIO));
         }
+        // Replacing a file whose name is already durable rewrites it in place: once
+        // fsynced, its contents survive a crash without a directory fsync, as on a real file
+        // system. A new name is durable only after `sync_dir`.
+        let durable_name = state.live.get(path).filter(|live| {
+            state
+                .durable
+                .get(path)
+                .is_some_and(|durable| Arc::ptr_eq(live, durable))
+        });
+        if let Some(file) = durable_name {
+            let mut file = lock(file);
+            file.live = bytes.to_vec();
+            file.durable = bytes.to_vec();
+            return Ok(());
+        }
         let file = Arc::new(Mutex::new(MemFile {
             live: bytes.to_vec(),
             durable: bytes.to_vec(),

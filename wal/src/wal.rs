@@ -325,10 +325,8 @@ impl Wal {
                 replayed.hard_state, hard_state.term, hard_state.vote
             );
         }
-        let names = backend
-            .list(&dir)
-            .map_err(|e| io_error(&dir, "list directory", e))?;
-        let repairing = names.iter().any(|n| n == REPAIR_FILE);
+        // Marked now (a cut above) or at an earlier open.
+        let repairing = repaired.is_some() || names.iter().any(|n| n == REPAIR_FILE);
         let mut log = replayed.log;
         let mut snapshot_file = None;
         // A snapshot file newer than the log's last snapshot marker: a crash came between
@@ -822,11 +820,12 @@ impl Wal {
         if let Err(source) = self.backend.write_synced(&path, &copy.encode()) {
             return Err(self.poison(io_error(&path, "write term and vote", source)));
         }
-        // The directory is synced too: the file may be new, and a file system may treat a
-        // replaced file's contents like a new name (the in-memory test one does).
-        self.vote_files[k] = true;
-        self.dir_dirty = true;
-        self.sync_dir_if_dirty()?;
+        // A new file's name needs a directory fsync too; a replaced one's does not.
+        if !self.vote_files[k] {
+            self.vote_files[k] = true;
+            self.dir_dirty = true;
+            self.sync_dir_if_dirty()?;
+        }
         self.vote_copy = copy;
         Ok(())
     }
