@@ -26,6 +26,8 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
   (r) the copy of term and vote outside the segments never written
   (s) a repair that ends on a commit index clamped to the cut log (a stale heartbeat)
   (t) an entry read back for a follower without checking its CRC again
+  (u) a scrubber that finds damage and says nothing (nothing marked, nothing mended)
+  (v) damage the scrubber found that no snapshot mends (the damaged file stays in the log)
 
 Usage: python3 tests/check-mutants.py [NAME...]   (from anywhere; a few minutes per bug)
   CARGO_TARGET_DIR   where cargo builds (default: target/ in the workspace)
@@ -133,6 +135,14 @@ mutants = {
    "            let entry = match format::read_record(segment.map.bytes(), location.offset) {",
    "            let entry = match Ok::<_, format::RecordProblem>((format::Record::Entry { index: LogIndex(index), term: Term(0), kind: raft::EntryKind::Normal, data: &[] }, 0)) {",
    ['test:wal:api:a_read_back_entry_that_rotted_on_disk_is_refused']),
+ 'u_scrubber_silent': (WAL,
+   "                    step.damage = Some(damage.clone());\n                    self.scrub_totals.damage_found += 1;\n                    self.damage_found(damage)?;\n",
+   "                    let _ = damage;\n",
+   ['whole', 'test:wal:scrub:a_flip_in_a_sealed_segment_is_found_and_mended_by_a_snapshot']),
+ 'v_damage_not_mended': (REPLICA,
+   "                    self.g.mend = true;",
+   "                    self.g.mend = false;",
+   ['whole', 'test:raftd-tests:damage:the_scrubber_finds_and_mends_bit_rot_on_a_running_node']),
 }
 
 

@@ -104,6 +104,13 @@ pub struct Args {
     #[arg(long, default_value_t = 300)]
     pub consistency_check_secs: u64,
 
+    /// Re-read the write-ahead log's segments and snapshot file in the background at this
+    /// many KiB per second, checking every CRC, so that bit rot is found and mended (from
+    /// memory and the store, by a snapshot) while the cluster still holds good copies.
+    /// 0 turns the scrubber off.
+    #[arg(long, default_value_t = 4096)]
+    pub scrub_kib_per_sec: u64,
+
     /// Gone: a damaged write-ahead log is repaired by itself (see the README). Accepted
     /// only to say so clearly.
     #[arg(long, hide = true)]
@@ -218,6 +225,7 @@ impl Args {
             snapshot_wal_bytes: self.snapshot_wal_mib << 20,
             wal_segment_bytes: self.wal_segment_mib << 20,
             consistency_check_secs: self.consistency_check_secs,
+            scrub_bytes_per_sec: self.scrub_kib_per_sec << 10,
         })
     }
 }

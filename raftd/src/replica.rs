@@ -83,6 +83,10 @@ const READ_SWEEP: Duration = Duration::from_millis(100);
 /// How often a Ready stalled on a full disk is retried.
 const DISK_FULL_RETRY: Duration = Duration::from_millis(500);
 
+/// The scrubber reads a step this often (its rate's worth for the time between steps), so a
+/// step at 4 MiB/s is 400 KiB: a millisecond or so of the loop's time.
+const SCRUB_STEP: Duration = Duration::from_millis(100);
+
 /// Threads hashing the store at checkpoints at once, at most. Each holds a view of the store
 /// (old records stay alive while it runs); a checkpoint applied while this many run is not
 /// hashed (it answers "missing"), which only a flood of checkpoints makes happen.
@@ -139,6 +143,13 @@ struct Glue<E: Env> {
     retry_at: Duration,
     /// No automatic snapshot before this (set after one failed for lack of space).
     snapshot_not_before: Duration,
+    /// When the scrubber reads its next step.
+    next_scrub: Duration,
+    /// The scrubber found damage that a snapshot mends: take one even if nothing new was
+    /// applied (it then rewrites the damaged snapshot file).
+    mend: bool,
+    /// The last damage the scrubber found, for `status`.
+    last_damage: Option<String>,
     /// Reused for encoding outgoing messages.
     encode_buffer: Vec<u8>,
     /// A snapshot file being written (by the writer thread, or already written inline).
@@ -285,6 +296,9 @@ impl<E: Env> Replica<E> {
             stalled: false,
             retry_at: now,
             snapshot_not_before: now,
+            next_scrub: now,
+            mend: false,
+            last_damage: None,
             encode_buffer: Vec::with_capacity(64 << 10),
             snapshot_job: None,
             checkpoints: Checkpoints::new(config.id, voters.iter().map(|v| v.0).collect()),
@@ -323,6 +337,11 @@ impl<E: Env> Replica<E> {
         &self.g.kv
     }
 
+    /// The write-ahead log (for the simulator's checks of the scrubber).
+    pub fn wal(&self) -> &wal::Wal {
+        &self.g.wal
+    }
+
     /// The index of the last entry applied to the store.
     pub fn applied(&self) -> LogIndex {
         self.g.applied
@@ -358,7 +377,42 @@ impl<E: Env> Replica<E> {
         self.g.finish_checkpoint_hashes();
         self.periodic_checkpoint(now);
         self.finish_snapshot()?;
+        self.scrub(now);
         self.drain_ready()
+    }
+
+    /// One scrubber step when due: reads `scrub_bytes_per_sec` worth of the WAL's files
+    /// for the time since the last step and checks their CRCs. Damage found is recorded
+    /// by the WAL (the repair marker) and mended by a snapshot: every entry the damaged
+    /// file holds is also in memory or in the store, so a snapshot past it lets the
+    /// damaged segment be deleted, or rewrites the damaged snapshot file. A segment
+    /// holding entries not yet applied stays until a later pass finds it again.
+    fn scrub(&mut self, now: Duration) {
+        let rate = self.g.config.scrub_bytes_per_sec;
+        if rate == 0 || now < self.g.next_scrub {
+            return;
+        }
+        self.g.next_scrub = now + SCRUB_STEP;
+        let budget = (rate.saturating_mul(SCRUB_STEP.as_millis() as u64) / 1000).max(4096);
+        let id = self.g.config.id;
+        match self.g.wal.scrub(budget as usize) {
+            Ok(step) => {
+                if let Some(damage) = step.damage {
+                    let text = format!(
+                        "{} at offset {}: {}",
+                        damage.file.display(),
+                        damage.offset,
+                        damage.what
+                    );
+                    log::error!(
+                        "node {id}: DAMAGED WAL found by the scrubber: {text}; taking a snapshot to replace what is damaged (its entries are all in memory or in the store)"
+                    );
+                    self.g.last_damage = Some(text);
+                    self.g.mend = true;
+                }
+            }
+            Err(e) => log::error!("node {id}: the scrubber found damage but: {e}"),
+        }
     }
 
     /// Proposes a checkpoint (the leader's periodic check does; so does the simulator):
@@ -622,8 +676,12 @@ impl<E: Env> Replica<E> {
             .saturating_sub(self.g.wal_bytes_at_snapshot);
         let due = since >= self.g.config.snapshot_entries
             || (since > 0 && wal_growth >= self.g.config.snapshot_wal_bytes);
-        if due && self.g.snapshot_job.is_none() && self.g.env.now() >= self.g.snapshot_not_before {
-            self.g.start_snapshot(&self.raw)?;
+        if (due || self.g.mend)
+            && self.g.snapshot_job.is_none()
+            && self.g.env.now() >= self.g.snapshot_not_before
+        {
+            let mend = std::mem::take(&mut self.g.mend);
+            self.g.start_snapshot(&self.raw, mend)?;
         }
         Ok(())
     }
@@ -690,7 +748,7 @@ impl<E: Env> Replica<E> {
     /// Snapshots the store at the applied index right now (an operator's request), persists
     /// it, compacts WAL and core. Returns the answer for the operator.
     fn take_snapshot(&mut self) -> Result<Outcome, String> {
-        let Some(meta) = self.g.snapshot_point(&self.raw)? else {
+        let Some(meta) = self.g.snapshot_point(&self.raw, false)? else {
             return Ok(done(format!(
                 "nothing new to snapshot (snapshot at {}, applied {})",
                 self.g.wal.snapshot_meta().index,
@@ -771,6 +829,14 @@ impl<E: Env> Replica<E> {
             "snapshot_index": self.g.wal.snapshot_meta().index.0,
             "wal_bytes": self.g.wal.disk_bytes(),
             "wal_segments": self.g.wal.segment_count(),
+            "scrub": {
+                "bytes_per_sec": self.g.config.scrub_bytes_per_sec,
+                "passes": self.g.wal.scrub_totals().passes,
+                "bytes": self.g.wal.scrub_totals().bytes,
+                "damage_found": self.g.wal.scrub_totals().damage_found,
+                "damaged_files": self.g.wal.damaged_files().iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+                "last_damage": self.g.last_damage,
+            },
             "keys": self.g.kv.len(),
             "sessions": self.g.kv.session_count(),
             "alarm": self.g.checkpoints.alarm().map(|a| a.text.clone()),
@@ -906,7 +972,7 @@ impl<E: Env> Host for Glue<E> {
                     wanted.to
                 );
                 if self.snapshot_job.is_none() {
-                    if let Err(e) = self.start_snapshot(raw) {
+                    if let Err(e) = self.start_snapshot(raw, false) {
                         log::error!("node {}: {e}", self.config.id);
                     }
                 }
@@ -1205,8 +1271,11 @@ impl<E: Env> Glue<E> {
     /// Takes a view of the store at the applied index and hands the rest (the slow part:
     /// sorting, encoding, writing, syncing) to a thread, so the loop keeps serving; the
     /// thread wakes the loop when the file is durable, and `finish_snapshot` installs it.
-    fn start_snapshot(&mut self, raw: &RawNode) -> Result<(), String> {
-        let Some(meta) = self.snapshot_point(raw)? else {
+    /// Starts writing a snapshot of the store at the applied index; with `again`, also when
+    /// nothing was applied since the last one (which it then writes again, as the scrubber's
+    /// mend of a damaged snapshot file needs).
+    fn start_snapshot(&mut self, raw: &RawNode, again: bool) -> Result<(), String> {
+        let Some(meta) = self.snapshot_point(raw, again)? else {
             return Ok(());
         };
         // Only the view is taken here (shared records); sorting, encoding and writing
@@ -1249,9 +1318,13 @@ impl<E: Env> Glue<E> {
 
     /// Where a snapshot taken now would end: the applied index, when it is past the
     /// latest snapshot.
-    fn snapshot_point(&self, raw: &RawNode) -> Result<Option<SnapshotMeta>, String> {
+    fn snapshot_point(&self, raw: &RawNode, again: bool) -> Result<Option<SnapshotMeta>, String> {
         let index = self.applied;
-        if index <= self.wal.snapshot_meta().index {
+        let stored = self.wal.snapshot_meta();
+        if again && index == stored.index && index > LogIndex(0) {
+            return Ok(Some(stored));
+        }
+        if index <= stored.index {
             return Ok(None);
         }
         let term = raw

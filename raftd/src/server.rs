@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub wal_segment_bytes: u64,
     /// The leader proposes a checkpoint (a consistency check) this often; 0: never.
     pub consistency_check_secs: u64,
+    /// The scrubber re-reads the WAL's files at this many bytes per second; 0: off.
+    pub scrub_bytes_per_sec: u64,
 }
 
 /// Checks (or creates) the identity file that ties a data directory to one cluster and one

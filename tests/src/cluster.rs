@@ -28,6 +28,8 @@ pub struct ClusterOptions {
     pub wal_segment_mib: u64,
     /// The leader's periodic consistency check, in seconds (0: off).
     pub consistency_check_secs: u64,
+    /// The scrubber's rate in KiB/s (0: off).
+    pub scrub_kib_per_sec: u64,
 }
 
 impl Default for ClusterOptions {
@@ -41,6 +43,7 @@ impl Default for ClusterOptions {
             log: "info".into(),
             wal_segment_mib: 64,
             consistency_check_secs: 300,
+            scrub_kib_per_sec: 4096,
         }
     }
 }
@@ -392,6 +395,10 @@ impl ProcessCluster {
             .args([
                 "--consistency-check-secs",
                 &self.options.consistency_check_secs.to_string(),
+            ])
+            .args([
+                "--scrub-kib-per-sec",
+                &self.options.scrub_kib_per_sec.to_string(),
             ])
             .env("RUST_LOG", &self.options.log)
             .stdin(Stdio::null())

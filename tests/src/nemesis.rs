@@ -126,6 +126,13 @@ pub struct Summary {
     pub rots: u64,
     /// Of `rots`, those in a copy of the term and vote.
     pub vote_rots: u64,
+    /// Of `rots`, those in a snapshot file of a stopped node.
+    pub snapshot_rots: u64,
+    /// Of `rots`, those on a running node (a sealed segment or its snapshot file), for its
+    /// scrubber to find.
+    pub live_rots: u64,
+    /// "found by the scrubber" lines in the node logs.
+    pub scrubber_finds: u64,
     /// `BitRot` turns skipped because a node was still damaged.
     pub rots_skipped: u64,
     /// "DAMAGED WAL" lines in the node logs: repairs that started.
@@ -279,8 +286,13 @@ struct Faulter {
     /// The vote copy `BitRot` damaged last, as it left it: the damage is outstanding while
     /// the file still holds these bytes (the node rewrites it at its next term or vote).
     rotted_vote_copy: Option<(u64, PathBuf, Vec<u8>)>,
+    /// The byte `BitRot` rotted last on a running node, as it left it: outstanding while
+    /// the file exists and holds that value there (a snapshot deletes or rewrites it).
+    rotted_live: Option<(u64, PathBuf, u64, u8)>,
     rots: u64,
     vote_rots: u64,
+    snapshot_rots: u64,
+    live_rots: u64,
     rots_skipped: u64,
     rot_failures: Vec<String>,
 }
@@ -525,6 +537,14 @@ impl Faulter {
         {
             return Some(format!("node {id} is still repairing"));
         }
+        if let Some((id, path, at, value)) = self.rotted_live.take() {
+            let still = std::fs::read(&path).is_ok_and(|now| now.get(at as usize) == Some(&value));
+            if still {
+                let what = format!("node {id}'s {} is still damaged", file_name(&path));
+                self.rotted_live = Some((id, path, at, value));
+                return Some(what);
+            }
+        }
         let (id, path, rotted) = self.rotted_vote_copy.take()?;
         if std::fs::read(&path).is_ok_and(|now| now == rotted) {
             let what = format!("node {id}'s {} is still damaged", file_name(&path));
@@ -555,6 +575,9 @@ impl Faulter {
             false => None,
         };
         let v = leader.unwrap_or_else(|| candidates[self.rng.gen_range(0..candidates.len())]);
+        if self.rng.gen_ratio(1, 3) {
+            return self.bit_rot_running(v);
+        }
         let how = match self.rng.gen_bool(0.5) {
             true => {
                 self.cluster.terminate(v);
@@ -577,11 +600,108 @@ impl Faulter {
         format!("bit rot on node {v} ({how}): {where_}; {outcome}")
     }
 
+    /// Flips one bit in running node `v`'s oldest sealed segment or its newest snapshot
+    /// file, and waits (bounded) for its scrubber to report the damage in its log. The node
+    /// holds every entry of the file in memory or in its store, so it mends the damage with
+    /// a snapshot by itself; until then the damage is outstanding. A file a snapshot
+    /// deleted or replaced before the scrubber reached it needs no finding.
+    fn bit_rot_running(&mut self, v: u64) -> String {
+        let dir = self.wal_dir(v);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        let mut segments: Vec<PathBuf> = files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+            .cloned()
+            .collect();
+        segments.pop(); // The one being written.
+        let snapshot = files
+            .iter()
+            .rfind(|p| p.extension().is_some_and(|x| x == "snap"))
+            .cloned();
+        let path = match (segments.first(), snapshot) {
+            (Some(segment), Some(snapshot)) => match self.rng.gen_bool(0.5) {
+                true => segment.clone(),
+                false => snapshot,
+            },
+            (Some(segment), None) => segment.clone(),
+            (None, Some(snapshot)) => snapshot,
+            (None, None) => return format!("bit rot on running node {v} skipped (no sealed file)"),
+        };
+        let Ok(bytes) = std::fs::read(&path) else {
+            return format!(
+                "bit rot on running node {v} skipped ({} vanished)",
+                file_name(&path)
+            );
+        };
+        if bytes.is_empty() {
+            return format!("bit rot on running node {v} skipped (empty file)");
+        }
+        let at = self.rng.gen_range(0..bytes.len());
+        let bit = self.rng.gen_range(0..8u8);
+        let log_from = std::fs::metadata(self.cluster.log_path(v)).map_or(0, |m| m.len());
+        if let Err(e) = flip_bit(&path, at as u64, bit) {
+            return format!("bit rot on running node {v} failed: {e}");
+        }
+        self.rots += 1;
+        self.live_rots += 1;
+        self.rotted_live = Some((v, path.clone(), at as u64, bytes[at] ^ (1 << bit)));
+        let where_ = format!("{} byte {at} bit {bit}", file_name(&path));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let logged = std::fs::read(self.cluster.log_path(v)).unwrap_or_default();
+            let since = logged.get(log_from as usize..).unwrap_or_default();
+            if String::from_utf8_lossy(since).contains("found by the scrubber") {
+                return format!("bit rot on running node {v}: {where_}; found by its scrubber");
+            }
+            let still = std::fs::read(&path)
+                .is_ok_and(|now| now.get(at) == Some(&(bytes[at] ^ (1 << bit))));
+            if !still {
+                return format!(
+                    "bit rot on running node {v}: {where_}; the file was replaced first"
+                );
+            }
+            if !self.cluster.is_running(v) {
+                return format!(
+                    "bit rot on running node {v}: {where_}; the node stopped (found at its start)"
+                );
+            }
+            if Instant::now() > deadline {
+                let failure = format!(
+                    "node {v}'s scrubber did not find the bit rot in {where_} within 60 s; its log:\n{}",
+                    self.cluster.log_tail(v)
+                );
+                self.rot_failures.push(failure);
+                return format!("bit rot on running node {v}: {where_}; NOT FOUND (a failure)");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Flips one bit: in a copy of the term and vote one time in eight (when the node has
-    /// one), otherwise in a committed record of its newest segment that holds one. Returns
-    /// where, and whether it was in a segment.
+    /// one), in its newest snapshot file one time in eight (when it has one), otherwise in a
+    /// committed record of its newest segment that holds one. Returns where, and whether it
+    /// was in a segment or snapshot file (damage the node logs as such).
     fn rot_files(&mut self, id: u64) -> Result<(String, bool), String> {
         let dir = self.wal_dir(id);
+        let newest_snapshot = std::fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "snap"))
+            .max();
+        if let Some(path) = newest_snapshot.filter(|_| self.rng.gen_ratio(1, 8)) {
+            let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+            if len > 0 {
+                let at = self.rng.gen_range(0..len);
+                let bit = self.rng.gen_range(0..8);
+                flip_bit(&path, at, bit)?;
+                self.snapshot_rots += 1;
+                return Ok((format!("{} byte {at} bit {bit}", file_name(&path)), true));
+            }
+        }
         let copies: Vec<PathBuf> = ["vote-a", "vote-b"]
             .iter()
             .map(|name| dir.join(name))
@@ -651,15 +771,19 @@ impl Faulter {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let expected = match in_segment {
-            true => "DAMAGED WAL",
-            false => "copy of term and vote",
+        // A damaged snapshot file is either cut away with the log that depends on it
+        // ("DAMAGED WAL") or, when the log still covers it, skipped for an older one.
+        let expected: &[&str] = match in_segment {
+            true => &["DAMAGED WAL", "skipping damaged snapshot"],
+            false => &["copy of term and vote"],
         };
         let logged = std::fs::read(self.cluster.log_path(id)).unwrap_or_default();
-        let since = logged.get(log_from as usize..).unwrap_or_default();
-        if String::from_utf8_lossy(since).contains(expected) {
-            return format!("found ({expected})");
+        let since = String::from_utf8_lossy(logged.get(log_from as usize..).unwrap_or_default())
+            .into_owned();
+        if let Some(found) = expected.iter().find(|e| since.contains(*e)) {
+            return format!("found ({found})");
         }
+        let expected = expected.join("\" or \"");
         let failure = format!(
             "node {id} serves after bit rot without logging \"{expected}\"; its log:\n{}",
             self.cluster.log_tail(id)
@@ -734,7 +858,9 @@ fn count_repairs(cluster: &ProcessCluster) -> (u64, u64) {
     for id in cluster.ids() {
         let text = std::fs::read_to_string(cluster.log_path(id)).unwrap_or_default();
         for line in text.lines() {
-            if line.contains("DAMAGED WAL") {
+            if line.contains("found by the scrubber") {
+                continue; // Mended by a snapshot; no repair from the cluster.
+            } else if line.contains("DAMAGED WAL") {
                 started += 1;
             } else if line.contains("repair finished: the damaged log is whole again") {
                 finished += 1;
@@ -900,8 +1026,11 @@ pub fn run(config: &RunConfig, log: &mut dyn FnMut(&str)) -> Summary {
         stopped: BTreeSet::new(),
         faults_on: false,
         rotted_vote_copy: None,
+        rotted_live: None,
         rots: 0,
         vote_rots: 0,
+        snapshot_rots: 0,
+        live_rots: 0,
         rots_skipped: 0,
         rot_failures: Vec::new(),
     };
@@ -944,6 +1073,8 @@ pub fn run(config: &RunConfig, log: &mut dyn FnMut(&str)) -> Summary {
     }
     summary.rots = f.rots;
     summary.vote_rots = f.vote_rots;
+    summary.snapshot_rots = f.snapshot_rots;
+    summary.live_rots = f.live_rots;
     summary.rots_skipped = f.rots_skipped;
     summary.rot_failures = std::mem::take(&mut f.rot_failures);
     for failure in &summary.rot_failures {
@@ -987,6 +1118,14 @@ fn finish(
         ));
     }
     (summary.repairs_started, summary.repairs_finished) = count_repairs(cluster);
+    summary.scrubber_finds = cluster
+        .ids()
+        .into_iter()
+        .map(|id| {
+            let text = std::fs::read_to_string(cluster.log_path(id)).unwrap_or_default();
+            text.matches("found by the scrubber").count() as u64
+        })
+        .sum();
     let mut client = cluster.client(Duration::from_secs(10));
     // Final reads, recorded as operations so the checker sees the end state.
     let mut history = shared.history.lock().unwrap().clone();

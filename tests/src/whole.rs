@@ -206,6 +206,8 @@ const ATTEMPT_TIMEOUT: Micros = 800 * MS;
 const ATTEMPTS_MAX: u32 = 25;
 /// How long the heal phase may take before the run is declared not live.
 const HEAL_LIMIT: Micros = 60 * SEC;
+/// How long the scrubbers may take, after convergence, to find and mend every damage.
+const SCRUB_LIMIT: Micros = 30 * SEC;
 
 /// The simulated cluster of whole servers.
 pub struct WholeSim {
@@ -246,6 +248,14 @@ pub struct WholeSim {
     pub power_cuts: u64,
     /// Full-disk periods started.
     pub disk_fulls: u64,
+    /// Draws for bit rot on running nodes, apart from `rng` so that a run without any
+    /// draws the same faults as before the scrubber was simulated.
+    rot_rng: SmallRng,
+    /// Per node: a bit that rotted while it ran (file, byte, the byte's rotted value), until
+    /// the file is gone or that byte changed.
+    rotted: Vec<Option<(PathBuf, usize, u8)>>,
+    /// Bits rotted on running nodes.
+    pub live_rots: u64,
 }
 
 fn addr(id: u64) -> SocketAddr {
@@ -286,6 +296,9 @@ impl WholeSim {
             frames: 0,
             power_cuts: 0,
             disk_fulls: 0,
+            rot_rng: SmallRng::seed_from_u64(seed ^ 0x5c2b_b1e5),
+            rotted: vec![None; n],
+            live_rots: 0,
             config,
         };
         for i in 0..n {
@@ -354,6 +367,8 @@ impl WholeSim {
             wal_segment_bytes: self.config.segment_bytes,
             // Often, so that checkpoints are compared through the faults too.
             consistency_check_secs: 1,
+            // A pass over a simulated disk every second or so.
+            scrub_bytes_per_sec: 256 << 10,
         }
     }
 
@@ -453,14 +468,7 @@ impl WholeSim {
         if !self.config.bit_rot || self.healing || !self.rng.gen_bool(0.3) {
             return;
         }
-        // One damaged node at a time: none other may still be repairing (its marker is on
-        // its disk until the repair is over, powered on or not).
-        let repairing = |j: usize| {
-            self.disks[j]
-                .contents(&wal_dir(j).join(wal::REPAIR_FILE))
-                .is_some()
-        };
-        if (0..self.config.nodes).any(|j| j != i && repairing(j)) {
+        if (0..self.config.nodes).any(|j| j != i && self.damaged(j)) {
             return;
         }
         let roll = self.rng.gen_range(0..100);
@@ -483,6 +491,76 @@ impl WholeSim {
             self.disks[i].flip_bit(&path, bit);
             self.note(format_args!("bit rot on node {} in {name}", i + 1));
         }
+    }
+
+    /// Whether node `j`'s disk may hold damage: it is repairing or mending (its marker is on
+    /// its disk until that is over, powered on or not), or a bit rotted while it ran that
+    /// nothing has replaced yet. The fault model: one damaged node at a time.
+    fn damaged(&self, j: usize) -> bool {
+        let marked = self.disks[j]
+            .contents(&wal_dir(j).join(wal::REPAIR_FILE))
+            .is_some();
+        marked || self.rot_unhealed(j)
+    }
+
+    fn rot_unhealed(&self, j: usize) -> bool {
+        self.rotted[j].as_ref().is_some_and(|(path, byte, value)| {
+            self.disks[j]
+                .contents(path)
+                .is_some_and(|bytes| bytes.get(*byte) == Some(value))
+        })
+    }
+
+    /// Now and then, when no node's disk is damaged, lets a bit rot on running node `i`: in
+    /// a sealed WAL segment or its snapshot file, which its scrubber must find and mend
+    /// while it runs (the page it maps keeps the good bytes, as a cached page would).
+    fn maybe_rot_running(&mut self) {
+        let n = self.config.nodes;
+        if !self.config.bit_rot || self.healing || !self.rot_rng.gen_bool(0.1) {
+            return;
+        }
+        if (0..n).any(|j| self.damaged(j)) {
+            return;
+        }
+        let i = self.rot_rng.gen_range(0..n);
+        if self.replicas[i].is_none() {
+            return;
+        }
+        let mut files: Vec<PathBuf> = self.disks[i]
+            .file_names()
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+            .collect();
+        files.sort();
+        files.pop(); // The segment being written.
+                     // The snapshot file in use (not one written and not yet installed).
+        let snapshot = self.replicas[i]
+            .as_ref()
+            .map(|r| r.wal().snapshot_meta())
+            .filter(|meta| meta.index.0 > 0);
+        if let Some(meta) = snapshot {
+            files.push(wal_dir(i).join(format!(
+                "snap-{:016x}-{:016x}.snap",
+                meta.index.0, meta.term.0
+            )));
+        }
+        if files.is_empty() {
+            return;
+        }
+        let path = files[self.rot_rng.gen_range(0..files.len())].clone();
+        let Some(bytes) = self.disks[i].contents(&path) else {
+            return;
+        };
+        let bit = self.rot_rng.gen_range(0..bytes.len() * 8);
+        self.disks[i].flip_bit(&path, bit);
+        let value = bytes[bit / 8] ^ (1 << (bit % 8));
+        self.rotted[i] = Some((path.clone(), bit / 8, value));
+        self.live_rots += 1;
+        self.note(format_args!(
+            "bit rot on running node {} in {} at bit {bit}",
+            i + 1,
+            path.display()
+        ));
     }
 
     fn up(&self) -> usize {
@@ -700,6 +778,14 @@ impl WholeSim {
             self.failed(i, e);
             return;
         }
+        // No false alarms: the scrubber finds damage only on a disk where a bit rotted.
+        let found = r.wal().scrub_totals().damage_found;
+        assert!(
+            found == 0 || self.rotted[i].is_some(),
+            "scrubber: node {} found damage where no bit rotted: {:?}",
+            i + 1,
+            r.wal().damaged_files()
+        );
         self.after_input(i);
     }
 
@@ -1065,6 +1151,7 @@ pub fn run(config: WholeConfig, seed: u64) -> Outcome {
         let until = sim.now() + step;
         sim.run_until(until);
         sim.random_fault();
+        sim.maybe_rot_running();
     }
     finish(sim, seed)
 }
@@ -1230,6 +1317,59 @@ fn check_checkpoint_hashes(sim: &WholeSim, index: u64) {
 
 /// Heals everything, requires every client to finish and every node to converge, reads
 /// every key, and checks the histories.
+/// The scrubbers get time for two more passes each; then no damage may be left on any
+/// disk: no file a scrubber found damaged, no repair marker, no rotted bit still in place,
+/// and every node's files, opened as after a clean shutdown, recover without finding
+/// corruption.
+fn check_scrubbed(sim: &mut WholeSim) {
+    let n = sim.config.nodes;
+    let passes = |sim: &WholeSim, i: usize| {
+        let r = sim.replicas[i].as_ref().expect("every node is up");
+        r.wal().scrub_totals().passes
+    };
+    let start: Vec<u64> = (0..n).map(|i| passes(sim, i)).collect();
+    let deadline = sim.now() + SCRUB_LIMIT;
+    while (0..n).any(|i| passes(sim, i) < start[i] + 2 || sim.damaged(i)) {
+        let waiting: Vec<String> = (0..n)
+            .map(|i| {
+                let r = sim.replicas[i].as_ref().expect("up");
+                format!(
+                    "node {}: {} passes, damaged {:?}, rot unhealed {}",
+                    i + 1,
+                    passes(sim, i) - start[i],
+                    r.wal().damaged_files(),
+                    sim.rot_unhealed(i)
+                )
+            })
+            .collect();
+        assert!(
+            sim.now() < deadline,
+            "scrubber: damage left {} s after the cluster converged: {}",
+            SCRUB_LIMIT / SEC,
+            waiting.join("; ")
+        );
+        let until = sim.now() + 100 * MS;
+        sim.run_until(until);
+    }
+    for i in 0..n {
+        let options = WalOptions {
+            segment_bytes: sim.config.segment_bytes,
+            repair: false,
+            backend: Arc::new(sim.disks[i].clean_copy()),
+            helper_threads: false,
+        };
+        match wal::Wal::open(wal_dir(i), options) {
+            // A torn tail is no damage: bytes written since the last sync.
+            Ok((_, recovered)) => assert!(
+                !recovered.repairing,
+                "node {}: its files hold a repair marker",
+                i + 1
+            ),
+            Err(e) => panic!("node {}: damage left on its disk: {e}", i + 1),
+        }
+    }
+}
+
 fn finish(mut sim: WholeSim, seed: u64) -> Outcome {
     // Heal: every operation must finish, then every client reads every key.
     sim.heal();
@@ -1288,6 +1428,7 @@ fn finish(mut sim: WholeSim, seed: u64) -> Outcome {
         );
     }
     check_final_checkpoint(&mut sim);
+    check_scrubbed(&mut sim);
     let committed = sim
         .replicas
         .iter()

@@ -104,6 +104,7 @@ mod error;
 pub mod format;
 mod log_map;
 mod recovery;
+mod scrub;
 mod sys;
 pub mod testing;
 mod vote;
@@ -111,6 +112,7 @@ mod wal;
 
 pub use crate::backend::{Backend, Pace, SegmentMap, StdBackend};
 pub use crate::error::WalError;
+pub use crate::scrub::{Damage, ScrubStep, ScrubTotals};
 pub use crate::vote::REPAIR_FILE;
 pub use crate::wal::{
     Recovered, SnapshotWriter, Wal, WalOptions, WrittenSnapshot, LOCK_FILE, SEGMENT_BYTES_DEFAULT,

@@ -47,6 +47,18 @@ struct MemState {
     syncs: u64,
 }
 
+impl MemState {
+    /// Adds a file whose contents are durable under a durable name.
+    fn insert_durable(&mut self, path: &Path, image: Vec<u8>) {
+        let file = Arc::new(Mutex::new(MemFile {
+            live: image.clone(),
+            durable: image,
+        }));
+        self.live.insert(path.to_path_buf(), file.clone());
+        self.durable.insert(path.to_path_buf(), file);
+    }
+}
+
 /// The in-memory backend. Clones share the same file system.
 #[derive(Clone, Debug, Default)]
 pub struct MemBackend {
@@ -114,12 +126,25 @@ impl MemBackend {
                     chunk.copy_from_slice(live.expect("checked"));
                 }
             }
-            let file = Arc::new(Mutex::new(MemFile {
-                live: image.clone(),
-                durable: image,
-            }));
-            next.live.insert(path.clone(), file.clone());
-            next.durable.insert(path.clone(), file);
+            next.insert_durable(path, image);
+        }
+        MemBackend {
+            state: Arc::new(Mutex::new(next)),
+        }
+    }
+
+    /// The file system a clean shutdown right now would leave: every name in the directory
+    /// and every file's live contents durable (what a second open of the directory, for a
+    /// check, should see).
+    pub fn clean_copy(&self) -> MemBackend {
+        let state = lock(&self.state);
+        let mut next = MemState {
+            dirs: state.dirs.clone(),
+            ..MemState::default()
+        };
+        for (path, file) in &state.live {
+            let image = lock(file).live.clone();
+            next.insert_durable(path, image);
         }
         MemBackend {
             state: Arc::new(Mutex::new(next)),
@@ -287,6 +312,14 @@ impl Backend for MemBackend {
         let file = self.file(path)?;
         let bytes = lock(&file).live.clone();
         Ok(bytes)
+    }
+
+    fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let file = self.file(path)?;
+        let file = lock(&file);
+        let lo = (offset as usize).min(file.live.len());
+        let hi = lo.saturating_add(len).min(file.live.len());
+        Ok(file.live[lo..hi].to_vec())
     }
 
     fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {

@@ -1,7 +1,7 @@
 //! The `Wal` itself: open and recovery, the write path (append, hard state, persist,
 //! snapshots, compaction) and the reads.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use crate::error::{is_no_space, is_read_only, WalError};
 use crate::format::{self, kind, SEGMENT_HEADER_BYTES};
 use crate::log_map::{Location, LogMap};
 use crate::recovery::{self, Segment, Verdict};
+use crate::scrub::{self, Damage, Scanned, ScrubStep, ScrubTotals, SegmentScan, SnapshotScan};
 use crate::vote::{self, VoteCopy, REPAIR_FILE, VOTE_FILES};
 
 /// The lock file's name; it holds the pid of the process that holds the lock.
@@ -190,8 +191,15 @@ pub struct Wal {
     vote_copy: VoteCopy,
     /// Which of the two copy files exist.
     vote_files: [bool; 2],
-    /// The repair marker is present.
+    /// The node is repairing a damaged log (cut at open, or marked at an earlier open).
     repairing: bool,
+    /// Files the scrubber found damaged that are still part of the log.
+    damaged: BTreeSet<PathBuf>,
+    /// The repair marker file exists: while `repairing` or `damaged` is not empty.
+    marker_on_disk: bool,
+    /// Where the scrubber stands, and what it did so far.
+    scrub: scrub::Cursor,
+    scrub_totals: ScrubTotals,
 }
 
 fn segment_name(id: u64) -> String {
@@ -381,6 +389,10 @@ impl Wal {
             vote_copy: vote_copy.unwrap_or_default(),
             vote_files,
             repairing,
+            damaged: BTreeSet::new(),
+            marker_on_disk: repairing,
+            scrub: scrub::Cursor::Start,
+            scrub_totals: ScrubTotals::default(),
         };
         // Recovery read every segment through its map and released each one's pages as it
         // went (`recovery::analyze`; its last pass ran after any cut), so none stay resident.
@@ -607,6 +619,15 @@ impl Wal {
     pub fn install_snapshot_file(&mut self, written: WrittenSnapshot) -> Result<bool, WalError> {
         self.check_writable()?;
         let meta = written.meta;
+        if meta == self.log.snapshot && self.snapshot_name.as_deref() == Some(written.name.as_str())
+        {
+            // The same snapshot written again under the same name (the rename replaced the
+            // file): how a damaged snapshot file is mended.
+            self.snapshot_bytes = written.bytes;
+            self.damaged.remove(&self.dir.join(&written.name));
+            self.compact_files()?;
+            return Ok(true);
+        }
         if meta.index <= self.log.snapshot.index {
             if self.snapshot_name.as_deref() != Some(written.name.as_str()) {
                 let _ = self.backend.remove(&self.dir.join(&written.name));
@@ -836,20 +857,206 @@ impl Wal {
     }
 
     /// The log again holds what the node may have acknowledged before the damage: removes
-    /// the repair marker, durably.
+    /// the repair marker, durably (unless the scrubber found damage that is still in the log).
     pub fn finish_repair(&mut self) -> Result<(), WalError> {
         self.check_writable()?;
-        if !self.repairing {
+        self.repairing = false;
+        self.sync_marker()
+    }
+
+    /// Makes the repair marker's presence on disk match what it records: a node repairing
+    /// its log, or damage the scrubber found that is still part of the log. Written and
+    /// removed durably.
+    fn sync_marker(&mut self) -> Result<(), WalError> {
+        let wanted = self.repairing || !self.damaged.is_empty();
+        if wanted == self.marker_on_disk {
             return Ok(());
         }
         let path = self.dir.join(REPAIR_FILE);
-        if let Err(source) = self.backend.remove(&path) {
-            return Err(self.poison(io_error(&path, "remove repair marker", source)));
+        if wanted {
+            let files: Vec<String> = self
+                .damaged
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            let text = format!("the scrubber found damage in {}", files.join(", "));
+            write_repair_marker(&*self.backend, &self.dir, &text)?;
+        } else {
+            if let Err(source) = self.backend.remove(&path) {
+                return Err(self.poison(io_error(&path, "remove repair marker", source)));
+            }
+            self.dir_dirty = true;
+            self.sync_dir_if_dirty()?;
+            info!(
+                "wal: no damage is left in {}; repair marker removed",
+                self.dir.display()
+            );
         }
-        self.dir_dirty = true;
-        self.sync_dir_if_dirty()?;
-        self.repairing = false;
+        self.marker_on_disk = wanted;
         Ok(())
+    }
+
+    // ---- the scrubber --------------------------------------------------------------------
+
+    /// Reads and checks about `budget` more bytes of the WAL's files from where the last call
+    /// stopped (see the `scrub` module for what is checked), going over every segment and then
+    /// the snapshot file, pass after pass. Damage found is recorded durably in the repair
+    /// marker until the damaged file has left the log; the caller takes a snapshot
+    /// ([`Wal::save_snapshot`] or a [`SnapshotWriter`]), whose compaction deletes damaged
+    /// segments it covers and whose file replaces a damaged snapshot file. A damaged segment
+    /// still being written to is sealed first, so a snapshot can cover it. An error is a
+    /// failure to write the marker or to seal the segment: the damage stays known and the
+    /// next pass finds it again.
+    pub fn scrub(&mut self, budget: usize) -> Result<ScrubStep, WalError> {
+        let mut step = ScrubStep::default();
+        while step.bytes < budget as u64 {
+            let left = budget - step.bytes as usize;
+            let (scanned, path) = match std::mem::take(&mut self.scrub) {
+                scrub::Cursor::Start => {
+                    self.scrub = scrub::Cursor::Segment(SegmentScan::new(self.segments[0].id));
+                    continue;
+                }
+                scrub::Cursor::Segment(scan) => match self.scrub_segment(scan, left) {
+                    Some(done) => done,
+                    None => continue,
+                },
+                scrub::Cursor::Snapshot(scan) => match self.scrub_snapshot(scan, left) {
+                    Some(done) => done,
+                    None => {
+                        self.scrub_totals.passes += 1;
+                        step.pass_finished = true;
+                        break;
+                    }
+                },
+            };
+            match scanned {
+                Scanned::More(n) | Scanned::Done(n) => step.bytes += n as u64,
+                Scanned::Bad(offset, what) => {
+                    let damage = Damage {
+                        file: path,
+                        offset: offset as u64,
+                        what,
+                    };
+                    step.damage = Some(damage.clone());
+                    self.scrub_totals.damage_found += 1;
+                    self.damage_found(damage)?;
+                    break;
+                }
+            }
+        }
+        self.scrub_totals.bytes += step.bytes;
+        Ok(step)
+    }
+
+    /// What the scrubber did since the WAL was opened.
+    pub fn scrub_totals(&self) -> ScrubTotals {
+        self.scrub_totals
+    }
+
+    /// Files the scrubber found damaged that are still part of the log.
+    pub fn damaged_files(&self) -> Vec<PathBuf> {
+        self.damaged.iter().cloned().collect()
+    }
+
+    /// One scan step in a segment; sets the cursor to where the scan goes on. `None` when the
+    /// segment is gone or was finished before (the cursor moved on; nothing was read).
+    fn scrub_segment(
+        &mut self,
+        mut scan: SegmentScan,
+        budget: usize,
+    ) -> Option<(Scanned, PathBuf)> {
+        let first = self.segments[0].id;
+        if scan.id < first {
+            scan = SegmentScan::new(first); // Compacted away meanwhile.
+        }
+        let position = (scan.id - first) as usize;
+        let Some(segment) = self.segments.get(position) else {
+            self.scrub = self.scrub_snapshot_cursor();
+            return None;
+        };
+        let active = position == self.segments.len() - 1;
+        let (path, backend) = (segment.path.clone(), self.backend.clone());
+        let file_bytes = segment.map.bytes().len();
+        let mut read = |offset: usize, len: usize| backend.read_range(&path, offset as u64, len);
+        let mut view = scrub::SegmentView {
+            id: segment.id,
+            first_index: segment.first_index,
+            limit: if active { self.synced_end } else { file_bytes },
+            sealed: !active,
+            read: &mut read,
+        };
+        let scanned = scan.step(&mut view, budget);
+        self.scrub = match scanned {
+            Scanned::More(_) => scrub::Cursor::Segment(scan),
+            Scanned::Done(_) | Scanned::Bad(..) if active => self.scrub_snapshot_cursor(),
+            Scanned::Done(_) | Scanned::Bad(..) => {
+                scrub::Cursor::Segment(SegmentScan::new(scan.id + 1))
+            }
+        };
+        Some((scanned, path))
+    }
+
+    fn scrub_snapshot_cursor(&self) -> scrub::Cursor {
+        match &self.snapshot_name {
+            Some(name) => scrub::Cursor::Snapshot(SnapshotScan::new(name.clone())),
+            // Nothing after the segments: the pass ends at the next step.
+            None => scrub::Cursor::Snapshot(SnapshotScan::new(String::new())),
+        }
+    }
+
+    /// One scan step in the snapshot file. `None` when the pass is over (the cursor is back
+    /// at the start).
+    fn scrub_snapshot(
+        &mut self,
+        mut scan: SnapshotScan,
+        budget: usize,
+    ) -> Option<(Scanned, PathBuf)> {
+        if self.snapshot_name.as_deref() != Some(scan.name.as_str()) {
+            return None; // No snapshot, or a newer one was installed meanwhile: next pass.
+        }
+        let (path, backend) = (self.dir.join(&scan.name), self.backend.clone());
+        let file_bytes = match backend.file_bytes(&path) {
+            Ok(bytes) => bytes,
+            Err(e) => return Some((Scanned::Bad(0, format!("cannot stat: {e}")), path)),
+        };
+        let mut read = |offset: u64, len: usize| backend.read_range(&path, offset, len);
+        let scanned = scan.step(file_bytes, &mut read, budget);
+        if let Scanned::More(_) = scanned {
+            self.scrub = scrub::Cursor::Snapshot(scan);
+        } else {
+            // Done or damaged: the pass ends at the next step.
+            self.scrub = scrub::Cursor::Snapshot(SnapshotScan::new(String::new()));
+        }
+        Some((scanned, path))
+    }
+
+    /// Records damage durably; seals the segment being written if the damage is in it.
+    fn damage_found(&mut self, damage: Damage) -> Result<(), WalError> {
+        warn!(
+            "wal: the scrubber found damage in {} at offset {}: {}",
+            damage.file.display(),
+            damage.offset,
+            damage.what
+        );
+        let active = self.segments.back().map(|s| s.path.clone());
+        self.damaged.insert(damage.file.clone());
+        self.sync_marker()?;
+        if active.as_ref() == Some(&damage.file) {
+            self.check_writable()?;
+            self.roll_over(0)?;
+            self.persist()?;
+        }
+        Ok(())
+    }
+
+    /// Forgets damaged files that are no longer part of the log, and removes the marker when
+    /// none is left.
+    fn settle_damage(&mut self) -> Result<(), WalError> {
+        let snapshot = self.snapshot_name.as_ref().map(|name| self.dir.join(name));
+        let segments: BTreeSet<&PathBuf> = self.segments.iter().map(|s| &s.path).collect();
+        self.damaged
+            .retain(|path| segments.contains(path) || snapshot.as_ref() == Some(path));
+        self.sync_marker()
     }
 
     fn sync_dir_if_dirty(&mut self) -> Result<(), WalError> {
@@ -1082,17 +1289,17 @@ impl Wal {
                 doomed.push(self.dir.join(&name));
             }
         }
-        if doomed.is_empty() {
-            return self.sync_dir_if_dirty();
-        }
-        if self.helper_threads {
-            if let Some(doomed) = self.reaper().delete(doomed) {
+        if !doomed.is_empty() {
+            if self.helper_threads {
+                if let Some(doomed) = self.reaper().delete(doomed) {
+                    self.remove_now(doomed)?;
+                }
+            } else {
                 self.remove_now(doomed)?;
             }
-        } else {
-            self.remove_now(doomed)?;
         }
-        self.sync_dir_if_dirty()
+        self.sync_dir_if_dirty()?;
+        self.settle_damage()
     }
 
     fn remove_now(&mut self, paths: Vec<PathBuf>) -> Result<(), WalError> {

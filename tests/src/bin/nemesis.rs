@@ -103,9 +103,10 @@ fn main() -> ExitCode {
     );
     println!("fault windows:    {}", s.faults.len());
     println!(
-        "bit rots:         {} ({} in a vote copy; {} skipped while a node was damaged)",
-        s.rots, s.vote_rots, s.rots_skipped
+        "bit rots:         {} ({} in a vote copy, {} in a snapshot file, {} on a running node; {} skipped while a node was damaged)",
+        s.rots, s.vote_rots, s.snapshot_rots, s.live_rots, s.rots_skipped
     );
+    println!("scrubber finds:   {}", s.scrubber_finds);
     println!(
         "repairs:          {} started (DAMAGED WAL), {} finished; still repairing at the end: {:?}",
         s.repairs_started, s.repairs_finished, s.still_repairing
