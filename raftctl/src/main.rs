@@ -7,7 +7,8 @@
 //! snapshot, transfer-leader, fault) with `raftd-client`'s blocking client. The rest is in
 //! modules, which import from each other and never from here: `status` (the status
 //! documents and table), `check` (the consistency check), `local` (a cluster on this
-//! machine), `bench` (the load generator,
+//! machine), `disk` (`check disk`), `waltool` (`wal verify`, `wal dump`), `bench` (the
+//! load generator,
 //! on `raftd-client`'s non-blocking client), `failure` (exit codes and their messages),
 //! `output` (the `out!`/`put!` macros for stdout) and `parse` (option values).
 #![forbid(unsafe_code)]
@@ -18,10 +19,12 @@ mod output;
 
 mod bench;
 mod check;
+mod disk;
 mod failure;
 mod local;
 mod parse;
 mod status;
+mod waltool;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use failure::Failure;
@@ -106,6 +109,11 @@ enum Command {
     },
     /// Measure throughput and latency with closed-loop clients (like etcd's benchmark).
     Bench(bench::BenchArgs),
+    /// Read a stopped node's write-ahead log offline: `wal verify`, `wal dump`.
+    Wal {
+        #[command(subcommand)]
+        action: waltool::WalCmd,
+    },
     /// Run a cluster on this machine.
     Local {
         #[command(subcommand)]
@@ -145,6 +153,10 @@ enum CheckCmd {
     /// hashes and names any node outside the majority. Exit codes: 0 all the same;
     /// 2 a divergence; 3 could not decide (a node unreachable or without the checkpoint).
     Consistency,
+    /// Is the disk under DIR fit for a WAL? Times synced writes the way the WAL makes them
+    /// (fdatasync p50/p99) and its sequential write throughput; fit when p99 is under 10 ms
+    /// (etcd's guidance). Exit codes: 0 fit; 2 not fit.
+    Disk(disk::DiskArgs),
 }
 
 #[derive(ClapArgs, Debug)]
@@ -187,8 +199,14 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
-    if let Command::Local { action } = &cli.command {
-        return local::run(action, cli.timeout, cli.json);
+    // Commands that talk to no cluster.
+    match &cli.command {
+        Command::Local { action } => return local::run(action, cli.timeout, cli.json),
+        Command::Wal { action } => return waltool::run(action, cli.json),
+        Command::Check {
+            what: CheckCmd::Disk(args),
+        } => return disk::run(args, cli.json),
+        _ => {}
     }
     let config = client_config(&cli)?;
     let mut client = Client::new(config.clone());
@@ -265,7 +283,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let leader = find_leader(&mut client, &config).ok();
             bench::run(&args, config, leader, cli.json)
         }
-        Command::Local { .. } => unreachable!("handled above"),
+        Command::Local { .. }
+        | Command::Wal { .. }
+        | Command::Check {
+            what: CheckCmd::Disk(_),
+        } => unreachable!("handled above"),
     }
 }
 
