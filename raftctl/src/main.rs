@@ -17,6 +17,7 @@
 #[macro_use]
 mod output;
 
+mod backup;
 mod bench;
 mod check;
 mod disk;
@@ -48,9 +49,10 @@ struct Cli {
     #[arg(long, env = "RAFTCTL_CLUSTER", value_delimiter = ',', global = true)]
     cluster: Vec<String>,
 
-    /// Cluster name the nodes were started with.
-    #[arg(long, default_value = "raftd", global = true)]
-    cluster_id: String,
+    /// Cluster name the nodes were started with [default: raftd; for `snapshot restore`,
+    /// the backup's].
+    #[arg(long, global = true)]
+    cluster_id: Option<String>,
 
     /// Give up after this long (e.g. 5s, 500ms).
     #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
@@ -90,11 +92,9 @@ enum Command {
         #[arg(long)]
         crash: bool,
     },
-    /// Make a node take a snapshot now.
-    Snapshot {
-        /// The node's id.
-        id: u64,
-    },
+    /// `snapshot ID`: make node ID take a snapshot now. `snapshot save FILE`, `snapshot
+    /// inspect FILE`, `snapshot restore FILE ...`: backups of the store.
+    Snapshot(SnapshotArgs),
     /// Hand leadership to a node.
     TransferLeader {
         /// The node to lead.
@@ -160,6 +160,15 @@ enum CheckCmd {
 }
 
 #[derive(ClapArgs, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+struct SnapshotArgs {
+    /// The node that takes a snapshot now.
+    id: Option<u64>,
+    #[command(subcommand)]
+    backup: Option<backup::SnapshotCmd>,
+}
+
+#[derive(ClapArgs, Debug)]
 struct FaultArgs {
     /// The node whose transport gets the faults.
     id: u64,
@@ -206,6 +215,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Check {
             what: CheckCmd::Disk(args),
         } => return disk::run(args, cli.json),
+        Command::Snapshot(SnapshotArgs {
+            backup: Some(cmd), ..
+        }) if !matches!(cmd, backup::SnapshotCmd::Save { .. }) => {
+            return backup::run_offline(cmd, cli.cluster_id.as_deref(), cli.json)
+        }
         _ => {}
     }
     let config = client_config(&cli)?;
@@ -247,7 +261,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Kill { id, crash } => {
             node_op(&mut client, &config, id, Op::Shutdown { crash }, cli.json)
         }
-        Command::Snapshot { id } => node_op(&mut client, &config, id, Op::Snapshot, cli.json),
+        Command::Snapshot(SnapshotArgs { id: Some(id), .. }) => {
+            node_op(&mut client, &config, id, Op::Snapshot, cli.json)
+        }
+        Command::Snapshot(SnapshotArgs {
+            backup: Some(backup::SnapshotCmd::Save { file }),
+            ..
+        }) => {
+            let leader = find_leader(&mut client, &config)?;
+            backup::save(&mut client, leader, &config.cluster_id, &file, cli.json)
+        }
+        Command::Snapshot(_) => Err(Failure::Usage(
+            "snapshot needs a node id (take a snapshot now) or save, inspect or restore".into(),
+        )),
         Command::TransferLeader { id } => {
             // Asked of the leader: find it through a redirect from any node.
             let leader = find_leader(&mut client, &config)?;
@@ -321,7 +347,7 @@ fn client_config(cli: &Cli) -> Result<ClientConfig, Failure> {
     };
     Ok(ClientConfig {
         nodes,
-        cluster_id: cli.cluster_id.clone(),
+        cluster_id: cli.cluster_id.clone().unwrap_or_else(|| "raftd".into()),
         token,
         timeout: cli.timeout,
     })

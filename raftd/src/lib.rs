@@ -7,6 +7,10 @@
 //!   in `FORMAT.md` beside `Cargo.toml`.
 //! - [`consistency`]: the cross-node consistency check's hash and bookkeeping: nodes hash
 //!   their stores at the same checkpoints in the log and compare.
+//! - [`backup`]: backup files (`raftctl snapshot save/inspect/restore`): the format, its
+//!   checks, and restoring one into a new node's data directory.
+//! - [`backup_source`]: a node's side of `raftctl snapshot save`: backups of the store
+//!   served a chunk at a time.
 //! - [`cli`]: the daemon's command line.
 //!
 //! The client side lives in the `raftd-client` crate and is re-exported here, so the daemon
@@ -17,6 +21,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod backup;
+pub mod backup_source;
 pub mod cli;
 pub mod consistency;
 pub mod kv;

@@ -53,11 +53,29 @@ pub struct ServerConfig {
     pub scrub_bytes_per_sec: u64,
 }
 
+/// The identity file in a data directory (see `check_identity`).
+pub const IDENTITY_FILE: &str = "raftd.id";
+/// Present in a data directory while `raftctl snapshot restore` builds it: a node refuses to
+/// start there (the restore was interrupted).
+pub const RESTORE_MARKER_FILE: &str = "RESTORING";
+
+/// The identity file's contents for node `id` of cluster `cluster_id`.
+pub fn identity_text(cluster_id: &str, id: u64) -> String {
+    format!("cluster={cluster_id}\nnode={id}\n")
+}
+
 /// Checks (or creates) the identity file that ties a data directory to one cluster and one
-/// node, so a directory copied from elsewhere is refused instead of silently reused.
+/// node, so a directory copied from elsewhere is refused instead of silently reused. A
+/// directory an interrupted restore left is refused too.
 fn check_identity(dir: &Path, cluster_id: &str, id: u64) -> Result<(), String> {
-    let path = dir.join("raftd.id");
-    let want = format!("cluster={cluster_id}\nnode={id}\n");
+    if dir.join(RESTORE_MARKER_FILE).exists() {
+        return Err(format!(
+            "data directory {} holds an interrupted restore ({RESTORE_MARKER_FILE}); empty it and run raftctl snapshot restore again",
+            dir.display()
+        ));
+    }
+    let path = dir.join(IDENTITY_FILE);
+    let want = identity_text(cluster_id, id);
     match std::fs::read_to_string(&path) {
         Ok(have) if have == want => Ok(()),
         Ok(have) => {
