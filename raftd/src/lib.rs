@@ -3,6 +3,7 @@
 //! - [`replica`]: one member as a state machine gluing the consensus core (`raft`), the write-ahead log
 //!   (`wal`) and the key-value store ([`kv`]), driven through a clock and network interface.
 //! - [`server`]: the daemon's mio loop driving a replica with the real clock, network and disk.
+//! - [`notify`]: systemd's readiness, status, watchdog and stopping notifications.
 //! - [`kv`]: the replicated key-value store with its client sessions; its snapshot format is
 //!   in `FORMAT.md` beside `Cargo.toml`.
 //! - [`consistency`]: the cross-node consistency check's hash and bookkeeping: nodes hash
@@ -26,6 +27,7 @@ pub mod backup_source;
 pub mod cli;
 pub mod consistency;
 pub mod kv;
+pub mod notify;
 pub mod replica;
 pub mod server;
 
