@@ -73,7 +73,7 @@ fn inspect(file: &Path, json: bool) -> Result<(), Failure> {
                 file,
                 &checked.header,
                 json,
-                "intact: every checksum matches",
+                "intact (every checksum matches)",
             );
             Ok(())
         }
@@ -100,18 +100,35 @@ fn print_header(file: &Path, h: &BackupHeader, json: bool, verdict: &str) {
                 "crc": format!("{:08x}", h.data_crc), "saved_unix_secs": h.saved_unix_secs})
         );
     } else {
-        out!(
-            "{}: cluster '{}', index {} term {}, {} keys, {} bytes, crc {:08x}, saved at {} (Unix time); {verdict}",
-            file.display(),
-            h.cluster_id,
-            h.index,
-            h.term,
-            h.key_count,
-            h.data_bytes,
-            h.data_crc,
-            h.saved_unix_secs
-        );
+        out!("{}: {verdict}", file.display());
+        out!("  cluster  {}", h.cluster_id);
+        out!("  index    {} (term {})", h.index, h.term);
+        out!("  keys     {}", h.key_count);
+        out!("  bytes    {} (crc {:08x})", h.data_bytes, h.data_crc);
+        out!("  saved    {}", utc(h.saved_unix_secs));
     }
+}
+
+/// Seconds since the Unix epoch as `YYYY-MM-DD hh:mm:ss UTC` (the proleptic Gregorian
+/// calendar, by the days-to-civil algorithm of Howard Hinnant's date library).
+fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rest = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
 }
 
 fn restore(args: &RestoreArgs, cluster_id: Option<&str>, json: bool) -> Result<(), Failure> {
@@ -215,7 +232,12 @@ pub fn save(
             return Err(e);
         }
     };
-    print_header(file, &header, json, "saved");
+    print_header(
+        file,
+        &header,
+        json,
+        "saved (synced, then renamed into place)",
+    );
     Ok(())
 }
 
@@ -298,5 +320,16 @@ fn ask(
             Err(Failure::Definite(format!("{reason}; nothing was saved")))
         }
         other => Err(Failure::Definite(format!("unexpected answer: {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Known instants: the epoch, a leap day, the end of a century year that is no leap year.
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(super::utc(4_107_542_399), "2100-02-28 23:59:59 UTC");
     }
 }

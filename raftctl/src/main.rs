@@ -7,9 +7,9 @@
 //! snapshot, transfer-leader, fault) with `raftd-client`'s blocking client. The rest is in
 //! modules, which import from each other and never from here: `status` (the status
 //! documents and table), `check` (the consistency check), `local` (a cluster on this
-//! machine), `disk` (`check disk`), `waltool` (`wal verify`, `wal dump`), `bench` (the
-//! load generator,
-//! on `raftd-client`'s non-blocking client), `failure` (exit codes and their messages),
+//! machine), `backup` (`snapshot save/inspect/restore`), `disk` (`check disk`), `waltool`
+//! (`wal verify`, `wal dump`), `bench` (the load generator, on `raftd-client`'s
+//! non-blocking client), `failure` (exit codes and their messages),
 //! `output` (the `out!`/`put!` macros for stdout) and `parse` (option values).
 #![forbid(unsafe_code)]
 

@@ -182,7 +182,7 @@ fn damaged_truncated_or_misdirected_backups_are_refused_and_nothing_is_left_half
     let good = c.dir().join("good.bak");
     let (code, out) = c.raftctl(&["snapshot", "save", good.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("50 keys"), "{out}");
+    assert!(out.contains("keys     50"), "{out}");
     let len = std::fs::metadata(&good).unwrap().len() as usize;
 
     let truncated = c.dir().join("truncated.bak");
