@@ -22,6 +22,9 @@ pub const FRAME_RESPONSE: u8 = 11;
 pub const KEY_BYTES_MAX: usize = 64 << 10;
 /// Values are at most this long.
 pub const VALUE_BYTES_MAX: usize = 1 << 20;
+/// A backup chunk ([`Outcome::Backup`]) carries at most this many bytes, so a backup of any
+/// size travels in frames well under the transport's client frame limit.
+pub const BACKUP_CHUNK_BYTES_MAX: usize = 1 << 20;
 
 /// A write to the key-value store, as replicated in the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +109,37 @@ pub enum Op {
         /// The checkpoint's log index; 0 asks for the node's latest.
         index: u64,
     },
+    /// A backup of the store: `backup_id` 0 asks the leader to start one (a snapshot of its
+    /// store at its applied index, prepared off its event loop); then the chunk at `offset`
+    /// of backup `backup_id`, asked of the same node (see `client/FORMAT.md`).
+    Backup {
+        /// The backup, or 0 to start one.
+        backup_id: u64,
+        /// The first byte wanted.
+        offset: u64,
+    },
+}
+
+/// One answer to [`Op::Backup`]: where the backup stands and, once it is ready, a chunk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupChunk {
+    /// The backup's id, for the next requests.
+    pub backup_id: u64,
+    /// The snapshot's bytes are ready; until then `total_bytes`, `crc` and `data` are 0 and
+    /// empty, and the client asks again.
+    pub ready: bool,
+    /// The store is the state right after applying this log index...
+    pub index: u64,
+    /// ...whose entry has this term.
+    pub term: u64,
+    /// The size of the snapshot's bytes (`raftd/FORMAT.md`).
+    pub total_bytes: u64,
+    /// CRC-32 (IEEE) of all of them.
+    pub crc: u32,
+    /// Where `data` starts.
+    pub offset: u64,
+    /// At most [`BACKUP_CHUNK_BYTES_MAX`] bytes from `offset` (fewer only at the end).
+    pub data: Vec<u8>,
 }
 
 /// What a node knows of its hash at a checkpoint.
@@ -203,6 +237,8 @@ pub enum Outcome {
         /// The hash, or why there is none.
         hash: CheckpointHash,
     },
+    /// The answer to [`Op::Backup`].
+    Backup(BackupChunk),
 }
 
 /// Why bytes did not decode.
@@ -233,6 +269,7 @@ const OP_TRANSFER: u8 = 5;
 const OP_FAULT: u8 = 6;
 const OP_SHUTDOWN: u8 = 7;
 const OP_CHECKPOINT: u8 = 8;
+const OP_BACKUP: u8 = 9;
 
 const WRITE_PUT: u8 = 1;
 const WRITE_DELETE: u8 = 2;
@@ -248,6 +285,7 @@ const OUT_NOT_LEADER: u8 = 5;
 const OUT_UNAVAILABLE: u8 = 6;
 const OUT_REFUSED: u8 = 7;
 const OUT_CHECKPOINT: u8 = 8;
+const OUT_BACKUP: u8 = 9;
 
 const HASH_KNOWN: u8 = 0;
 const HASH_PENDING: u8 = 1;
@@ -418,6 +456,11 @@ impl Request {
                 w.u8(OP_CHECKPOINT);
                 w.u64(*index);
             }
+            Op::Backup { backup_id, offset } => {
+                w.u8(OP_BACKUP);
+                w.u64(*backup_id);
+                w.u64(*offset);
+            }
         }
         out
     }
@@ -465,6 +508,10 @@ impl Request {
             },
             OP_CHECKPOINT => Op::Checkpoint {
                 index: r.u64("index")?,
+            },
+            OP_BACKUP => Op::Backup {
+                backup_id: r.u64("backup_id")?,
+                offset: r.u64("offset")?,
             },
             k => return Err(DecodeError(format!("unknown op {k}"))),
         };
@@ -531,6 +578,17 @@ impl Response {
                 w.u8(state);
                 w.u64(value);
             }
+            Outcome::Backup(chunk) => {
+                w.u8(OUT_BACKUP);
+                w.u64(chunk.backup_id);
+                w.u8(u8::from(chunk.ready));
+                w.u64(chunk.index);
+                w.u64(chunk.term);
+                w.u64(chunk.total_bytes);
+                w.u32(chunk.crc);
+                w.u64(chunk.offset);
+                w.u32_prefixed(&chunk.data);
+            }
         }
         out
     }
@@ -580,6 +638,16 @@ impl Response {
                     hash,
                 }
             }
+            OUT_BACKUP => Outcome::Backup(BackupChunk {
+                backup_id: r.u64("backup_id")?,
+                ready: r.u8("ready")? != 0,
+                index: r.u64("index")?,
+                term: r.u64("term")?,
+                total_bytes: r.u64("total_bytes")?,
+                crc: r.u32("crc")?,
+                offset: r.u64("offset")?,
+                data: get_bytes(&mut r, "data", BACKUP_CHUNK_BYTES_MAX)?,
+            }),
             k => return Err(DecodeError(format!("unknown outcome {k}"))),
         };
         finish(&r)?;
@@ -710,6 +778,10 @@ mod tests {
             Op::Shutdown { crash: true },
             write(Write::Checkpoint),
             Op::Checkpoint { index: 0x39 },
+            Op::Backup {
+                backup_id: 7,
+                offset: 0x100,
+            },
         ];
         let requests = [
             "000a000000000000010201000000000000040300000000000001010000006b020000007676",
@@ -725,6 +797,7 @@ mod tests {
             "0a0a0000000000000701",
             "0b0a000000000000010201000000000000040300000000000004",
             "0c0a000000000000083900000000000000",
+            "0d0a0000000000000907000000000000000001000000000000",
         ];
         let ops = ops.into_iter().enumerate().map(|(i, op)| Request {
             request_id: 0x0a00 + i as u64,
@@ -768,6 +841,16 @@ mod tests {
                 applied: 0x3a,
                 hash: CheckpointHash::Missing,
             },
+            Outcome::Backup(BackupChunk {
+                backup_id: 7,
+                ready: true,
+                index: 0x39,
+                term: 2,
+                total_bytes: 3,
+                crc: 0x0102_0304,
+                offset: 0,
+                data: b"abc".to_vec(),
+            }),
         ];
         let responses = [
             "000b0000000000000003000000000000000200000000000000",
@@ -783,6 +866,7 @@ mod tests {
             "0a0b0000000000000839000000000000003a0000000000000000efcdab8967452301",
             "0b0b0000000000000839000000000000003800000000000000010000000000000000",
             "0c0b0000000000000800000000000000003a00000000000000020000000000000000",
+            "0d0b0000000000000907000000000000000139000000000000000200000000000000030000000000000004030201000000000000000003000000616263",
         ];
         let outcomes = outcomes
             .into_iter()

@@ -7,8 +7,9 @@
 //! snapshot, transfer-leader, fault) with `raftd-client`'s blocking client. The rest is in
 //! modules, which import from each other and never from here: `status` (the status
 //! documents and table), `check` (the consistency check), `local` (a cluster on this
-//! machine), `bench` (the load generator,
-//! on `raftd-client`'s non-blocking client), `failure` (exit codes and their messages),
+//! machine), `backup` (`snapshot save/inspect/restore`), `disk` (`check disk`), `waltool`
+//! (`wal verify`, `wal dump`), `bench` (the load generator, on `raftd-client`'s
+//! non-blocking client), `failure` (exit codes and their messages),
 //! `output` (the `out!`/`put!` macros for stdout) and `parse` (option values).
 #![forbid(unsafe_code)]
 
@@ -16,12 +17,15 @@
 #[macro_use]
 mod output;
 
+mod backup;
 mod bench;
 mod check;
+mod disk;
 mod failure;
 mod local;
 mod parse;
 mod status;
+mod waltool;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use failure::Failure;
@@ -45,9 +49,10 @@ struct Cli {
     #[arg(long, env = "RAFTCTL_CLUSTER", value_delimiter = ',', global = true)]
     cluster: Vec<String>,
 
-    /// Cluster name the nodes were started with.
-    #[arg(long, default_value = "raftd", global = true)]
-    cluster_id: String,
+    /// Cluster name the nodes were started with [default: raftd; for `snapshot restore`,
+    /// the backup's].
+    #[arg(long, global = true)]
+    cluster_id: Option<String>,
 
     /// Give up after this long (e.g. 5s, 500ms).
     #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
@@ -87,11 +92,9 @@ enum Command {
         #[arg(long)]
         crash: bool,
     },
-    /// Make a node take a snapshot now.
-    Snapshot {
-        /// The node's id.
-        id: u64,
-    },
+    /// `snapshot ID`: make node ID take a snapshot now. `snapshot save FILE`, `snapshot
+    /// inspect FILE`, `snapshot restore FILE ...`: backups of the store.
+    Snapshot(SnapshotArgs),
     /// Hand leadership to a node.
     TransferLeader {
         /// The node to lead.
@@ -106,6 +109,11 @@ enum Command {
     },
     /// Measure throughput and latency with closed-loop clients (like etcd's benchmark).
     Bench(bench::BenchArgs),
+    /// Read a stopped node's write-ahead log offline: `wal verify`, `wal dump`.
+    Wal {
+        #[command(subcommand)]
+        action: waltool::WalCmd,
+    },
     /// Run a cluster on this machine.
     Local {
         #[command(subcommand)]
@@ -145,6 +153,19 @@ enum CheckCmd {
     /// hashes and names any node outside the majority. Exit codes: 0 all the same;
     /// 2 a divergence; 3 could not decide (a node unreachable or without the checkpoint).
     Consistency,
+    /// Is the disk under DIR fit for a WAL? Times synced writes the way the WAL makes them
+    /// (fdatasync p50/p99) and its sequential write throughput; fit when p99 is under 10 ms
+    /// (etcd's guidance). Exit codes: 0 fit; 2 not fit.
+    Disk(disk::DiskArgs),
+}
+
+#[derive(ClapArgs, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+struct SnapshotArgs {
+    /// The node that takes a snapshot now.
+    id: Option<u64>,
+    #[command(subcommand)]
+    backup: Option<backup::SnapshotCmd>,
 }
 
 #[derive(ClapArgs, Debug)]
@@ -187,8 +208,19 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
-    if let Command::Local { action } = &cli.command {
-        return local::run(action, cli.timeout, cli.json);
+    // Commands that talk to no cluster.
+    match &cli.command {
+        Command::Local { action } => return local::run(action, cli.timeout, cli.json),
+        Command::Wal { action } => return waltool::run(action, cli.json),
+        Command::Check {
+            what: CheckCmd::Disk(args),
+        } => return disk::run(args, cli.json),
+        Command::Snapshot(SnapshotArgs {
+            backup: Some(cmd), ..
+        }) if !matches!(cmd, backup::SnapshotCmd::Save { .. }) => {
+            return backup::run_offline(cmd, cli.cluster_id.as_deref(), cli.json)
+        }
+        _ => {}
     }
     let config = client_config(&cli)?;
     let mut client = Client::new(config.clone());
@@ -229,7 +261,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Kill { id, crash } => {
             node_op(&mut client, &config, id, Op::Shutdown { crash }, cli.json)
         }
-        Command::Snapshot { id } => node_op(&mut client, &config, id, Op::Snapshot, cli.json),
+        Command::Snapshot(SnapshotArgs { id: Some(id), .. }) => {
+            node_op(&mut client, &config, id, Op::Snapshot, cli.json)
+        }
+        Command::Snapshot(SnapshotArgs {
+            backup: Some(backup::SnapshotCmd::Save { file }),
+            ..
+        }) => {
+            let leader = find_leader(&mut client, &config)?;
+            backup::save(&mut client, leader, &config.cluster_id, &file, cli.json)
+        }
+        Command::Snapshot(_) => Err(Failure::Usage(
+            "snapshot needs a node id (take a snapshot now) or save, inspect or restore".into(),
+        )),
         Command::TransferLeader { id } => {
             // Asked of the leader: find it through a redirect from any node.
             let leader = find_leader(&mut client, &config)?;
@@ -265,7 +309,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let leader = find_leader(&mut client, &config).ok();
             bench::run(&args, config, leader, cli.json)
         }
-        Command::Local { .. } => unreachable!("handled above"),
+        Command::Local { .. }
+        | Command::Wal { .. }
+        | Command::Check {
+            what: CheckCmd::Disk(_),
+        } => unreachable!("handled above"),
     }
 }
 
@@ -299,7 +347,7 @@ fn client_config(cli: &Cli) -> Result<ClientConfig, Failure> {
     };
     Ok(ClientConfig {
         nodes,
-        cluster_id: cli.cluster_id.clone(),
+        cluster_id: cli.cluster_id.clone().unwrap_or_else(|| "raftd".into()),
         token,
         timeout: cli.timeout,
     })

@@ -3,10 +3,15 @@
 //! - [`replica`]: one member as a state machine gluing the consensus core (`raft`), the write-ahead log
 //!   (`wal`) and the key-value store ([`kv`]), driven through a clock and network interface.
 //! - [`server`]: the daemon's mio loop driving a replica with the real clock, network and disk.
+//! - [`notify`]: systemd's readiness, status, watchdog and stopping notifications.
 //! - [`kv`]: the replicated key-value store with its client sessions; its snapshot format is
 //!   in `FORMAT.md` beside `Cargo.toml`.
 //! - [`consistency`]: the cross-node consistency check's hash and bookkeeping: nodes hash
 //!   their stores at the same checkpoints in the log and compare.
+//! - [`backup`]: backup files (`raftctl snapshot save/inspect/restore`): the format, its
+//!   checks, and restoring one into a new node's data directory.
+//! - [`backup_source`]: a node's side of `raftctl snapshot save`: backups of the store
+//!   served a chunk at a time.
 //! - [`cli`]: the daemon's command line.
 //!
 //! The client side lives in the `raftd-client` crate and is re-exported here, so the daemon
@@ -17,9 +22,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod backup;
+pub mod backup_source;
 pub mod cli;
 pub mod consistency;
 pub mod kv;
+pub mod notify;
 pub mod replica;
 pub mod server;
 

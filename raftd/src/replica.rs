@@ -12,6 +12,7 @@
 //! WAL's [`wal::Backend`], which the simulator replaces with a fault-injecting file system
 //! that loses unsynced writes on a power cut.
 
+use crate::backup_source::Backups;
 use crate::consistency::{self, Change, Checkpoints};
 use crate::kv::{Kv, SESSIONS_MAX_DEFAULT};
 use crate::protocol::{
@@ -164,6 +165,8 @@ struct Glue<E: Env> {
     hashes_running: usize,
     /// When the leader next proposes a checkpoint (its periodic consistency check).
     next_consistency_check: Duration,
+    /// Backups of the store being served to `raftctl snapshot save`.
+    backups: Backups,
     /// Test only (the `test-faults` feature, the `raftd-faulty` binary): the next put
     /// applied gets a changed value.
     #[cfg(feature = "test-faults")]
@@ -305,6 +308,7 @@ impl<E: Env> Replica<E> {
             hashes_sender,
             hashes_done,
             hashes_running: 0,
+            backups: Backups::default(),
             next_consistency_check: now.saturating_add(consistency_period(&config)),
             #[cfg(feature = "test-faults")]
             corrupt_one_put: false,
@@ -375,6 +379,7 @@ impl<E: Env> Replica<E> {
             self.g.next_read_sweep = now + READ_SWEEP;
         }
         self.g.finish_checkpoint_hashes();
+        self.g.backups.expire(now);
         self.periodic_checkpoint(now);
         self.finish_snapshot()?;
         self.scrub(now);
@@ -630,8 +635,33 @@ impl<E: Env> Replica<E> {
                 };
                 self.g.reply(client, id, outcome);
             }
+            Op::Backup { backup_id, offset } => {
+                let outcome = self.backup(backup_id, offset);
+                self.g.reply(client, id, outcome);
+            }
         }
         Ok(())
+    }
+
+    /// A backup's next chunk, or (id 0) a new backup of the store at the applied index, on
+    /// the leader only, so that it holds every committed write acknowledged so far.
+    fn backup(&mut self, backup_id: u64, offset: u64) -> Outcome {
+        let now = self.g.env.now();
+        if backup_id != 0 {
+            return self.g.backups.chunk(backup_id, offset, now);
+        }
+        if !self.raw.is_leader() {
+            return self.not_leader();
+        }
+        let index = self.g.applied;
+        let Some(term) = self.raw.term_at(index) else {
+            return unavailable(format!(
+                "the term of applied index {index} is unknown; retry"
+            ));
+        };
+        let view = self.g.kv.snapshot_view();
+        let threads = self.g.env.waker().is_some();
+        self.g.backups.start(view, index.0, term.0, threads, now)
     }
 
     fn propose(&mut self, client: E::Client, request_id: u64, command: Command) {

@@ -7,6 +7,7 @@
 //! replica, which the simulator in `tests/` drives the same way with virtual time, a
 //! simulated network and a file system that loses unsynced writes on a power cut.
 
+use crate::notify::Notifier;
 use crate::protocol::FaultSpec;
 use crate::replica::{Env, Replica, StopRequest};
 use std::net::SocketAddr;
@@ -53,11 +54,29 @@ pub struct ServerConfig {
     pub scrub_bytes_per_sec: u64,
 }
 
+/// The identity file in a data directory (see `check_identity`).
+pub const IDENTITY_FILE: &str = "raftd.id";
+/// Present in a data directory while `raftctl snapshot restore` builds it: a node refuses to
+/// start there (the restore was interrupted).
+pub const RESTORE_MARKER_FILE: &str = "RESTORING";
+
+/// The identity file's contents for node `id` of cluster `cluster_id`.
+pub fn identity_text(cluster_id: &str, id: u64) -> String {
+    format!("cluster={cluster_id}\nnode={id}\n")
+}
+
 /// Checks (or creates) the identity file that ties a data directory to one cluster and one
-/// node, so a directory copied from elsewhere is refused instead of silently reused.
+/// node, so a directory copied from elsewhere is refused instead of silently reused. A
+/// directory an interrupted restore left is refused too.
 fn check_identity(dir: &Path, cluster_id: &str, id: u64) -> Result<(), String> {
-    let path = dir.join("raftd.id");
-    let want = format!("cluster={cluster_id}\nnode={id}\n");
+    if dir.join(RESTORE_MARKER_FILE).exists() {
+        return Err(format!(
+            "data directory {} holds an interrupted restore ({RESTORE_MARKER_FILE}); empty it and run raftctl snapshot restore again",
+            dir.display()
+        ));
+    }
+    let path = dir.join(IDENTITY_FILE);
+    let want = identity_text(cluster_id, id);
     match std::fs::read_to_string(&path) {
         Ok(have) if have == want => Ok(()),
         Ok(have) => {
@@ -215,6 +234,10 @@ impl Server {
             config.cluster_id,
             config.peers.len()
         );
+        // Recovery is done and the listener is bound: the node serves.
+        let mut notifier = Notifier::from_env();
+        notifier.ready(self.status_line());
+        let mut shown = self.status_key();
         let mut events = Vec::with_capacity(1024);
         while !self.stop.load(Ordering::Relaxed) {
             let timeout = self
@@ -241,9 +264,38 @@ impl Server {
                 None => {}
             }
             self.replica.turn()?;
+            // From the loop itself, so that a wedged loop stops the pings.
+            notifier.watchdog();
+            let now_shown = self.status_key();
+            if now_shown != shown {
+                shown = now_shown;
+                notifier.status(self.status_line());
+            }
         }
+        notifier.stopping();
         self.shutdown();
         Ok(())
+    }
+
+    /// What systemd's STATUS= shows: compared every turn, formatted only when it changes.
+    fn status_key(&self) -> (raft::RoleKind, raft::Term, raft::NodeId) {
+        let raw = self.replica.raw();
+        (raw.role(), raw.term(), raw.leader())
+    }
+
+    /// The node's role, term and leader, for systemd's STATUS=.
+    fn status_line(&self) -> String {
+        let raw = self.replica.raw();
+        format!(
+            "node {}: {} in term {}, leader {}",
+            self.replica.config().id,
+            raw.role(),
+            raw.term(),
+            match raw.leader().0 {
+                0 => "unknown".to_string(),
+                id => id.to_string(),
+            }
+        )
     }
 
     fn handle_event(&mut self, event: Event) -> Result<(), String> {

@@ -98,6 +98,21 @@ pub fn workspace_binary_with(package: &str, bin: &str, features: &[&str]) -> Pat
     profile_dir.join(bin)
 }
 
+/// Runs `raftctl FIRST... ARGS...`: its exit code, and its stdout followed by its stderr.
+pub fn run_raftctl(first: &[&str], args: &[&str]) -> (i32, String) {
+    let out = Command::new(workspace_binary("raftctl"))
+        .args(first)
+        .args(args)
+        .output()
+        .expect("run raftctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
 /// Loopback addresses with free ports.
 pub fn free_addresses(n: usize) -> Vec<SocketAddr> {
     let listeners: Vec<TcpListener> = (0..n)
@@ -513,6 +528,27 @@ impl ProcessCluster {
             "node {id} never logged {text:?}; its log ends:\n{}",
             self.log_tail(id)
         );
+    }
+
+    /// Runs `raftctl --cluster <every node> --cluster-id <the cluster's> --timeout 10s ARGS`:
+    /// its exit code, and its stdout followed by its stderr.
+    pub fn raftctl(&self, args: &[&str]) -> (i32, String) {
+        let cluster: Vec<String> = self
+            .ids()
+            .iter()
+            .map(|&id| self.addr(id).to_string())
+            .collect();
+        run_raftctl(
+            &[
+                "--cluster",
+                &cluster.join(","),
+                "--cluster-id",
+                &self.options.cluster_id,
+                "--timeout",
+                "10s",
+            ],
+            args,
+        )
     }
 
     /// The tail of a node's log, for failure messages.

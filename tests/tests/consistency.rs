@@ -8,10 +8,7 @@
 //! decide (exit 3).
 
 use raftd::protocol::{Outcome, Write};
-use raftd_tests::cluster::{
-    workspace_binary, workspace_binary_with, ClusterOptions, ProcessCluster,
-};
-use std::process::Command;
+use raftd_tests::cluster::{workspace_binary_with, ClusterOptions, ProcessCluster};
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(10);
@@ -29,18 +26,7 @@ fn put(client: &mut raftd::client::Client, i: usize) -> u64 {
 
 /// Runs raftctl against the cluster: exit code, and stdout with stderr.
 fn raftctl(c: &ProcessCluster, args: &[&str]) -> (i32, String) {
-    let cluster: Vec<String> = c.ids().iter().map(|&id| c.addr(id).to_string()).collect();
-    let out = Command::new(workspace_binary("raftctl"))
-        .args(["--cluster", &cluster.join(","), "--timeout", "10s"])
-        .args(args)
-        .output()
-        .expect("run raftctl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    c.raftctl(args)
 }
 
 /// Waits until `f` holds of node `id`'s status document.

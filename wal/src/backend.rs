@@ -293,6 +293,23 @@ fn write_buffered(path: &Path, head: &[u8], bytes: &[u8]) -> io::Result<()> {
     file.sync_all()
 }
 
+/// Up to `len` bytes of `file` from `offset` (fewer at its end).
+pub(crate) fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut bytes[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(filled);
+    Ok(bytes)
+}
+
 fn map_file(file: File, access: Access) -> io::Result<Box<dyn SegmentMap>> {
     let len = usize::try_from(file.metadata()?.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large to map"))?;
@@ -375,23 +392,11 @@ impl Backend for StdBackend {
     }
 
     fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        use std::os::unix::fs::FileExt;
         let file = File::open(path)?;
         // Clean cached pages are dropped first, so the read comes from the disk, where bit
         // rot is. Pages this process still maps stay cached; failure only costs that.
         let _ = sys::drop_cached(&file, offset, len as u64);
-        let mut bytes = vec![0u8; len];
-        let mut filled = 0;
-        while filled < len {
-            match file.read_at(&mut bytes[filled..], offset + filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        bytes.truncate(filled);
-        Ok(bytes)
+        read_at(&file, offset, len)
     }
 
     fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {

@@ -33,7 +33,9 @@
 //! * Reads ([`Wal::entries`], [`Wal::term`]) go to the mapped files through an in-memory map
 //!   of index → (term, segment, offset); entry data is never held in memory.
 //! * Only one process may open a directory; a second gets [`WalError::Locked`] naming the
-//!   holder's pid. Other processes writing the files despite the lock are outside the contract.
+//!   holder's pid. [`verify_dir`] and [`dump_dir`] read a stopped node's directory without
+//!   changing it (see [`inspect`]). Other processes writing the files despite the lock are
+//!   outside the contract.
 //!
 //! # Use
 //!
@@ -102,6 +104,7 @@
 mod backend;
 mod error;
 pub mod format;
+pub mod inspect;
 mod log_map;
 mod recovery;
 mod scrub;
@@ -112,6 +115,7 @@ mod wal;
 
 pub use crate::backend::{Backend, Pace, SegmentMap, StdBackend};
 pub use crate::error::WalError;
+pub use crate::inspect::{dump_dir, verify_dir, VerifyReport};
 pub use crate::scrub::{Damage, ScrubStep, ScrubTotals};
 pub use crate::vote::REPAIR_FILE;
 pub use crate::wal::{

@@ -20,6 +20,22 @@ pub(crate) struct Segment {
     pub map: Box<dyn SegmentMap>,
 }
 
+impl Segment {
+    /// The segment `id` at `path`, mapped. The header's first index is checked during
+    /// analysis; it is read here so the list is complete. A damaged header reads as index 0
+    /// and is reported by analysis.
+    pub fn new(id: u64, path: PathBuf, map: Box<dyn SegmentMap>) -> Segment {
+        let first_index =
+            format::decode_segment_header(map.bytes()).map_or(LogIndex(0), |(_, first)| first);
+        Segment {
+            id,
+            first_index,
+            path,
+            map,
+        }
+    }
+}
+
 /// The state replayed from a log with no problem in it.
 pub(crate) struct Replayed {
     pub log: LogMap,

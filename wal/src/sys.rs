@@ -24,6 +24,29 @@ pub(crate) fn map(file: &File, len: usize) -> io::Result<MmapMut> {
     unsafe { MmapOptions::new().len(len).map_mut(file) }
 }
 
+/// Maps all `len` bytes of `file` read-only, for reading a stopped node's WAL
+/// (`inspect`), which must not change a byte of it.
+pub(crate) fn map_read_only(file: &File, len: usize) -> io::Result<memmap2::Mmap> {
+    // SAFETY: as for `map`: the caller (`inspect`) holds a shared flock on the directory's
+    // lock file, which a running WAL holds exclusively before it maps or changes anything
+    // there, so no WAL writes or truncates the file while this map lives. Another process
+    // writing the files despite the lock is outside the contract (documented in the crate
+    // docs).
+    unsafe { MmapOptions::new().len(len).map(file) }
+}
+
+/// Takes a shared, non-blocking flock on `file`: `ErrorKind::WouldBlock` while a WAL holds
+/// its exclusive lock (see `lock`), and a WAL cannot take that lock while this one is held.
+pub(crate) fn lock_shared(file: &File) -> io::Result<()> {
+    // SAFETY: flock only reads its integer arguments; the fd is open because `file` is borrowed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Drops the clean cached pages of `file` in `[offset, offset + len)`, so the next faults there
 /// allocate fresh single-page folios (see `StdSegment::start_appending`).
 pub(crate) fn drop_cached(file: &File, offset: u64, len: u64) -> io::Result<()> {

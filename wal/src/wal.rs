@@ -202,7 +202,7 @@ pub struct Wal {
     scrub_totals: ScrubTotals,
 }
 
-fn segment_name(id: u64) -> String {
+pub(crate) fn segment_name(id: u64) -> String {
     format!("{id:016x}.wal")
 }
 
@@ -213,7 +213,7 @@ fn parse_segment_name(name: &str) -> Option<u64> {
         .flatten()
 }
 
-fn snapshot_name(meta: &SnapshotMeta) -> String {
+pub(crate) fn snapshot_name(meta: &SnapshotMeta) -> String {
     format!(
         "snap-{:016x}-{:016x}.snap",
         meta.index.get(),
@@ -221,12 +221,12 @@ fn snapshot_name(meta: &SnapshotMeta) -> String {
     )
 }
 
-fn parse_snapshot_name(name: &str) -> Option<u64> {
+pub(crate) fn parse_snapshot_name(name: &str) -> Option<u64> {
     let rest = name.strip_prefix("snap-")?.strip_suffix(".snap")?;
     u64::from_str_radix(rest.get(..16)?, 16).ok()
 }
 
-fn io_error(path: &Path, op: &'static str, source: io::Error) -> WalError {
+pub(crate) fn io_error(path: &Path, op: &'static str, source: io::Error) -> WalError {
     WalError::Io {
         path: path.to_path_buf(),
         op,
@@ -1446,40 +1446,37 @@ fn lock_dir(backend: &dyn Backend, dir: &Path) -> Result<Box<dyn Send>, WalError
     }
 }
 
-fn open_segments(
-    backend: &dyn Backend,
-    dir: &Path,
-    names: &[String],
-) -> Result<Vec<Segment>, WalError> {
+/// The ids of the segment files among `names`, in order; a gap in them is corruption (a
+/// missing segment).
+pub(crate) fn segment_ids(dir: &Path, names: &[String]) -> Result<Vec<u64>, WalError> {
     let mut ids: Vec<u64> = names
         .iter()
         .filter_map(|name| parse_segment_name(name))
         .collect();
     ids.sort_unstable();
+    if let Some(pair) = ids.windows(2).find(|pair| pair[1] != pair[0] + 1) {
+        return Err(WalError::Corrupt {
+            file: dir.join(segment_name(pair[1])),
+            offset: 0,
+            what: format!("segment {} is missing", segment_name(pair[0] + 1)),
+        });
+    }
+    Ok(ids)
+}
+
+fn open_segments(
+    backend: &dyn Backend,
+    dir: &Path,
+    names: &[String],
+) -> Result<Vec<Segment>, WalError> {
+    let ids = segment_ids(dir, names)?;
     let mut segments = Vec::with_capacity(ids.len());
-    for (position, &id) in ids.iter().enumerate() {
+    for id in ids {
         let path = dir.join(segment_name(id));
-        if position > 0 && id != ids[position - 1] + 1 {
-            let what = format!("segment {} is missing", segment_name(ids[position - 1] + 1));
-            return Err(WalError::Corrupt {
-                file: path,
-                offset: 0,
-                what,
-            });
-        }
         let map = backend
             .open_segment(&path)
             .map_err(|e| io_error(&path, "open segment", e))?;
-        // The header's first index is checked during analysis; read it here so the list is
-        // complete. A damaged header reads as index 0 and is reported by analysis.
-        let first_index =
-            format::decode_segment_header(map.bytes()).map_or(LogIndex(0), |(_, first)| first);
-        segments.push(Segment {
-            id,
-            first_index,
-            path,
-            map,
-        });
+        segments.push(Segment::new(id, path, map));
     }
     Ok(segments)
 }
@@ -1543,7 +1540,11 @@ fn discard_log(backend: &dyn Backend, dir: &Path) -> Result<(), WalError> {
         .map_err(|e| io_error(dir, "fsync directory", e))
 }
 
-fn check_log_start(dir: &Path, segments: &[Segment], log: &LogMap) -> Result<(), WalError> {
+pub(crate) fn check_log_start(
+    dir: &Path,
+    segments: &[Segment],
+    log: &LogMap,
+) -> Result<(), WalError> {
     if log.start == log.snapshot.index.get() + 1 {
         return Ok(());
     }
