@@ -316,6 +316,7 @@ impl Server {
     fn shutdown(&mut self) {
         let id = self.replica.config().id;
         log::info!("node {id}: stopping");
+        self.replica.close();
         // Everything acknowledged is already durable; let queued frames leave.
         let transport = &mut self.replica.env_mut().transport;
         let deadline = Instant::now() + Duration::from_millis(500);
