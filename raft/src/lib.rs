@@ -62,12 +62,14 @@ pub mod codec;
 mod config;
 pub mod driver;
 mod log;
+pub mod membership;
 pub mod message;
 mod node;
 mod progress;
 pub mod types;
 
 pub use config::Config;
+pub use membership::{ConfChangeError, Configuration, MemberChange};
 pub use message::{Body, ConflictHint, Message};
 pub use node::{EntriesWanted, ProposeError, RawNode, Ready, Restore, RoleKind, Status, StepError};
 pub use types::*;

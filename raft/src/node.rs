@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use crate::log::RaftLog;
+use crate::membership::{ConfChangeError, ConfHistory, Configuration, MemberChange, VoteResult};
 use crate::message::{Body, ConflictHint, Message};
 use crate::progress::{Progress, ProgressState};
 use crate::types::{
@@ -66,6 +67,7 @@ struct Votes {
 #[derive(Debug)]
 struct IncomingSnapshot {
     meta: SnapshotMeta,
+    configuration: Configuration,
     total_bytes: u64,
     data: Vec<u8>,
 }
@@ -106,6 +108,16 @@ pub enum ProposeError {
     TransferInProgress,
     /// Too many uncommitted bytes: back off and retry.
     Backpressure,
+    /// A configuration change must wait until this leader has committed an entry of its
+    /// own term (after a no-op or a command commits): until then it may not know of a
+    /// change an earlier leader committed, and two changes could overlap (the
+    /// single-server change bug of 2015).
+    ConfChangeNotReady,
+    /// Another configuration change is under way (its entry is not committed yet, or the
+    /// cluster is still in the joint configuration): one change at a time.
+    ConfChangePending,
+    /// The change does not fit the current configuration.
+    InvalidConfChange(ConfChangeError),
 }
 
 impl fmt::Display for ProposeError {
@@ -117,6 +129,16 @@ impl fmt::Display for ProposeError {
             ProposeError::NotLeader { leader } => write!(f, "not the leader; node {leader} is"),
             ProposeError::TransferInProgress => write!(f, "leadership transfer in progress"),
             ProposeError::Backpressure => write!(f, "too many uncommitted entries"),
+            ProposeError::ConfChangeNotReady => write!(
+                f,
+                "the leader has not committed an entry of its term yet; retry the change shortly"
+            ),
+            ProposeError::ConfChangePending => {
+                write!(f, "another configuration change is in progress")
+            }
+            ProposeError::InvalidConfChange(why) => {
+                write!(f, "invalid configuration change: {why}")
+            }
         }
     }
 }
@@ -128,11 +150,11 @@ impl std::error::Error for ProposeError {}
 pub enum StepError {
     /// The message is addressed to another node.
     WrongRecipient(NodeId),
-    /// The sender is not a member of this cluster.
+    /// The sender is nobody (id 0) or this node itself.
     UnknownPeer(NodeId),
     /// No leader is known to forward a read to.
     NoLeader,
-    /// The transfer target is not a voter, or is this node.
+    /// The transfer target is not a voter (a learner, a non-member), or is this node.
     BadTransferTarget(NodeId),
     /// Only the leader can do this.
     NotLeader,
@@ -322,6 +344,13 @@ pub struct Restore {
     /// it no longer has, so it grants no votes or pre-votes and does not campaign until a
     /// leader has brought its log up to date (see [`Ready::repair_finished`]).
     pub repairing: bool,
+    /// The configuration in effect where `entries` start (at `log_start`, or at the
+    /// snapshot): the one stored with the snapshot, followed through any configuration
+    /// entries the host applied from its storage below `log_start`. `None` when the node
+    /// has never had one (no snapshot, no configuration entry): it uses
+    /// [`Config::voters`], the first configuration of a brand-new cluster. Configuration
+    /// entries among `entries` take effect on top of it.
+    pub configuration: Option<Configuration>,
 }
 
 /// A leader needs entries `lo..hi` (hi exclusive) from the host's storage for follower
@@ -368,6 +397,10 @@ pub struct Status {
     pub progress: Vec<(NodeId, LogIndex, LogIndex, usize)>,
     /// Repairing a damaged log (see [`Restore::repairing`]).
     pub repairing: bool,
+    /// The configuration this node uses (the latest in its log).
+    pub configuration: Configuration,
+    /// The index of the entry it comes from (or where the log starts).
+    pub configuration_index: LogIndex,
 }
 
 /// One Raft member: a pure, deterministic state machine. See the crate docs for the loop
@@ -421,6 +454,8 @@ pub struct RawNode {
     ready_out: bool,
     /// For the invariant check: the commit index never goes back.
     commit_floor: LogIndex,
+    /// The configurations of the log; the node uses the latest (see `ConfHistory`).
+    confs: ConfHistory,
 }
 
 impl RawNode {
@@ -434,6 +469,21 @@ impl RawNode {
                 "the in-memory log starts at {} before the snapshot at {}",
                 log_start.index, restore.snapshot.index
             ));
+        }
+        let base = restore
+            .configuration
+            .unwrap_or_else(|| Configuration::new(config.voters.iter().copied()));
+        base.validate()
+            .map_err(|why| format!("restored configuration: {why}"))?;
+        let mut confs = ConfHistory::new(log_start.index, base);
+        for e in restore
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Config)
+        {
+            let conf = Configuration::decode(&e.data)
+                .map_err(|why| format!("configuration entry {}: {why}", e.index))?;
+            confs.push(e.index, conf);
         }
         let log = RaftLog::restore(log_start, restore.entries, hs.commit);
         let rng = SmallRng::seed_from_u64(config.seed ^ config.id.0.rotate_left(32));
@@ -463,6 +513,7 @@ impl RawNode {
             handed_hard_state: hs,
             ready_number: 0,
             ready_out: false,
+            confs,
             config,
         };
         node.handed_hard_state = node.hard_state();
@@ -537,6 +588,23 @@ impl RawNode {
     pub fn stored_snapshot(&self) -> SnapshotMeta {
         self.stored
     }
+    /// The configuration this node uses: the latest in its log, committed or not.
+    pub fn configuration(&self) -> &Configuration {
+        self.confs.current()
+    }
+    /// The configuration in effect at `index` (the latest at or below it), for a host
+    /// taking a snapshot through `index`; `None` below the in-memory log's start.
+    pub fn configuration_at(&self, index: LogIndex) -> Option<Configuration> {
+        if index < self.log.snapshot.index {
+            return None;
+        }
+        self.confs.at(index).cloned()
+    }
+    /// The index of the entry the configuration in use comes from (the log's start when
+    /// it comes from the snapshot or the first configuration).
+    pub fn configuration_index(&self) -> LogIndex {
+        self.confs.current_index()
+    }
     /// A summary for status output.
     pub fn status(&self) -> Status {
         let progress = match &self.role {
@@ -561,6 +629,8 @@ impl RawNode {
             snapshot_index: self.stored.index,
             progress,
             repairing: self.repairing,
+            configuration: self.confs.current().clone(),
+            configuration_index: self.confs.current_index(),
         }
     }
 
@@ -612,18 +682,25 @@ impl RawNode {
     /// Check-quorum: have a majority (counting us) been heard from since the last check?
     /// Resets the marks for the next round.
     fn quorum_recently_active(&mut self) -> bool {
-        let quorum = self.quorum();
+        let me = self.config.id;
         let Role::Leader(l) = &mut self.role else {
             return false;
         };
-        let mut active = 1;
+        let active: BTreeSet<NodeId> = l
+            .progress
+            .iter()
+            .filter(|(_, p)| p.recent_active)
+            .map(|(id, _)| *id)
+            .chain(std::iter::once(me))
+            .collect();
         for p in l.progress.values_mut() {
-            if p.recent_active {
-                active += 1;
-            }
             p.recent_active = false;
         }
-        active >= quorum
+        let result = self
+            .confs
+            .current()
+            .vote_result(|id| active.contains(&id).then_some(true));
+        result == VoteResult::Won
     }
 
     /// Proposes a command. On a leader it is appended and will be replicated; the returned
@@ -656,6 +733,128 @@ impl RawNode {
         self.after_leader_append();
         self.check_invariants();
         Ok(index)
+    }
+
+    /// Proposes a membership change (see [`crate::membership`]). Refused unless this node
+    /// leads, has committed an entry of its own term, and no other change is under way;
+    /// the change must fit the configuration. A change of the voters appends the joint
+    /// configuration; the leader appends the final one by itself once that commits. The
+    /// returned index is where the (first) configuration entry will commit.
+    pub fn propose_conf_change(
+        &mut self,
+        changes: &[MemberChange],
+    ) -> Result<LogIndex, ProposeError> {
+        let Role::Leader(l) = &self.role else {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        };
+        if l.transfer.is_some() {
+            return Err(ProposeError::TransferInProgress);
+        }
+        if self.log.term(self.log.commit) != Some(self.term) {
+            return Err(ProposeError::ConfChangeNotReady);
+        }
+        if self.confs.current_index() > self.log.commit || self.confs.current().is_joint() {
+            return Err(ProposeError::ConfChangePending);
+        }
+        let next = self
+            .confs
+            .current()
+            .apply(changes)
+            .map_err(ProposeError::InvalidConfChange)?;
+        let index = self.append_configuration(next);
+        self.check_invariants();
+        Ok(index)
+    }
+
+    /// A leader appends a configuration entry: it takes effect at once (thesis §4.1), and
+    /// the followers it adds get a progress.
+    fn append_configuration(&mut self, conf: Configuration) -> LogIndex {
+        let index = self.log.last_index().next();
+        let data: Arc<[u8]> = conf.to_bytes().into();
+        log::info!(
+            "node {}: configuration change at {index} (term {}): {} -> {conf}",
+            self.config.id,
+            self.term,
+            self.confs.current()
+        );
+        if let Role::Leader(l) = &mut self.role {
+            l.uncommitted_bytes += data.len() as u64;
+        }
+        self.log.push(Entry {
+            term: self.term,
+            index,
+            kind: EntryKind::Config,
+            data,
+        });
+        self.confs.push(index, conf);
+        self.sync_progress();
+        self.after_leader_append();
+        index
+    }
+
+    /// Gives every member a progress and drops the progress of nodes no longer members.
+    fn sync_progress(&mut self) {
+        let peers = self.peers();
+        // From the configuration entry itself: a new member gets it in the first append.
+        let next = self.log.last_index().max(LogIndex(1));
+        let (messages_max, bytes_max) = (
+            self.config.inflight_messages_max,
+            self.config.inflight_bytes_max,
+        );
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        l.progress.retain(|id, _| peers.contains(id));
+        for id in peers {
+            l.progress.entry(id).or_insert_with(|| {
+                let mut p = Progress::new(next, messages_max, bytes_max);
+                p.recent_active = true;
+                p
+            });
+        }
+        if l.transfer
+            .is_some_and(|(target, _)| !l.progress.contains_key(&target))
+        {
+            l.transfer = None;
+        }
+    }
+
+    /// After the commit index moved on a leader: once the joint configuration is
+    /// committed, append C_new (the leader leaves the joint configuration by itself); once
+    /// a configuration without this node as a voter is committed, step down (§6: the
+    /// leader manages the cluster until C_new commits, then steps down), handing
+    /// leadership to the most up-to-date voter so the cluster need not wait for a timeout.
+    fn after_commit_configuration(&mut self) {
+        if !self.is_leader() || self.confs.current_index() > self.log.commit {
+            return;
+        }
+        let conf = self.confs.current().clone();
+        if conf.is_joint() {
+            self.append_configuration(conf.leave_joint());
+            return;
+        }
+        if conf.is_voter(self.config.id) {
+            return;
+        }
+        let last = self.log.last_index();
+        let successor = match &self.role {
+            Role::Leader(l) => l
+                .progress
+                .iter()
+                .find(|(id, p)| conf.voters.contains(id) && p.match_index == last)
+                .map(|(id, _)| *id),
+            _ => None,
+        };
+        log::info!(
+            "node {}: not a voter in the committed configuration {conf}: stepping down",
+            self.config.id
+        );
+        self.become_follower(self.term, NodeId::NONE);
+        if let Some(id) = successor {
+            self.send(id, Body::TimeoutNow);
+        }
     }
 
     fn after_leader_append(&mut self) {
@@ -716,6 +915,7 @@ impl RawNode {
         }
         if meta.index > self.log.snapshot.index {
             self.log.compact(meta);
+            self.confs.compact(meta.index);
         }
         self.stored = meta;
         self.check_invariants();
@@ -737,6 +937,7 @@ impl RawNode {
         }
         let term = self.log.term(index).expect("applied entry is in the log");
         self.log.compact(SnapshotMeta { index, term });
+        self.confs.compact(index);
         self.check_invariants();
         true
     }
@@ -855,7 +1056,9 @@ impl RawNode {
     /// Hands leadership to `target` (thesis §3.10): once it has our whole log it is told to
     /// start an election at once. Proposals are refused meanwhile.
     pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), StepError> {
-        if target == self.config.id || !self.config.voters.contains(&target) {
+        // Only an incoming voter: a learner cannot win an election (and will not campaign),
+        // and a voter on its way out would lose its vote when the change completes.
+        if target == self.config.id || !self.confs.current().voters.contains(&target) {
             return Err(StepError::BadTransferTarget(target));
         }
         let last = self.log.last_index();
@@ -905,7 +1108,10 @@ impl RawNode {
         if m.to != self.config.id {
             return Err(StepError::WrongRecipient(m.to));
         }
-        if !self.config.voters.contains(&m.from) || m.from == self.config.id {
+        // Messages from nodes outside this node's configuration are taken: a leader may
+        // know of a configuration this node has not received yet (this node's own
+        // addition, say). Quorums count only the members of the configuration in use.
+        if m.from.is_none() || m.from == self.config.id {
             return Err(StepError::UnknownPeer(m.from));
         }
         if self.step_term(&m) {
@@ -1004,10 +1210,13 @@ impl RawNode {
                     }
                     Body::Snapshot {
                         meta,
+                        configuration,
                         offset,
                         total_bytes,
                         data,
-                    } => self.handle_snapshot(m.from, meta, offset, total_bytes, data),
+                    } => {
+                        self.handle_snapshot(m.from, meta, configuration, offset, total_bytes, data)
+                    }
                     _ => unreachable!(),
                 }
             }
@@ -1060,7 +1269,7 @@ impl RawNode {
     }
 
     fn handle_vote_response(&mut self, from: NodeId, term: Term, body: &Body, granted: bool) {
-        let quorum = self.quorum();
+        let me = self.config.id;
         let votes = match (&mut self.role, body) {
             // A grant carries the term we would campaign in; a refusal carries the
             // voter's own term, which is ours (a higher one made us step down already).
@@ -1078,15 +1287,19 @@ impl RawNode {
         } else {
             votes.rejected.insert(from);
         }
-        let won = votes.granted.len() + 1 >= quorum;
-        let lost = votes.rejected.len() >= quorum;
+        let result = self.confs.current().vote_result(|id| {
+            if id == me || votes.granted.contains(&id) {
+                Some(true)
+            } else {
+                votes.rejected.contains(&id).then_some(false)
+            }
+        });
         let pre = matches!(self.role, Role::PreCandidate { .. });
-        if won && pre {
-            self.become_candidate(false);
-        } else if won {
-            self.become_leader();
-        } else if lost {
-            self.become_follower(self.term, NodeId::NONE);
+        match result {
+            VoteResult::Won if pre => self.become_candidate(false),
+            VoteResult::Won => self.become_leader(),
+            VoteResult::Lost => self.become_follower(self.term, NodeId::NONE),
+            VoteResult::Pending => {}
         }
     }
 
@@ -1121,7 +1334,19 @@ impl RawNode {
         }
         match self.log.term(prev_index) {
             Some(t) if t == prev_term => {
-                let last_new = self.log.merge(prev_index, entries);
+                let confs: Vec<(LogIndex, Configuration)> = entries
+                    .iter()
+                    .filter(|e| e.kind == EntryKind::Config)
+                    .map(|e| {
+                        let conf = Configuration::decode(&e.data)
+                            .expect("configuration checked by check_append");
+                        (e.index, conf)
+                    })
+                    .collect();
+                let (last_new, first_written) = self.log.merge(prev_index, entries);
+                if let Some(first) = first_written {
+                    self.follow_configurations(first, confs);
+                }
                 let commit = commit.min(last_new);
                 if commit > self.log.commit {
                     self.log.commit_to(commit);
@@ -1145,6 +1370,24 @@ impl RawNode {
                     },
                 );
             }
+        }
+    }
+
+    /// The log was rewritten from `first` on: configurations of the lost entries go (the
+    /// node falls back to the one before), those of the new entries take effect.
+    fn follow_configurations(&mut self, first: LogIndex, confs: Vec<(LogIndex, Configuration)>) {
+        let before = self.confs.current_index();
+        self.confs.truncate_from(first);
+        for (index, conf) in confs.into_iter().filter(|(i, _)| *i >= first) {
+            self.confs.push(index, conf);
+        }
+        if self.confs.current_index() != before {
+            log::info!(
+                "node {}: uses configuration {} from index {}",
+                self.config.id,
+                self.confs.current(),
+                self.confs.current_index()
+            );
         }
     }
 
@@ -1173,10 +1416,12 @@ impl RawNode {
         self.send(from, Body::HeartbeatResponse { read_seq });
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn handle_snapshot(
         &mut self,
         from: NodeId,
         meta: SnapshotMeta,
+        configuration: Configuration,
         offset: u64,
         total_bytes: u64,
         data: Vec<u8>,
@@ -1211,6 +1456,7 @@ impl RawNode {
         if offset == 0 && !same {
             *incoming = Some(IncomingSnapshot {
                 meta,
+                configuration,
                 total_bytes,
                 data: Vec::new(),
             });
@@ -1229,6 +1475,7 @@ impl RawNode {
             let inc = incoming.take().expect("complete snapshot");
             self.install_snapshot(Snapshot {
                 meta: inc.meta,
+                configuration: inc.configuration,
                 data: inc.data,
             });
         }
@@ -1245,6 +1492,12 @@ impl RawNode {
     fn install_snapshot(&mut self, snapshot: Snapshot) {
         let meta = snapshot.meta;
         let discarded = self.log.install(meta);
+        if discarded {
+            self.confs = ConfHistory::new(meta.index, snapshot.configuration.clone());
+        } else {
+            self.confs
+                .install(meta.index, snapshot.configuration.clone());
+        }
         self.stored = meta;
         log::info!(
             "node {}: installed snapshot {}/{} from leader {} ({} bytes, log {})",
@@ -1263,7 +1516,9 @@ impl RawNode {
     fn leader_read(&mut self, context: u64, from: NodeId) {
         let committed_in_term = self.log.term(self.log.commit) == Some(self.term);
         let commit = self.log.commit;
-        let single = self.config.voters.len() == 1;
+        // This node's acknowledgement alone is a quorum: it is the only voter.
+        let me = self.config.id;
+        let single = self.confs.current().quorum_value(|id| id == me) == Some(true);
         let Role::Leader(l) = &mut self.role else {
             unreachable!()
         };
@@ -1296,14 +1551,22 @@ impl RawNode {
 
     /// Releases every pending read whose round a quorum has acknowledged.
     fn release_reads(&mut self) {
-        let quorum = self.quorum();
+        let me = self.config.id;
         let Role::Leader(l) = &mut self.role else {
             return;
         };
-        let mut acks: Vec<u64> = l.progress.values().map(|p| p.read_ack).collect();
-        acks.push(u64::MAX); // Our own acknowledgement.
-        acks.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = acks[quorum - 1];
+        // A round is confirmed once a majority of every voter set acknowledged it (our
+        // own acknowledgement counts where we vote); learners' answers count for nothing.
+        let progress = &l.progress;
+        let confirmed = self
+            .confs
+            .current()
+            .quorum_value(|id| match progress.get(&id) {
+                _ if id == me => u64::MAX,
+                Some(p) => p.read_ack,
+                None => 0,
+            })
+            .unwrap_or(0);
         let mut released = Vec::new();
         while l
             .pending_reads
@@ -1436,7 +1699,9 @@ impl RawNode {
         let Role::Leader(l) = &mut self.role else {
             return;
         };
-        let p = l.progress.get_mut(&from).expect("progress exists");
+        let Some(p) = l.progress.get_mut(&from) else {
+            return; // Not a member (any more).
+        };
         let ProgressState::Snapshot {
             snapshot,
             acked_offset,
@@ -1467,7 +1732,7 @@ impl RawNode {
             return;
         };
         if let Some((target, _)) = l.transfer {
-            if target == from && l.progress[&from].match_index == last {
+            if target == from && l.progress.get(&from).is_some_and(|p| p.match_index == last) {
                 self.send(target, Body::TimeoutNow);
             }
         }
@@ -1488,7 +1753,10 @@ impl RawNode {
         let Role::Leader(l) = &mut self.role else {
             return false;
         };
-        let p = l.progress.get_mut(&to).expect("progress exists");
+        // A member a moment ago: a configuration change may have removed it since.
+        let Some(p) = l.progress.get_mut(&to) else {
+            return false;
+        };
         if p.is_paused() {
             return false;
         }
@@ -1573,7 +1841,9 @@ impl RawNode {
         let Role::Leader(l) = &mut self.role else {
             return;
         };
-        let p = l.progress.get_mut(&to).expect("progress exists");
+        let Some(p) = l.progress.get_mut(&to) else {
+            return;
+        };
         let ProgressState::Snapshot {
             snapshot,
             acked_offset,
@@ -1586,6 +1856,7 @@ impl RawNode {
         let end = (start + chunk_bytes).min(total);
         let body = Body::Snapshot {
             meta: snapshot.meta,
+            configuration: snapshot.configuration.clone(),
             offset: start,
             total_bytes: total,
             data: snapshot.data[start as usize..end as usize].to_vec(),
@@ -1597,15 +1868,25 @@ impl RawNode {
 
     /// Figure 8: commit the highest index a quorum holds, but only if it is of our term.
     fn maybe_commit(&mut self) {
-        let quorum = self.quorum();
+        let me = self.config.id;
         let persisted = self.log.persisted;
         let Role::Leader(l) = &mut self.role else {
             return;
         };
-        let mut matches: Vec<LogIndex> = l.progress.values().map(|p| p.match_index).collect();
-        matches.push(persisted);
-        matches.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matches[quorum - 1];
+        // A majority of every voter set of the configuration in use (both halves while
+        // joint); learners are not asked.
+        let progress = &l.progress;
+        let Some(candidate) = self
+            .confs
+            .current()
+            .quorum_value(|id| match progress.get(&id) {
+                _ if id == me => persisted,
+                Some(p) => p.match_index,
+                None => LogIndex(0),
+            })
+        else {
+            return;
+        };
         if candidate <= self.log.commit || self.log.term(candidate) != Some(self.term) {
             return;
         }
@@ -1624,6 +1905,7 @@ impl RawNode {
         for (context, from) in waiting {
             self.leader_read(context, from);
         }
+        self.after_commit_configuration();
     }
 
     // ----- transitions -----
@@ -1631,6 +1913,11 @@ impl RawNode {
     fn campaign(&mut self, transfer: bool) {
         if self.repairing {
             // It may lack entries it acknowledged: its log must not win an election.
+            return;
+        }
+        if !self.confs.current().is_voter(self.config.id) {
+            // A learner, a node not added yet, or one that knows it was removed: it has no
+            // vote to win an election with, and asking would only raise terms.
             return;
         }
         if self.config.pre_vote && !transfer {
@@ -1709,13 +1996,13 @@ impl RawNode {
         };
         self.leader = NodeId::NONE;
         self.reset_election_timer();
-        if self.quorum() == 1 {
+        if self.wins_alone() {
             self.become_candidate(false);
             return;
         }
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
         let term = self.term.next_term();
-        for to in self.peers() {
+        for to in self.voter_peers() {
             self.send_with_term(
                 to,
                 term,
@@ -1742,12 +2029,12 @@ impl RawNode {
             self.term,
             if transfer { " (transfer)" } else { "" }
         );
-        if self.quorum() == 1 {
+        if self.wins_alone() {
             self.become_leader();
             return;
         }
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
-        for to in self.peers() {
+        for to in self.voter_peers() {
             self.send(
                 to,
                 Body::Vote {
@@ -1996,17 +2283,31 @@ impl RawNode {
 
     // ----- helpers -----
 
+    /// Every other member: the nodes a leader replicates to.
     fn peers(&self) -> Vec<NodeId> {
-        self.config
-            .voters
-            .iter()
-            .copied()
-            .filter(|&id| id != self.config.id)
+        let me = self.config.id;
+        let mut members = self.confs.current().members();
+        members.remove(&me);
+        members.into_iter().collect()
+    }
+
+    /// Every other voter of either half: the nodes a candidate asks for votes.
+    fn voter_peers(&self) -> Vec<NodeId> {
+        let me = self.config.id;
+        let conf = self.confs.current();
+        conf.members()
+            .into_iter()
+            .filter(|&id| id != me && conf.is_voter(id))
             .collect()
     }
 
-    fn quorum(&self) -> usize {
-        self.config.voters.len() / 2 + 1
+    /// True when this node's own vote is a majority of every voter set.
+    fn wins_alone(&self) -> bool {
+        let me = self.config.id;
+        self.confs
+            .current()
+            .vote_result(|id| (id == me).then_some(true))
+            == VoteResult::Won
     }
 
     /// Asserted after every input; a failure is a bug in this crate.
@@ -2029,13 +2330,16 @@ impl RawNode {
             self.log.commit
         );
         self.commit_floor = self.log.commit;
-        assert!(
-            self.vote.is_none() || self.config.voters.contains(&self.vote),
-            "voted for a non-member"
-        );
+        // No check that the vote went to a member: a candidate may come from a
+        // configuration this node has not received yet.
         match &self.role {
             Role::Leader(l) => {
                 assert_eq!(self.leader, self.config.id, "leader does not know itself");
+                assert!(
+                    l.progress.keys().copied().eq(self.peers()),
+                    "leader's progress does not match the members of {}",
+                    self.confs.current()
+                );
                 assert_eq!(self.vote, self.config.id, "leader did not vote for itself");
                 for (id, p) in &l.progress {
                     assert!(
@@ -2076,6 +2380,10 @@ fn check_append(
     }
     let mut expect = (prev_index.next(), prev_term);
     for e in entries {
+        if e.kind == EntryKind::Config {
+            Configuration::decode(&e.data)
+                .map_err(|why| format!("configuration entry {}: {why}", e.index))?;
+        }
         if e.index != expect.0 || e.term < expect.1 || e.term > leader_term {
             return Err(format!(
                 "entry {}/{} does not follow {}/{}",

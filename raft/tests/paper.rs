@@ -44,6 +44,7 @@ impl Durable {
             entries: self.entries.clone(),
             log_start: None,
             repairing: false,
+            configuration: (!self.snapshot.is_empty()).then(|| self.snapshot.configuration.clone()),
         }
     }
 }
@@ -282,6 +283,7 @@ impl Cluster {
         d.entries.retain(|e| e.index > index);
         d.snapshot = Snapshot {
             meta: raft::SnapshotMeta { index, term },
+            configuration: self.nodes[i].configuration_at(index).unwrap(),
             data,
         };
         self.nodes[i].compact(index)
@@ -753,6 +755,7 @@ fn install_snapshot_catches_up_a_lagging_follower() {
         snap,
         Snapshot {
             meta: c.node(leader).snapshot_meta(),
+            configuration: c.node(leader).configuration().clone(),
             data
         }
     );

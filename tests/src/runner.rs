@@ -17,9 +17,10 @@ pub const WHOLE: &str = "whole";
 /// The whole-server scenario of a damaged follower's disk (see `whole::damaged_follower`).
 pub const WHOLE_DAMAGE: &str = "whole-damage";
 
-/// Every scenario name: the lab's, ours, and the swarm.
+/// Every scenario name: the lab's, ours (membership changes among them), and the swarms.
 pub fn names() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = SCENARIOS.iter().map(|s| s.0).collect();
+    v.extend(crate::membership::SCENARIOS.iter().map(|s| s.0));
     v.push(SWARM);
     v.push(WHOLE);
     v.push(WHOLE_DAMAGE);
@@ -36,6 +37,12 @@ pub fn find(name: &str) -> Option<(&'static str, ScenarioFn)> {
     }
     if name.eq_ignore_ascii_case(WHOLE_DAMAGE) {
         return Some((WHOLE_DAMAGE, crate::whole::damaged_follower as ScenarioFn));
+    }
+    if let Some(s) = crate::membership::SCENARIOS
+        .iter()
+        .find(|s| s.0.eq_ignore_ascii_case(name))
+    {
+        return Some((s.0, s.2));
     }
     SCENARIOS
         .iter()
