@@ -26,6 +26,10 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
   (r) the copy of term and vote outside the segments never written
   (s) a repair that ends on a commit index clamped to the cut log (a stale heartbeat)
   (t) an entry read back for a follower without checking its CRC again
+ Membership changes:
+  (u) a leader that proposes a change before committing an entry of its term
+  (v) a joint entry committed by a majority of the new configuration alone
+  (w) a learner counted for commitment
 
 Usage: python3 tests/check-mutants.py [NAME...]   (from anywhere; a few minutes per bug)
   CARGO_TARGET_DIR   where cargo builds (default: target/ in the workspace)
@@ -133,6 +137,22 @@ mutants = {
    "            let entry = match format::read_record(segment.map.bytes(), location.offset) {",
    "            let entry = match Ok::<_, format::RecordProblem>((format::Record::Entry { index: LogIndex(index), term: Term(0), kind: raft::EntryKind::Normal, data: &[] }, 0)) {",
    ['test:wal:api:a_read_back_entry_that_rotted_on_disk_is_refused']),
+ 'u_change_before_own_term_commit': (NODE,
+   "        if self.log.term(self.log.commit) != Some(self.term) {\n            return Err(ProposeError::ConfChangeNotReady);",
+   "        if false {\n            return Err(ProposeError::ConfChangeNotReady);",
+   # With joint consensus for every voter change and one change at a time, the rule is a
+   # second line of defence: the simulator's scenarios cannot tell, the paper test can.
+   ['test:raft:paper:a_change_waits_for_an_entry_of_the_leaders_term']),
+ 'v_joint_committed_by_new_half_alone': (NODE,
+   "        let Some(candidate) = self\n            .confs\n            .current()\n            .quorum_value(",
+   "        let Some(candidate) = self\n            .confs\n            .current()\n            .leave_joint()\n            .quorum_value(",
+   ['grow-shrink', 'churn', 'test:raft:paper:a_joint_configuration_needs_a_majority_of_both_halves']),
+ 'w_learner_counted_for_commitment': (NODE,
+   "        let Some(candidate) = self\n            .confs\n            .current()\n            .quorum_value(",
+   "        let mut counted = self.confs.current().clone();\n"
+   "        counted.voters.extend(counted.learners.clone());\n"
+   "        let Some(candidate) = counted\n            .quorum_value(",
+   ['learner-promote', 'churn', 'test:raft:paper:learners_never_count_for_commitment_or_elections']),
 }
 
 

@@ -385,6 +385,12 @@ impl ConfHistory {
         &self.entries.last().expect("never empty").1
     }
 
+    /// The configuration before the one in use, while the history holds it.
+    pub fn previous(&self) -> Option<&Configuration> {
+        let n = self.entries.len();
+        (n >= 2).then(|| &self.entries[n - 2].1)
+    }
+
     /// Where the configuration in use comes from (its entry's index, or the log's start).
     pub fn current_index(&self) -> LogIndex {
         self.entries.last().expect("never empty").0

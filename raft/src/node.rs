@@ -830,6 +830,8 @@ impl RawNode {
         if !self.is_leader() || self.confs.current_index() > self.log.commit {
             return;
         }
+        // Committed: the members of the configuration before it need nothing more.
+        self.sync_progress();
         let conf = self.confs.current().clone();
         if conf.is_joint() {
             self.append_configuration(conf.leave_joint());
@@ -2283,10 +2285,18 @@ impl RawNode {
 
     // ----- helpers -----
 
-    /// Every other member: the nodes a leader replicates to.
+    /// The nodes a leader replicates to: every other member, and until the configuration
+    /// in use commits, the members of the one before too, so that a removed node receives
+    /// the entry that removes it (and, knowing, stops campaigning) and a change that is
+    /// lost with a crashed leader leaves no member without entries.
     fn peers(&self) -> Vec<NodeId> {
         let me = self.config.id;
         let mut members = self.confs.current().members();
+        if self.confs.current_index() > self.log.commit {
+            if let Some(previous) = self.confs.previous() {
+                members.extend(previous.members());
+            }
+        }
         members.remove(&me);
         members.into_iter().collect()
     }
