@@ -1234,18 +1234,21 @@ fn a_joint_configuration_needs_a_majority_of_both_halves() {
 }
 
 /// Learners receive entries but never count for commitment and never campaign: with both
-/// other voters cut off, the leader and a learner that holds the entry commit nothing,
-/// and the learner, hearing from no leader, stays a follower at the same term.
+/// other voters cut off, the leader and two learners that hold the entry (three of five
+/// members) commit nothing, and a learner, hearing from no leader, stays a follower at the
+/// same term.
 #[test]
 fn learners_never_count_for_commitment_or_elections() {
-    let mut c = Cluster::with_learners(4);
+    let mut c = Cluster::with_learners(5);
     c.isolate(2);
     c.isolate(3);
     c.heal_pair(1, 4);
+    c.heal_pair(1, 5);
     let before = c.node(1).commit_index();
     c.node(1).propose(b"x".to_vec()).unwrap();
     c.settle();
     assert_eq!(c.node(4).last_index(), c.node(1).last_index());
+    assert_eq!(c.node(5).last_index(), c.node(1).last_index());
     assert_eq!(c.node(1).commit_index(), before, "a learner's copy counted");
     c.isolate(4);
     let term = c.node(4).term();

@@ -176,29 +176,31 @@ fn membership_config(nodes: usize, voters: usize, seed: u64) -> SimConfig {
 
 const CHANGE_LIMIT: Micros = 30 * SEC;
 
-/// Voters {1,2,3} with entry 1, which spare node 4 did not receive, then node 4 added as a
-/// learner and holding entry 2.
-fn with_learner(seed: u64) -> Tester {
-    let mut t = Tester::with_config(membership_config(4, 3, seed), false);
+/// Voters {1,2,3} with entry 1, which the spare nodes did not receive, then every spare
+/// node (4, and 5 when `nodes` is 5) added as a learner, holding entry 2.
+fn with_learners(nodes: usize, seed: u64) -> Tester {
+    let mut t = Tester::with_config(membership_config(nodes, 3, seed), false);
     t.one(1, 3, true);
-    assert_eq!(t.n_committed(1).0, 3, "the spare node received entries");
-    reconfigure(
-        &mut t,
-        &[MemberChange::AddLearner(id(3))],
-        &conf(&[0, 1, 2], &[3]),
-        CHANGE_LIMIT,
-    );
-    t.one(2, 4, true);
+    assert_eq!(t.n_committed(1).0, 3, "the spare nodes received entries");
+    let spares: Vec<usize> = (3..nodes).collect();
+    let add: Vec<MemberChange> = spares
+        .iter()
+        .map(|&i| MemberChange::AddLearner(id(i)))
+        .collect();
+    reconfigure(&mut t, &add, &conf(&[0, 1, 2], &spares), CHANGE_LIMIT);
+    t.one(2, nodes, true);
     t
 }
 
-/// Adds node 4 as a learner to {1,2,3}: it receives every entry, its answers do not make
-/// a quorum (with two voters cut off nothing commits), then promoted it counts: with one
-/// original voter down, commits need it.
+/// Adds nodes 4 and 5 as learners to {1,2,3}: they receive every entry, their answers do
+/// not make a quorum (with two voters cut off, the leader and both learners, three of five
+/// members, commit nothing), then node 4 promoted counts: with one original voter down,
+/// commits need it.
 pub fn learner_promote(seed: u64) -> Outcome {
-    let mut t = with_learner(seed);
-    stays_follower(&mut t, 3, 2 * SEC);
-    // A learner's acknowledgement is no vote: the leader and the learner alone commit
+    let mut t = with_learners(5, seed);
+    stays_follower(&mut t, 3, SEC);
+    stays_follower(&mut t, 4, SEC);
+    // A learner's acknowledgement is no vote: the leader and the learners alone commit
     // nothing.
     let l = leader(&t.sim).expect("a leader");
     let others: Vec<usize> = (0..3).filter(|&i| i != l).collect();
@@ -211,16 +213,16 @@ pub fn learner_promote(seed: u64) -> Outcome {
     assert_eq!(
         t.n_committed(index).0,
         0,
-        "index {index} committed with one voter of three and a learner"
+        "index {index} committed with one voter of three and two learners"
     );
     for &i in &others {
         t.connect(i);
     }
-    t.one(4, 4, true);
+    t.one(4, 5, true);
     reconfigure(
         &mut t,
         &[MemberChange::Promote(id(3))],
-        &conf(&[0, 1, 2, 3], &[]),
+        &conf(&[0, 1, 2, 3], &[4]),
         CHANGE_LIMIT,
     );
     // Four voters: three make a quorum, so with an original voter down node 4 must count.
@@ -229,8 +231,8 @@ pub fn learner_promote(seed: u64) -> Outcome {
     t.crash(down);
     t.one(5, 3, true);
     t.sim.start(down);
-    t.one(6, 4, true);
-    converge(&mut t, &[0, 1, 2, 3], &conf(&[0, 1, 2, 3], &[]));
+    t.one(6, 5, true);
+    converge(&mut t, &[0, 1, 2, 3, 4], &conf(&[0, 1, 2, 3], &[4]));
     t.end()
 }
 
@@ -421,7 +423,7 @@ fn end_without_time_limit(mut t: Tester) -> Outcome {
 /// once a follower holds C_new but before it commits. The cluster must finish the change,
 /// or lose it whole and accept it again, never mixing the two.
 pub fn leader_crash_change(seed: u64) -> Outcome {
-    let mut t = with_learner(seed);
+    let mut t = with_learners(4, seed);
     let l = t.check_one_leader();
     let step = t.rand(4);
     let follower = (0..3).find(|&i| i != l).expect("a follower");
