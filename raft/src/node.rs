@@ -94,6 +94,11 @@ struct LeaderState {
     transfer: Option<(NodeId, u64)>,
     /// Payload bytes of entries appended in this term and not yet committed.
     uncommitted_bytes: u64,
+    /// Nodes a committed configuration removed, kept in `progress` for a while: (the
+    /// index of the configuration that removed them, ticks left). They are sent entries up
+    /// to that index only, and heartbeats whose commit index tells them they were removed
+    /// (then they stop campaigning).
+    departing: BTreeMap<NodeId, (LogIndex, u64)>,
 }
 
 /// Why a proposal was not accepted. None of these appended anything to the log.
@@ -649,6 +654,21 @@ impl RawNode {
     }
 
     fn tick_leader(&mut self) {
+        if let Role::Leader(l) = &mut self.role {
+            for (_, ticks) in l.departing.values_mut() {
+                *ticks = ticks.saturating_sub(1);
+            }
+            let gone: Vec<NodeId> = l
+                .departing
+                .iter()
+                .filter(|(_, &(_, ticks))| ticks == 0)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in gone {
+                l.departing.remove(&id);
+                l.progress.remove(&id);
+            }
+        }
         self.heartbeat_elapsed += 1;
         if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
             self.heartbeat_elapsed = 0;
@@ -803,10 +823,22 @@ impl RawNode {
             self.config.inflight_messages_max,
             self.config.inflight_bytes_max,
         );
+        let departure = (
+            self.confs.current_index(),
+            self.config.election_timeout_ticks,
+        );
         let Role::Leader(l) = &mut self.role else {
             return;
         };
-        l.progress.retain(|id, _| peers.contains(id));
+        for id in l.progress.keys() {
+            if !peers.contains(id) {
+                l.departing.entry(*id).or_insert(departure);
+            }
+        }
+        l.departing.retain(|id, _| !peers.contains(id));
+        let departing = &l.departing;
+        l.progress
+            .retain(|id, _| peers.contains(id) || departing.contains_key(id));
         for id in peers {
             l.progress.entry(id).or_insert_with(|| {
                 let mut p = Progress::new(next, messages_max, bytes_max);
@@ -1750,11 +1782,15 @@ impl RawNode {
     /// append with entries went out.
     fn send_append(&mut self, to: NodeId, allow_empty: bool) -> bool {
         let commit = self.log.commit;
-        let last = self.log.last_index();
+        let mut last = self.log.last_index();
         let first = self.log.first_index();
         let Role::Leader(l) = &mut self.role else {
             return false;
         };
+        if let Some(&(removed_at, _)) = l.departing.get(&to) {
+            // A removed node needs the log only up to the entry that removed it.
+            last = last.min(removed_at);
+        }
         // A member a moment ago: a configuration change may have removed it since.
         let Some(p) = l.progress.get_mut(&to) else {
             return false;
@@ -1917,9 +1953,7 @@ impl RawNode {
             // It may lack entries it acknowledged: its log must not win an election.
             return;
         }
-        if !self.confs.current().is_voter(self.config.id) {
-            // A learner, a node not added yet, or one that knows it was removed: it has no
-            // vote to win an election with, and asking would only raise terms.
+        if !self.may_campaign() {
             return;
         }
         if self.config.pre_vote && !transfer {
@@ -2078,6 +2112,7 @@ impl RawNode {
             reads_waiting_for_commit: Vec::new(),
             transfer: None,
             uncommitted_bytes: 0,
+            departing: BTreeMap::new(),
         }));
         self.leader = self.config.id;
         self.heartbeat_elapsed = 0;
@@ -2311,6 +2346,19 @@ impl RawNode {
             .collect()
     }
 
+    /// A voter campaigns; a learner, a node not added yet, or one that knows it was removed
+    /// does not (it has no vote to win with, and asking would only raise terms). A node
+    /// that its latest configuration removes still campaigns until it knows that
+    /// configuration committed (thesis §4.2.2): until then the others may need it, as when
+    /// the leader removing it crashed after it alone took C_new — its log is then ahead of
+    /// theirs, they cannot win, and it can, with a majority of C_new's voters.
+    fn may_campaign(&self) -> bool {
+        let me = self.config.id;
+        self.confs.current().is_voter(me)
+            || (self.confs.current_index() > self.log.commit
+                && self.confs.previous().is_some_and(|p| p.is_voter(me)))
+    }
+
     /// True when this node's own vote is a majority of every voter set.
     fn wins_alone(&self) -> bool {
         let me = self.config.id;
@@ -2345,8 +2393,10 @@ impl RawNode {
         match &self.role {
             Role::Leader(l) => {
                 assert_eq!(self.leader, self.config.id, "leader does not know itself");
+                let mut expected: BTreeSet<NodeId> = self.peers().into_iter().collect();
+                expected.extend(l.departing.keys());
                 assert!(
-                    l.progress.keys().copied().eq(self.peers()),
+                    l.progress.keys().copied().eq(expected),
                     "leader's progress does not match the members of {}",
                     self.confs.current()
                 );

@@ -1291,14 +1291,22 @@ fn a_leader_not_in_the_new_configuration_steps_down_after_committing_it() {
     assert_eq!(c.node(other).commit_index(), c.node(leader).commit_index());
 }
 
-/// A removed node receives the entry that removes it (the leader replicates to the old
-/// members until C_new commits), and knowing it is no voter it never campaigns again.
+/// A removed node learns of its removal: it receives the entry that removes it (the
+/// leader replicates to the old members until C_new commits) and, through the heartbeats
+/// it still gets for an election timeout, that the entry committed. Knowing, it never
+/// campaigns again. Until it knows, it still may (thesis §4.2.2): see
+/// `a_removed_node_still_campaigns_until_it_knows_its_removal_committed`.
 #[test]
 fn a_removed_node_that_learns_of_its_removal_stops_campaigning() {
     let mut c = Cluster::with_voters(3, 3, |_| {});
     c.campaign(1);
-    c.change(1, &[MemberChange::Remove(NodeId(3))]);
+    let index = c.change(1, &[MemberChange::Remove(NodeId(3))]);
+    c.tick_all(3);
     assert_eq!(c.node(3).configuration(), &simple(&[1, 2], &[]));
+    assert!(
+        c.node(3).commit_index() > index,
+        "node 3 did not learn C_new committed"
+    );
     let term = c.node(3).term();
     let sent = c.sent.len();
     c.isolate(1);
@@ -1439,4 +1447,48 @@ fn the_configuration_survives_restart_and_travels_in_snapshots() {
     c.tick_all(20);
     assert_eq!(c.durable[4].snapshot.configuration, target);
     assert_eq!(c.node(5).configuration(), &target);
+}
+
+/// Thesis §4.2.2: a node that its latest configuration removes is still needed until
+/// that configuration commits. Leader 1 of {1,2} removes itself; the joint entry commits,
+/// C_new = {2} is appended but does not reach node 2, and node 1 restarts. Node 2 (in the
+/// joint configuration) needs node 1's vote, which node 1 refuses (its log is ahead); so
+/// node 1, though not in its latest configuration, campaigns, wins with node 2's vote,
+/// commits C_new and steps down, and node 2 leads.
+#[test]
+fn a_removed_node_still_campaigns_until_it_knows_its_removal_committed() {
+    let mut c = Cluster::with_voters(2, 2, |_| {});
+    c.campaign(1);
+    c.commit_some(1, 1);
+    c.node(1)
+        .propose_conf_change(&[MemberChange::Remove(NodeId(1))])
+        .unwrap();
+    loop {
+        let n = c.node(1);
+        if !n.configuration().is_joint() && n.configuration_index() > n.commit_index() {
+            break;
+        }
+        assert!(c.step_once(), "C_new was never appended");
+    }
+    let leave = c.node(1).configuration_index();
+    c.isolate(1);
+    c.settle();
+    c.restart(1, |_| {});
+    c.heal();
+    assert!(c.node(2).configuration().is_joint());
+    assert_eq!(c.node(1).configuration(), &simple(&[2], &[]));
+    for _ in 0..300 {
+        c.tick_all(1);
+        if c.node(2).is_leader() {
+            break;
+        }
+    }
+    assert!(
+        c.node(2).is_leader(),
+        "the cluster is stuck in the joint configuration"
+    );
+    assert!(c.node(2).commit_index() >= leave);
+    assert_eq!(c.node(2).configuration(), &simple(&[2], &[]));
+    c.tick_all(30);
+    assert!(!c.node(1).is_leader());
 }

@@ -12,7 +12,7 @@
 
 use crate::lab::{cmd, Outcome, Scenario, Tester};
 use crate::sim::{Micros, NetFaults, Sim, SimConfig, Task, MS, SEC};
-use crate::swarm::{fault, fault_loop, heal_links, pick_options};
+use crate::swarm::{fault, fault_loop, heal_links, pick_options, Reader};
 use raft::{Configuration, LogIndex, MemberChange, NodeId, ProposeError, RoleKind};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -625,9 +625,10 @@ pub fn concurrent_change(seed: u64) -> Outcome {
 }
 
 /// The membership swarm: the swarm's faults (partitions, loss, duplication, latency,
-/// crashes, transfers) mixed with random changes among a pool of ids (add a learner,
-/// promote one, remove a member), then a liveness phase: healed, the cluster must settle
-/// on one configuration, commit and serve reads on every member.
+/// crashes, transfers) and its ReadIndex client, mixed with random changes among a pool of
+/// 5–7 ids of which 1, 3 or 5 are the first voters (add a learner, promote one, remove a
+/// member, the leader included), then a liveness phase: healed, the cluster must settle on
+/// one configuration, commit and serve reads on every voter.
 pub fn churn(seed: u64) -> Outcome {
     let mut pick = SmallRng::seed_from_u64(seed ^ 0xc4a2_c4a2_c4a2_c4a2);
     let n = pick.gen_range(5..=7);
@@ -639,6 +640,9 @@ pub fn churn(seed: u64) -> Outcome {
     let fault_phase: Micros = pick.gen_range(5..20) * SEC;
     let mut t = Tester::with_config(config, false);
     let mut next_cmd = 1u64;
+    // ReadIndex reads of random nodes throughout, each checked against what was committed
+    // when it was asked: reads stay linearizable across changes.
+    t.sim.spawn(Box::new(Reader));
     fault_loop(&mut t, fault_phase, |t, roll| match roll {
         0..=499 => {
             for _ in 0..1 + t.rand(6) {

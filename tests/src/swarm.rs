@@ -165,7 +165,7 @@ pub(crate) fn pick_options(pick: &mut SmallRng, config: &mut SimConfig) {
 
 /// A client asking for linearizable reads until the test ends: half of them of a node that
 /// claims to lead (a deposed one too), the rest of any node (followers forward them).
-struct Reader;
+pub(crate) struct Reader;
 
 impl Task for Reader {
     fn step(&mut self, sim: &mut Sim) -> Option<Micros> {
