@@ -105,7 +105,13 @@ pub fn sweep(name: &str, first_seed: u64, seeds: u64) -> SweepResult {
 /// For `cargo test`: runs the default number of seeds (`SIM_SEEDS`, default 25, starting
 /// at `SIM_SEED`, default 1) and panics with every failure's replay line.
 pub fn test_scenario(name: &str) {
-    let seeds = env_u64("SIM_SEEDS", 25);
+    test_scenario_seeds(name, "SIM_SEEDS", 25);
+}
+
+/// Like [`test_scenario`] with the seed count from `seeds_env` (default `default_seeds`):
+/// the swarms run more seeds than the scripted scenarios.
+pub fn test_scenario_seeds(name: &str, seeds_env: &str, default_seeds: u64) {
+    let seeds = env_u64(seeds_env, default_seeds);
     let first = env_u64("SIM_SEED", 1);
     let mut failures = Vec::new();
     for seed in first..first + seeds {
