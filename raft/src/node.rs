@@ -814,7 +814,9 @@ impl RawNode {
         index
     }
 
-    /// Gives every member a progress and drops the progress of nodes no longer members.
+    /// Gives every node the leader replicates to (see `peers`) a progress; a node no longer
+    /// among them becomes departing (see `LeaderState::departing`) and a transfer to it is
+    /// called off.
     fn sync_progress(&mut self) {
         let peers = self.peers();
         // From the configuration entry itself: a new member gets it in the first append.
@@ -839,17 +841,17 @@ impl RawNode {
         let departing = &l.departing;
         l.progress
             .retain(|id, _| peers.contains(id) || departing.contains_key(id));
+        if l.transfer
+            .is_some_and(|(target, _)| !peers.contains(&target))
+        {
+            l.transfer = None;
+        }
         for id in peers {
             l.progress.entry(id).or_insert_with(|| {
                 let mut p = Progress::new(next, messages_max, bytes_max);
                 p.recent_active = true;
                 p
             });
-        }
-        if l.transfer
-            .is_some_and(|(target, _)| !l.progress.contains_key(&target))
-        {
-            l.transfer = None;
         }
     }
 
