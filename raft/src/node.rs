@@ -1956,6 +1956,11 @@ impl RawNode {
             return;
         }
         if !self.may_campaign() {
+            // It heard from no leader for an election timeout: it knows none any more, so
+            // it stops honouring a lease (§9.6) and answers the pre-votes of the voters that
+            // can win. Without this a learner whose vote a joint configuration needs (it was
+            // promoted, but has not received that entry) would ignore every campaign.
+            self.leader = NodeId::NONE;
             return;
         }
         if self.config.pre_vote && !transfer {

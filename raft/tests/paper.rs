@@ -1492,3 +1492,42 @@ fn a_removed_node_still_campaigns_until_it_knows_its_removal_committed() {
     c.tick_all(30);
     assert!(!c.node(1).is_leader());
 }
+
+/// A learner a joint configuration needs: voter 1 promotes learner 2 (C_old,new =
+/// {1,2}/{1}), but the joint entry does not reach node 2 and node 1, hearing from no
+/// majority of {1,2}, steps down. Node 2, still a learner in its own log, never campaigns;
+/// once it has heard from no leader for an election timeout it stops honouring the old
+/// leader's lease and grants node 1's pre-vote and vote, and the change completes.
+#[test]
+fn a_learner_that_hears_no_leader_answers_the_campaign_that_needs_it() {
+    let mut c = Cluster::with_voters(2, 1, |_| {});
+    c.elect();
+    c.change(1, &[MemberChange::AddLearner(NodeId(2))]);
+    c.tick_all(3);
+    c.isolate(1);
+    c.node(1)
+        .propose_conf_change(&[MemberChange::Promote(NodeId(2))])
+        .unwrap();
+    c.tick_all(30);
+    assert!(!c.node(1).is_leader(), "no check-quorum step-down");
+    assert!(c.node(1).configuration().is_joint());
+    assert!(c.node(2).configuration().is_learner(NodeId(2)));
+    assert_eq!(
+        c.node(2).leader(),
+        NodeId::NONE,
+        "the learner still honours the silent leader's lease"
+    );
+    c.heal();
+    for _ in 0..300 {
+        c.tick_all(1);
+        if c.node(1).is_leader() && !c.node(1).configuration().is_joint() {
+            break;
+        }
+    }
+    assert!(
+        c.node(1).is_leader(),
+        "node 2 never answered node 1's campaign"
+    );
+    c.tick_all(5);
+    assert_eq!(c.node(2).configuration(), &simple(&[1, 2], &[]));
+}
