@@ -28,6 +28,10 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
   (t) an entry read back for a follower without checking its CRC again
   (u) a scrubber that finds damage and says nothing (nothing marked, nothing mended)
   (v) damage the scrubber found that no snapshot mends (the damaged file stays in the log)
+ Membership changes:
+  (w) a leader that proposes a change before committing an entry of its term
+  (x) a joint entry committed by a majority of the new configuration alone
+  (y) a learner counted for commitment
 
 Usage: python3 tests/check-mutants.py [NAME...]   (from anywhere; a few minutes per bug)
   CARGO_TARGET_DIR   where cargo builds (default: target/ in the workspace)
@@ -143,6 +147,22 @@ mutants = {
    "                    self.g.mend = true;",
    "                    self.g.mend = false;",
    ['whole', 'test:raftd-tests:damage:the_scrubber_finds_and_mends_bit_rot_on_a_running_node']),
+ 'w_change_before_own_term_commit': (NODE,
+   "        if self.log.term(self.log.commit) != Some(self.term) {\n            return Err(ProposeError::ConfChangeNotReady);",
+   "        if false {\n            return Err(ProposeError::ConfChangeNotReady);",
+   # With joint consensus for every voter change and one change at a time, the rule is a
+   # second line of defence: the simulator's scenarios cannot tell, the paper test can.
+   ['test:raft:paper:a_change_waits_for_an_entry_of_the_leaders_term']),
+ 'x_joint_committed_by_new_half_alone': (NODE,
+   "        let Some(candidate) = self\n            .confs\n            .current()\n            .quorum_value(",
+   "        let Some(candidate) = self\n            .confs\n            .current()\n            .leave_joint()\n            .quorum_value(",
+   ['grow-shrink', 'churn', 'test:raft:paper:a_joint_configuration_needs_a_majority_of_both_halves']),
+ 'y_learner_counted_for_commitment': (NODE,
+   "        let Some(candidate) = self\n            .confs\n            .current()\n            .quorum_value(",
+   "        let mut counted = self.confs.current().clone();\n"
+   "        counted.voters.extend(counted.learners.clone());\n"
+   "        let Some(candidate) = counted\n            .quorum_value(",
+   ['learner-promote', 'churn', 'test:raft:paper:learners_never_count_for_commitment_or_elections']),
 }
 
 

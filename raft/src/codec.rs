@@ -9,6 +9,7 @@
 //! the client protocol and the key-value store's snapshots are written with them too, so
 //! every format shares one cursor that cannot read past the end of its bytes.
 
+use crate::membership::Configuration;
 use crate::message::{Body, ConflictHint, Message};
 use crate::types::{Entry, EntryKind, LogIndex, NodeId, SnapshotMeta, Term};
 use std::fmt;
@@ -42,6 +43,8 @@ pub enum DecodeError {
     UnknownKind(u8),
     /// An entry's kind byte names no entry kind.
     UnknownEntryKind(u8),
+    /// A configuration (in a configuration entry or a snapshot) does not decode.
+    BadConfiguration(String),
     /// A boolean byte is neither 0 nor 1.
     BadBool(&'static str),
     /// Bytes are left over after the message.
@@ -54,6 +57,7 @@ impl fmt::Display for DecodeError {
             DecodeError::Truncated(field) => write!(f, "message truncated at field {field}"),
             DecodeError::UnknownKind(kind) => write!(f, "unknown message kind {kind}"),
             DecodeError::UnknownEntryKind(kind) => write!(f, "unknown entry kind {kind}"),
+            DecodeError::BadConfiguration(why) => write!(f, "bad configuration: {why}"),
             DecodeError::BadBool(field) => write!(f, "field {field} is not a boolean"),
             DecodeError::TrailingBytes(n) => write!(f, "{n} bytes after the end of the message"),
         }
@@ -85,7 +89,11 @@ pub fn encoded_len(message: &Message) -> usize {
             Body::AppendResponse { .. } => 8 + 1 + 8 + 8,
             Body::Heartbeat { .. } => 16,
             Body::HeartbeatResponse { .. } => 8,
-            Body::Snapshot { data, .. } => 32 + 4 + data.len(),
+            Body::Snapshot {
+                data,
+                configuration,
+                ..
+            } => 32 + 4 + configuration_len(configuration) + 4 + data.len(),
             Body::SnapshotResponse { .. } => 17,
             Body::ReadIndex { .. } => 8,
             Body::ReadIndexResponse { .. } => 16,
@@ -167,6 +175,7 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
         Body::HeartbeatResponse { read_seq } => w.u64(*read_seq),
         Body::Snapshot {
             meta,
+            configuration,
             offset,
             total_bytes,
             data,
@@ -175,6 +184,7 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
             w.u64(meta.term.0);
             w.u64(*offset);
             w.u64(*total_bytes);
+            w.u32_prefixed(&configuration.to_bytes());
             w.u32_prefixed(data);
         }
         Body::SnapshotResponse {
@@ -276,9 +286,12 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             };
             let offset = r.u64("offset")?;
             let total_bytes = r.u64("total_bytes")?;
+            let configuration = Configuration::decode(r.u32_prefixed("configuration")?)
+                .map_err(DecodeError::BadConfiguration)?;
             let data = r.u32_prefixed("chunk")?.to_vec();
             Body::Snapshot {
                 meta,
+                configuration,
                 offset,
                 total_bytes,
                 data,
@@ -315,13 +328,24 @@ fn decode_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
     let index = LogIndex(r.u64("entry_index")?);
     let kind_byte = r.u8("entry_kind")?;
     let kind = EntryKind::from_u8(kind_byte).ok_or(DecodeError::UnknownEntryKind(kind_byte))?;
-    let data = Arc::from(r.u32_prefixed("entry_data")?);
+    let data: Arc<[u8]> = Arc::from(r.u32_prefixed("entry_data")?);
+    if kind == EntryKind::Config {
+        Configuration::decode(&data).map_err(DecodeError::BadConfiguration)?;
+    }
     Ok(Entry {
         term,
         index,
         kind,
         data,
     })
+}
+
+/// The encoded size of a configuration: version, three counts, eight bytes per id.
+fn configuration_len(configuration: &Configuration) -> usize {
+    1 + 3 * 4
+        + 8 * (configuration.voters.len()
+            + configuration.outgoing.len()
+            + configuration.learners.len())
 }
 
 /// Reads a boolean byte: 0 or 1, anything else is an error.
@@ -517,19 +541,51 @@ mod tests {
         (
             any::<u64>(),
             any::<u64>(),
-            prop::bool::ANY,
+            0u8..3,
             prop::collection::vec(any::<u8>(), 0..64),
         )
-            .prop_map(|(t, i, noop, data)| Entry {
-                term: Term(t),
-                index: LogIndex(i),
-                kind: if noop {
-                    EntryKind::Noop
-                } else {
-                    EntryKind::Normal
+            .prop_map(|(t, i, kind, data)| match kind {
+                0 => Entry {
+                    term: Term(t),
+                    index: LogIndex(i),
+                    kind: EntryKind::Normal,
+                    data: data.into(),
                 },
-                data: data.into(),
+                1 => Entry {
+                    term: Term(t),
+                    index: LogIndex(i),
+                    kind: EntryKind::Noop,
+                    data: data.into(),
+                },
+                _ => Entry {
+                    term: Term(t),
+                    index: LogIndex(i),
+                    kind: EntryKind::Config,
+                    data: arb_configuration(&data).to_bytes().into(),
+                },
             })
+    }
+
+    /// A valid configuration made from arbitrary bytes (ids from the bytes' values).
+    fn arb_configuration(bytes: &[u8]) -> Configuration {
+        let mut c = Configuration::default();
+        for (k, b) in bytes.iter().enumerate() {
+            let id = NodeId(u64::from(*b) + 1);
+            match k % 3 {
+                0 => {
+                    c.learners.remove(&id);
+                    c.voters.insert(id);
+                }
+                1 if !c.voters.is_empty() => {
+                    c.outgoing.insert(id);
+                }
+                _ if !c.voters.contains(&id) => {
+                    c.learners.insert(id);
+                }
+                _ => {}
+            }
+        }
+        c
     }
 
     fn arb_body() -> impl Strategy<Value = Body> {
@@ -571,13 +627,15 @@ mod tests {
                 u(),
                 u(),
                 u(),
-                prop::collection::vec(any::<u8>(), 0..64)
+                prop::collection::vec(any::<u8>(), 0..64),
+                prop::collection::vec(any::<u8>(), 0..16)
             )
-                .prop_map(|(i, t, o, n, data)| Body::Snapshot {
+                .prop_map(|(i, t, o, n, data, conf)| Body::Snapshot {
                     meta: SnapshotMeta {
                         index: LogIndex(i),
                         term: Term(t)
                     },
+                    configuration: arb_configuration(&conf),
                     offset: o,
                     total_bytes: n,
                     data
@@ -683,6 +741,22 @@ mod tests {
                 "05010000000000000003020000000000000706050400000000140000000000000015000000000000001600000000000000020000000700000000000000090800000000000001020000006162070000000000000009080000000000000200000000",
             ),
             (
+                m(Body::Append {
+                    prev_index: LogIndex(0x14),
+                    prev_term: Term(0x15),
+                    commit: LogIndex(0x16),
+                    entries: vec![entry(
+                        EntryKind::Config,
+                        &Configuration::new([NodeId(2)]).to_bytes(),
+                    )],
+                }),
+                concat!(
+                    "05010000000000000003020000000000000706050400000000140000000000000015000000000000001600000000000000",
+                    "01000000070000000000000009080000000000000315000000",
+                    "010100000002000000000000000000000000000000"
+                ),
+            ),
+            (
                 m(Body::AppendResponse {
                     reject: None,
                     index: LogIndex(0x17),
@@ -716,11 +790,17 @@ mod tests {
                         index: LogIndex(0x1e),
                         term: Term(0x1f),
                     },
+                    configuration: Configuration::new([NodeId(1)]),
                     offset: 0x20,
                     total_bytes: 0x21,
                     data: b"xyz".to_vec(),
                 }),
-                "090100000000000000030200000000000007060504000000001e000000000000001f00000000000000200000000000000021000000000000000300000078797a",
+                concat!(
+                    "090100000000000000030200000000000007060504000000001e000000000000001f00000000000000",
+                    "20000000000000002100000000000000",
+                    "15000000010100000001000000000000000000000000000000",
+                    "0300000078797a"
+                ),
             ),
             (
                 m(Body::SnapshotResponse {

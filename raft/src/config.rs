@@ -8,7 +8,10 @@ use crate::types::NodeId;
 pub struct Config {
     /// This node's id (non-zero).
     pub id: NodeId,
-    /// Every voting member, this node included.
+    /// The first configuration of a brand-new cluster: its voters. A node uses it only
+    /// until its log or a snapshot says otherwise (see [`crate::Restore::configuration`]).
+    /// A node joining an existing cluster passes none, or any list without itself: a node
+    /// that is no voter never campaigns, and waits for the leader to reach it.
     pub voters: Vec<NodeId>,
     /// A follower that hears nothing from a leader for a random time in
     /// `[election_timeout_ticks, 2 × election_timeout_ticks)` starts an election.
@@ -69,9 +72,6 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.id.is_none() {
             return Err("node id must be non-zero".into());
-        }
-        if !self.voters.contains(&self.id) {
-            return Err(format!("node {} is not among the voters", self.id));
         }
         let mut sorted = self.voters.clone();
         sorted.sort();

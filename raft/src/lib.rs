@@ -8,7 +8,8 @@
 //!
 //! A host drives it with five inputs — [`RawNode::tick`], [`RawNode::step`],
 //! [`RawNode::propose`], [`RawNode::read_index`], [`RawNode::compact`] (and
-//! [`RawNode::transfer_leader`]) — and collects its output as a [`Ready`]: what to persist,
+//! [`RawNode::transfer_leader`], [`RawNode::propose_conf_change`]) — and collects its
+//! output as a [`Ready`]: what to persist,
 //! what to send before and after persisting, what to apply. The ordering contract is
 //! written on [`Ready`]; in short: send `messages`, persist, send `persisted_messages`,
 //! apply, then [`RawNode::advance`].
@@ -18,6 +19,15 @@
 //! `Ready` asks for it ([`Ready::snapshot_request`]) and the host reads it back and hands
 //! it over ([`RawNode::provide_snapshot`]). A snapshot is as big as the state machine, so
 //! a copy held for a follower that rarely needs one would double a node's memory.
+//!
+//! Membership changes ([`membership`]: thesis §4) are log entries holding the whole next
+//! [`Configuration`]: voters, learners, and while a change of voters is under way the joint
+//! configuration C_old,new, whose decisions need a majority of both halves. A node uses the
+//! latest configuration in its log; the host stores the configuration in effect at a
+//! snapshot's index with the snapshot ([`Snapshot::configuration`], named by
+//! [`RawNode::configuration_at`]) and passes it back at restart
+//! ([`Restore::configuration`]); [`Config::voters`] is only the first configuration of a
+//! brand-new cluster.
 //!
 //! Messages travel as bytes laid out in `FORMAT.md` beside `Cargo.toml`; [`codec`] encodes
 //! and decodes them, so the simulator counts bytes exactly as the network would. Its byte
@@ -62,12 +72,14 @@ pub mod codec;
 mod config;
 pub mod driver;
 mod log;
+pub mod membership;
 pub mod message;
 mod node;
 mod progress;
 pub mod types;
 
 pub use config::Config;
+pub use membership::{ConfChangeError, Configuration, MemberChange};
 pub use message::{Body, ConflictHint, Message};
 pub use node::{EntriesWanted, ProposeError, RawNode, Ready, Restore, RoleKind, Status, StepError};
 pub use types::*;

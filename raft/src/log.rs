@@ -142,8 +142,9 @@ impl RaftLog {
 
     /// A follower's append after a successful consistency check at `prev`: skips entries it
     /// already holds, truncates at the first conflict, appends the rest. Returns the index of
-    /// the last entry the leader sent (the follower's log matches the leader's up to it).
-    pub fn merge(&mut self, prev: LogIndex, entries: Vec<Entry>) -> LogIndex {
+    /// the last entry the leader sent (the follower's log matches the leader's up to it), and
+    /// the first index written when the log changed (everything from it on is new).
+    pub fn merge(&mut self, prev: LogIndex, entries: Vec<Entry>) -> (LogIndex, Option<LogIndex>) {
         let last_new = LogIndex(prev.0 + entries.len() as u64);
         let mut conflict = None;
         for (k, e) in entries.iter().enumerate() {
@@ -167,16 +168,17 @@ impl RaftLog {
                 }
             }
         }
-        if let Some(k) = conflict {
-            let from = entries[k].index;
-            if from <= self.last_index() {
-                self.truncate_from(from);
-            }
-            for e in entries.into_iter().skip(k) {
-                self.push(e);
-            }
+        let Some(k) = conflict else {
+            return (last_new, None);
+        };
+        let from = entries[k].index;
+        if from <= self.last_index() {
+            self.truncate_from(from);
         }
-        last_new
+        for e in entries.into_iter().skip(k) {
+            self.push(e);
+        }
+        (last_new, Some(from))
     }
 
     /// Drops every entry at or after `index`. Committed entries are never dropped.

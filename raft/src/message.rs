@@ -1,6 +1,7 @@
 //! Messages between Raft nodes (paper Figure 2, plus the thesis's pre-vote, ReadIndex and
 //! TimeoutNow), each with a one-line `Display` used by logs, tools and golden traces.
 
+use crate::membership::Configuration;
 use crate::types::{Entry, LogIndex, NodeId, SnapshotMeta, Term};
 use std::fmt;
 
@@ -101,6 +102,9 @@ pub enum Body {
     Snapshot {
         /// Where the snapshot ends in the log.
         meta: SnapshotMeta,
+        /// The configuration in effect at `meta.index`, which the follower takes on with the
+        /// snapshot (sent with every chunk: it is small, and chunks stay self-contained).
+        configuration: Configuration,
         /// Byte offset of `data` in the snapshot.
         offset: u64,
         /// Total size of the snapshot in bytes.
@@ -215,12 +219,13 @@ impl fmt::Display for Message {
             Body::HeartbeatResponse { read_seq } => write!(f, " read_seq={read_seq}"),
             Body::Snapshot {
                 meta,
+                configuration,
                 offset,
                 total_bytes,
                 data,
             } => write!(
                 f,
-                " snap={}/{} bytes={offset}+{}/{total_bytes}",
+                " snap={}/{} bytes={offset}+{}/{total_bytes} conf=[{configuration}]",
                 meta.term,
                 meta.index,
                 data.len()

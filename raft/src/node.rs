@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use crate::log::RaftLog;
+use crate::membership::{ConfChangeError, ConfHistory, Configuration, MemberChange, VoteResult};
 use crate::message::{Body, ConflictHint, Message};
 use crate::progress::{Progress, ProgressState};
 use crate::types::{
@@ -66,6 +67,7 @@ struct Votes {
 #[derive(Debug)]
 struct IncomingSnapshot {
     meta: SnapshotMeta,
+    configuration: Configuration,
     total_bytes: u64,
     data: Vec<u8>,
 }
@@ -92,6 +94,11 @@ struct LeaderState {
     transfer: Option<(NodeId, u64)>,
     /// Payload bytes of entries appended in this term and not yet committed.
     uncommitted_bytes: u64,
+    /// Nodes a committed configuration removed, kept in `progress` for a while: (the
+    /// index of the configuration that removed them, ticks left). They are sent entries up
+    /// to that index only, and heartbeats whose commit index tells them they were removed
+    /// (then they stop campaigning).
+    departing: BTreeMap<NodeId, (LogIndex, u64)>,
 }
 
 /// Why a proposal was not accepted. None of these appended anything to the log.
@@ -106,6 +113,16 @@ pub enum ProposeError {
     TransferInProgress,
     /// Too many uncommitted bytes: back off and retry.
     Backpressure,
+    /// A configuration change must wait until this leader has committed an entry of its
+    /// own term (after a no-op or a command commits): until then it may not know of a
+    /// change an earlier leader committed, and two changes could overlap (the
+    /// single-server change bug of 2015).
+    ConfChangeNotReady,
+    /// Another configuration change is under way (its entry is not committed yet, or the
+    /// cluster is still in the joint configuration): one change at a time.
+    ConfChangePending,
+    /// The change does not fit the current configuration.
+    InvalidConfChange(ConfChangeError),
 }
 
 impl fmt::Display for ProposeError {
@@ -117,6 +134,16 @@ impl fmt::Display for ProposeError {
             ProposeError::NotLeader { leader } => write!(f, "not the leader; node {leader} is"),
             ProposeError::TransferInProgress => write!(f, "leadership transfer in progress"),
             ProposeError::Backpressure => write!(f, "too many uncommitted entries"),
+            ProposeError::ConfChangeNotReady => write!(
+                f,
+                "the leader has not committed an entry of its term yet; retry the change shortly"
+            ),
+            ProposeError::ConfChangePending => {
+                write!(f, "another configuration change is in progress")
+            }
+            ProposeError::InvalidConfChange(why) => {
+                write!(f, "invalid configuration change: {why}")
+            }
         }
     }
 }
@@ -128,11 +155,11 @@ impl std::error::Error for ProposeError {}
 pub enum StepError {
     /// The message is addressed to another node.
     WrongRecipient(NodeId),
-    /// The sender is not a member of this cluster.
+    /// The sender is nobody (id 0) or this node itself.
     UnknownPeer(NodeId),
     /// No leader is known to forward a read to.
     NoLeader,
-    /// The transfer target is not a voter, or is this node.
+    /// The transfer target is not a voter (a learner, a non-member), or is this node.
     BadTransferTarget(NodeId),
     /// Only the leader can do this.
     NotLeader,
@@ -322,6 +349,13 @@ pub struct Restore {
     /// it no longer has, so it grants no votes or pre-votes and does not campaign until a
     /// leader has brought its log up to date (see [`Ready::repair_finished`]).
     pub repairing: bool,
+    /// The configuration in effect where `entries` start (at `log_start`, or at the
+    /// snapshot): the one stored with the snapshot, followed through any configuration
+    /// entries the host applied from its storage below `log_start`. `None` when the node
+    /// has never had one (no snapshot, no configuration entry): it uses
+    /// [`Config::voters`], the first configuration of a brand-new cluster. Configuration
+    /// entries among `entries` take effect on top of it.
+    pub configuration: Option<Configuration>,
 }
 
 /// A leader needs entries `lo..hi` (hi exclusive) from the host's storage for follower
@@ -368,6 +402,10 @@ pub struct Status {
     pub progress: Vec<(NodeId, LogIndex, LogIndex, usize)>,
     /// Repairing a damaged log (see [`Restore::repairing`]).
     pub repairing: bool,
+    /// The configuration this node uses (the latest in its log).
+    pub configuration: Configuration,
+    /// The index of the entry it comes from (or where the log starts).
+    pub configuration_index: LogIndex,
 }
 
 /// One Raft member: a pure, deterministic state machine. See the crate docs for the loop
@@ -421,6 +459,8 @@ pub struct RawNode {
     ready_out: bool,
     /// For the invariant check: the commit index never goes back.
     commit_floor: LogIndex,
+    /// The configurations of the log; the node uses the latest (see `ConfHistory`).
+    confs: ConfHistory,
 }
 
 impl RawNode {
@@ -434,6 +474,21 @@ impl RawNode {
                 "the in-memory log starts at {} before the snapshot at {}",
                 log_start.index, restore.snapshot.index
             ));
+        }
+        let base = restore
+            .configuration
+            .unwrap_or_else(|| Configuration::new(config.voters.iter().copied()));
+        base.validate()
+            .map_err(|why| format!("restored configuration: {why}"))?;
+        let mut confs = ConfHistory::new(log_start.index, base);
+        for e in restore
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Config)
+        {
+            let conf = Configuration::decode(&e.data)
+                .map_err(|why| format!("configuration entry {}: {why}", e.index))?;
+            confs.push(e.index, conf);
         }
         let log = RaftLog::restore(log_start, restore.entries, hs.commit);
         let rng = SmallRng::seed_from_u64(config.seed ^ config.id.0.rotate_left(32));
@@ -463,6 +518,7 @@ impl RawNode {
             handed_hard_state: hs,
             ready_number: 0,
             ready_out: false,
+            confs,
             config,
         };
         node.handed_hard_state = node.hard_state();
@@ -537,6 +593,23 @@ impl RawNode {
     pub fn stored_snapshot(&self) -> SnapshotMeta {
         self.stored
     }
+    /// The configuration this node uses: the latest in its log, committed or not.
+    pub fn configuration(&self) -> &Configuration {
+        self.confs.current()
+    }
+    /// The configuration in effect at `index` (the latest at or below it), for a host
+    /// taking a snapshot through `index`; `None` below the in-memory log's start.
+    pub fn configuration_at(&self, index: LogIndex) -> Option<Configuration> {
+        if index < self.log.snapshot.index {
+            return None;
+        }
+        self.confs.at(index).cloned()
+    }
+    /// The index of the entry the configuration in use comes from (the log's start when
+    /// it comes from the snapshot or the first configuration).
+    pub fn configuration_index(&self) -> LogIndex {
+        self.confs.current_index()
+    }
     /// A summary for status output.
     pub fn status(&self) -> Status {
         let progress = match &self.role {
@@ -561,6 +634,8 @@ impl RawNode {
             snapshot_index: self.stored.index,
             progress,
             repairing: self.repairing,
+            configuration: self.confs.current().clone(),
+            configuration_index: self.confs.current_index(),
         }
     }
 
@@ -579,6 +654,21 @@ impl RawNode {
     }
 
     fn tick_leader(&mut self) {
+        if let Role::Leader(l) = &mut self.role {
+            for (_, ticks) in l.departing.values_mut() {
+                *ticks = ticks.saturating_sub(1);
+            }
+            let gone: Vec<NodeId> = l
+                .departing
+                .iter()
+                .filter(|(_, &(_, ticks))| ticks == 0)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in gone {
+                l.departing.remove(&id);
+                l.progress.remove(&id);
+            }
+        }
         self.heartbeat_elapsed += 1;
         if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
             self.heartbeat_elapsed = 0;
@@ -612,18 +702,25 @@ impl RawNode {
     /// Check-quorum: have a majority (counting us) been heard from since the last check?
     /// Resets the marks for the next round.
     fn quorum_recently_active(&mut self) -> bool {
-        let quorum = self.quorum();
+        let me = self.config.id;
         let Role::Leader(l) = &mut self.role else {
             return false;
         };
-        let mut active = 1;
+        let active: BTreeSet<NodeId> = l
+            .progress
+            .iter()
+            .filter(|(_, p)| p.recent_active)
+            .map(|(id, _)| *id)
+            .chain(std::iter::once(me))
+            .collect();
         for p in l.progress.values_mut() {
-            if p.recent_active {
-                active += 1;
-            }
             p.recent_active = false;
         }
-        active >= quorum
+        let result = self
+            .confs
+            .current()
+            .vote_result(|id| active.contains(&id).then_some(true));
+        result == VoteResult::Won
     }
 
     /// Proposes a command. On a leader it is appended and will be replicated; the returned
@@ -656,6 +753,144 @@ impl RawNode {
         self.after_leader_append();
         self.check_invariants();
         Ok(index)
+    }
+
+    /// Proposes a membership change (see [`crate::membership`]). Refused unless this node
+    /// leads, has committed an entry of its own term, and no other change is under way;
+    /// the change must fit the configuration. A change of the voters appends the joint
+    /// configuration; the leader appends the final one by itself once that commits. The
+    /// returned index is where the (first) configuration entry will commit.
+    pub fn propose_conf_change(
+        &mut self,
+        changes: &[MemberChange],
+    ) -> Result<LogIndex, ProposeError> {
+        let Role::Leader(l) = &self.role else {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        };
+        if l.transfer.is_some() {
+            return Err(ProposeError::TransferInProgress);
+        }
+        if self.log.term(self.log.commit) != Some(self.term) {
+            return Err(ProposeError::ConfChangeNotReady);
+        }
+        if self.confs.current_index() > self.log.commit || self.confs.current().is_joint() {
+            return Err(ProposeError::ConfChangePending);
+        }
+        let next = self
+            .confs
+            .current()
+            .apply(changes)
+            .map_err(ProposeError::InvalidConfChange)?;
+        let index = self.append_configuration(next);
+        self.check_invariants();
+        Ok(index)
+    }
+
+    /// A leader appends a configuration entry: it takes effect at once (thesis §4.1), and
+    /// the followers it adds get a progress.
+    fn append_configuration(&mut self, conf: Configuration) -> LogIndex {
+        let index = self.log.last_index().next();
+        let data: Arc<[u8]> = conf.to_bytes().into();
+        log::info!(
+            "node {}: configuration change at {index} (term {}): {} -> {conf}",
+            self.config.id,
+            self.term,
+            self.confs.current()
+        );
+        if let Role::Leader(l) = &mut self.role {
+            l.uncommitted_bytes += data.len() as u64;
+        }
+        self.log.push(Entry {
+            term: self.term,
+            index,
+            kind: EntryKind::Config,
+            data,
+        });
+        self.confs.push(index, conf);
+        self.sync_progress();
+        self.after_leader_append();
+        index
+    }
+
+    /// Gives every node the leader replicates to (see `peers`) a progress; a node no longer
+    /// among them becomes departing (see `LeaderState::departing`) and a transfer to it is
+    /// called off.
+    fn sync_progress(&mut self) {
+        let peers = self.peers();
+        // From the configuration entry itself: a new member gets it in the first append.
+        let next = self.log.last_index().max(LogIndex(1));
+        let (messages_max, bytes_max) = (
+            self.config.inflight_messages_max,
+            self.config.inflight_bytes_max,
+        );
+        let departure = (
+            self.confs.current_index(),
+            self.config.election_timeout_ticks,
+        );
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        for id in l.progress.keys() {
+            if !peers.contains(id) {
+                l.departing.entry(*id).or_insert(departure);
+            }
+        }
+        l.departing.retain(|id, _| !peers.contains(id));
+        let departing = &l.departing;
+        l.progress
+            .retain(|id, _| peers.contains(id) || departing.contains_key(id));
+        if l.transfer
+            .is_some_and(|(target, _)| !peers.contains(&target))
+        {
+            l.transfer = None;
+        }
+        for id in peers {
+            l.progress.entry(id).or_insert_with(|| {
+                let mut p = Progress::new(next, messages_max, bytes_max);
+                p.recent_active = true;
+                p
+            });
+        }
+    }
+
+    /// After the commit index moved on a leader: once the joint configuration is
+    /// committed, append C_new (the leader leaves the joint configuration by itself); once
+    /// a configuration without this node as a voter is committed, step down (§6: the
+    /// leader manages the cluster until C_new commits, then steps down), handing
+    /// leadership to the most up-to-date voter so the cluster need not wait for a timeout.
+    fn after_commit_configuration(&mut self) {
+        if !self.is_leader() || self.confs.current_index() > self.log.commit {
+            return;
+        }
+        // Committed: the members of the configuration before it need nothing more.
+        self.sync_progress();
+        let conf = self.confs.current().clone();
+        if conf.is_joint() {
+            self.append_configuration(conf.leave_joint());
+            return;
+        }
+        if conf.is_voter(self.config.id) {
+            return;
+        }
+        let last = self.log.last_index();
+        let successor = match &self.role {
+            Role::Leader(l) => l
+                .progress
+                .iter()
+                .find(|(id, p)| conf.voters.contains(id) && p.match_index == last)
+                .map(|(id, _)| *id),
+            _ => None,
+        };
+        log::info!(
+            "node {}: not a voter in the committed configuration {conf}: stepping down",
+            self.config.id
+        );
+        self.become_follower(self.term, NodeId::NONE);
+        if let Some(id) = successor {
+            self.send(id, Body::TimeoutNow);
+        }
     }
 
     fn after_leader_append(&mut self) {
@@ -716,6 +951,7 @@ impl RawNode {
         }
         if meta.index > self.log.snapshot.index {
             self.log.compact(meta);
+            self.confs.compact(meta.index);
         }
         self.stored = meta;
         self.check_invariants();
@@ -737,6 +973,7 @@ impl RawNode {
         }
         let term = self.log.term(index).expect("applied entry is in the log");
         self.log.compact(SnapshotMeta { index, term });
+        self.confs.compact(index);
         self.check_invariants();
         true
     }
@@ -855,7 +1092,9 @@ impl RawNode {
     /// Hands leadership to `target` (thesis §3.10): once it has our whole log it is told to
     /// start an election at once. Proposals are refused meanwhile.
     pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), StepError> {
-        if target == self.config.id || !self.config.voters.contains(&target) {
+        // Only an incoming voter: a learner cannot win an election (and will not campaign),
+        // and a voter on its way out would lose its vote when the change completes.
+        if target == self.config.id || !self.confs.current().voters.contains(&target) {
             return Err(StepError::BadTransferTarget(target));
         }
         let last = self.log.last_index();
@@ -905,7 +1144,10 @@ impl RawNode {
         if m.to != self.config.id {
             return Err(StepError::WrongRecipient(m.to));
         }
-        if !self.config.voters.contains(&m.from) || m.from == self.config.id {
+        // Messages from nodes outside this node's configuration are taken: a leader may
+        // know of a configuration this node has not received yet (this node's own
+        // addition, say). Quorums count only the members of the configuration in use.
+        if m.from.is_none() || m.from == self.config.id {
             return Err(StepError::UnknownPeer(m.from));
         }
         if self.step_term(&m) {
@@ -1004,10 +1246,13 @@ impl RawNode {
                     }
                     Body::Snapshot {
                         meta,
+                        configuration,
                         offset,
                         total_bytes,
                         data,
-                    } => self.handle_snapshot(m.from, meta, offset, total_bytes, data),
+                    } => {
+                        self.handle_snapshot(m.from, meta, configuration, offset, total_bytes, data)
+                    }
                     _ => unreachable!(),
                 }
             }
@@ -1060,7 +1305,7 @@ impl RawNode {
     }
 
     fn handle_vote_response(&mut self, from: NodeId, term: Term, body: &Body, granted: bool) {
-        let quorum = self.quorum();
+        let me = self.config.id;
         let votes = match (&mut self.role, body) {
             // A grant carries the term we would campaign in; a refusal carries the
             // voter's own term, which is ours (a higher one made us step down already).
@@ -1078,15 +1323,19 @@ impl RawNode {
         } else {
             votes.rejected.insert(from);
         }
-        let won = votes.granted.len() + 1 >= quorum;
-        let lost = votes.rejected.len() >= quorum;
+        let result = self.confs.current().vote_result(|id| {
+            if id == me || votes.granted.contains(&id) {
+                Some(true)
+            } else {
+                votes.rejected.contains(&id).then_some(false)
+            }
+        });
         let pre = matches!(self.role, Role::PreCandidate { .. });
-        if won && pre {
-            self.become_candidate(false);
-        } else if won {
-            self.become_leader();
-        } else if lost {
-            self.become_follower(self.term, NodeId::NONE);
+        match result {
+            VoteResult::Won if pre => self.become_candidate(false),
+            VoteResult::Won => self.become_leader(),
+            VoteResult::Lost => self.become_follower(self.term, NodeId::NONE),
+            VoteResult::Pending => {}
         }
     }
 
@@ -1121,7 +1370,19 @@ impl RawNode {
         }
         match self.log.term(prev_index) {
             Some(t) if t == prev_term => {
-                let last_new = self.log.merge(prev_index, entries);
+                let confs: Vec<(LogIndex, Configuration)> = entries
+                    .iter()
+                    .filter(|e| e.kind == EntryKind::Config)
+                    .map(|e| {
+                        let conf = Configuration::decode(&e.data)
+                            .expect("configuration checked by check_append");
+                        (e.index, conf)
+                    })
+                    .collect();
+                let (last_new, first_written) = self.log.merge(prev_index, entries);
+                if let Some(first) = first_written {
+                    self.follow_configurations(first, confs);
+                }
                 let commit = commit.min(last_new);
                 if commit > self.log.commit {
                     self.log.commit_to(commit);
@@ -1145,6 +1406,24 @@ impl RawNode {
                     },
                 );
             }
+        }
+    }
+
+    /// The log was rewritten from `first` on: configurations of the lost entries go (the
+    /// node falls back to the one before), those of the new entries take effect.
+    fn follow_configurations(&mut self, first: LogIndex, confs: Vec<(LogIndex, Configuration)>) {
+        let before = self.confs.current_index();
+        self.confs.truncate_from(first);
+        for (index, conf) in confs.into_iter().filter(|(i, _)| *i >= first) {
+            self.confs.push(index, conf);
+        }
+        if self.confs.current_index() != before {
+            log::info!(
+                "node {}: uses configuration {} from index {}",
+                self.config.id,
+                self.confs.current(),
+                self.confs.current_index()
+            );
         }
     }
 
@@ -1173,10 +1452,12 @@ impl RawNode {
         self.send(from, Body::HeartbeatResponse { read_seq });
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn handle_snapshot(
         &mut self,
         from: NodeId,
         meta: SnapshotMeta,
+        configuration: Configuration,
         offset: u64,
         total_bytes: u64,
         data: Vec<u8>,
@@ -1211,6 +1492,7 @@ impl RawNode {
         if offset == 0 && !same {
             *incoming = Some(IncomingSnapshot {
                 meta,
+                configuration,
                 total_bytes,
                 data: Vec::new(),
             });
@@ -1229,6 +1511,7 @@ impl RawNode {
             let inc = incoming.take().expect("complete snapshot");
             self.install_snapshot(Snapshot {
                 meta: inc.meta,
+                configuration: inc.configuration,
                 data: inc.data,
             });
         }
@@ -1245,6 +1528,12 @@ impl RawNode {
     fn install_snapshot(&mut self, snapshot: Snapshot) {
         let meta = snapshot.meta;
         let discarded = self.log.install(meta);
+        if discarded {
+            self.confs = ConfHistory::new(meta.index, snapshot.configuration.clone());
+        } else {
+            self.confs
+                .install(meta.index, snapshot.configuration.clone());
+        }
         self.stored = meta;
         log::info!(
             "node {}: installed snapshot {}/{} from leader {} ({} bytes, log {})",
@@ -1263,7 +1552,9 @@ impl RawNode {
     fn leader_read(&mut self, context: u64, from: NodeId) {
         let committed_in_term = self.log.term(self.log.commit) == Some(self.term);
         let commit = self.log.commit;
-        let single = self.config.voters.len() == 1;
+        // This node's acknowledgement alone is a quorum: it is the only voter.
+        let me = self.config.id;
+        let single = self.confs.current().quorum_value(|id| id == me) == Some(true);
         let Role::Leader(l) = &mut self.role else {
             unreachable!()
         };
@@ -1296,14 +1587,22 @@ impl RawNode {
 
     /// Releases every pending read whose round a quorum has acknowledged.
     fn release_reads(&mut self) {
-        let quorum = self.quorum();
+        let me = self.config.id;
         let Role::Leader(l) = &mut self.role else {
             return;
         };
-        let mut acks: Vec<u64> = l.progress.values().map(|p| p.read_ack).collect();
-        acks.push(u64::MAX); // Our own acknowledgement.
-        acks.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = acks[quorum - 1];
+        // A round is confirmed once a majority of every voter set acknowledged it (our
+        // own acknowledgement counts where we vote); learners' answers count for nothing.
+        let progress = &l.progress;
+        let confirmed = self
+            .confs
+            .current()
+            .quorum_value(|id| match progress.get(&id) {
+                _ if id == me => u64::MAX,
+                Some(p) => p.read_ack,
+                None => 0,
+            })
+            .unwrap_or(0);
         let mut released = Vec::new();
         while l
             .pending_reads
@@ -1436,7 +1735,9 @@ impl RawNode {
         let Role::Leader(l) = &mut self.role else {
             return;
         };
-        let p = l.progress.get_mut(&from).expect("progress exists");
+        let Some(p) = l.progress.get_mut(&from) else {
+            return; // Not a member (any more).
+        };
         let ProgressState::Snapshot {
             snapshot,
             acked_offset,
@@ -1467,7 +1768,7 @@ impl RawNode {
             return;
         };
         if let Some((target, _)) = l.transfer {
-            if target == from && l.progress[&from].match_index == last {
+            if target == from && l.progress.get(&from).is_some_and(|p| p.match_index == last) {
                 self.send(target, Body::TimeoutNow);
             }
         }
@@ -1483,12 +1784,19 @@ impl RawNode {
     /// append with entries went out.
     fn send_append(&mut self, to: NodeId, allow_empty: bool) -> bool {
         let commit = self.log.commit;
-        let last = self.log.last_index();
+        let mut last = self.log.last_index();
         let first = self.log.first_index();
         let Role::Leader(l) = &mut self.role else {
             return false;
         };
-        let p = l.progress.get_mut(&to).expect("progress exists");
+        if let Some(&(removed_at, _)) = l.departing.get(&to) {
+            // A removed node needs the log only up to the entry that removed it.
+            last = last.min(removed_at);
+        }
+        // A member a moment ago: a configuration change may have removed it since.
+        let Some(p) = l.progress.get_mut(&to) else {
+            return false;
+        };
         if p.is_paused() {
             return false;
         }
@@ -1573,7 +1881,9 @@ impl RawNode {
         let Role::Leader(l) = &mut self.role else {
             return;
         };
-        let p = l.progress.get_mut(&to).expect("progress exists");
+        let Some(p) = l.progress.get_mut(&to) else {
+            return;
+        };
         let ProgressState::Snapshot {
             snapshot,
             acked_offset,
@@ -1586,6 +1896,7 @@ impl RawNode {
         let end = (start + chunk_bytes).min(total);
         let body = Body::Snapshot {
             meta: snapshot.meta,
+            configuration: snapshot.configuration.clone(),
             offset: start,
             total_bytes: total,
             data: snapshot.data[start as usize..end as usize].to_vec(),
@@ -1597,15 +1908,25 @@ impl RawNode {
 
     /// Figure 8: commit the highest index a quorum holds, but only if it is of our term.
     fn maybe_commit(&mut self) {
-        let quorum = self.quorum();
+        let me = self.config.id;
         let persisted = self.log.persisted;
         let Role::Leader(l) = &mut self.role else {
             return;
         };
-        let mut matches: Vec<LogIndex> = l.progress.values().map(|p| p.match_index).collect();
-        matches.push(persisted);
-        matches.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matches[quorum - 1];
+        // A majority of every voter set of the configuration in use (both halves while
+        // joint); learners are not asked.
+        let progress = &l.progress;
+        let Some(candidate) = self
+            .confs
+            .current()
+            .quorum_value(|id| match progress.get(&id) {
+                _ if id == me => persisted,
+                Some(p) => p.match_index,
+                None => LogIndex(0),
+            })
+        else {
+            return;
+        };
         if candidate <= self.log.commit || self.log.term(candidate) != Some(self.term) {
             return;
         }
@@ -1624,6 +1945,7 @@ impl RawNode {
         for (context, from) in waiting {
             self.leader_read(context, from);
         }
+        self.after_commit_configuration();
     }
 
     // ----- transitions -----
@@ -1631,6 +1953,14 @@ impl RawNode {
     fn campaign(&mut self, transfer: bool) {
         if self.repairing {
             // It may lack entries it acknowledged: its log must not win an election.
+            return;
+        }
+        if !self.may_campaign() {
+            // It heard from no leader for an election timeout: it knows none any more, so
+            // it stops honouring a lease (§9.6) and answers the pre-votes of the voters that
+            // can win. Without this a learner whose vote a joint configuration needs (it was
+            // promoted, but has not received that entry) would ignore every campaign.
+            self.leader = NodeId::NONE;
             return;
         }
         if self.config.pre_vote && !transfer {
@@ -1709,13 +2039,13 @@ impl RawNode {
         };
         self.leader = NodeId::NONE;
         self.reset_election_timer();
-        if self.quorum() == 1 {
+        if self.wins_alone() {
             self.become_candidate(false);
             return;
         }
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
         let term = self.term.next_term();
-        for to in self.peers() {
+        for to in self.voter_peers() {
             self.send_with_term(
                 to,
                 term,
@@ -1742,12 +2072,12 @@ impl RawNode {
             self.term,
             if transfer { " (transfer)" } else { "" }
         );
-        if self.quorum() == 1 {
+        if self.wins_alone() {
             self.become_leader();
             return;
         }
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
-        for to in self.peers() {
+        for to in self.voter_peers() {
             self.send(
                 to,
                 Body::Vote {
@@ -1789,6 +2119,7 @@ impl RawNode {
             reads_waiting_for_commit: Vec::new(),
             transfer: None,
             uncommitted_bytes: 0,
+            departing: BTreeMap::new(),
         }));
         self.leader = self.config.id;
         self.heartbeat_elapsed = 0;
@@ -1996,17 +2327,52 @@ impl RawNode {
 
     // ----- helpers -----
 
+    /// The nodes a leader replicates to: every other member, and until the configuration
+    /// in use commits, the members of the one before too, so that a removed node receives
+    /// the entry that removes it (and, knowing, stops campaigning) and a change that is
+    /// lost with a crashed leader leaves no member without entries.
     fn peers(&self) -> Vec<NodeId> {
-        self.config
-            .voters
-            .iter()
-            .copied()
-            .filter(|&id| id != self.config.id)
+        let me = self.config.id;
+        let mut members = self.confs.current().members();
+        if self.confs.current_index() > self.log.commit {
+            if let Some(previous) = self.confs.previous() {
+                members.extend(previous.members());
+            }
+        }
+        members.remove(&me);
+        members.into_iter().collect()
+    }
+
+    /// Every other voter of either half: the nodes a candidate asks for votes.
+    fn voter_peers(&self) -> Vec<NodeId> {
+        let me = self.config.id;
+        let conf = self.confs.current();
+        conf.members()
+            .into_iter()
+            .filter(|&id| id != me && conf.is_voter(id))
             .collect()
     }
 
-    fn quorum(&self) -> usize {
-        self.config.voters.len() / 2 + 1
+    /// A voter campaigns; a learner, a node not added yet, or one that knows it was removed
+    /// does not (it has no vote to win with, and asking would only raise terms). A node
+    /// that its latest configuration removes still campaigns until it knows that
+    /// configuration committed (thesis §4.2.2): until then the others may need it, as when
+    /// the leader removing it crashed after it alone took C_new — its log is then ahead of
+    /// theirs, they cannot win, and it can, with a majority of C_new's voters.
+    fn may_campaign(&self) -> bool {
+        let me = self.config.id;
+        self.confs.current().is_voter(me)
+            || (self.confs.current_index() > self.log.commit
+                && self.confs.previous().is_some_and(|p| p.is_voter(me)))
+    }
+
+    /// True when this node's own vote is a majority of every voter set.
+    fn wins_alone(&self) -> bool {
+        let me = self.config.id;
+        self.confs
+            .current()
+            .vote_result(|id| (id == me).then_some(true))
+            == VoteResult::Won
     }
 
     /// Asserted after every input; a failure is a bug in this crate.
@@ -2029,13 +2395,18 @@ impl RawNode {
             self.log.commit
         );
         self.commit_floor = self.log.commit;
-        assert!(
-            self.vote.is_none() || self.config.voters.contains(&self.vote),
-            "voted for a non-member"
-        );
+        // No check that the vote went to a member: a candidate may come from a
+        // configuration this node has not received yet.
         match &self.role {
             Role::Leader(l) => {
                 assert_eq!(self.leader, self.config.id, "leader does not know itself");
+                let mut expected: BTreeSet<NodeId> = self.peers().into_iter().collect();
+                expected.extend(l.departing.keys());
+                assert!(
+                    l.progress.keys().copied().eq(expected),
+                    "leader's progress does not match the members of {}",
+                    self.confs.current()
+                );
                 assert_eq!(self.vote, self.config.id, "leader did not vote for itself");
                 for (id, p) in &l.progress {
                     assert!(
@@ -2076,6 +2447,10 @@ fn check_append(
     }
     let mut expect = (prev_index.next(), prev_term);
     for e in entries {
+        if e.kind == EntryKind::Config {
+            Configuration::decode(&e.data)
+                .map_err(|why| format!("configuration entry {}: {why}", e.index))?;
+        }
         if e.index != expect.0 || e.term < expect.1 || e.term > leader_term {
             return Err(format!(
                 "entry {}/{} does not follow {}/{}",

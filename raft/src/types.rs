@@ -3,6 +3,7 @@
 //! Terms, indices and ids are newtypes so that an index can never be passed where a term is
 //! expected. Log indices start at 1; index 0 with term 0 stands for the empty log.
 
+use crate::membership::Configuration;
 use std::fmt;
 use std::sync::Arc;
 
@@ -78,6 +79,9 @@ pub enum EntryKind {
     /// The empty entry a new leader appends to commit the entries of earlier terms (§5.4.2)
     /// and to learn the commit index it needs for ReadIndex (thesis §6.4).
     Noop = 2,
+    /// A membership change: the data is the whole configuration that follows it, encoded
+    /// by [`crate::Configuration::encode`]. It takes effect when appended (thesis §4.1).
+    Config = 3,
 }
 
 impl EntryKind {
@@ -86,6 +90,7 @@ impl EntryKind {
         match value {
             1 => Some(EntryKind::Normal),
             2 => Some(EntryKind::Noop),
+            3 => Some(EntryKind::Config),
             _ => None,
         }
     }
@@ -150,6 +155,9 @@ pub struct SnapshotMeta {
 pub struct Snapshot {
     /// Where it ends in the log.
     pub meta: SnapshotMeta,
+    /// The configuration in effect at `meta.index` (the entries that said so are gone):
+    /// [`crate::RawNode::configuration_at`] names it when the host takes the snapshot.
+    pub configuration: Configuration,
     /// The service's serialized state.
     pub data: Vec<u8>,
 }

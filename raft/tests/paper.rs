@@ -4,8 +4,9 @@
 
 use raft::driver::{Driver, Host, Persisted, Write};
 use raft::{
-    Body, Config, Entry, EntryKind, HardState, LogIndex, Message, NodeId, ProposeError, RawNode,
-    Restore, RoleKind, Snapshot, Term,
+    Body, ConfChangeError, Config, Configuration, Entry, EntryKind, HardState, LogIndex,
+    MemberChange, Message, NodeId, ProposeError, RawNode, Restore, RoleKind, Snapshot, StepError,
+    Term,
 };
 use std::collections::{BTreeSet, VecDeque};
 
@@ -25,6 +26,8 @@ struct Cluster {
     snapshot_requests: Vec<u64>,
     /// Reads of stored entries the nodes asked their host for, per node.
     fetches: Vec<u64>,
+    /// The first configuration's voters are ids `1..=voters`; the rest are spare ids.
+    voters: u64,
 }
 
 /// What a node's host keeps on disk: what a restart starts from, and where a snapshot the
@@ -44,6 +47,7 @@ impl Durable {
             entries: self.entries.clone(),
             log_start: None,
             repairing: false,
+            configuration: (!self.snapshot.is_empty()).then(|| self.snapshot.configuration.clone()),
         }
     }
 }
@@ -132,9 +136,14 @@ impl Cluster {
     }
 
     fn with(n: u64, tweak: impl Fn(&mut Config)) -> Cluster {
+        Cluster::with_voters(n, n, tweak)
+    }
+
+    /// `n` nodes of which ids `1..=voters` are the first configuration's voters.
+    fn with_voters(n: u64, voters: u64, tweak: impl Fn(&mut Config)) -> Cluster {
         let nodes = (1..=n)
             .map(|id| {
-                let mut c = config(id, n);
+                let mut c = config(id, voters);
                 tweak(&mut c);
                 RawNode::new(c, Restore::default()).unwrap()
             })
@@ -149,6 +158,7 @@ impl Cluster {
             reads: vec![Vec::new(); n as usize],
             snapshot_requests: vec![0; n as usize],
             fetches: vec![0; n as usize],
+            voters,
         }
     }
 
@@ -167,6 +177,11 @@ impl Cluster {
 
     fn heal(&mut self) {
         self.cut.clear();
+    }
+
+    fn heal_pair(&mut self, a: u64, b: u64) {
+        self.cut.remove(&(a, b));
+        self.cut.remove(&(b, a));
     }
 
     /// Handles every node's Ready like a host with an instant disk (through the one Ready
@@ -282,6 +297,7 @@ impl Cluster {
         d.entries.retain(|e| e.index > index);
         d.snapshot = Snapshot {
             meta: raft::SnapshotMeta { index, term },
+            configuration: self.nodes[i].configuration_at(index).unwrap(),
             data,
         };
         self.nodes[i].compact(index)
@@ -289,7 +305,7 @@ impl Cluster {
 
     fn restart(&mut self, id: u64, tweak: impl Fn(&mut Config)) {
         let i = id as usize - 1;
-        let mut c = config(id, self.nodes.len() as u64);
+        let mut c = config(id, self.voters);
         tweak(&mut c);
         self.nodes[i] = RawNode::new(c, self.durable[i].restore()).unwrap();
         self.applied[i].clear();
@@ -753,6 +769,7 @@ fn install_snapshot_catches_up_a_lagging_follower() {
         snap,
         Snapshot {
             meta: c.node(leader).snapshot_meta(),
+            configuration: c.node(leader).configuration().clone(),
             data
         }
     );
@@ -1053,4 +1070,464 @@ fn a_repairing_node_ends_its_repair_only_with_what_it_acknowledged() {
         "the repair never ended"
     );
     assert!(c.node(damaged).last_index() >= committed);
+}
+
+// ----- membership changes (paper §6, thesis §4) -----
+
+fn ids(v: &[u64]) -> BTreeSet<NodeId> {
+    v.iter().map(|&i| NodeId(i)).collect()
+}
+
+fn simple(voters: &[u64], learners: &[u64]) -> Configuration {
+    Configuration {
+        voters: ids(voters),
+        outgoing: BTreeSet::new(),
+        learners: ids(learners),
+    }
+}
+
+impl Cluster {
+    /// Proposes `changes` at `leader` and delivers everything.
+    fn change(&mut self, leader: u64, changes: &[MemberChange]) -> LogIndex {
+        let index = self.node(leader).propose_conf_change(changes).unwrap();
+        self.settle();
+        index
+    }
+
+    /// Voters {1,2,3} led by 1, spare nodes up to `n`, each added as a learner.
+    fn with_learners(n: u64) -> Cluster {
+        let mut c = Cluster::with_voters(n, 3, |_| {});
+        c.campaign(1);
+        let learners: Vec<MemberChange> = (4..=n)
+            .map(|id| MemberChange::AddLearner(NodeId(id)))
+            .collect();
+        c.change(1, &learners);
+        c.commit_some(1, 2);
+        c
+    }
+}
+
+/// §6 and the single-server change bug of 2015: a leader proposes a change only after an
+/// entry of its own term has committed (before, it may not know of a change an earlier
+/// leader committed). Shown on a cluster without the leader's no-op: refused, then
+/// accepted once a command of the leader's term commits.
+#[test]
+fn a_change_waits_for_an_entry_of_the_leaders_term() {
+    let mut c = Cluster::with_voters(4, 3, |c| c.noop_on_election = false);
+    c.campaign(1);
+    let add = [MemberChange::AddLearner(NodeId(4))];
+    assert_eq!(
+        c.node(1).propose_conf_change(&add),
+        Err(ProposeError::ConfChangeNotReady)
+    );
+    c.commit_some(1, 1);
+    assert!(c.node(1).propose_conf_change(&add).is_ok());
+}
+
+/// One change at a time: while a change's entry is uncommitted, and while the cluster is
+/// in the joint configuration, a second request gets `ConfChangePending` (not a queue);
+/// once the change is complete the next is accepted. A follower answers `NotLeader`.
+#[test]
+fn one_change_at_a_time() {
+    let mut c = Cluster::with_learners(5);
+    c.node(1)
+        .propose_conf_change(&[MemberChange::Promote(NodeId(4))])
+        .unwrap();
+    assert_eq!(
+        c.node(1)
+            .propose_conf_change(&[MemberChange::Promote(NodeId(5))]),
+        Err(ProposeError::ConfChangePending)
+    );
+    // The joint entry commits and C_new is appended: until C_new commits, still one
+    // change under way.
+    loop {
+        let n = c.node(1);
+        if !n.configuration().is_joint() && n.configuration_index() > n.commit_index() {
+            break;
+        }
+        assert!(c.step_once(), "C_new was never appended");
+    }
+    assert_eq!(
+        c.node(1)
+            .propose_conf_change(&[MemberChange::Promote(NodeId(5))]),
+        Err(ProposeError::ConfChangePending)
+    );
+    c.settle();
+    assert_eq!(c.node(1).configuration(), &simple(&[1, 2, 3, 4], &[5]));
+    assert!(matches!(
+        c.node(2)
+            .propose_conf_change(&[MemberChange::Promote(NodeId(5))]),
+        Err(ProposeError::NotLeader { leader: NodeId(1) })
+    ));
+    c.change(1, &[MemberChange::Promote(NodeId(5))]);
+    assert_eq!(c.node(1).configuration(), &simple(&[1, 2, 3, 4, 5], &[]));
+}
+
+/// A node is added as a learner: promoting a node that is not one, removing a
+/// non-member, adding a member again or leaving no voter are refused with the reason.
+#[test]
+fn a_new_node_starts_as_a_learner() {
+    let mut c = Cluster::with_voters(4, 3, |_| {});
+    c.campaign(1);
+    let refused = |c: &mut Cluster, change| c.node(1).propose_conf_change(&[change]);
+    assert_eq!(
+        refused(&mut c, MemberChange::Promote(NodeId(4))),
+        Err(ProposeError::InvalidConfChange(
+            ConfChangeError::NotLearner(NodeId(4))
+        ))
+    );
+    assert_eq!(
+        refused(&mut c, MemberChange::Remove(NodeId(9))),
+        Err(ProposeError::InvalidConfChange(ConfChangeError::NotMember(
+            NodeId(9)
+        )))
+    );
+    assert_eq!(
+        refused(&mut c, MemberChange::AddLearner(NodeId(2))),
+        Err(ProposeError::InvalidConfChange(
+            ConfChangeError::AlreadyMember(NodeId(2))
+        ))
+    );
+    c.change(1, &[MemberChange::AddLearner(NodeId(4))]);
+    assert_eq!(c.node(4).configuration(), &simple(&[1, 2, 3], &[4]));
+    assert_eq!(c.node(4).commit_index(), c.node(1).commit_index());
+}
+
+/// §6: while C_old,new is in effect a decision needs a majority of both halves. The leader
+/// and the two promoted nodes are a majority of the new voters {1..5} but not of the old
+/// {1,2,3}: the joint entry does not commit until an old voter answers.
+#[test]
+fn a_joint_configuration_needs_a_majority_of_both_halves() {
+    let mut c = Cluster::with_learners(5);
+    c.isolate(2);
+    c.cut.extend([(3, 1), (1, 3), (3, 2), (2, 3)]);
+    for k in [4, 5] {
+        c.cut.remove(&(2, k));
+        c.cut.remove(&(k, 2));
+    }
+    let joint = c.change(
+        1,
+        &[
+            MemberChange::Promote(NodeId(4)),
+            MemberChange::Promote(NodeId(5)),
+        ],
+    );
+    assert!(c.node(1).configuration().is_joint());
+    assert!(c.node(4).last_index() >= joint && c.node(5).last_index() >= joint);
+    assert!(
+        c.node(1).commit_index() < joint,
+        "joint entry committed by the new voters alone"
+    );
+    c.tick_all(3);
+    assert!(
+        c.node(1).commit_index() < joint,
+        "joint entry committed by the new voters alone"
+    );
+    c.cut.remove(&(1, 3));
+    c.cut.remove(&(3, 1));
+    c.tick_all(3);
+    assert!(
+        c.node(1).commit_index() > joint,
+        "the leader did not leave the joint configuration"
+    );
+    assert_eq!(c.node(1).configuration(), &simple(&[1, 2, 3, 4, 5], &[]));
+}
+
+/// Learners receive entries but never count for commitment and never campaign: with both
+/// other voters cut off, the leader and two learners that hold the entry (three of five
+/// members) commit nothing, and a learner, hearing from no leader, stays a follower at the
+/// same term.
+#[test]
+fn learners_never_count_for_commitment_or_elections() {
+    let mut c = Cluster::with_learners(5);
+    c.isolate(2);
+    c.isolate(3);
+    c.heal_pair(1, 4);
+    c.heal_pair(1, 5);
+    let before = c.node(1).commit_index();
+    c.node(1).propose(b"x".to_vec()).unwrap();
+    c.settle();
+    assert_eq!(c.node(4).last_index(), c.node(1).last_index());
+    assert_eq!(c.node(5).last_index(), c.node(1).last_index());
+    assert_eq!(c.node(1).commit_index(), before, "a learner's copy counted");
+    c.isolate(4);
+    let term = c.node(4).term();
+    c.tick_all(100);
+    assert_eq!(c.node(4).role(), RoleKind::Follower);
+    assert_eq!(c.node(4).term(), term, "the learner campaigned");
+    assert!(
+        !c.sent
+            .iter()
+            .any(|m| m.from == NodeId(4)
+                && matches!(m.body, Body::PreVote { .. } | Body::Vote { .. }))
+    );
+}
+
+/// §6: a leader that is not in C_new manages the cluster until C_new commits, then steps
+/// down (and hands leadership to an up-to-date voter); it never campaigns again.
+#[test]
+fn a_leader_not_in_the_new_configuration_steps_down_after_committing_it() {
+    let mut c = Cluster::with_voters(3, 3, |_| {});
+    c.campaign(1);
+    c.commit_some(1, 2);
+    let index = c
+        .node(1)
+        .propose_conf_change(&[MemberChange::Remove(NodeId(1))])
+        .unwrap();
+    c.settle();
+    assert!(!c.node(1).is_leader());
+    assert!(
+        c.node(1).commit_index() > index,
+        "stepped down before C_new committed"
+    );
+    assert_eq!(c.node(1).configuration(), &simple(&[2, 3], &[]));
+    let leader = c.elect();
+    assert!(leader == 2 || leader == 3);
+    c.tick_all(50);
+    assert!(!c.node(1).is_leader() && c.node(1).role() == RoleKind::Follower);
+    c.node(leader).propose(b"after".to_vec()).unwrap();
+    c.tick_all(3);
+    let other = 5 - leader;
+    assert_eq!(c.node(other).commit_index(), c.node(leader).commit_index());
+}
+
+/// A removed node learns of its removal: it receives the entry that removes it (the
+/// leader replicates to the old members until C_new commits) and, through the heartbeats
+/// it still gets for an election timeout, that the entry committed. Knowing, it never
+/// campaigns again. Until it knows, it still may (thesis §4.2.2): see
+/// `a_removed_node_still_campaigns_until_it_knows_its_removal_committed`.
+#[test]
+fn a_removed_node_that_learns_of_its_removal_stops_campaigning() {
+    let mut c = Cluster::with_voters(3, 3, |_| {});
+    c.campaign(1);
+    let index = c.change(1, &[MemberChange::Remove(NodeId(3))]);
+    c.tick_all(3);
+    assert_eq!(c.node(3).configuration(), &simple(&[1, 2], &[]));
+    assert!(
+        c.node(3).commit_index() > index,
+        "node 3 did not learn C_new committed"
+    );
+    let term = c.node(3).term();
+    let sent = c.sent.len();
+    c.isolate(1);
+    c.tick_all(100);
+    assert_eq!(c.node(3).term(), term);
+    assert!(
+        !c.sent[sent..]
+            .iter()
+            .any(|m| m.from == NodeId(3)
+                && matches!(m.body, Body::PreVote { .. } | Body::Vote { .. }))
+    );
+}
+
+/// §6's third problem: a removed node that never learned of its removal times out and
+/// campaigns; pre-vote and check-quorum keep it from raising anyone's term or deposing the
+/// leader (the others hear from their leader and ignore it).
+#[test]
+fn pre_vote_and_check_quorum_keep_an_unaware_removed_node_from_disrupting() {
+    let mut c = Cluster::with_voters(3, 3, |_| {});
+    c.campaign(1);
+    c.commit_some(1, 1);
+    c.isolate(3);
+    c.change(1, &[MemberChange::Remove(NodeId(3))]);
+    assert!(
+        c.node(3).configuration().is_voter(NodeId(3)),
+        "node 3 learned of its removal"
+    );
+    let term = c.node(1).term();
+    c.tick_all(30);
+    c.heal();
+    c.tick_all(100);
+    assert!(c.node(1).is_leader(), "the removed node deposed the leader");
+    assert_eq!(c.node(1).term(), term);
+    assert_eq!(c.node(2).term(), term);
+}
+
+/// ReadIndex across a change: in the joint configuration a read is confirmed only by a
+/// majority of both halves (here the new half answers and the old does not: no read);
+/// once an old voter answers it is served.
+#[test]
+fn read_index_stays_correct_across_a_change() {
+    let mut c = Cluster::with_learners(5);
+    c.isolate(2);
+    c.isolate(3);
+    for k in [4, 5] {
+        c.heal_pair(1, k);
+    }
+    c.node(1)
+        .propose_conf_change(&[
+            MemberChange::Promote(NodeId(4)),
+            MemberChange::Promote(NodeId(5)),
+        ])
+        .unwrap();
+    c.settle();
+    c.node(1).read_index(7).unwrap();
+    c.tick_all(4);
+    assert!(
+        c.reads[0].is_empty(),
+        "read confirmed without the old voters"
+    );
+    c.heal_pair(1, 2);
+    c.tick_all(4);
+    assert!(c.reads[0].iter().any(|r| r.context == 7));
+    assert_eq!(c.node(1).configuration(), &simple(&[1, 2, 3, 4, 5], &[]));
+    c.node(1).read_index(8).unwrap();
+    c.tick_all(4);
+    assert!(
+        c.reads[0].iter().any(|r| r.context == 8),
+        "a read in C_new with a majority of five"
+    );
+}
+
+/// A leadership transfer to a learner (or a non-member) is refused: it cannot win.
+#[test]
+fn leadership_transfer_to_a_learner_is_refused() {
+    let mut c = Cluster::with_learners(4);
+    assert_eq!(
+        c.node(1).transfer_leader(NodeId(4)),
+        Err(StepError::BadTransferTarget(NodeId(4)))
+    );
+    assert_eq!(
+        c.node(1).transfer_leader(NodeId(9)),
+        Err(StepError::BadTransferTarget(NodeId(9)))
+    );
+    assert!(c.node(1).transfer_leader(NodeId(2)).is_ok());
+}
+
+/// The configuration is the latest in the log, committed or not: a node that appended a
+/// change falls back to the configuration before it when a new leader truncates the entry.
+#[test]
+fn a_truncated_change_falls_back_to_the_previous_configuration() {
+    let mut c = Cluster::with_voters(4, 3, |_| {});
+    c.campaign(1);
+    c.commit_some(1, 1);
+    c.isolate(1);
+    c.node(1)
+        .propose_conf_change(&[MemberChange::AddLearner(NodeId(4))])
+        .unwrap();
+    c.settle();
+    assert_eq!(c.node(1).configuration(), &simple(&[1, 2, 3], &[4]));
+    c.heal();
+    c.isolate(1);
+    c.campaign(2);
+    c.commit_some(2, 1);
+    c.heal();
+    c.tick_all(5);
+    assert!(!c.node(1).is_leader());
+    assert_eq!(c.node(1).configuration(), &simple(&[1, 2, 3], &[]));
+    assert_eq!(c.node(1).last_index(), c.node(2).last_index());
+}
+
+/// The configuration is part of every snapshot and restored at restart: from a configuration
+/// entry in the log, and once compaction took that entry, from the snapshot; a node that
+/// joins behind a compacted log learns it from the snapshot it is sent.
+#[test]
+fn the_configuration_survives_restart_and_travels_in_snapshots() {
+    let mut c = Cluster::with_learners(5);
+    c.change(1, &[MemberChange::Promote(NodeId(4))]);
+    let target = simple(&[1, 2, 3, 4], &[5]);
+    c.restart(2, |_| {});
+    assert_eq!(c.node(2).configuration(), &target, "restored from the log");
+    c.tick_all(3);
+    let applied = c.node(1).commit_index();
+    for id in 1..=3 {
+        assert!(c.compact(id, applied, vec![id as u8]));
+    }
+    c.restart(2, |_| {});
+    assert_eq!(
+        c.node(2).configuration(),
+        &target,
+        "restored from the snapshot"
+    );
+    // Node 5 lost its disk: it starts empty (a spare's first configuration) and learns the
+    // configuration from the leader's snapshot.
+    c.durable[4] = Durable::default();
+    c.restart(5, |_| {});
+    assert_eq!(c.node(5).configuration(), &simple(&[1, 2, 3], &[]));
+    c.tick_all(20);
+    assert_eq!(c.durable[4].snapshot.configuration, target);
+    assert_eq!(c.node(5).configuration(), &target);
+}
+
+/// Thesis §4.2.2: a node that its latest configuration removes is still needed until
+/// that configuration commits. Leader 1 of {1,2} removes itself; the joint entry commits,
+/// C_new = {2} is appended but does not reach node 2, and node 1 restarts. Node 2 (in the
+/// joint configuration) needs node 1's vote, which node 1 refuses (its log is ahead); so
+/// node 1, though not in its latest configuration, campaigns, wins with node 2's vote,
+/// commits C_new and steps down, and node 2 leads.
+#[test]
+fn a_removed_node_still_campaigns_until_it_knows_its_removal_committed() {
+    let mut c = Cluster::with_voters(2, 2, |_| {});
+    c.campaign(1);
+    c.commit_some(1, 1);
+    c.node(1)
+        .propose_conf_change(&[MemberChange::Remove(NodeId(1))])
+        .unwrap();
+    loop {
+        let n = c.node(1);
+        if !n.configuration().is_joint() && n.configuration_index() > n.commit_index() {
+            break;
+        }
+        assert!(c.step_once(), "C_new was never appended");
+    }
+    let leave = c.node(1).configuration_index();
+    c.isolate(1);
+    c.settle();
+    c.restart(1, |_| {});
+    c.heal();
+    assert!(c.node(2).configuration().is_joint());
+    assert_eq!(c.node(1).configuration(), &simple(&[2], &[]));
+    for _ in 0..300 {
+        c.tick_all(1);
+        if c.node(2).is_leader() {
+            break;
+        }
+    }
+    assert!(
+        c.node(2).is_leader(),
+        "the cluster is stuck in the joint configuration"
+    );
+    assert!(c.node(2).commit_index() >= leave);
+    assert_eq!(c.node(2).configuration(), &simple(&[2], &[]));
+    c.tick_all(30);
+    assert!(!c.node(1).is_leader());
+}
+
+/// A learner a joint configuration needs: voter 1 promotes learner 2 (C_old,new =
+/// {1,2}/{1}), but the joint entry does not reach node 2 and node 1, hearing from no
+/// majority of {1,2}, steps down. Node 2, still a learner in its own log, never campaigns;
+/// once it has heard from no leader for an election timeout it stops honouring the old
+/// leader's lease and grants node 1's pre-vote and vote, and the change completes.
+#[test]
+fn a_learner_that_hears_no_leader_answers_the_campaign_that_needs_it() {
+    let mut c = Cluster::with_voters(2, 1, |_| {});
+    c.elect();
+    c.change(1, &[MemberChange::AddLearner(NodeId(2))]);
+    c.tick_all(3);
+    c.isolate(1);
+    c.node(1)
+        .propose_conf_change(&[MemberChange::Promote(NodeId(2))])
+        .unwrap();
+    c.tick_all(30);
+    assert!(!c.node(1).is_leader(), "no check-quorum step-down");
+    assert!(c.node(1).configuration().is_joint());
+    assert!(c.node(2).configuration().is_learner(NodeId(2)));
+    assert_eq!(
+        c.node(2).leader(),
+        NodeId::NONE,
+        "the learner still honours the silent leader's lease"
+    );
+    c.heal();
+    for _ in 0..300 {
+        c.tick_all(1);
+        if c.node(1).is_leader() && !c.node(1).configuration().is_joint() {
+            break;
+        }
+    }
+    assert!(
+        c.node(1).is_leader(),
+        "node 2 never answered node 1's campaign"
+    );
+    c.tick_all(5);
+    assert_eq!(c.node(2).configuration(), &simple(&[1, 2], &[]));
 }

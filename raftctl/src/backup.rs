@@ -170,6 +170,7 @@ fn restore(args: &RestoreArgs, cluster_id: Option<&str>, json: bool) -> Result<(
         data_dir: args.data_dir.clone(),
         id: args.id,
         cluster_id: cluster_id.clone(),
+        voters: ids.clone(),
     };
     backup::restore(checked, &target).map_err(Failure::Usage)?;
     if json {

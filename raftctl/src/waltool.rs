@@ -153,6 +153,13 @@ fn describe(record: &Record<'_>) -> Row {
             (row.kind, row.key) = match kind {
                 EntryKind::Noop => ("noop", None),
                 EntryKind::Normal => command_kind(data),
+                EntryKind::Config => {
+                    row.detail = match raft::Configuration::decode(data) {
+                        Ok(conf) => conf.to_string(),
+                        Err(e) => format!("undecodable configuration: {e}"),
+                    };
+                    ("config", None)
+                }
             };
         }
         Record::HardState(hs) => {

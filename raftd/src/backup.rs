@@ -194,6 +194,9 @@ pub struct RestoreTarget {
     pub id: u64,
     /// The new cluster's id.
     pub cluster_id: String,
+    /// The new cluster's voters (`--peers`): the configuration the restored snapshot
+    /// carries, so the node starts in the new cluster, not the backed-up one.
+    pub voters: Vec<u64>,
 }
 
 /// Builds a node's data directory from a checked backup: its WAL holds the backup as its
@@ -258,6 +261,7 @@ fn build(backup: CheckedBackup, target: &RestoreTarget) -> Result<(), String> {
     if meta.index > LogIndex(0) {
         let snapshot = Snapshot {
             meta,
+            configuration: raft::Configuration::new(target.voters.iter().map(|&id| NodeId(id))),
             data: backup.data,
         };
         wal.save_snapshot(&snapshot).map_err(|e| e.to_string())?;

@@ -212,6 +212,10 @@ impl<E: Env> Replica<E> {
             Kv::restore(&snapshot.data, SESSIONS_MAX_DEFAULT)
                 .map_err(|e| format!("snapshot in {} does not load: {e}", wal_dir.display()))?
         };
+        // The configuration where the core's log will start: the snapshot's, then each
+        // configuration entry applied from the WAL below. None: no snapshot and no change
+        // yet, so `--peers` is still the cluster's first configuration.
+        let mut configuration = (!snapshot.is_empty()).then(|| snapshot.configuration.clone());
         let snapshot = snapshot.meta;
         // Committed entries older than the newest `log_memory_entries` are applied straight
         // from the WAL a chunk at a time and not handed to the core, so a restart holds no
@@ -234,6 +238,16 @@ impl<E: Env> Replica<E> {
                 // A checkpoint applied here, before the restart's loop, is not hashed: the
                 // node answers "missing" for it.
                 apply_to_store(&mut kv, config.id, &entry);
+                if entry.kind == EntryKind::Config {
+                    let conf = raft::Configuration::decode(&entry.data).map_err(|e| {
+                        format!(
+                            "configuration entry {} in {} does not decode: {e}",
+                            entry.index,
+                            wal_dir.display()
+                        )
+                    })?;
+                    configuration = Some(conf);
+                }
                 marker = SnapshotMeta {
                     index: entry.index,
                     term: entry.term,
@@ -277,6 +291,7 @@ impl<E: Env> Replica<E> {
                 log_start: (marker != snapshot).then_some(marker),
                 entries,
                 repairing: recovered.repairing,
+                configuration,
             },
         )?;
         let wal_bytes = wal.disk_bytes();
@@ -787,7 +802,7 @@ impl<E: Env> Replica<E> {
     /// Snapshots the store at the applied index right now (an operator's request), persists
     /// it, compacts WAL and core. Returns the answer for the operator.
     fn take_snapshot(&mut self) -> Result<Outcome, String> {
-        let Some(meta) = self.g.snapshot_point(&self.raw, false)? else {
+        let Some((meta, configuration)) = self.g.snapshot_point(&self.raw, false)? else {
             return Ok(done(format!(
                 "nothing new to snapshot (snapshot at {}, applied {})",
                 self.g.wal.snapshot_meta().index,
@@ -797,7 +812,11 @@ impl<E: Env> Replica<E> {
         let (index, term) = (meta.index, meta.term);
         let data = self.g.kv.snapshot();
         let bytes = data.len();
-        let snapshot = Snapshot { meta, data };
+        let snapshot = Snapshot {
+            meta,
+            configuration,
+            data,
+        };
         let saved = self.g.wal.save_snapshot(&snapshot);
         match saved {
             Ok(()) => {}
@@ -1310,11 +1329,10 @@ impl<E: Env> Glue<E> {
     /// Takes a view of the store at the applied index and hands the rest (the slow part:
     /// sorting, encoding, writing, syncing) to a thread, so the loop keeps serving; the
     /// thread wakes the loop when the file is durable, and `finish_snapshot` installs it.
-    /// Starts writing a snapshot of the store at the applied index; with `again`, also when
-    /// nothing was applied since the last one (which it then writes again, as the scrubber's
-    /// mend of a damaged snapshot file needs).
+    /// With `again`, also when nothing was applied since the last snapshot (which it then
+    /// writes again, as the scrubber's mend of a damaged snapshot file needs).
     fn start_snapshot(&mut self, raw: &RawNode, again: bool) -> Result<(), String> {
-        let Some(meta) = self.snapshot_point(raw, again)? else {
+        let Some((meta, configuration)) = self.snapshot_point(raw, again)? else {
             return Ok(());
         };
         // Only the view is taken here (shared records); sorting, encoding and writing
@@ -1325,7 +1343,12 @@ impl<E: Env> Glue<E> {
         let write = move || {
             let data = view.encode();
             let bytes = data.len();
-            let written = writer.write(&Snapshot { meta, data }).map(|w| (w, bytes));
+            let snapshot = Snapshot {
+                meta,
+                configuration,
+                data,
+            };
+            let written = writer.write(&snapshot).map(|w| (w, bytes));
             let _ = done.send(written);
         };
         match self.env.waker() {
@@ -1355,21 +1378,30 @@ impl<E: Env> Glue<E> {
         self.snapshot_not_before = self.env.now() + Duration::from_secs(5);
     }
 
-    /// Where a snapshot taken now would end: the applied index, when it is past the
-    /// latest snapshot.
-    fn snapshot_point(&self, raw: &RawNode, again: bool) -> Result<Option<SnapshotMeta>, String> {
+    /// Where a snapshot taken now would end (the applied index, when it is past the latest
+    /// snapshot; with `again`, also the latest snapshot's own index), with the configuration
+    /// in effect there, which the snapshot carries.
+    fn snapshot_point(
+        &self,
+        raw: &RawNode,
+        again: bool,
+    ) -> Result<Option<(SnapshotMeta, raft::Configuration)>, String> {
         let index = self.applied;
         let stored = self.wal.snapshot_meta();
-        if again && index == stored.index && index > LogIndex(0) {
-            return Ok(Some(stored));
-        }
-        if index <= stored.index {
+        let meta = if again && index == stored.index && index > LogIndex(0) {
+            stored
+        } else if index <= stored.index {
             return Ok(None);
-        }
-        let term = raw
-            .term_at(index)
-            .ok_or_else(|| format!("applied index {index} is not in the log"))?;
-        Ok(Some(SnapshotMeta { index, term }))
+        } else {
+            let term = raw
+                .term_at(index)
+                .ok_or_else(|| format!("applied index {index} is not in the log"))?;
+            SnapshotMeta { index, term }
+        };
+        let configuration = raw
+            .configuration_at(index)
+            .ok_or_else(|| format!("applied index {index} is before the log"))?;
+        Ok(Some((meta, configuration)))
     }
 }
 

@@ -6,6 +6,7 @@ pub mod checker;
 pub mod cluster;
 pub mod lab;
 pub mod linearizability;
+pub mod membership;
 pub mod nemesis;
 pub mod runner;
 pub mod sim;

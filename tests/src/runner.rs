@@ -17,9 +17,10 @@ pub const WHOLE: &str = "whole";
 /// The whole-server scenario of a damaged follower's disk (see `whole::damaged_follower`).
 pub const WHOLE_DAMAGE: &str = "whole-damage";
 
-/// Every scenario name: the lab's, ours, and the swarm.
+/// Every scenario name: the lab's, ours (membership changes among them), and the swarms.
 pub fn names() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = SCENARIOS.iter().map(|s| s.0).collect();
+    v.extend(crate::membership::SCENARIOS.iter().map(|s| s.0));
     v.push(SWARM);
     v.push(WHOLE);
     v.push(WHOLE_DAMAGE);
@@ -36,6 +37,12 @@ pub fn find(name: &str) -> Option<(&'static str, ScenarioFn)> {
     }
     if name.eq_ignore_ascii_case(WHOLE_DAMAGE) {
         return Some((WHOLE_DAMAGE, crate::whole::damaged_follower as ScenarioFn));
+    }
+    if let Some(s) = crate::membership::SCENARIOS
+        .iter()
+        .find(|s| s.0.eq_ignore_ascii_case(name))
+    {
+        return Some((s.0, s.2));
     }
     SCENARIOS
         .iter()
@@ -98,7 +105,13 @@ pub fn sweep(name: &str, first_seed: u64, seeds: u64) -> SweepResult {
 /// For `cargo test`: runs the default number of seeds (`SIM_SEEDS`, default 25, starting
 /// at `SIM_SEED`, default 1) and panics with every failure's replay line.
 pub fn test_scenario(name: &str) {
-    let seeds = env_u64("SIM_SEEDS", 25);
+    test_scenario_seeds(name, "SIM_SEEDS", 25);
+}
+
+/// Like [`test_scenario`] with the seed count from `seeds_env` (default `default_seeds`):
+/// the swarms run more seeds than the scripted scenarios.
+pub fn test_scenario_seeds(name: &str, seeds_env: &str, default_seeds: u64) {
+    let seeds = env_u64(seeds_env, default_seeds);
     let first = env_u64("SIM_SEED", 1);
     let mut failures = Vec::new();
     for seed in first..first + seeds {

@@ -12,8 +12,8 @@
 use crate::checker::{Applier, Value};
 use raft::codec;
 use raft::driver::{Driver, Host, Persisted, Write};
-use raft::{Body, Config, Entry, HardState, LogIndex, Message, NodeId, RawNode};
-use raft::{ReadState, Restore, Snapshot, SnapshotMeta, Term};
+use raft::{Body, Config, Configuration, Entry, EntryKind, HardState, LogIndex, Message, NodeId};
+use raft::{MemberChange, ProposeError, RawNode, ReadState, Restore, Snapshot, SnapshotMeta, Term};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
@@ -50,6 +50,9 @@ pub struct NetFaults {
 pub struct SimConfig {
     /// Number of nodes (ids 1..=n).
     pub nodes: usize,
+    /// The first configuration's voters are ids `1..=voters`; the other nodes start as
+    /// spare ids, empty and outside the cluster until a membership change adds them.
+    pub voters: usize,
     /// The sim's seed.
     pub seed: u64,
     /// Virtual time per core tick.
@@ -79,6 +82,7 @@ impl SimConfig {
         raft.snapshot_chunk_bytes = 1024;
         SimConfig {
             nodes,
+            voters: nodes,
             seed,
             tick: 10 * MS,
             raft,
@@ -276,10 +280,8 @@ pub struct Sim {
     pub applier: Applier,
     /// Leader seen per term: at most one (election safety).
     leaders: BTreeMap<Term, NodeId>,
-    /// Per index: (entry term, term of the leader that first committed it).
-    commit_terms: BTreeMap<u64, (Term, Term)>,
-    /// Per node: the commit index already looked at by `check_leader`.
-    observed_commit: Vec<LogIndex>,
+    /// What every leader committed, and with which configuration (see `Commits`).
+    commits: Commits,
     /// The highest commit index any node has reached so far.
     commit_high: LogIndex,
     /// Per node: where its log started and ended at the last per-step log check.
@@ -325,8 +327,11 @@ impl Sim {
             },
             applier: Applier::new(n, config.snapshot_applier),
             leaders: BTreeMap::new(),
-            commit_terms: BTreeMap::new(),
-            observed_commit: vec![LogIndex(0); n],
+            commits: Commits {
+                by_index: BTreeMap::new(),
+                observed: vec![LogIndex(0); n],
+                entering: Vec::with_capacity(n),
+            },
             commit_high: LogIndex(0),
             log_ends: vec![None; n],
             applied: vec![LogIndex(0); n],
@@ -342,6 +347,11 @@ impl Sim {
             config,
         };
         sim.applier.snapshot_every = sim.config.snapshot_every;
+        let first = Rc::new((
+            LogIndex(0),
+            Configuration::new((1..=sim.config.voters as u64).map(NodeId)),
+        ));
+        sim.commits.entering = (0..n).map(|_| first.clone()).collect();
         for i in 0..n {
             sim.start(i);
         }
@@ -364,6 +374,11 @@ impl Sim {
     /// A hash of everything that happened: equal for two runs of one seed.
     pub fn trace_hash(&self) -> u64 {
         self.trace_hash.clone().finish()
+    }
+
+    /// The configuration node `i` uses, when it is up.
+    pub fn configuration(&self, i: usize) -> Option<&Configuration> {
+        self.raw(i).map(RawNode::configuration)
     }
 
     /// The core of node `i`, when it is up.
@@ -409,11 +424,12 @@ impl Sim {
         let d = self.durable[i].clone();
         let mut config = self.config.raft.clone();
         config.id = NodeId(i as u64 + 1);
-        config.voters = (1..=self.n() as u64).map(NodeId).collect();
+        config.voters = (1..=self.config.voters as u64).map(NodeId).collect();
         config.seed = self.config.seed ^ (incarnation << 20) ^ (i as u64 + 1);
         self.applier.restart(i, &d.snapshot);
         self.applied[i] = d.snapshot.meta.index;
         self.log_ends[i] = None;
+
         self.counters.dispatched[i] = 0;
         let raw = RawNode::new(
             config,
@@ -423,9 +439,12 @@ impl Sim {
                 entries: d.entries,
                 log_start: None,
                 repairing: false,
+                configuration: (!d.snapshot.is_empty()).then(|| d.snapshot.configuration.clone()),
             },
         )
         .expect("valid config");
+        self.commits.entering[i] =
+            Rc::new((raw.configuration_index(), raw.configuration().clone()));
         self.nodes[i] = Some(Node {
             raw,
             incarnation,
@@ -470,6 +489,28 @@ impl Sim {
             }
             Err(_) => (0, term, false),
         }
+    }
+
+    /// Proposes a membership change on node `i` (see [`RawNode::propose_conf_change`]).
+    pub fn propose_conf_change(
+        &mut self,
+        i: usize,
+        changes: &[MemberChange],
+    ) -> Result<LogIndex, ProposeError> {
+        let Some(node) = self.nodes[i].as_mut() else {
+            return Err(ProposeError::NotLeader {
+                leader: NodeId::NONE,
+            });
+        };
+        let result = node.raw.propose_conf_change(changes);
+        let changes: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        self.note(format_args!(
+            "conf change on {}: {} -> {result:?}",
+            i + 1,
+            changes.join(", ")
+        ));
+        self.pump(i);
+        result
     }
 
     /// Asks leader `i` to hand leadership to node index `target`; false if refused.
@@ -641,7 +682,8 @@ impl Sim {
     fn check_leader(&mut self, i: usize) {
         let raw = &self.nodes[i].as_ref().expect("alive").raw;
         self.commit_high = self.commit_high.max(raw.commit_index());
-        record_commits(&mut self.commit_terms, &mut self.observed_commit[i], raw);
+        self.commits.record(i, &self.durable, raw);
+        self.commits.input_done(i, raw);
         if !raw.is_leader() {
             return;
         }
@@ -664,9 +706,8 @@ impl Sim {
     fn check_leader_completeness(&self, i: usize) {
         let leader = &self.nodes[i].as_ref().expect("alive").raw;
         let floor = leader.snapshot_meta().index.0;
-        for (&index, &(entry_term, commit_term)) in
-            self.commit_terms.range(floor + 1..).rev().take(512)
-        {
+        for (&index, commit) in self.commits.by_index.range(floor + 1..).rev().take(512) {
+            let (entry_term, commit_term) = (commit.entry_term, commit.leader_term);
             if commit_term >= leader.term() {
                 continue;
             }
@@ -881,6 +922,7 @@ impl Sim {
         if before == Some(ends) {
             return;
         }
+        check_configuration_in_log(a, &self.durable[i], self.config.voters);
         let snapshot_moved = before.is_none_or(|b| b.snapshot != ends.snapshot);
         let (snapshot, last) = (a.snapshot_meta().index, a.last_index());
         let tail = snapshot.max(LogIndex(last.0.saturating_sub(LOG_STEP_WINDOW)));
@@ -913,7 +955,9 @@ impl Sim {
     /// the durable images (or covered by their snapshots). Checks the newest `window`.
     pub fn check_committed_durable(&self, window: usize) {
         for (&index, value) in self.applier.committed.iter().rev().take(window) {
-            self.check_durable(LogIndex(index), value.term);
+            if value.term != Term(0) {
+                self.check_durable(LogIndex(index), value.term);
+            }
         }
         // What live nodes consider committed, applied anywhere or not yet.
         for raw in self.nodes.iter().flatten().map(|n| &n.raw) {
@@ -931,17 +975,16 @@ impl Sim {
         }
     }
 
+    /// A committed entry stays on a majority of every voter set of the configuration it
+    /// was committed with: no later change, crash or snapshot takes it off a disk that held
+    /// it (entries known committed only through a snapshot have no record and are skipped).
     fn check_durable(&self, index: LogIndex, term: Term) {
-        let quorum = self.n() / 2 + 1;
-        let holders = self
-            .durable
-            .iter()
-            .filter(|d| d.snapshot.meta.index >= index || d.term(index) == Some(term))
-            .count();
-        assert!(
-            holders >= quorum,
-            "durability: committed entry {index} (term {term}) is on only {holders} disks"
-        );
+        let Some(commit) = self.commits.by_index.get(&index.0) else {
+            return;
+        };
+        if let Err(why) = held_by_quorum(&self.durable, &commit.configuration, index, term) {
+            panic!("durability: committed entry {index} (term {term}): {why}");
+        }
     }
 
     /// All checkpoint checkers.
@@ -1040,33 +1083,167 @@ fn compact_node(durable: &mut Durable, raw: &mut RawNode, index: LogIndex, data:
     if index <= raw.snapshot_meta().index {
         return;
     }
+    let configuration = raw
+        .configuration_at(index)
+        .expect("a snapshot at or after the log's start");
     durable.install_snapshot(Snapshot {
         meta: raft::SnapshotMeta { index, term },
+        configuration,
         data,
     });
     assert!(raw.compact(index), "compact refused a newer snapshot");
 }
 
-/// Records, for every index a leader newly committed, the entry's term and the leader's
-/// (see `Sim::check_leader`). Called before entries are applied too, since applying may
-/// compact them away.
-fn record_commits(
-    commit_terms: &mut BTreeMap<u64, (Term, Term)>,
-    observed: &mut LogIndex,
-    raw: &RawNode,
-) {
-    let commit = raw.commit_index();
-    if !raw.is_leader() {
-        *observed = (*observed).max(commit);
-        return;
+/// What the leader that first committed an index used: the entry's term, its own term, and
+/// the configuration whose quorums held the entry.
+struct Commit {
+    entry_term: Term,
+    leader_term: Term,
+    configuration: Rc<Configuration>,
+}
+
+/// The commitment checker's record: for every index, what the leader that first
+/// committed it used; per node, the commit index already looked at and the configuration
+/// it used at the end of its previous input.
+struct Commits {
+    by_index: BTreeMap<u64, Commit>,
+    observed: Vec<LogIndex>,
+    entering: Vec<Rc<(LogIndex, Configuration)>>,
+}
+
+impl Commits {
+    /// Records, for every index leader `i` newly committed, the entry's term, the leader's
+    /// and the configuration it committed with (see `Sim::check_leader`), after checking
+    /// that commitment respected that configuration: at the moment of commit a majority of
+    /// every voter set (both halves while joint; learners never count) holds the entry on
+    /// disk.
+    ///
+    /// The configuration a leader commits with is the latest in its log. It is the one it
+    /// used at the end of its previous input, except for what the leader appends and
+    /// commits within one input: only C_new, appended once the joint entry commits, after
+    /// which entries past the joint one may commit with C_new alone (thesis §4.3). The
+    /// joint entry itself and everything before it need the joint quorums. Called before
+    /// entries are applied too, since applying may compact them away.
+    fn record(&mut self, i: usize, durable: &[Durable], raw: &RawNode) {
+        let commit = raw.commit_index();
+        let observed = &mut self.observed[i];
+        if !raw.is_leader() {
+            *observed = (*observed).max(commit);
+            return;
+        }
+        let (entering_index, entering_conf) = (self.entering[i].0, &self.entering[i].1);
+        let mut k = *observed;
+        while k < commit {
+            k = k.next();
+            let entry_term = raw.term_at(k).expect("committed entry above the snapshot");
+            let mut used = entering_conf.clone();
+            let mut outcome = held_by_quorum(durable, &used, k, entry_term);
+            let left_in_this_input = raw.configuration_index() > entering_index
+                && entering_conf.is_joint()
+                && *raw.configuration() == entering_conf.leave_joint();
+            if outcome.is_err() && left_in_this_input && k > entering_index {
+                used = entering_conf.leave_joint();
+                outcome = held_by_quorum(durable, &used, k, entry_term);
+            }
+            if let Err(why) = outcome {
+                panic!(
+                    "commitment: leader {} at term {} committed index {k} (term {entry_term}) without the quorums of its configuration {used} (from index {entering_index}): {why}",
+                    raw.id(),
+                    raw.term()
+                );
+            }
+            self.by_index.entry(k.0).or_insert_with(|| Commit {
+                entry_term,
+                leader_term: raw.term(),
+                configuration: Rc::new(used),
+            });
+        }
+        *observed = commit;
     }
-    let mut k = *observed;
-    while k < commit {
-        k = k.next();
-        let entry_term = raw.term_at(k).expect("committed entry above the snapshot");
-        commit_terms.entry(k.0).or_insert((entry_term, raw.term()));
+
+    /// Node `i`'s input is over: remember the configuration it uses for its next commits.
+    fn input_done(&mut self, i: usize, raw: &RawNode) {
+        let entering = &self.entering[i];
+        if entering.0 != raw.configuration_index() || entering.1 != *raw.configuration() {
+            self.entering[i] = Rc::new((raw.configuration_index(), raw.configuration().clone()));
+        }
     }
-    *observed = commit;
+}
+
+/// Ok when a majority of every voter set of `conf` holds the entry at `index` with `term`
+/// on disk (or covers it with a snapshot); otherwise which set falls short.
+fn held_by_quorum(
+    durable: &[Durable],
+    conf: &Configuration,
+    index: LogIndex,
+    term: Term,
+) -> Result<(), String> {
+    let holds = |id: &&NodeId| {
+        durable
+            .get(id.0 as usize - 1)
+            .is_some_and(|d| d.snapshot.meta.index >= index || d.term(index) == Some(term))
+    };
+    for set in [&conf.voters, &conf.outgoing] {
+        if set.is_empty() {
+            continue;
+        }
+        let holders: Vec<&NodeId> = set.iter().filter(holds).collect();
+        if holders.len() <= set.len() / 2 {
+            return Err(format!(
+                "only {holders:?} of voters {set:?} hold it on disk"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A node only ever uses a configuration that is in its own log: the latest configuration
+/// entry (checked over the newest entries), or where the log starts, the configuration its
+/// snapshot carries, or with neither, the cluster's first configuration.
+fn check_configuration_in_log(raw: &RawNode, durable: &Durable, first_voters: usize) {
+    let (index, conf) = (raw.configuration_index(), raw.configuration());
+    let start = raw.snapshot_meta().index;
+    let last = raw.last_index();
+    let lo = index
+        .max(start)
+        .max(LogIndex(last.0.saturating_sub(LOG_STEP_WINDOW * 8)));
+    let mut k = last;
+    while k > lo {
+        let kind = raw.entry(k).map(|e| e.kind);
+        assert!(
+            kind != Some(EntryKind::Config),
+            "configuration: node {} uses {conf} from index {index}, but its log has a configuration entry at {k}",
+            raw.id()
+        );
+        k = k.prev();
+    }
+    if index > start {
+        let entry = raw.entry(index).expect("entry within the log");
+        let logged = (entry.kind == EntryKind::Config)
+            .then(|| Configuration::decode(&entry.data).ok())
+            .flatten();
+        assert!(
+            logged.as_ref() == Some(conf),
+            "configuration: node {} uses {conf} from index {index}, where its log holds {:?} {:?}",
+            raw.id(),
+            entry.kind,
+            logged
+        );
+    } else if start == LogIndex(0) {
+        let first = Configuration::new((1..=first_voters as u64).map(NodeId));
+        assert!(
+            *conf == first,
+            "configuration: node {} uses {conf} with no configuration in its log or snapshot (first: {first})",
+            raw.id()
+        );
+    } else if durable.snapshot.meta.index == start {
+        assert!(
+            *conf == durable.snapshot.configuration,
+            "configuration: node {} uses {conf} from its snapshot at {start}, which carries {}",
+            raw.id(),
+            durable.snapshot.configuration
+        );
+    }
 }
 
 /// No error: the simulated host never fails.
@@ -1117,7 +1294,7 @@ impl Host for SimHost<'_> {
         dropped_reads: Vec<u64>,
     ) {
         let (sim, i) = (&mut *self.sim, self.i);
-        record_commits(&mut sim.commit_terms, &mut sim.observed_commit[i], raw);
+        sim.commits.record(i, &sim.durable, raw);
         for entry in entries {
             let snap = sim.applier.apply(i, &entry);
             sim.applied[i] = entry.index;

@@ -21,32 +21,13 @@ pub fn swarm(seed: u64) -> Outcome {
     let mut pick = SmallRng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed);
     let n = [3, 5, 7][pick.gen_range(0..3)];
     let mut config = SimConfig::lab(n, seed);
-    config.raft.pre_vote = pick.gen_bool(0.75);
-    config.raft.check_quorum = pick.gen_bool(0.75);
-    config.raft.noop_on_election = pick.gen_bool(0.75);
-    config.raft.inflight_messages_max = pick.gen_range(1..16);
-    config.raft.inflight_bytes_max = pick.gen_range(16..1024);
-    config.raft.append_bytes_max = pick.gen_range(8..256);
-    config.raft.snapshot_chunk_bytes = pick.gen_range(16..512);
-    config.snapshot_applier = pick.gen_bool(0.5);
-    config.snapshot_every = pick.gen_range(3..40);
-    config.disk_latency_max = pick.gen_range(0..10) * MS;
+    pick_options(&mut pick, &mut config);
     let fault_phase: Micros = pick.gen_range(5..20) * SEC;
     config.restart_voter_after_grant_percent = [0, 0, 20, 100][pick.gen_range(0..4)];
     let mut t = Tester::with_config(config, false);
     let mut next_cmd = 1u64;
-    let mut next_check = SEC;
-    let end = t.sim.now() + fault_phase;
     t.sim.spawn(Box::new(Reader));
-
-    while t.sim.now() < end {
-        let step = t.rand(200) + 1;
-        t.sleep(step * MS);
-        if t.sim.now() >= next_check {
-            t.sim.check_all();
-            next_check += SEC;
-        }
-        let roll = t.rand(1000);
+    fault_loop(&mut t, fault_phase, |t, roll| {
         match roll {
             // Proposals on whichever nodes take them: most of the traffic.
             0..=649 => {
@@ -62,45 +43,9 @@ pub fn swarm(seed: u64) -> Outcome {
                     next_cmd += 1;
                 }
             }
-            650..=689 => symmetric_partition(&mut t),
-            690..=719 => {
-                let (a, b) = (t.rand(n as u64) as usize, t.rand(n as u64) as usize);
-                if a != b {
-                    t.sim.blocked[a][b] = true;
-                    t.sim.note(format_args!("block {} -> {}", a + 1, b + 1));
-                }
-            }
-            720..=769 => heal_links(&mut t),
-            770..=804 => {
-                let i = t.rand(n as u64) as usize;
-                t.sim.crash(i);
-            }
-            805..=869 => {
-                let dead: Vec<usize> = (0..n).filter(|&i| !t.sim.alive(i)).collect();
-                if !dead.is_empty() {
-                    let i = dead[t.rand(dead.len() as u64) as usize];
-                    t.sim.start(i);
-                }
-            }
-            870..=929 => random_faults(&mut t),
-            930..=959 => {
-                let leader = (0..n).find(|&i| t.sim.state(i).is_some_and(|(_, l)| l));
-                if let Some(l) = leader {
-                    let target = t.rand(n as u64) as usize;
-                    if target != l {
-                        t.sim.transfer_leader(l, target);
-                    }
-                }
-            }
-            _ => {
-                let i = t.rand(n as u64) as usize;
-                t.disconnect(i);
-                let back = t.rand(3 * SEC);
-                t.sleep(back);
-                t.connect(i);
-            }
+            _ => fault(t, roll),
         }
-    }
+    });
     t.sim.check_all();
 
     // Liveness: a random majority, healed, must elect a leader and commit in bounded time.
@@ -139,9 +84,88 @@ pub fn swarm(seed: u64) -> Outcome {
     t.end()
 }
 
+/// The swarm's loop for `duration` of virtual time: a random pause of 1–200 ms, the
+/// checkpoint checkers once a second, then `act` with a roll in `0..1000`.
+pub(crate) fn fault_loop(t: &mut Tester, duration: Micros, mut act: impl FnMut(&mut Tester, u64)) {
+    let end = t.sim.now() + duration;
+    let mut next_check = t.sim.now() + SEC;
+    while t.sim.now() < end {
+        let step = t.rand(200) + 1;
+        t.sleep(step * MS);
+        if t.sim.now() >= next_check {
+            t.sim.check_all();
+            next_check += SEC;
+        }
+        let roll = t.rand(1000);
+        act(t, roll);
+    }
+}
+
+/// One of the swarm's faults, by `roll` in `650..1000`: a symmetric partition, a one-way
+/// link cut, healing, a crash, a restart, network faults, a leadership transfer, or a
+/// node disconnected for up to three seconds. Shared with the membership swarm.
+pub(crate) fn fault(t: &mut Tester, roll: u64) {
+    let n = t.n();
+    match roll {
+        650..=689 => symmetric_partition(t),
+        690..=719 => {
+            let (a, b) = (t.rand(n as u64) as usize, t.rand(n as u64) as usize);
+            if a != b {
+                t.sim.blocked[a][b] = true;
+                t.sim.note(format_args!("block {} -> {}", a + 1, b + 1));
+            }
+        }
+        720..=769 => heal_links(t),
+        770..=804 => {
+            let i = t.rand(n as u64) as usize;
+            t.sim.crash(i);
+        }
+        805..=869 => {
+            let dead: Vec<usize> = (0..n).filter(|&i| !t.sim.alive(i)).collect();
+            if !dead.is_empty() {
+                let i = dead[t.rand(dead.len() as u64) as usize];
+                t.sim.start(i);
+            }
+        }
+        870..=929 => random_faults(t),
+        930..=959 => {
+            let leader = (0..n).find(|&i| t.sim.state(i).is_some_and(|(_, l)| l));
+            if let Some(l) = leader {
+                let target = t.rand(n as u64) as usize;
+                if target != l {
+                    t.sim.transfer_leader(l, target);
+                }
+            }
+        }
+        _ => {
+            let i = t.rand(n as u64) as usize;
+            t.disconnect(i);
+            let back = t.rand(3 * SEC);
+            t.sleep(back);
+            t.connect(i);
+        }
+    }
+}
+
+/// Draws the core's options and the host's (snapshots, disk latency) from `pick`: pre-vote,
+/// check-quorum and the leader's no-op mostly on, small windows and chunks. Shared with the
+/// membership swarm.
+pub(crate) fn pick_options(pick: &mut SmallRng, config: &mut SimConfig) {
+    config.raft.pre_vote = pick.gen_bool(0.75);
+    config.raft.check_quorum = pick.gen_bool(0.75);
+    config.raft.noop_on_election = pick.gen_bool(0.75);
+    config.raft.inflight_messages_max = pick.gen_range(1..16);
+    config.raft.inflight_bytes_max = pick.gen_range(16..1024);
+    config.raft.append_bytes_max = pick.gen_range(8..256);
+    config.raft.snapshot_chunk_bytes = pick.gen_range(16..512);
+    config.snapshot_applier = pick.gen_bool(0.5);
+    config.snapshot_every = pick.gen_range(3..40);
+    config.disk_latency_max = pick.gen_range(0..10) * MS;
+}
+
 /// A client asking for linearizable reads until the test ends: half of them of a node that
 /// claims to lead (a deposed one too), the rest of any node (followers forward them).
-struct Reader;
+pub(crate) struct Reader;
 
 impl Task for Reader {
     fn step(&mut self, sim: &mut Sim) -> Option<Micros> {
@@ -162,7 +186,7 @@ impl Task for Reader {
     }
 }
 
-fn symmetric_partition(t: &mut Tester) {
+pub(crate) fn symmetric_partition(t: &mut Tester) {
     let n = t.n();
     let side: Vec<bool> = (0..n).map(|_| t.rand(2) == 0).collect();
     for a in 0..n {
@@ -173,7 +197,7 @@ fn symmetric_partition(t: &mut Tester) {
     t.sim.note(format_args!("partition {side:?}"));
 }
 
-fn heal_links(t: &mut Tester) {
+pub(crate) fn heal_links(t: &mut Tester) {
     t.sim.note(format_args!("heal links"));
     for row in t.sim.blocked.iter_mut() {
         row.iter_mut().for_each(|x| *x = false);
@@ -183,7 +207,7 @@ fn heal_links(t: &mut Tester) {
     }
 }
 
-fn random_faults(t: &mut Tester) {
+pub(crate) fn random_faults(t: &mut Tester) {
     let f = NetFaults {
         unreliable: t.rand(4) == 0,
         long_reordering: t.rand(6) == 0,

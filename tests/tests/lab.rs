@@ -1,10 +1,11 @@
-//! The lab tester's 28 scenarios (parts A–D), our own named scenarios and the swarm, each
-//! as a separately named test. Each runs `SIM_SEEDS` seeds (default 25) starting at
-//! `SIM_SEED` (default 1) on the deterministic simulator; a failure names the seed and the
-//! command that replays it. Sweeps of thousands of seeds: `cargo run --release -p
+//! The lab tester's 28 scenarios (parts A–D), our own named scenarios (membership changes
+//! among them), the swarm and the membership churn swarm, each as a separately named test.
+//! Each runs `SIM_SEEDS` seeds (default 25; the swarms more) starting at `SIM_SEED`
+//! (default 1) on the deterministic simulator; a failure names the seed and the command
+//! that replays it. Sweeps of thousands of seeds: `cargo run --release -p
 //! raftd-tests --bin sim -- sweep all --seeds 1000`.
 
-use raftd_tests::runner::{run_one, test_scenario};
+use raftd_tests::runner::{run_one, test_scenario, test_scenario_seeds};
 
 macro_rules! scenarios {
     ($($test:ident => $name:literal,)*) => {
@@ -53,30 +54,35 @@ scenarios! {
     prevote_refused_while_followers_hear_the_leader => "lease",
     higher_term_in_an_answer_deposes_the_leader => "rejoin",
     reads_across_a_leader_change_are_linearizable => "reads",
+    a_learner_is_added_never_counts_and_is_promoted => "learner-promote",
+    a_follower_is_removed => "remove-follower",
+    the_leader_is_removed_and_steps_down => "remove-leader",
+    a_crashed_node_is_replaced_by_a_new_id => "replace-node",
+    three_grow_to_five_and_shrink_to_three_under_faults => "grow-shrink",
+    the_leader_crashes_at_each_step_of_a_change => "leader-crash-change",
+    changes_while_a_snapshot_is_installed => "change-snapshot",
+    concurrent_change_requests_go_one_at_a_time => "concurrent-change",
 }
 
 /// The swarm runs more seeds than the scripted scenarios: it is where the random fault
 /// mixes live. `SIM_SWARM_SEEDS` (default 1000).
 #[test]
 fn swarm_random_faults_then_liveness() {
-    let seeds: u64 = std::env::var("SIM_SWARM_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    let mut failures = Vec::new();
-    for seed in 1..=seeds {
-        if let Err(e) = run_one("swarm", seed) {
-            failures.push(e);
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    test_scenario_seeds("swarm", "SIM_SWARM_SEEDS", 1000);
+}
+
+/// Membership churn mixed with the swarm's faults. `SIM_CHURN_SEEDS` (default 200).
+#[test]
+fn membership_churn_with_random_faults_then_liveness() {
+    test_scenario_seeds("churn", "SIM_CHURN_SEEDS", 200);
 }
 
 /// Determinism: two runs of one seed produce the same trace hash, for a scripted scenario
-/// with crashes, an unreliable one with reordering, and the swarm; different seeds differ.
+/// with crashes, an unreliable one with reordering, a membership change with a crash, and
+/// both swarms; different seeds differ.
 #[test]
 fn same_seed_same_trace() {
-    for name in ["C4", "C6", "D5", "swarm"] {
+    for name in ["C4", "C6", "D5", "swarm", "leader-crash-change", "churn"] {
         let a = run_one(name, 42).expect("run passes");
         let b = run_one(name, 42).expect("run passes");
         assert_eq!(

@@ -182,7 +182,8 @@ pub fn take_frame(buf: &[u8], start: &mut usize, frame_bytes_max: usize) -> Deco
 // Handshake.
 
 /// The protocol version carried in every handshake. Bump it on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// 2: Raft messages carry configurations (membership changes; raft/FORMAT.md).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// First four bytes of every handshake body: `b"RFTD"`.
 pub const HANDSHAKE_MAGIC: [u8; 4] = *b"RFTD";
 /// Kind byte of the hello frame (first frame from the side that dialed).

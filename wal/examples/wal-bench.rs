@@ -316,6 +316,7 @@ fn bench_compaction(args: &Args) {
                 term: Term(1),
             };
             wal.save_snapshot(&Snapshot {
+                configuration: raft::Configuration::default(),
                 meta,
                 data: vec![7; 4096],
             })

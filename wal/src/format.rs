@@ -1,7 +1,7 @@
 //! The on-disk format, as specified in `FORMAT.md`: constants with chained offsets, and pure
 //! encode/decode functions over byte slices. Nothing here does IO.
 
-use raft::{Entry, EntryKind, HardState, LogIndex, NodeId, SnapshotMeta, Term};
+use raft::{Configuration, Entry, EntryKind, HardState, LogIndex, NodeId, SnapshotMeta, Term};
 
 /// The first eight bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RAFTDWAL";
@@ -9,6 +9,9 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"RAFTDWAL";
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RAFTSNAP";
 /// The format version written into segment and snapshot headers.
 pub const FORMAT_VERSION: u32 = 1;
+/// Version of the snapshot file layout. 2: the configuration in effect at the snapshot's
+/// index is stored between the header and the data (version 1 had no configuration).
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 // Segment header: magic | version u32 | crc32 u32 | segment id u64 | first index u64.
 pub(crate) const SEGMENT_MAGIC_OFFSET: usize = 0;
@@ -61,14 +64,16 @@ pub(crate) const COMMIT_CHUNK_CRCS_OFFSET: usize = COMMIT_CHUNK_COUNT_OFFSET + 4
 /// still zero) from a flipped bit.
 pub const CHUNK_BYTES: usize = 512;
 
-// Snapshot file: magic | version u32 | crc32 u32 | index u64 | term u64 | data bytes u64 | data.
+// Snapshot file: magic | version u32 | crc32 u32 | index u64 | term u64 |
+// configuration bytes u64 | data bytes u64 | configuration | data.
 pub(crate) const SNAPSHOT_MAGIC_OFFSET: usize = 0;
 pub(crate) const SNAPSHOT_VERSION_OFFSET: usize = SNAPSHOT_MAGIC_OFFSET + 8;
 pub(crate) const SNAPSHOT_CRC_OFFSET: usize = SNAPSHOT_VERSION_OFFSET + 4;
 pub(crate) const SNAPSHOT_INDEX_OFFSET: usize = SNAPSHOT_CRC_OFFSET + 4;
 pub(crate) const SNAPSHOT_TERM_OFFSET: usize = SNAPSHOT_INDEX_OFFSET + 8;
-pub(crate) const SNAPSHOT_DATA_BYTES_OFFSET: usize = SNAPSHOT_TERM_OFFSET + 8;
-/// Bytes of the snapshot file header; the service's data follows.
+pub(crate) const SNAPSHOT_CONFIGURATION_BYTES_OFFSET: usize = SNAPSHOT_TERM_OFFSET + 8;
+pub(crate) const SNAPSHOT_DATA_BYTES_OFFSET: usize = SNAPSHOT_CONFIGURATION_BYTES_OFFSET + 8;
+/// Bytes of the snapshot file header; the configuration, then the service's data follow.
 pub const SNAPSHOT_HEADER_BYTES: usize = SNAPSHOT_DATA_BYTES_OFFSET + 8;
 
 /// The largest entry data accepted (the record length field is a u32, and a bound keeps a
@@ -456,19 +461,27 @@ pub fn read_entry_unchecked(bytes: &[u8], pos: usize) -> Entry {
 }
 
 /// Encodes a snapshot file.
-pub fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
-    let mut bytes = snapshot_header(meta, data).to_vec();
+pub fn encode_snapshot(meta: &SnapshotMeta, configuration: &Configuration, data: &[u8]) -> Vec<u8> {
+    let mut bytes = snapshot_header(meta, configuration, data);
     bytes.extend_from_slice(data);
     bytes
 }
 
-/// The header of a snapshot file holding `data` (the file is this header, then `data`).
-pub fn snapshot_header(meta: &SnapshotMeta, data: &[u8]) -> [u8; SNAPSHOT_HEADER_BYTES] {
-    let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
+/// The start of a snapshot file holding `data`: the header and the configuration (the file
+/// is these bytes, then `data`).
+pub fn snapshot_header(meta: &SnapshotMeta, configuration: &Configuration, data: &[u8]) -> Vec<u8> {
+    let mut header = vec![0u8; SNAPSHOT_HEADER_BYTES];
+    configuration.encode(&mut header);
+    let configuration_bytes = header.len() - SNAPSHOT_HEADER_BYTES;
     header[SNAPSHOT_MAGIC_OFFSET..SNAPSHOT_MAGIC_OFFSET + 8].copy_from_slice(&SNAPSHOT_MAGIC);
-    put_u32(&mut header, SNAPSHOT_VERSION_OFFSET, FORMAT_VERSION);
+    put_u32(&mut header, SNAPSHOT_VERSION_OFFSET, SNAPSHOT_VERSION);
     put_u64(&mut header, SNAPSHOT_INDEX_OFFSET, meta.index.get());
     put_u64(&mut header, SNAPSHOT_TERM_OFFSET, meta.term.get());
+    put_u64(
+        &mut header,
+        SNAPSHOT_CONFIGURATION_BYTES_OFFSET,
+        configuration_bytes as u64,
+    );
     put_u64(&mut header, SNAPSHOT_DATA_BYTES_OFFSET, data.len() as u64);
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&header[..SNAPSHOT_CRC_OFFSET]);
@@ -480,22 +493,29 @@ pub fn snapshot_header(meta: &SnapshotMeta, data: &[u8]) -> [u8; SNAPSHOT_HEADER
 
 /// Decodes a snapshot file, or says what is wrong with it.
 pub fn decode_snapshot(bytes: &[u8]) -> Result<raft::Snapshot, String> {
+    let (meta, configuration, data_offset) = check_snapshot(bytes)?;
     Ok(raft::Snapshot {
-        meta: check_snapshot(bytes)?,
-        data: bytes[SNAPSHOT_HEADER_BYTES..].to_vec(),
+        meta,
+        configuration,
+        data: bytes[data_offset..].to_vec(),
     })
 }
 
 /// [`decode_snapshot`] of a file's bytes read into `bytes`, whose buffer becomes the
 /// snapshot's data (no second copy of a snapshot that can be tens of megabytes).
 pub fn decode_snapshot_owned(mut bytes: Vec<u8>) -> Result<raft::Snapshot, String> {
-    let meta = check_snapshot(&bytes)?;
-    bytes.drain(..SNAPSHOT_HEADER_BYTES);
-    Ok(raft::Snapshot { meta, data: bytes })
+    let (meta, configuration, data_offset) = check_snapshot(&bytes)?;
+    bytes.drain(..data_offset);
+    Ok(raft::Snapshot {
+        meta,
+        configuration,
+        data: bytes,
+    })
 }
 
-/// Checks a snapshot file's header and CRC and returns where the snapshot ends.
-fn check_snapshot(bytes: &[u8]) -> Result<SnapshotMeta, String> {
+/// Checks a snapshot file's header, configuration and CRC; returns where the snapshot
+/// ends, its configuration and where its data starts.
+fn check_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, Configuration, usize), String> {
     if bytes.len() < SNAPSHOT_HEADER_BYTES {
         return Err(format!(
             "file is {} bytes, shorter than a snapshot header",
@@ -505,24 +525,29 @@ fn check_snapshot(bytes: &[u8]) -> Result<SnapshotMeta, String> {
     if bytes[SNAPSHOT_MAGIC_OFFSET..SNAPSHOT_MAGIC_OFFSET + 8] != SNAPSHOT_MAGIC {
         return Err("bad snapshot magic".to_string());
     }
+    let version = get_u32(bytes, SNAPSHOT_VERSION_OFFSET);
+    if version != SNAPSHOT_VERSION {
+        return Err(format!("unsupported snapshot format version {version}"));
+    }
+    let configuration_bytes = get_u64(bytes, SNAPSHOT_CONFIGURATION_BYTES_OFFSET);
     let data_bytes = get_u64(bytes, SNAPSHOT_DATA_BYTES_OFFSET);
-    if data_bytes != (bytes.len() - SNAPSHOT_HEADER_BYTES) as u64 {
+    let held = (bytes.len() - SNAPSHOT_HEADER_BYTES) as u64;
+    if configuration_bytes.checked_add(data_bytes) != Some(held) {
         return Err(format!(
-            "snapshot says {data_bytes} data bytes, file holds {}",
-            bytes.len() - SNAPSHOT_HEADER_BYTES
+            "snapshot says {configuration_bytes} configuration and {data_bytes} data bytes, file holds {held}"
         ));
     }
     if header_crc(bytes, SNAPSHOT_CRC_OFFSET, bytes.len()) != get_u32(bytes, SNAPSHOT_CRC_OFFSET) {
         return Err("snapshot CRC mismatch".to_string());
     }
-    let version = get_u32(bytes, SNAPSHOT_VERSION_OFFSET);
-    if version != FORMAT_VERSION {
-        return Err(format!("unsupported snapshot format version {version}"));
-    }
-    Ok(SnapshotMeta {
+    let data_offset = SNAPSHOT_HEADER_BYTES + configuration_bytes as usize;
+    let configuration = Configuration::decode(&bytes[SNAPSHOT_HEADER_BYTES..data_offset])
+        .map_err(|why| format!("snapshot configuration: {why}"))?;
+    let meta = SnapshotMeta {
         index: LogIndex(get_u64(bytes, SNAPSHOT_INDEX_OFFSET)),
         term: Term(get_u64(bytes, SNAPSHOT_TERM_OFFSET)),
-    })
+    };
+    Ok((meta, configuration, data_offset))
 }
 
 #[cfg(test)]
@@ -564,11 +589,35 @@ mod tests {
             index: LogIndex(7),
             term: Term(3),
         };
-        let bytes = encode_snapshot(&meta, b"state");
+        let configuration = Configuration::new([NodeId(1), NodeId(2)]);
+        let bytes = encode_snapshot(&meta, &configuration, b"state");
         let snapshot = decode_snapshot(&bytes).unwrap();
         assert_eq!(
-            (snapshot.meta, snapshot.data.as_slice()),
-            (meta, &b"state"[..])
+            (
+                snapshot.meta,
+                &snapshot.configuration,
+                snapshot.data.as_slice()
+            ),
+            (meta, &configuration, &b"state"[..])
+        );
+        // The layout of FORMAT.md, byte for byte (the CRC aside).
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(&hex[..16], "52414654534e4150"); // "RAFTSNAP"
+        assert_eq!(
+            &hex[16..24],
+            "02000000",
+            "version 2 carries a configuration"
+        );
+        assert_eq!(
+            &hex[32..],
+            concat!(
+                "0700000000000000",                                           // index
+                "0300000000000000",                                           // term
+                "1d00000000000000",                                           // configuration bytes
+                "0500000000000000",                                           // data bytes
+                "0102000000010000000000000002000000000000000000000000000000", // voters 1, 2
+                "7374617465"                                                  // "state"
+            )
         );
         for bit in 0..bytes.len() * 8 {
             let mut flipped = bytes.clone();

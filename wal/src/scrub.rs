@@ -15,8 +15,9 @@ use std::path::PathBuf;
 
 use crate::format::{
     self, get_u32, get_u64, RecordProblem, ENTRY_DATA_BYTES_MAX, RECORD_HEADER_BYTES,
-    RECORD_LEN_OFFSET, SEGMENT_HEADER_BYTES, SNAPSHOT_CRC_OFFSET, SNAPSHOT_DATA_BYTES_OFFSET,
-    SNAPSHOT_HEADER_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_MAGIC_OFFSET, SNAPSHOT_VERSION_OFFSET,
+    RECORD_LEN_OFFSET, SEGMENT_HEADER_BYTES, SNAPSHOT_CONFIGURATION_BYTES_OFFSET,
+    SNAPSHOT_CRC_OFFSET, SNAPSHOT_DATA_BYTES_OFFSET, SNAPSHOT_HEADER_BYTES, SNAPSHOT_MAGIC,
+    SNAPSHOT_MAGIC_OFFSET, SNAPSHOT_VERSION_OFFSET,
 };
 
 /// Bytes read per window: large enough that a step is a few reads, small enough that one read
@@ -324,15 +325,17 @@ impl SnapshotScan {
                 return Scanned::Bad(0, "bad snapshot magic".into());
             }
             let version = get_u32(&header, SNAPSHOT_VERSION_OFFSET);
-            if version != format::FORMAT_VERSION {
+            if version != format::SNAPSHOT_VERSION {
                 return Scanned::Bad(0, format!("unsupported snapshot format version {version}"));
             }
+            let configuration_bytes = get_u64(&header, SNAPSHOT_CONFIGURATION_BYTES_OFFSET);
             let data_bytes = get_u64(&header, SNAPSHOT_DATA_BYTES_OFFSET);
-            if data_bytes != file_bytes.saturating_sub(SNAPSHOT_HEADER_BYTES as u64) {
+            let held = file_bytes.saturating_sub(SNAPSHOT_HEADER_BYTES as u64);
+            if configuration_bytes.checked_add(data_bytes) != Some(held) {
                 return Scanned::Bad(
                     0,
                     format!(
-                        "snapshot says {data_bytes} data bytes, the file is {file_bytes} bytes"
+                        "snapshot says {configuration_bytes} configuration and {data_bytes} data bytes, the file is {file_bytes} bytes"
                     ),
                 );
             }

@@ -113,7 +113,7 @@ impl SnapshotWriter {
         let path = self.dir.join(&name);
         let temp = self.dir.join(format!("{name}.tmp"));
         // The header is built apart and written before the data: no copy of the data.
-        let header = format::snapshot_header(&meta, &snapshot.data);
+        let header = format::snapshot_header(&meta, &snapshot.configuration, &snapshot.data);
         let bytes = header.len() + snapshot.data.len();
         let written = self
             .backend

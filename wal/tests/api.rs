@@ -147,6 +147,7 @@ fn snapshot_written_on_another_thread_then_installed() {
     wal.append(&entries).unwrap();
     wal.persist().unwrap();
     let snapshot = |index: u64| raft::Snapshot {
+        configuration: raft::Configuration::default(),
         meta: raft::SnapshotMeta {
             index: LogIndex(index),
             term: Term(1),
@@ -236,6 +237,7 @@ fn compacted_files_are_deleted_by_the_helper_and_newer_snapshots_kept() {
     let temp = tempfile::tempdir().unwrap();
     let (mut wal, _) = Wal::open(temp.path(), real_options(16 * 1024)).unwrap();
     let snapshot = |index: u64| raft::Snapshot {
+        configuration: raft::Configuration::default(),
         meta: raft::SnapshotMeta {
             index: LogIndex(index),
             term: Term(1),
@@ -285,6 +287,7 @@ fn large_snapshot_round_trips_on_disk() {
     wal.persist().unwrap();
     let data: Vec<u8> = (0..3_500_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
     let snapshot = raft::Snapshot {
+        configuration: raft::Configuration::default(),
         meta: raft::SnapshotMeta {
             index: LogIndex(2),
             term: Term(1),

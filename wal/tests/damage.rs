@@ -167,6 +167,7 @@ fn a_snapshot_past_a_cut_log_reopens() {
         term: Term(2),
     };
     wal.save_snapshot(&raft::Snapshot {
+        configuration: raft::Configuration::default(),
         meta,
         data: vec![7; 100],
     })
@@ -196,6 +197,7 @@ fn a_snapshot_whose_marker_was_cut_away_is_marked_again() {
     }
     // A snapshot from the leader beyond the log replaces it.
     wal.save_snapshot(&raft::Snapshot {
+        configuration: raft::Configuration::default(),
         meta: raft::SnapshotMeta {
             index: LogIndex(50),
             term: Term(1),
@@ -241,6 +243,7 @@ fn a_damaged_snapshot_file_discards_the_log_and_keeps_term_and_vote() {
     wal.set_hard_state(hs(3, 2, 10)).unwrap();
     wal.persist().unwrap();
     wal.save_snapshot(&raft::Snapshot {
+        configuration: raft::Configuration::default(),
         meta: raft::SnapshotMeta {
             index: LogIndex(10),
             term: Term(3),

@@ -234,12 +234,20 @@ fn append_contract_errors() {
         index: LogIndex(1),
         term: raft::Term(2),
     };
-    wal.save_snapshot(&raft::Snapshot { meta, data: vec![] })
-        .unwrap();
+    wal.save_snapshot(&raft::Snapshot {
+        meta,
+        configuration: raft::Configuration::default(),
+        data: vec![],
+    })
+    .unwrap();
     let error = wal.append(&[entry(1, 2, 4)]).unwrap_err();
     assert!(matches!(error, WalError::Compacted { .. }), "{error}");
     let error = wal
-        .save_snapshot(&raft::Snapshot { meta, data: vec![] })
+        .save_snapshot(&raft::Snapshot {
+            meta,
+            configuration: raft::Configuration::default(),
+            data: vec![],
+        })
         .unwrap_err();
     assert!(matches!(error, WalError::SnapshotStale { .. }), "{error}");
     assert!(!wal.is_poisoned());

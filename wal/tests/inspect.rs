@@ -44,7 +44,13 @@ fn build(dir: &Path) -> Wal {
                 term: Term(2),
             };
             let data = vec![7; 900];
-            wal.save_snapshot(&Snapshot { meta, data }).unwrap();
+            let configuration = raft::Configuration::default();
+            wal.save_snapshot(&Snapshot {
+                meta,
+                configuration,
+                data,
+            })
+            .unwrap();
         }
     }
     wal

@@ -300,6 +300,7 @@ fn crash_workload(seed: u64, steps: usize, torn: bool) {
             0 if model.last_index() > model.snapshot.index.get() + 2 => {
                 let meta = model.snapshot_at(model.last_index() - 2);
                 wal.save_snapshot(&raft::Snapshot {
+                    configuration: raft::Configuration::default(),
                     meta,
                     data: vec![step as u8; 100],
                 })

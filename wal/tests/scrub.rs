@@ -43,6 +43,7 @@ fn snapshot(index: u64) -> Snapshot {
             index: LogIndex(index),
             term: Term(1),
         },
+        configuration: raft::Configuration::new([NodeId(1)]),
         data: vec![index as u8; 700],
     }
 }

@@ -32,6 +32,7 @@ fn snapshot_and_compaction_round_trip() {
     assert!(segment_paths(&backend).len() > 2);
     let meta = model.snapshot_at(30);
     wal.save_snapshot(&Snapshot {
+        configuration: raft::Configuration::default(),
         meta,
         data: b"state at 30".to_vec(),
     })
@@ -48,6 +49,7 @@ fn snapshot_and_compaction_round_trip() {
     assert!(segments_after <= 2, "{segments_after} segments left");
     let meta2 = model.snapshot_at(35);
     wal.save_snapshot(&Snapshot {
+        configuration: raft::Configuration::default(),
         meta: meta2,
         data: b"state at 35".to_vec(),
     })
@@ -75,7 +77,7 @@ fn crash_between_snapshot_and_compaction() {
     fill(&mut wal, &mut model, 40, 200);
     let before = model.clone();
     let meta = model.snapshot_at(30);
-    let bytes = wal::format::encode_snapshot(&meta, b"s30");
+    let bytes = wal::format::encode_snapshot(&meta, &raft::Configuration::default(), b"s30");
     let name = format!("snap-{:016x}-{:016x}.snap", 30, 1);
     drop(wal);
     use wal::Backend;
@@ -114,6 +116,7 @@ fn crash_between_snapshot_and_compaction() {
     //    were not made durable: reopen gives the same state.
     let (mut wal, _) = open(&backend, 4096).unwrap();
     wal.save_snapshot(&Snapshot {
+        configuration: raft::Configuration::default(),
         meta,
         data: b"s30".to_vec(),
     })
@@ -136,6 +139,7 @@ fn mismatching_snapshot_discards_the_log() {
         term: Term(4),
     };
     wal.save_snapshot(&Snapshot {
+        configuration: raft::Configuration::default(),
         meta,
         data: vec![1],
     })
@@ -165,6 +169,7 @@ fn damaged_snapshot_file() {
     fill(&mut wal, &mut model, 40, 200);
     let meta = model.snapshot_at(30);
     wal.save_snapshot(&Snapshot {
+        configuration: raft::Configuration::default(),
         meta,
         data: vec![9; 64],
     })
@@ -199,6 +204,7 @@ fn disk_use_stays_bounded() {
                 term: Term(1),
             };
             wal.save_snapshot(&Snapshot {
+                configuration: raft::Configuration::default(),
                 meta,
                 data: vec![0; 256],
             })
@@ -226,6 +232,7 @@ fn damaged_newest_snapshot_falls_back_to_the_older_one() {
     fill(&mut wal, &mut model, 40, 200);
     let meta = model.snapshot_at(20);
     wal.save_snapshot(&Snapshot {
+        configuration: raft::Configuration::default(),
         meta,
         data: vec![2; 32],
     })
@@ -238,7 +245,7 @@ fn damaged_newest_snapshot_falls_back_to_the_older_one() {
         index: LogIndex(30),
         term: Term(1),
     };
-    let mut bytes = wal::format::encode_snapshot(&newer, &[3; 32]);
+    let mut bytes = wal::format::encode_snapshot(&newer, &raft::Configuration::default(), &[3; 32]);
     bytes[50] ^= 4;
     crashed
         .write_synced(
