@@ -340,12 +340,19 @@ fn decode_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
     })
 }
 
-/// The encoded size of a configuration: version, three counts, eight bytes per id.
+/// The encoded size of a configuration: version, three counts, eight bytes per id, then a
+/// count and per address an id, a length and the bytes.
 fn configuration_len(configuration: &Configuration) -> usize {
     1 + 3 * 4
         + 8 * (configuration.voters.len()
             + configuration.outgoing.len()
             + configuration.learners.len())
+        + 4
+        + configuration
+            .addresses
+            .values()
+            .map(|a| 12 + a.len())
+            .sum::<usize>()
 }
 
 /// Reads a boolean byte: 0 or 1, anything else is an error.
@@ -585,6 +592,11 @@ mod tests {
                 _ => {}
             }
         }
+        // Every other member gets an address, of a length drawn from the bytes too.
+        for (k, id) in c.members().into_iter().enumerate().filter(|(k, _)| k % 2 == 0) {
+            let len = 1 + bytes.get(k).map_or(0, |b| usize::from(*b) % 20);
+            c.addresses.insert(id, "h".repeat(len));
+        }
         c
     }
 
@@ -752,8 +764,8 @@ mod tests {
                 }),
                 concat!(
                     "05010000000000000003020000000000000706050400000000140000000000000015000000000000001600000000000000",
-                    "01000000070000000000000009080000000000000315000000",
-                    "010100000002000000000000000000000000000000"
+                    "01000000070000000000000009080000000000000319000000",
+                    "02010000000200000000000000000000000000000000000000"
                 ),
             ),
             (
@@ -798,7 +810,7 @@ mod tests {
                 concat!(
                     "090100000000000000030200000000000007060504000000001e000000000000001f00000000000000",
                     "20000000000000002100000000000000",
-                    "15000000010100000001000000000000000000000000000000",
+                    "1900000002010000000100000000000000000000000000000000000000",
                     "0300000078797a"
                 ),
             ),

@@ -17,11 +17,15 @@
 
 use crate::codec::{Reader, Truncated, Writer};
 use crate::types::{LogIndex, NodeId};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-/// The version byte that starts every encoded configuration.
-pub const CONFIGURATION_VERSION: u8 = 1;
+/// The version byte that starts every encoded configuration. 2: members' addresses follow
+/// the three sets (version 1, still read, had none).
+pub const CONFIGURATION_VERSION: u8 = 2;
+
+/// Longest address accepted for a member, in bytes.
+pub const ADDRESS_BYTES_MAX: usize = 255;
 
 /// At most this many members in one configuration: bounds what a decoder accepts.
 pub const MEMBERS_MAX: usize = 1024;
@@ -39,6 +43,11 @@ pub struct Configuration {
     pub outgoing: BTreeSet<NodeId>,
     /// Members that receive the log but never vote.
     pub learners: BTreeSet<NodeId>,
+    /// Where members listen, as the hosts gave it (`host:port`; the core never reads it):
+    /// part of the configuration so that every node, a new one too, learns from its log
+    /// or snapshot where to reach the others. Empty in a cluster's first configuration,
+    /// which the hosts' own flags give.
+    pub addresses: BTreeMap<NodeId, String>,
 }
 
 /// One change of membership, as an operator asks for it.
@@ -81,6 +90,8 @@ pub enum ConfChangeError {
     NoVoters,
     /// The configuration would pass [`MEMBERS_MAX`] members.
     TooManyMembers,
+    /// An address is empty or longer than [`ADDRESS_BYTES_MAX`].
+    BadAddress,
 }
 
 impl fmt::Display for ConfChangeError {
@@ -97,6 +108,9 @@ impl fmt::Display for ConfChangeError {
             ConfChangeError::NoVoters => write!(f, "the change would leave no voter"),
             ConfChangeError::TooManyMembers => {
                 write!(f, "more than {MEMBERS_MAX} members")
+            }
+            ConfChangeError::BadAddress => {
+                write!(f, "an address is empty or longer than {ADDRESS_BYTES_MAX} bytes")
             }
         }
     }
@@ -250,16 +264,26 @@ impl Configuration {
         if next.voters != self.voters {
             next.outgoing = self.voters.clone();
         }
+        next.forget_addresses_of_non_members();
         Ok(next)
     }
 
     /// C_new: the joint configuration with the outgoing voters dropped.
     pub fn leave_joint(&self) -> Configuration {
-        Configuration {
+        let mut next = Configuration {
             voters: self.voters.clone(),
             outgoing: BTreeSet::new(),
             learners: self.learners.clone(),
-        }
+            addresses: self.addresses.clone(),
+        };
+        next.forget_addresses_of_non_members();
+        next
+    }
+
+    /// Drops the addresses of nodes that are no longer members.
+    pub fn forget_addresses_of_non_members(&mut self) {
+        let members = self.members();
+        self.addresses.retain(|id, _| members.contains(id));
     }
 
     /// Checks the invariants written on the type.
@@ -276,12 +300,19 @@ impl Configuration {
         if self.members().len() > MEMBERS_MAX {
             return Err(format!("more than {MEMBERS_MAX} members"));
         }
+        if let Some(id) = self.addresses.keys().find(|id| !self.is_member(**id)) {
+            return Err(format!("an address for node {id}, which is no member"));
+        }
+        if self.addresses.values().any(|a| a.is_empty() || a.len() > ADDRESS_BYTES_MAX) {
+            return Err(format!("an address empty or longer than {ADDRESS_BYTES_MAX} bytes"));
+        }
         Ok(())
     }
 
     /// Appends the encoding (`raft/FORMAT.md`, "Configuration"): a version byte, then the
     /// voters, the outgoing voters and the learners, each a u32 count and that many u64
-    /// ids in ascending order.
+    /// ids in ascending order; then a u32 count of addresses, each a u64 id (ascending) and
+    /// a u32 length and that many bytes of UTF-8.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let mut w = Writer::new(out);
         w.u8(CONFIGURATION_VERSION);
@@ -290,6 +321,12 @@ impl Configuration {
             for id in set {
                 w.u64(id.0);
             }
+        }
+        w.u32(self.addresses.len() as u32);
+        for (id, address) in &self.addresses {
+            w.u64(id.0);
+            w.u32(address.len() as u32);
+            w.bytes(address.as_bytes());
         }
     }
 
@@ -306,7 +343,7 @@ impl Configuration {
         let mut r = Reader::new(bytes);
         let truncated = |t: Truncated| format!("configuration truncated at {}", t.field);
         let version = r.u8("version").map_err(truncated)?;
-        if version != CONFIGURATION_VERSION {
+        if version != 1 && version != CONFIGURATION_VERSION {
             return Err(format!("unknown configuration version {version}"));
         }
         let mut sets: [BTreeSet<NodeId>; 3] = Default::default();
@@ -325,6 +362,29 @@ impl Configuration {
                 set.insert(NodeId(id));
             }
         }
+        let mut addresses = BTreeMap::new();
+        if version >= 2 {
+            let count = r.u32("address count").map_err(truncated)? as usize;
+            if count > MEMBERS_MAX || count > r.remaining() / 12 {
+                return Err(format!("configuration claims {count} addresses"));
+            }
+            let mut last = 0u64;
+            for _ in 0..count {
+                let id = r.u64("address id").map_err(truncated)?;
+                if id <= last {
+                    return Err("configuration address ids not ascending and non-zero".into());
+                }
+                last = id;
+                let len = r.u32("address length").map_err(truncated)? as usize;
+                if len > ADDRESS_BYTES_MAX {
+                    return Err(format!("a {len}-byte address"));
+                }
+                let bytes = r.bytes(len, "address").map_err(truncated)?;
+                let address = std::str::from_utf8(bytes)
+                    .map_err(|_| format!("node {id}'s address is not UTF-8"))?;
+                addresses.insert(NodeId(id), address.to_string());
+            }
+        }
         if r.remaining() != 0 {
             return Err(format!(
                 "{} bytes after the end of a configuration",
@@ -336,6 +396,7 @@ impl Configuration {
             voters,
             outgoing,
             learners,
+            addresses,
         };
         conf.validate()?;
         Ok(conf)
@@ -460,6 +521,7 @@ mod tests {
             voters: ids(&[1, 2, 3]),
             outgoing: ids(&[3, 4, 5, 6]),
             learners: ids(&[7]),
+            ..Configuration::default()
         };
         for mask in 0u32..(1 << 7) {
             let has = |id: NodeId| mask & (1 << (id.0 - 1)) != 0;
@@ -520,12 +582,13 @@ mod tests {
     // Proves the encoding round-trips, matches its golden bytes and refuses what it must.
     #[test]
     fn encoding_round_trips_and_refuses_bad_bytes() {
-        let conf = Configuration {
+        let mut conf = Configuration {
             voters: ids(&[1, 2]),
             outgoing: ids(&[1]),
             learners: ids(&[3]),
+            ..Configuration::default()
         };
-        let bytes = conf.to_bytes();
+        // Version 1 (no addresses) is still read.
         let mut golden = vec![1u8];
         golden.extend_from_slice(&2u32.to_le_bytes());
         golden.extend_from_slice(&1u64.to_le_bytes());
@@ -534,6 +597,15 @@ mod tests {
         golden.extend_from_slice(&1u64.to_le_bytes());
         golden.extend_from_slice(&1u32.to_le_bytes());
         golden.extend_from_slice(&3u64.to_le_bytes());
+        assert_eq!(Configuration::decode(&golden), Ok(conf.clone()));
+        // Version 2 adds the addresses.
+        conf.addresses.insert(NodeId(3), "h3:7003".into());
+        golden[0] = 2;
+        golden.extend_from_slice(&1u32.to_le_bytes());
+        golden.extend_from_slice(&3u64.to_le_bytes());
+        golden.extend_from_slice(&7u32.to_le_bytes());
+        golden.extend_from_slice(b"h3:7003");
+        let bytes = conf.to_bytes();
         assert_eq!(bytes, golden);
         assert_eq!(Configuration::decode(&bytes), Ok(conf));
         for len in 0..bytes.len() {
@@ -543,13 +615,18 @@ mod tests {
             );
         }
         let mut bad_version = bytes.clone();
-        bad_version[0] = 2;
+        bad_version[0] = 3;
         assert!(Configuration::decode(&bad_version).is_err());
         let both = Configuration {
             voters: ids(&[1]),
             outgoing: ids(&[]),
             learners: ids(&[1]),
+            ..Configuration::default()
         };
+        assert!(Configuration::decode(&both.to_bytes()).is_err());
+        let mut stranger = Configuration::new([NodeId(1)]);
+        stranger.addresses.insert(NodeId(9), "h9:1".into());
+        assert!(Configuration::decode(&stranger.to_bytes()).is_err());
         assert!(Configuration::decode(&both.to_bytes()).is_err());
         let mut trailing = bytes;
         trailing.push(0);

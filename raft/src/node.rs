@@ -764,6 +764,17 @@ impl RawNode {
         &mut self,
         changes: &[MemberChange],
     ) -> Result<LogIndex, ProposeError> {
+        self.propose_conf_change_addressed(changes, &BTreeMap::new())
+    }
+
+    /// [`RawNode::propose_conf_change`], also recording where members listen: `addresses`
+    /// are added to (or replace) those the configuration holds, for the nodes that are
+    /// members after the change.
+    pub fn propose_conf_change_addressed(
+        &mut self,
+        changes: &[MemberChange],
+        addresses: &BTreeMap<NodeId, String>,
+    ) -> Result<LogIndex, ProposeError> {
         let Role::Leader(l) = &self.role else {
             return Err(ProposeError::NotLeader {
                 leader: self.leader,
@@ -778,11 +789,16 @@ impl RawNode {
         if self.confs.current_index() > self.log.commit || self.confs.current().is_joint() {
             return Err(ProposeError::ConfChangePending);
         }
-        let next = self
+        let mut next = self
             .confs
             .current()
             .apply(changes)
             .map_err(ProposeError::InvalidConfChange)?;
+        next.addresses.extend(addresses.iter().map(|(id, a)| (*id, a.clone())));
+        next.forget_addresses_of_non_members();
+        next.validate().map_err(|_| {
+            ProposeError::InvalidConfChange(crate::ConfChangeError::BadAddress)
+        })?;
         let index = self.append_configuration(next);
         self.check_invariants();
         Ok(index)

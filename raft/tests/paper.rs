@@ -1083,6 +1083,7 @@ fn simple(voters: &[u64], learners: &[u64]) -> Configuration {
         voters: ids(voters),
         outgoing: BTreeSet::new(),
         learners: ids(learners),
+        ..Configuration::default()
     }
 }
 

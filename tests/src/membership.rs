@@ -71,6 +71,7 @@ fn conf(voters: &[usize], learners: &[usize]) -> Configuration {
         voters: ids(voters),
         outgoing: BTreeSet::new(),
         learners: ids(learners),
+        ..Configuration::default()
     }
 }
 
