@@ -109,6 +109,16 @@ pub enum Op {
         /// The checkpoint's log index; 0 asks for the node's latest.
         index: u64,
     },
+    /// A membership change, asked of the leader; answered once the configuration it leads to
+    /// is committed (after the joint configuration, for a change of voters).
+    ChangeMembers {
+        /// What to do.
+        change: MemberOp,
+        /// The node.
+        id: u64,
+        /// Where it listens (`host:port`), for [`MemberOp::AddLearner`]; empty otherwise.
+        address: String,
+    },
     /// A backup of the store: `backup_id` 0 asks the leader to start one (a snapshot of its
     /// store at its applied index, prepared off its event loop); then the chunk at `offset`
     /// of backup `backup_id`, asked of the same node (see `client/FORMAT.md`).
@@ -118,6 +128,28 @@ pub enum Op {
         /// The first byte wanted.
         offset: u64,
     },
+}
+
+/// The membership changes [`Op::ChangeMembers`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberOp {
+    /// Add a node as a learner (it receives the log, never votes).
+    AddLearner = 1,
+    /// Make a learner a voter; refused while it is far behind the leader's log.
+    Promote = 2,
+    /// Remove a voter or a learner.
+    Remove = 3,
+}
+
+impl MemberOp {
+    fn from_u8(value: u8) -> Option<MemberOp> {
+        match value {
+            1 => Some(MemberOp::AddLearner),
+            2 => Some(MemberOp::Promote),
+            3 => Some(MemberOp::Remove),
+            _ => None,
+        }
+    }
 }
 
 /// One answer to [`Op::Backup`]: where the backup stands and, once it is ready, a chunk.
@@ -270,6 +302,7 @@ const OP_FAULT: u8 = 6;
 const OP_SHUTDOWN: u8 = 7;
 const OP_CHECKPOINT: u8 = 8;
 const OP_BACKUP: u8 = 9;
+const OP_CHANGE_MEMBERS: u8 = 10;
 
 const WRITE_PUT: u8 = 1;
 const WRITE_DELETE: u8 = 2;
@@ -461,6 +494,16 @@ impl Request {
                 w.u64(*backup_id);
                 w.u64(*offset);
             }
+            Op::ChangeMembers {
+                change,
+                id,
+                address,
+            } => {
+                w.u8(OP_CHANGE_MEMBERS);
+                w.u8(*change as u8);
+                w.u64(*id);
+                w.u32_prefixed(address.as_bytes());
+            }
         }
         out
     }
@@ -513,6 +556,19 @@ impl Request {
                 backup_id: r.u64("backup_id")?,
                 offset: r.u64("offset")?,
             },
+            OP_CHANGE_MEMBERS => {
+                let change = r.u8("change")?;
+                let change = MemberOp::from_u8(change)
+                    .ok_or_else(|| DecodeError(format!("unknown membership change {change}")))?;
+                let id = r.u64("id")?;
+                let address = String::from_utf8(r.u32_prefixed("address")?.to_vec())
+                    .map_err(|_| DecodeError("the address is not UTF-8".into()))?;
+                Op::ChangeMembers {
+                    change,
+                    id,
+                    address,
+                }
+            }
             k => return Err(DecodeError(format!("unknown op {k}"))),
         };
         finish(&r)?;

@@ -593,7 +593,12 @@ mod tests {
             }
         }
         // Every other member gets an address, of a length drawn from the bytes too.
-        for (k, id) in c.members().into_iter().enumerate().filter(|(k, _)| k % 2 == 0) {
+        for (k, id) in c
+            .members()
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| k % 2 == 0)
+        {
             let len = 1 + bytes.get(k).map_or(0, |b| usize::from(*b) % 20);
             c.addresses.insert(id, "h".repeat(len));
         }

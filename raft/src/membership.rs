@@ -110,7 +110,10 @@ impl fmt::Display for ConfChangeError {
                 write!(f, "more than {MEMBERS_MAX} members")
             }
             ConfChangeError::BadAddress => {
-                write!(f, "an address is empty or longer than {ADDRESS_BYTES_MAX} bytes")
+                write!(
+                    f,
+                    "an address is empty or longer than {ADDRESS_BYTES_MAX} bytes"
+                )
             }
         }
     }
@@ -303,8 +306,14 @@ impl Configuration {
         if let Some(id) = self.addresses.keys().find(|id| !self.is_member(**id)) {
             return Err(format!("an address for node {id}, which is no member"));
         }
-        if self.addresses.values().any(|a| a.is_empty() || a.len() > ADDRESS_BYTES_MAX) {
-            return Err(format!("an address empty or longer than {ADDRESS_BYTES_MAX} bytes"));
+        if self
+            .addresses
+            .values()
+            .any(|a| a.is_empty() || a.len() > ADDRESS_BYTES_MAX)
+        {
+            return Err(format!(
+                "an address empty or longer than {ADDRESS_BYTES_MAX} bytes"
+            ));
         }
         Ok(())
     }

@@ -794,11 +794,11 @@ impl RawNode {
             .current()
             .apply(changes)
             .map_err(ProposeError::InvalidConfChange)?;
-        next.addresses.extend(addresses.iter().map(|(id, a)| (*id, a.clone())));
+        next.addresses
+            .extend(addresses.iter().map(|(id, a)| (*id, a.clone())));
         next.forget_addresses_of_non_members();
-        next.validate().map_err(|_| {
-            ProposeError::InvalidConfChange(crate::ConfChangeError::BadAddress)
-        })?;
+        next.validate()
+            .map_err(|_| ProposeError::InvalidConfChange(crate::ConfChangeError::BadAddress))?;
         let index = self.append_configuration(next);
         self.check_invariants();
         Ok(index)

@@ -23,6 +23,7 @@ mod check;
 mod disk;
 mod failure;
 mod local;
+mod member;
 mod parse;
 mod status;
 mod waltool;
@@ -95,6 +96,12 @@ enum Command {
     /// `snapshot ID`: make node ID take a snapshot now. `snapshot save FILE`, `snapshot
     /// inspect FILE`, `snapshot restore FILE ...`: backups of the store.
     Snapshot(SnapshotArgs),
+    /// The cluster's members: `member list`, `member add ID ADDRESS [--learner]`,
+    /// `member promote ID`, `member remove ID`.
+    Member {
+        #[command(subcommand)]
+        action: member::MemberCmd,
+    },
     /// Hand leadership to a node.
     TransferLeader {
         /// The node to lead.
@@ -274,6 +281,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Snapshot(_) => Err(Failure::Usage(
             "snapshot needs a node id (take a snapshot now) or save, inspect or restore".into(),
         )),
+        Command::Member { action } => member::run(&action, &mut client, &config, cli.json),
         Command::TransferLeader { id } => {
             // Asked of the leader: find it through a redirect from any node.
             let leader = find_leader(&mut client, &config)?;

@@ -47,9 +47,22 @@ pub struct Args {
     pub id: u64,
 
     /// Every member as ID=HOST:PORT, comma-separated, this node included; the same list on
-    /// every node. Example: 1=10.0.0.1:7001,2=10.0.0.2:7001,3=10.0.0.3:7001
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// every node. Example: 1=10.0.0.1:7001,2=10.0.0.2:7001,3=10.0.0.3:7001. Only the first
+    /// configuration of a brand-new cluster: once membership changed, each node takes its
+    /// configuration (members and addresses) from its data directory.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "join",
+        conflicts_with = "join"
+    )]
     pub peers: Vec<String>,
+
+    /// Join an existing cluster instead of founding one (needs --listen, excludes --peers):
+    /// the node starts empty, never campaigns, and waits for the leader to reach it once an
+    /// operator ran `raftctl member add ID ADDRESS`; it learns the members from the log.
+    #[arg(long)]
+    pub join: bool,
 
     /// Directory for the write-ahead log, snapshots and the node's identity file. Created if
     /// missing; refused if it belongs to another cluster or node.
@@ -153,6 +166,20 @@ impl Args {
             }
             peers.push((id, addr));
         }
+        if self.join {
+            let listen = self.listen.as_deref().ok_or(
+                "--join needs --listen HOST:PORT: the address the cluster will reach this node at",
+            )?;
+            let addr = listen
+                .to_socket_addrs()
+                .map_err(|e| format!("--listen '{listen}': {e}"))?
+                .next()
+                .ok_or_else(|| format!("--listen '{listen}' resolves to nothing"))?;
+            if addr.ip().is_unspecified() {
+                return Err(format!("--listen '{listen}' with --join must be the address the others dial (not 0.0.0.0)"));
+            }
+            peers.push((self.id, addr));
+        }
         let own = peers
             .iter()
             .find(|p| p.0 == self.id)
@@ -226,6 +253,7 @@ impl Args {
             wal_segment_bytes: self.wal_segment_mib << 20,
             consistency_check_secs: self.consistency_check_secs,
             scrub_bytes_per_sec: self.scrub_kib_per_sec << 10,
+            join: self.join,
         })
     }
 }

@@ -232,6 +232,20 @@ impl Checkpoints {
         }
     }
 
+    /// The cluster's members changed: later checkpoints are judged among these (this node
+    /// stays among them, even when it is no voter, since it hashes its own store).
+    pub fn set_members(&mut self, mut members: Vec<u64>) {
+        if !members.contains(&self.node) {
+            members.push(self.node);
+        }
+        self.members = members;
+    }
+
+    /// The members whose hashes are expected.
+    pub fn members(&self) -> &[u64] {
+        &self.members
+    }
+
     /// The current alarm.
     pub fn alarm(&self) -> Option<&Alarm> {
         self.alarm.as_ref()

@@ -16,14 +16,14 @@ use crate::backup_source::Backups;
 use crate::consistency::{self, Change, Checkpoints};
 use crate::kv::{Kv, SESSIONS_MAX_DEFAULT};
 use crate::protocol::{
-    CheckpointHash, CheckpointReport, Command, FaultSpec, Op, Outcome, Request, Response,
+    CheckpointHash, CheckpointReport, Command, FaultSpec, MemberOp, Op, Outcome, Request, Response,
     Write as KvWrite, FRAME_CHECKPOINT, FRAME_RAFT, FRAME_REQUEST, FRAME_RESPONSE,
 };
 use crate::server::{ServerConfig, TICK_MS};
 use raft::driver::{Driver, Host, Persisted, Write};
 use raft::{
-    codec, Config, EntriesWanted, Entry, EntryKind, LogIndex, Message, NodeId, ProposeError,
-    RawNode, ReadState, Restore, Snapshot, SnapshotMeta, StepError,
+    codec, Config, EntriesWanted, Entry, EntryKind, LogIndex, MemberChange, Message, NodeId,
+    ProposeError, RawNode, ReadState, Restore, Snapshot, SnapshotMeta, StepError,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -53,11 +53,30 @@ pub trait Env {
     fn set_faults(&mut self, spec: &FaultSpec);
     /// The host's view of its links for `status`: `{"peers": {"<id>": {...}}, "faults": {...}}`.
     fn link_status(&self) -> serde_json::Value;
+    /// Where the members of the configuration listen (added or moved; a peer no longer in
+    /// the list keeps its links, as a removed node must still learn of its removal), and
+    /// whether to accept a node of this cluster not yet among them (a joining node).
+    fn set_peers(&mut self, peers: &[(u64, SocketAddr)], accept_unknown_nodes: bool);
     /// A function another thread may call to wake the host when background work is done.
     /// `None`: the host runs no threads, and slow work (writing a snapshot file) is done
     /// inline, which keeps a simulated run deterministic.
     fn waker(&self) -> Option<Box<dyn Fn() + Send>>;
 }
+
+/// A membership change waiting for the configuration it leads to to commit.
+struct PendingChange<C> {
+    client: C,
+    request_id: u64,
+    /// Where its (first) configuration entry is.
+    index: LogIndex,
+    /// The term it was proposed in: a new term means the leadership was lost.
+    term: raft::Term,
+    what: String,
+}
+
+/// A learner may be promoted only when its log is at most this many entries behind the
+/// leader's: otherwise the new voter would slow every commit until it caught up.
+const PROMOTE_LAG_MAX: u64 = 1000;
 
 /// A client write waiting for its entry to apply.
 struct PendingWrite<C> {
@@ -151,6 +170,10 @@ struct Glue<E: Env> {
     mend: bool,
     /// The last damage the scrubber found, for `status`.
     last_damage: Option<String>,
+    /// The index of the configuration last handed to the host (`sync_members`).
+    members_synced: Option<LogIndex>,
+    /// The membership change this leader is carrying out.
+    pending_change: Option<PendingChange<E::Client>>,
     /// Reused for encoding outgoing messages.
     encode_buffer: Vec<u8>,
     /// A snapshot file being written (by the writer thread, or already written inline).
@@ -275,7 +298,12 @@ impl<E: Env> Replica<E> {
             recovered.last_index,
             applied
         );
-        let voters: Vec<NodeId> = config.peers.iter().map(|p| NodeId(p.0)).collect();
+        // A joining node is no voter of its first configuration: it never campaigns and
+        // learns the cluster's configuration from the leader.
+        let voters: Vec<NodeId> = match config.join {
+            true => Vec::new(),
+            false => config.peers.iter().map(|p| NodeId(p.0)).collect(),
+        };
         let mut rc = Config::new(NodeId(config.id), voters.clone());
         rc.heartbeat_interval_ticks = (config.heartbeat_ms / TICK_MS).max(1);
         rc.election_timeout_ticks =
@@ -319,7 +347,9 @@ impl<E: Env> Replica<E> {
             last_damage: None,
             encode_buffer: Vec::with_capacity(64 << 10),
             snapshot_job: None,
-            checkpoints: Checkpoints::new(config.id, voters.iter().map(|v| v.0).collect()),
+            checkpoints: Checkpoints::new(config.id, config.peers.iter().map(|p| p.0).collect()),
+            members_synced: None,
+            pending_change: None,
             hashes_sender,
             hashes_done,
             hashes_running: 0,
@@ -329,11 +359,160 @@ impl<E: Env> Replica<E> {
             corrupt_one_put: false,
             config,
         };
-        Ok(Replica {
+        let mut replica = Replica {
             raw,
             driver: Driver::new(),
             g,
-        })
+        };
+        replica.sync_members();
+        Ok(replica)
+    }
+
+    /// Where node `id` listens: the configuration's address, else `--peers`'.
+    fn address_of(&self, id: u64) -> Option<SocketAddr> {
+        let conf = self.raw.configuration();
+        conf.addresses
+            .get(&NodeId(id))
+            .and_then(|a| a.parse().ok())
+            .or_else(|| addr_of(&self.g.config, id))
+    }
+
+    /// After the configuration in use changed (appended, restored or cut back): tells the
+    /// host where the members listen, the consistency check whom to expect, and a joining
+    /// node whether it is a member yet.
+    fn sync_members(&mut self) {
+        let index = self.raw.configuration_index();
+        if self.g.members_synced == Some(index) {
+            return;
+        }
+        self.g.members_synced = Some(index);
+        let conf = self.raw.configuration().clone();
+        let me = NodeId(self.g.config.id);
+        let peers: Vec<(u64, SocketAddr)> = conf
+            .members()
+            .into_iter()
+            .filter(|&id| id != me)
+            .filter_map(|id| self.address_of(id.0).map(|a| (id.0, a)))
+            .collect();
+        let accept_unknown = self.g.config.join && !conf.is_member(me);
+        self.g.env.set_peers(&peers, accept_unknown);
+        self.g
+            .checkpoints
+            .set_members(conf.members().into_iter().map(|id| id.0).collect());
+        log::info!(
+            "node {}: configuration at index {index}: {conf}",
+            self.g.config.id
+        );
+    }
+
+    /// A membership change asked of this node (see [`Op::ChangeMembers`]).
+    fn change_members(
+        &mut self,
+        client: E::Client,
+        request_id: u64,
+        change: MemberOp,
+        id: u64,
+        address: String,
+    ) {
+        if !self.raw.is_leader() {
+            let outcome = self.not_leader();
+            return self.g.reply(client, request_id, outcome);
+        }
+        if self.g.pending_change.is_some() {
+            let outcome = refused("another membership change is in progress; wait for it".into());
+            return self.g.reply(client, request_id, outcome);
+        }
+        let target = NodeId(id);
+        let mut addresses: BTreeMap<NodeId, String> = BTreeMap::new();
+        // Every member's address goes into the configuration, so a node that joins learns
+        // where all the others are (the first configuration came from `--peers`).
+        for member in self.raw.configuration().members() {
+            if let Some(a) = self.address_of(member.0) {
+                addresses.insert(member, a.to_string());
+            }
+        }
+        let change = match change {
+            MemberOp::AddLearner => {
+                match address.parse::<SocketAddr>() {
+                    Ok(a) if !a.ip().is_unspecified() && a.port() != 0 => {
+                        addresses.insert(target, a.to_string());
+                    }
+                    _ => {
+                        let outcome = refused(format!(
+                            "'{address}' is not an address other nodes can dial (IP:PORT)"
+                        ));
+                        return self.g.reply(client, request_id, outcome);
+                    }
+                }
+                MemberChange::AddLearner(target)
+            }
+            MemberOp::Promote => {
+                let status = self.raw.status();
+                let behind = status
+                    .progress
+                    .iter()
+                    .find(|p| p.0 == target)
+                    .map(|p| status.last_index.0.saturating_sub(p.1 .0));
+                if let Some(behind) = behind.filter(|&b| b > PROMOTE_LAG_MAX) {
+                    let outcome = refused(format!(
+                        "learner {id} is {behind} entries behind the leader's log; promote it once it has caught up (raftctl member list shows its match index)"
+                    ));
+                    return self.g.reply(client, request_id, outcome);
+                }
+                MemberChange::Promote(target)
+            }
+            MemberOp::Remove => MemberChange::Remove(target),
+        };
+        match self
+            .raw
+            .propose_conf_change_addressed(&[change], &addresses)
+        {
+            Ok(index) => {
+                log::info!(
+                    "node {}: membership change proposed at index {index}: {change}",
+                    self.g.config.id
+                );
+                self.g.pending_change = Some(PendingChange {
+                    client,
+                    request_id,
+                    index,
+                    term: self.raw.term(),
+                    what: change.to_string(),
+                });
+            }
+            Err(ProposeError::NotLeader { .. }) => {
+                let outcome = self.not_leader();
+                self.g.reply(client, request_id, outcome);
+            }
+            Err(e @ ProposeError::ConfChangeNotReady) => {
+                let outcome = refused(format!("{e}; retry in a moment"));
+                self.g.reply(client, request_id, outcome);
+            }
+            Err(e) => self.g.reply(client, request_id, refused(e.to_string())),
+        }
+    }
+
+    /// Answers the membership change in progress once the configuration it leads to is
+    /// committed here (the leader leaves a joint configuration by itself), or once this node
+    /// lost the leadership it was proposed under (then the outcome is unknown).
+    fn finish_change(&mut self) {
+        let Some(p) = &self.g.pending_change else {
+            return;
+        };
+        let conf_index = self.raw.configuration_index();
+        let conf = self.raw.configuration();
+        if self.raw.commit_index() >= p.index.max(conf_index) && !conf.is_joint() {
+            let detail = format!("{} committed: {conf}", p.what);
+            let p = self.g.pending_change.take().expect("checked");
+            self.g.reply(p.client, p.request_id, done(detail));
+        } else if !self.raw.is_leader() || self.raw.term() != p.term {
+            let p = self.g.pending_change.take().expect("checked");
+            let outcome = unavailable(format!(
+                "leadership changed before {} was committed; it may or may not take effect (see raftctl member list)",
+                p.what
+            ));
+            self.g.reply(p.client, p.request_id, outcome);
+        }
     }
 
     /// The host's side of this replica.
@@ -649,6 +828,11 @@ impl<E: Env> Replica<E> {
                     StopRequest::Graceful
                 });
             }
+            Op::ChangeMembers {
+                change,
+                id: node,
+                address,
+            } => self.change_members(client, id, change, node, address),
             Op::Checkpoint { index } => {
                 let applied = self.g.applied.0;
                 let (index, hash) = self.g.checkpoints.answer(index, applied);
@@ -711,7 +895,8 @@ impl<E: Env> Replica<E> {
 
     fn not_leader(&self) -> Outcome {
         let leader = self.raw.leader().0;
-        let address = addr_of(&self.g.config, leader)
+        let address = self
+            .address_of(leader)
             .map(|a| a.to_string())
             .unwrap_or_default();
         Outcome::NotLeader { leader, address }
@@ -841,13 +1026,22 @@ impl<E: Env> Replica<E> {
     fn status_json(&self) -> String {
         let s = self.raw.status();
         let links = self.g.env.link_status();
-        let peers: Vec<serde_json::Value> = self
-            .g
-            .config
-            .peers
-            .iter()
-            .filter(|(id, _)| *id != self.g.config.id)
-            .map(|&(id, addr)| {
+        let conf = self.raw.configuration();
+        let member_role = |id: NodeId| match (conf.is_voter(id), conf.is_learner(id)) {
+            (true, _) => "voter",
+            (false, true) => "learner",
+            _ => "none",
+        };
+        let peers: Vec<serde_json::Value> = conf
+            .members()
+            .into_iter()
+            .map(|id| id.0)
+            .filter(|&id| id != self.g.config.id)
+            .map(|id| {
+                let addr = self
+                    .address_of(id)
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
                 let (m, n, inflight) = s
                     .progress
                     .iter()
@@ -856,7 +1050,8 @@ impl<E: Env> Replica<E> {
                     .unwrap_or((0, 0, 0));
                 let mut peer = serde_json::json!({
                     "id": id,
-                    "address": addr.to_string(),
+                    "address": addr,
+                    "member_role": member_role(NodeId(id)),
                     "match": m,
                     "next": n,
                     "inflight": inflight,
@@ -872,9 +1067,16 @@ impl<E: Env> Replica<E> {
             .collect();
         serde_json::json!({
             "id": s.id.0,
-            "address": addr_of(&self.g.config, s.id.0).map(|a| a.to_string()),
+            "address": self.address_of(s.id.0).map(|a| a.to_string()),
             "cluster": self.g.config.cluster_id,
             "role": s.role.to_string(),
+            "member_role": member_role(s.id),
+            "configuration": {
+                "index": self.raw.configuration_index().0,
+                "voters": conf.voters.iter().map(|id| id.0).collect::<Vec<_>>(),
+                "outgoing": conf.outgoing.iter().map(|id| id.0).collect::<Vec<_>>(),
+                "learners": conf.learners.iter().map(|id| id.0).collect::<Vec<_>>(),
+            },
             "term": s.term.0,
             "vote": s.vote.0,
             "leader": s.leader.0,
@@ -918,6 +1120,8 @@ impl<E: Env> Replica<E> {
     /// like a slow node.
     fn drain_ready(&mut self) -> Result<(), String> {
         self.driver.run(&mut self.raw, &mut self.g)?;
+        self.sync_members();
+        self.finish_change();
         if !self.driver.is_waiting() {
             self.maybe_snapshot()?;
             self.trim_log();
@@ -1237,7 +1441,7 @@ impl<E: Env> Glue<E> {
         let change = self.checkpoints.own(index, hash);
         self.log_consistency(change);
         let body = CheckpointReport { index, hash }.encode();
-        for &(peer, _) in &self.config.peers {
+        for &peer in self.checkpoints.members() {
             if peer != self.config.id {
                 self.env.send_peer(peer, FRAME_CHECKPOINT, &body);
             }

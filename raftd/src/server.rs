@@ -52,6 +52,9 @@ pub struct ServerConfig {
     pub consistency_check_secs: u64,
     /// The scrubber re-reads the WAL's files at this many bytes per second; 0: off.
     pub scrub_bytes_per_sec: u64,
+    /// Joining an existing cluster: `peers` holds only this node, which is no voter of its
+    /// first configuration (it learns the real one from the leader).
+    pub join: bool,
 }
 
 /// The identity file in a data directory (see `check_identity`).
@@ -138,6 +141,14 @@ impl Env for Live {
         });
     }
 
+    fn set_peers(&mut self, peers: &[(u64, SocketAddr)], accept_unknown_nodes: bool) {
+        for &(id, addr) in peers {
+            self.transport.set_peer(id, addr);
+        }
+        self.transport
+            .set_accept_unknown_nodes(accept_unknown_nodes);
+    }
+
     fn link_status(&self) -> serde_json::Value {
         let peers: serde_json::Map<String, serde_json::Value> = self
             .transport
@@ -202,6 +213,10 @@ impl Server {
         let mut tc = TransportConfig::new(config.id, config.cluster_id.clone(), config.listen);
         tc.peers = config.peers.clone();
         tc.token = config.token.clone();
+        if let Some(&(_, own)) = config.peers.iter().find(|p| p.0 == config.id) {
+            tc.advertise = own.to_string();
+        }
+        tc.accept_unknown_nodes = config.join;
         let transport =
             Transport::new(tc).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let live = Live {

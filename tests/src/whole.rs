@@ -80,6 +80,8 @@ impl Env for SimEnv {
 
     fn set_faults(&mut self, _spec: &FaultSpec) {}
 
+    fn set_peers(&mut self, _peers: &[(u64, SocketAddr)], _accept_unknown_nodes: bool) {}
+
     fn link_status(&self) -> serde_json::Value {
         serde_json::json!({ "peers": {}, "faults": {} })
     }
@@ -369,6 +371,7 @@ impl WholeSim {
             consistency_check_secs: 1,
             // A pass over a simulated disk every second or so.
             scrub_bytes_per_sec: 256 << 10,
+            join: false,
         }
     }
 

@@ -183,7 +183,7 @@ pub fn take_frame(buf: &[u8], start: &mut usize, frame_bytes_max: usize) -> Deco
 
 /// The protocol version carried in every handshake. Bump it on any incompatible change.
 /// 2: Raft messages carry configurations (membership changes; raft/FORMAT.md).
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// First four bytes of every handshake body: `b"RFTD"`.
 pub const HANDSHAKE_MAGIC: [u8; 4] = *b"RFTD";
 /// Kind byte of the hello frame (first frame from the side that dialed).
@@ -208,7 +208,10 @@ pub const CLUSTER_ID_BYTES_MAX: usize = 255;
 pub const TOKEN_BYTES_MAX: usize = 255;
 /// Largest hello body. Until the handshake completes a connection's frames are limited to this,
 /// so an unauthenticated peer cannot make the receiver buffer `frame_bytes_max` bytes.
-pub const HELLO_BYTES_MAX: usize = HELLO_FIXED_BYTES + CLUSTER_ID_BYTES_MAX + TOKEN_BYTES_MAX;
+pub const HELLO_BYTES_MAX: usize =
+    HELLO_FIXED_BYTES + CLUSTER_ID_BYTES_MAX + TOKEN_BYTES_MAX + 1 + ADDRESS_BYTES_MAX;
+/// The longest address a hello carries.
+pub const ADDRESS_BYTES_MAX: usize = 255;
 
 // Welcome body offsets.
 const WELCOME_MAGIC: usize = 0;
@@ -243,6 +246,9 @@ pub struct Hello {
     pub cluster_id: Vec<u8>,
     /// The shared token presented (empty when none is configured).
     pub token: Vec<u8>,
+    /// Where a node dialing listens (`host:port`, empty for a client or when not known): a
+    /// node that joins a cluster learns from it where to answer the leader.
+    pub address: Vec<u8>,
 }
 
 /// Why a handshake body could not be read.
@@ -299,8 +305,11 @@ impl Hello {
         body[HELLO_CLUSTER_LEN] = self.cluster_id.len() as u8;
         LittleEndian::write_u64(&mut body[HELLO_NODE_ID..HELLO_TOKEN_LEN], node_id);
         body[HELLO_TOKEN_LEN] = self.token.len() as u8;
+        assert!(self.address.len() <= ADDRESS_BYTES_MAX, "address too long");
         body.extend_from_slice(&self.cluster_id);
         body.extend_from_slice(&self.token);
+        body.push(self.address.len() as u8);
+        body.extend_from_slice(&self.address);
         encode_frame(out, KIND_HELLO, &body);
     }
 
@@ -326,6 +335,7 @@ impl Hello {
                 role: Role::Client,
                 cluster_id: Vec::new(),
                 token: Vec::new(),
+                address: Vec::new(),
             });
         }
         if body.len() < HELLO_FIXED_BYTES {
@@ -333,7 +343,11 @@ impl Hello {
         }
         let cluster_len = body[HELLO_CLUSTER_LEN] as usize;
         let token_len = body[HELLO_TOKEN_LEN] as usize;
-        if body.len() != HELLO_FIXED_BYTES + cluster_len + token_len {
+        let address_at = HELLO_FIXED_BYTES + cluster_len + token_len;
+        let Some(&address_len) = body.get(address_at) else {
+            return Err(HandshakeError::BadLength);
+        };
+        if body.len() != address_at + 1 + address_len as usize {
             return Err(HandshakeError::BadLength);
         }
         let node_id = LittleEndian::read_u64(&body[HELLO_NODE_ID..HELLO_TOKEN_LEN]);
@@ -347,7 +361,8 @@ impl Hello {
             version,
             role,
             cluster_id: body[HELLO_FIXED_BYTES..cluster_end].to_vec(),
-            token: body[cluster_end..].to_vec(),
+            token: body[cluster_end..address_at].to_vec(),
+            address: body[address_at + 1..].to_vec(),
         })
     }
 }
@@ -518,8 +533,18 @@ impl Dialer {
                 role,
                 cluster_id: cluster_id.to_vec(),
                 token: token.to_vec(),
+                address: Vec::new(),
             },
         })
+    }
+
+    /// This dialer also says where its node listens (a node's dialer; see [`Hello::address`]).
+    /// An address longer than [`ADDRESS_BYTES_MAX`] is left out.
+    pub fn with_address(mut self, address: &str) -> Dialer {
+        if address.len() <= ADDRESS_BYTES_MAX {
+            self.hello.address = address.as_bytes().to_vec();
+        }
+        self
     }
 
     /// Appends the hello, as a complete frame, to `out`.
@@ -671,6 +696,7 @@ mod tests {
             role: Role::Node(3),
             cluster_id: b"prod".to_vec(),
             token: b"secret".to_vec(),
+            address: b"10.0.0.3:7001".to_vec(),
         };
         let mut out = Vec::new();
         hello.encode_frame(&mut out);
@@ -737,6 +763,7 @@ mod tests {
                 role: Role::Client,
                 cluster_id: b"prod".to_vec(),
                 token: b"secret".to_vec(),
+                address: Vec::new(),
             }
         );
         let answer = |status| {

@@ -63,6 +63,12 @@ pub struct TransportConfig {
     pub reconnect_backoff_max: Duration,
     /// Seed of the random numbers used for backoff jitter and the fault layer.
     pub seed: u64,
+    /// Where this node says it listens in the hellos it sends (`host:port`, as the
+    /// cluster's configuration gives it). Empty: not said.
+    pub advertise: String,
+    /// Accept a node of this cluster that is not a peer yet, and make it one at the address
+    /// its hello gives: for a node joining a cluster, which knows no other node yet.
+    pub accept_unknown_nodes: bool,
 }
 
 impl TransportConfig {
@@ -81,6 +87,8 @@ impl TransportConfig {
             reconnect_backoff_min: Duration::from_millis(50),
             reconnect_backoff_max: Duration::from_secs(2),
             seed: node_id ^ 0x5EED_u64.rotate_left(32),
+            advertise: String::new(),
+            accept_unknown_nodes: false,
         }
     }
 
@@ -93,7 +101,7 @@ impl TransportConfig {
             self.cluster_id.as_bytes(),
             self.token.as_deref().unwrap_or_default(),
         ) {
-            Ok(dialer) => dialer,
+            Ok(dialer) => dialer.with_address(&self.advertise),
             Err(error) => return invalid(error.to_string()),
         };
         if self.frame_bytes_max > FRAME_BYTES_LIMIT {
@@ -574,6 +582,60 @@ impl Transport {
         let peer = Peer::new(id, addr, self.config.reconnect_backoff_min, Instant::now());
         self.peers.push(peer);
         Ok(())
+    }
+
+    /// Adds peer `id` at `addr`, or moves it there (its connection is redialed) if it is
+    /// already a peer at another address. Its own id is ignored.
+    pub fn set_peer(&mut self, id: u64, addr: SocketAddr) {
+        if id == self.config.node_id {
+            return;
+        }
+        match self.peer_index(id) {
+            None => {
+                info!("node {}: peer {id} is at {addr}", self.config.node_id);
+                let _ = self.add_peer(id, addr);
+            }
+            Some(index) if self.peers[index].addr != addr => {
+                info!(
+                    "node {}: peer {id} moved from {} to {addr}",
+                    self.config.node_id, self.peers[index].addr
+                );
+                self.peers[index].addr = addr;
+                if let Some(p) = self.config.peers.iter_mut().find(|p| p.0 == id) {
+                    p.1 = addr;
+                }
+                if let Some(conn) = self.peers[index].outbound {
+                    let mut out = std::mem::take(&mut self.pending_events);
+                    self.close(conn, "the peer moved to another address", &mut out);
+                    self.pending_events = out;
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Whether to accept nodes that are not peers yet (see
+    /// [`TransportConfig::accept_unknown_nodes`]).
+    pub fn set_accept_unknown_nodes(&mut self, accept: bool) {
+        self.config.accept_unknown_nodes = accept;
+    }
+
+    /// A joining node meets a node of its cluster it does not know: it becomes a peer at
+    /// the address its hello gives (the handshake is judged next, as for any peer).
+    fn maybe_learn_peer(&mut self, id: u64, address: &[u8]) {
+        if !self.config.accept_unknown_nodes || self.peer_index(id).is_some() {
+            return;
+        }
+        let parsed = std::str::from_utf8(address)
+            .ok()
+            .and_then(|a| a.parse::<SocketAddr>().ok());
+        match parsed {
+            Some(addr) => self.set_peer(id, addr),
+            None => warn!(
+                "node {}: node {id} dialed without an address this node can dial back",
+                self.config.node_id
+            ),
+        }
     }
 
     fn peer_index(&self, id: u64) -> Option<usize> {
@@ -1146,6 +1208,9 @@ impl Transport {
                 return false;
             }
         };
+        if let Role::Node(id) = hello.role {
+            self.maybe_learn_peer(id, &hello.address);
+        }
         let token = self.config.token.as_deref().unwrap_or_default();
         let peers = &self.peers;
         let status = judge_hello(&hello, self.config.cluster_id.as_bytes(), token, |id| {

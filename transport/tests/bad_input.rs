@@ -135,6 +135,7 @@ fn raw_client(addr: SocketAddr) -> TcpStream {
         role: Role::Client,
         cluster_id: CLUSTER.into(),
         token: TOKEN.to_vec(),
+        address: Vec::new(),
     }
     .encode_frame(&mut hello);
     stream.write_all(&hello).unwrap();
@@ -249,6 +250,7 @@ fn slow_loris_is_cut_off_by_the_handshake_timeout() {
         role: Role::Client,
         cluster_id: CLUSTER.into(),
         token: TOKEN.to_vec(),
+        address: Vec::new(),
     }
     .encode_frame(&mut hello);
     let mut stream = TcpStream::connect(server.addr).unwrap();
@@ -314,6 +316,7 @@ fn wrong_token_cluster_or_version_is_refused() {
         role: Role::Client,
         cluster_id: CLUSTER.into(),
         token: TOKEN.to_vec(),
+        address: Vec::new(),
     }
     .encode_frame(&mut hello);
     stream.write_all(&hello).unwrap();
