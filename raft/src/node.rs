@@ -1203,6 +1203,11 @@ impl RawNode {
                     self.send(m.from, Body::HeartbeatResponse { read_seq: 0 })
                 }
                 Body::PreVote { .. } => self.send(m.from, Body::PreVoteResponse { granted: false }),
+                // Figure 2: the answer carries our term, so a candidate behind it catches
+                // up. Otherwise it may never: the nodes raising the term need not ask it
+                // (their configuration may not hold it, or an older one), and with the
+                // most up-to-date log it is the one that must win.
+                Body::Vote { .. } => self.send(m.from, Body::VoteResponse { granted: false }),
                 _ => {}
             }
             return false;

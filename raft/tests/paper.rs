@@ -1532,3 +1532,42 @@ fn a_learner_that_hears_no_leader_answers_the_campaign_that_needs_it() {
     c.tick_all(5);
     assert_eq!(c.node(2).configuration(), &simple(&[1, 2], &[]));
 }
+
+/// Figure 2: RequestVote's answer carries the voter's term, so a candidate behind it
+/// learns the term even when refused. Shown by a node at term 7 answering a stale vote
+/// request of term 3 with a refusal at term 7, which makes the candidate a follower of
+/// term 7. (Found by the membership churn swarm: with configurations that differ, the
+/// nodes raising the term need not ask the one node whose log can win, and without the
+/// answer it campaigned at stale terms forever.)
+#[test]
+fn a_stale_vote_request_is_answered_with_the_newer_term() {
+    let mut c = Cluster::with(3, |c| c.pre_vote = false);
+    let mut up = vote_request(3, 2, Term(7));
+    up.body = Body::Vote {
+        last_index: LogIndex(9),
+        last_term: Term(7),
+        transfer: false,
+    };
+    assert_eq!(vote_answer(c.node(2), up), Some(true));
+    for _ in 0..40 {
+        c.node(1).tick();
+        if c.node(1).role() == RoleKind::Candidate {
+            break;
+        }
+    }
+    assert_eq!(c.node(1).role(), RoleKind::Candidate);
+    let stale = c.node(1).term();
+    assert!(stale < Term(7));
+    assert_eq!(
+        vote_answer(c.node(2), vote_request(1, 2, stale)),
+        Some(false)
+    );
+    c.cut.extend([(1, 3), (3, 1)]);
+    c.settle();
+    assert_eq!(
+        c.node(1).term(),
+        Term(7),
+        "the candidate did not learn the newer term"
+    );
+    assert_eq!(c.node(1).role(), RoleKind::Follower);
+}
