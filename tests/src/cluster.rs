@@ -133,6 +133,10 @@ pub struct ProcessCluster {
     pub peers: Vec<(u64, SocketAddr)>,
     children: Vec<Option<Child>>,
     netns: Option<NetNs>,
+    /// Nodes added with [`ProcessCluster::add_joiner`]: started with `--join`, not `--peers`.
+    joiners: Vec<u64>,
+    /// The nodes of the first configuration (the `--peers` list).
+    founders: usize,
 }
 
 /// Runs `cmd args…`; true on success. Output is discarded.
@@ -287,6 +291,8 @@ impl ProcessCluster {
             peers,
             children: (0..n).map(|_| None).collect(),
             netns: None,
+            joiners: Vec::new(),
+            founders: n,
         }
     }
 
@@ -356,9 +362,21 @@ impl ProcessCluster {
         self.dir.join(format!("node{id}"))
     }
 
-    /// The `--peers` value.
+    /// A new node id with a fresh address and an empty data directory, which
+    /// [`ProcessCluster::spawn`] starts with `--join --listen ADDRESS` (not on namespaces).
+    pub fn add_joiner(&mut self) -> u64 {
+        assert!(self.netns.is_none(), "joiners run on the host network only");
+        let id = self.peers.len() as u64 + 1;
+        let addr = free_addresses(1)[0];
+        self.peers.push((id, addr));
+        self.children.push(None);
+        self.joiners.push(id);
+        id
+    }
+
+    /// The `--peers` value: the first configuration's nodes.
     pub fn peers_arg(&self) -> String {
-        self.peers
+        self.peers[..self.founders]
             .iter()
             .map(|(id, a)| format!("{id}={a}"))
             .collect::<Vec<_>>()
@@ -388,8 +406,12 @@ impl ProcessCluster {
             }
             None => Command::new(binary),
         };
+        match self.joiners.contains(&id) {
+            true => command.args(["--join", "--listen", &self.addr(id).to_string()]),
+            false => command.args(["--peers", &self.peers_arg()]),
+        };
         let child = command
-            .args(["--id", &id.to_string(), "--peers", &self.peers_arg()])
+            .args(["--id", &id.to_string()])
             .arg("--data-dir")
             .arg(self.data_dir(id))
             .args(["--cluster-id", &self.options.cluster_id])
