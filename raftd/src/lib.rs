@@ -12,6 +12,9 @@
 //!   checks, and restoring one into a new node's data directory.
 //! - [`backup_source`]: a node's side of `raftctl snapshot save`: backups of the store
 //!   served a chunk at a time.
+//! - [`metrics`]: the node's figures for Prometheus: what the loop counts, the snapshot
+//!   of them a scrape asks for, and their encoding.
+//! - [`metrics_http`]: `--metrics-listen`: `/metrics` and `/health` on a thread of their own.
 //! - [`cli`]: the daemon's command line.
 //!
 //! The client side lives in the `raftd-client` crate and is re-exported here, so the daemon
@@ -27,6 +30,8 @@ pub mod backup_source;
 pub mod cli;
 pub mod consistency;
 pub mod kv;
+pub mod metrics;
+pub mod metrics_http;
 pub mod notify;
 pub mod replica;
 pub mod server;

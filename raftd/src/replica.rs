@@ -15,6 +15,7 @@
 use crate::backup_source::Backups;
 use crate::consistency::{self, Change, Checkpoints};
 use crate::kv::{Kv, SESSIONS_MAX_DEFAULT};
+use crate::metrics::{Counters, Figures, RequestKind};
 use crate::protocol::{
     CheckpointHash, CheckpointReport, Command, FaultSpec, MemberOp, Op, Outcome, Request, Response,
     Write as KvWrite, FRAME_CHECKPOINT, FRAME_RAFT, FRAME_REQUEST, FRAME_RESPONSE,
@@ -22,7 +23,7 @@ use crate::protocol::{
 use crate::server::{ServerConfig, TICK_MS};
 use raft::driver::{Driver, Host, Persisted, Write};
 use raft::{
-    codec, Config, EntriesWanted, Entry, EntryKind, LogIndex, MemberChange, Message, NodeId,
+    codec, Body, Config, EntriesWanted, Entry, EntryKind, LogIndex, MemberChange, Message, NodeId,
     ProposeError, RawNode, ReadState, Restore, Snapshot, SnapshotMeta, StepError,
 };
 use std::collections::BTreeMap;
@@ -83,6 +84,9 @@ struct PendingWrite<C> {
     client: C,
     request_id: u64,
     term: raft::Term,
+    /// What the client asked for, and when (for the metrics).
+    kind: RequestKind,
+    arrived: Duration,
 }
 
 /// What the snapshot writer sends back: the durable file (not yet part of the log) and its
@@ -190,6 +194,8 @@ struct Glue<E: Env> {
     next_consistency_check: Duration,
     /// Backups of the store being served to `raftctl snapshot save`.
     backups: Backups,
+    /// What the loop counts for the metrics (see [`crate::metrics`]).
+    metrics: Counters,
     /// Test only (the `test-faults` feature, the `raftd-faulty` binary): the next put
     /// applied gets a changed value.
     #[cfg(feature = "test-faults")]
@@ -354,6 +360,7 @@ impl<E: Env> Replica<E> {
             hashes_done,
             hashes_running: 0,
             backups: Backups::default(),
+            metrics: Counters::new(recovered.hard_state.commit.0, applied.0),
             next_consistency_check: now.saturating_add(consistency_period(&config)),
             #[cfg(feature = "test-faults")]
             corrupt_one_put: false,
@@ -416,11 +423,15 @@ impl<E: Env> Replica<E> {
     ) {
         if !self.raw.is_leader() {
             let outcome = self.not_leader();
-            return self.g.reply(client, request_id, outcome);
+            return self
+                .g
+                .reply(client, request_id, RequestKind::ChangeMembers, outcome);
         }
         if self.g.pending_change.is_some() {
             let outcome = refused("another membership change is in progress; wait for it".into());
-            return self.g.reply(client, request_id, outcome);
+            return self
+                .g
+                .reply(client, request_id, RequestKind::ChangeMembers, outcome);
         }
         let target = NodeId(id);
         let mut addresses: BTreeMap<NodeId, String> = BTreeMap::new();
@@ -441,7 +452,12 @@ impl<E: Env> Replica<E> {
                         let outcome = refused(format!(
                             "'{address}' is not an address other nodes can dial (IP:PORT)"
                         ));
-                        return self.g.reply(client, request_id, outcome);
+                        return self.g.reply(
+                            client,
+                            request_id,
+                            RequestKind::ChangeMembers,
+                            outcome,
+                        );
                     }
                 }
                 MemberChange::AddLearner(target)
@@ -457,7 +473,9 @@ impl<E: Env> Replica<E> {
                     let outcome = refused(format!(
                         "learner {id} is {behind} entries behind the leader's log; promote it once it has caught up (raftctl member list shows its match index)"
                     ));
-                    return self.g.reply(client, request_id, outcome);
+                    return self
+                        .g
+                        .reply(client, request_id, RequestKind::ChangeMembers, outcome);
                 }
                 MemberChange::Promote(target)
             }
@@ -482,13 +500,20 @@ impl<E: Env> Replica<E> {
             }
             Err(ProposeError::NotLeader { .. }) => {
                 let outcome = self.not_leader();
-                self.g.reply(client, request_id, outcome);
+                self.g
+                    .reply(client, request_id, RequestKind::ChangeMembers, outcome);
             }
             Err(e @ ProposeError::ConfChangeNotReady) => {
                 let outcome = refused(format!("{e}; retry in a moment"));
-                self.g.reply(client, request_id, outcome);
+                self.g
+                    .reply(client, request_id, RequestKind::ChangeMembers, outcome);
             }
-            Err(e) => self.g.reply(client, request_id, refused(e.to_string())),
+            Err(e) => self.g.reply(
+                client,
+                request_id,
+                RequestKind::ChangeMembers,
+                refused(e.to_string()),
+            ),
         }
     }
 
@@ -504,14 +529,20 @@ impl<E: Env> Replica<E> {
         if self.raw.commit_index() >= p.index.max(conf_index) && !conf.is_joint() {
             let detail = format!("{} committed: {conf}", p.what);
             let p = self.g.pending_change.take().expect("checked");
-            self.g.reply(p.client, p.request_id, done(detail));
+            self.g.reply(
+                p.client,
+                p.request_id,
+                RequestKind::ChangeMembers,
+                done(detail),
+            );
         } else if !self.raw.is_leader() || self.raw.term() != p.term {
             let p = self.g.pending_change.take().expect("checked");
             let outcome = unavailable(format!(
                 "leadership changed before {} was committed; it may or may not take effect (see raftctl member list)",
                 p.what
             ));
-            self.g.reply(p.client, p.request_id, outcome);
+            self.g
+                .reply(p.client, p.request_id, RequestKind::ChangeMembers, outcome);
         }
     }
 
@@ -586,7 +617,9 @@ impl<E: Env> Replica<E> {
         self.periodic_checkpoint(now);
         self.finish_snapshot()?;
         self.scrub(now);
-        self.drain_ready()
+        let result = self.drain_ready();
+        self.g.metrics.leader_seen(self.raw.leader().0);
+        result
     }
 
     /// One scrubber step when due: reads `scrub_bytes_per_sec` worth of the WAL's files
@@ -649,6 +682,31 @@ impl<E: Env> Replica<E> {
     /// The consistency alarm: a divergence this node found (see [`crate::consistency`]).
     pub fn alarm(&self) -> Option<&str> {
         self.g.checkpoints.alarm().map(|a| a.text.as_str())
+    }
+
+    /// The figures for a metrics scrape, but the host's (its links and connections, which
+    /// the host fills in).
+    pub fn figures(&self) -> Figures {
+        let wal = &self.g.wal;
+        Figures {
+            id: self.g.config.id,
+            leader: self.raw.leader().0,
+            term: self.raw.term().0,
+            commit: self.raw.commit_index().0,
+            applied: self.g.applied.0,
+            proposals_pending: self.g.pending_writes.len() as u64,
+            repairing: self.raw.status().repairing,
+            alarm: self.alarm().map(str::to_string),
+            wal_bytes: wal.disk_bytes(),
+            wal_segments: wal.segment_count() as u64,
+            snapshot_index: wal.snapshot_meta().index.0,
+            scrub: wal.scrub_totals(),
+            clients: 0,
+            connections_rejected: 0,
+            client_frames_dropped: 0,
+            peers: Vec::new(),
+            counters: self.g.metrics.clone(),
+        }
     }
 
     /// Test only: the next put this node applies gets a changed value, so that its store
@@ -730,15 +788,23 @@ impl<E: Env> Replica<E> {
         body: &[u8],
     ) -> Result<(), String> {
         if kind != FRAME_REQUEST {
-            self.g
-                .reply(client, 0, refused(format!("unknown frame kind {kind}")));
+            self.g.reply(
+                client,
+                0,
+                RequestKind::Invalid,
+                refused(format!("unknown frame kind {kind}")),
+            );
             return Ok(());
         }
         match Request::decode(body) {
             Ok(req) => self.handle_request(client, req),
             Err(e) => {
-                self.g
-                    .reply(client, 0, refused(format!("bad request: {e}")));
+                self.g.reply(
+                    client,
+                    0,
+                    RequestKind::Invalid,
+                    refused(format!("bad request: {e}")),
+                );
                 Ok(())
             }
         }
@@ -751,6 +817,10 @@ impl<E: Env> Replica<E> {
     }
 
     fn step(&mut self, m: Message) {
+        if let Body::HeartbeatResponse { read_seq } = m.body {
+            let now = self.g.env.now();
+            self.g.metrics.heartbeat_answered(m.from.0, read_seq, now);
+        }
         let was_leader = self.raw.is_leader();
         if let Err(e) = self.raw.step(m) {
             match e {
@@ -771,8 +841,9 @@ impl<E: Env> Replica<E> {
 
     fn handle_request(&mut self, client: E::Client, req: Request) -> Result<(), String> {
         let id = req.request_id;
+        let kind = RequestKind::of(&req.op);
         match req.op {
-            Op::Write(command) => self.propose(client, id, command),
+            Op::Write(command) => self.propose(client, id, kind, command),
             Op::Get { key } => {
                 let context = self.g.next_read_context;
                 self.g.next_read_context += 1;
@@ -788,18 +859,19 @@ impl<E: Env> Replica<E> {
                             },
                         );
                     }
-                    Err(e) => self
-                        .g
-                        .reply(client, id, unavailable(format!("cannot read: {e}"))),
+                    Err(e) => {
+                        self.g
+                            .reply(client, id, kind, unavailable(format!("cannot read: {e}")))
+                    }
                 }
             }
             Op::Status => {
                 let status = self.status_json();
-                self.g.reply(client, id, Outcome::Status(status));
+                self.g.reply(client, id, kind, Outcome::Status(status));
             }
             Op::Snapshot => {
                 let outcome = self.take_snapshot()?;
-                self.g.reply(client, id, outcome);
+                self.g.reply(client, id, kind, outcome);
             }
             Op::TransferLeader { target } => {
                 let outcome = match self.raw.transfer_leader(NodeId(target)) {
@@ -807,18 +879,19 @@ impl<E: Env> Replica<E> {
                     Err(StepError::NotLeader) => self.not_leader(),
                     Err(e) => refused(e.to_string()),
                 };
-                self.g.reply(client, id, outcome);
+                self.g.reply(client, id, kind, outcome);
             }
             Op::Fault(spec) => {
                 let detail = describe_faults(&spec);
                 self.g.env.set_faults(&spec);
                 log::warn!("node {}: fault layer set: {detail}", self.g.config.id);
-                self.g.reply(client, id, done(detail));
+                self.g.reply(client, id, kind, done(detail));
             }
             Op::Shutdown { crash } => {
                 self.g.reply(
                     client,
                     id,
+                    kind,
                     done(format!("node {} stopping", self.g.config.id)),
                 );
                 self.g.env.flush();
@@ -841,11 +914,11 @@ impl<E: Env> Replica<E> {
                     applied,
                     hash,
                 };
-                self.g.reply(client, id, outcome);
+                self.g.reply(client, id, kind, outcome);
             }
             Op::Backup { backup_id, offset } => {
                 let outcome = self.backup(backup_id, offset);
-                self.g.reply(client, id, outcome);
+                self.g.reply(client, id, kind, outcome);
             }
         }
         Ok(())
@@ -872,7 +945,7 @@ impl<E: Env> Replica<E> {
         self.g.backups.start(view, index.0, term.0, threads, now)
     }
 
-    fn propose(&mut self, client: E::Client, request_id: u64, command: Command) {
+    fn propose(&mut self, client: E::Client, request_id: u64, kind: RequestKind, command: Command) {
         match self.raw.propose(command.encode()) {
             Ok(index) => {
                 let term = self.raw.term();
@@ -882,14 +955,20 @@ impl<E: Env> Replica<E> {
                         client,
                         request_id,
                         term,
+                        kind,
+                        arrived: self.g.env.now(),
                     },
                 );
             }
             Err(ProposeError::NotLeader { .. }) => {
                 let outcome = self.not_leader();
-                self.g.reply(client, request_id, outcome);
+                self.g.reply(client, request_id, kind, outcome);
             }
-            Err(e) => self.g.reply(client, request_id, unavailable(e.to_string())),
+            Err(e) => {
+                self.g.metrics.proposal_failed();
+                self.g
+                    .reply(client, request_id, kind, unavailable(e.to_string()));
+            }
         }
     }
 
@@ -974,6 +1053,7 @@ impl<E: Env> Replica<E> {
         }
         self.raw.snapshot_stored(meta);
         self.g.wal_bytes_at_snapshot = self.g.wal.disk_bytes();
+        self.g.metrics.snapshot_saved(self.g.env.now(), bytes);
         log::info!(
             "node {}: snapshot taken at index {} term {} ({bytes} bytes); WAL now {} bytes",
             self.g.config.id,
@@ -995,6 +1075,7 @@ impl<E: Env> Replica<E> {
             )));
         };
         let (index, term) = (meta.index, meta.term);
+        self.g.metrics.snapshot_started(self.g.env.now());
         let data = self.g.kv.snapshot();
         let bytes = data.len();
         let snapshot = Snapshot {
@@ -1004,8 +1085,9 @@ impl<E: Env> Replica<E> {
         };
         let saved = self.g.wal.save_snapshot(&snapshot);
         match saved {
-            Ok(()) => {}
+            Ok(()) => self.g.metrics.snapshot_saved(self.g.env.now(), bytes),
             Err(wal::WalError::NoSpace { .. }) => {
+                self.g.metrics.snapshot_abandoned();
                 return Ok(unavailable(format!(
                     "no disk space for a snapshot at index {index}; free some and retry"
                 )));
@@ -1185,11 +1267,9 @@ impl<E: Env> Host for Glue<E> {
         }
         for context in dropped_reads {
             if let Some(r) = self.pending_reads.remove(&context) {
-                self.reply(
-                    r.client,
-                    r.request_id,
-                    unavailable("leadership changed before the read was confirmed".into()),
-                );
+                let outcome =
+                    unavailable("leadership changed before the read was confirmed".into());
+                self.reply(r.client, r.request_id, RequestKind::Get, outcome);
             }
         }
         self.serve_waiting_reads();
@@ -1286,8 +1366,11 @@ impl<E: Env> Glue<E> {
             }
         }
         if w.sync {
+            let started = self.env.now();
             match self.wal.persist() {
-                Ok(()) => {}
+                Ok(()) => self
+                    .metrics
+                    .wal_synced(self.env.now().saturating_sub(started)),
                 Err(wal::WalError::NoSpace { .. }) => return Ok(false),
                 Err(e) => return Err(fatal(e)),
             }
@@ -1303,7 +1386,8 @@ impl<E: Env> Glue<E> {
         Ok(true)
     }
 
-    fn reply(&mut self, client: E::Client, request_id: u64, outcome: Outcome) {
+    fn reply(&mut self, client: E::Client, request_id: u64, kind: RequestKind, outcome: Outcome) {
+        self.metrics.answered(kind, &outcome);
         let body = Response {
             request_id,
             outcome,
@@ -1313,7 +1397,25 @@ impl<E: Env> Glue<E> {
         self.env.send_client(client, FRAME_RESPONSE, &body);
     }
 
+    /// Answers a client's write: counted, with the time since it arrived, and as failed
+    /// unless it was applied.
+    fn answer_write(&mut self, w: PendingWrite<E::Client>, outcome: Outcome) {
+        if !matches!(
+            outcome,
+            Outcome::Written { .. } | Outcome::CasMismatch { .. }
+        ) {
+            self.metrics.proposal_failed();
+        }
+        self.metrics
+            .proposal_done(self.env.now().saturating_sub(w.arrived));
+        self.reply(w.client, w.request_id, w.kind, outcome);
+    }
+
     fn send_message(&mut self, m: &Message) {
+        if let Body::Heartbeat { read_seq, .. } = m.body {
+            self.metrics
+                .heartbeat_sent(m.to.0, read_seq, self.env.now());
+        }
         // One encoding buffer for every message: the transport copies into its outbox.
         let mut body = std::mem::take(&mut self.encode_buffer);
         body.clear();
@@ -1345,11 +1447,7 @@ impl<E: Env> Glue<E> {
             .collect();
         for index in covered {
             let w = self.pending_writes.remove(&index).expect("listed");
-            self.reply(
-                w.client,
-                w.request_id,
-                unavailable("superseded by a snapshot; retry".into()),
-            );
+            self.answer_write(w, unavailable("superseded by a snapshot; retry".into()));
         }
         Ok(())
     }
@@ -1359,11 +1457,7 @@ impl<E: Env> Glue<E> {
         let pending = self.pending_writes.remove(&entry.index);
         if entry.kind != EntryKind::Normal {
             if let Some(w) = pending {
-                self.reply(
-                    w.client,
-                    w.request_id,
-                    unavailable("leader changed; retry".into()),
-                );
+                self.answer_write(w, unavailable("leader changed; retry".into()));
             }
             return;
         }
@@ -1375,11 +1469,10 @@ impl<E: Env> Glue<E> {
         }
         if let Some(w) = pending {
             if w.term == entry.term {
-                self.reply(w.client, w.request_id, outcome);
+                self.answer_write(w, outcome);
             } else {
-                self.reply(
-                    w.client,
-                    w.request_id,
+                self.answer_write(
+                    w,
                     unavailable("leader changed before the write committed; retry".into()),
                 );
             }
@@ -1500,11 +1593,9 @@ impl<E: Env> Glue<E> {
                 break;
             }
             let r = entry.remove();
-            self.reply(
-                r.client,
-                r.request_id,
-                unavailable("the read was not confirmed by the leader in time; retry".into()),
-            );
+            let outcome =
+                unavailable("the read was not confirmed by the leader in time; retry".into());
+            self.reply(r.client, r.request_id, RequestKind::Get, outcome);
         }
     }
 
@@ -1523,7 +1614,12 @@ impl<E: Env> Glue<E> {
         for (index, r) in waiting {
             if index <= applied {
                 let value = self.kv.get(&r.key).map(<[u8]>::to_vec);
-                self.reply(r.client, r.request_id, Outcome::Value(value));
+                self.reply(
+                    r.client,
+                    r.request_id,
+                    RequestKind::Get,
+                    Outcome::Value(value),
+                );
             } else {
                 self.reads_waiting.push((index, r));
             }
@@ -1542,6 +1638,7 @@ impl<E: Env> Glue<E> {
         // Only the view is taken here (shared records); sorting, encoding and writing
         // happen on the thread.
         let view = self.kv.snapshot_view();
+        self.metrics.snapshot_started(self.env.now());
         let writer = self.wal.snapshot_writer();
         let (done, result) = std::sync::mpsc::channel();
         let write = move || {
@@ -1575,6 +1672,7 @@ impl<E: Env> Glue<E> {
     /// A snapshot found the disk full: try again in a while rather than on every write.
     fn snapshot_postponed(&mut self) {
         self.snapshot_job = None;
+        self.metrics.snapshot_abandoned();
         log::warn!(
             "node {}: no disk space for a snapshot; will retry",
             self.config.id

@@ -7,6 +7,8 @@
 //! replica, which the simulator in `tests/` drives the same way with virtual time, a
 //! simulated network and a file system that loses unsynced writes on a power cut.
 
+use crate::metrics::PeerFigures;
+use crate::metrics_http::Exporter;
 use crate::notify::Notifier;
 use crate::protocol::FaultSpec;
 use crate::replica::{Env, Replica, StopRequest};
@@ -191,6 +193,8 @@ impl Env for Live {
 pub struct Server {
     replica: Replica<Live>,
     stop: Arc<AtomicBool>,
+    /// `/metrics` and `/health`, with `--metrics-listen`.
+    exporter: Option<Exporter>,
 }
 
 impl Server {
@@ -224,7 +228,58 @@ impl Server {
             epoch: Instant::now(),
         };
         let replica = Replica::open(config, &wal_dir, options, rand::random(), live)?;
-        Ok(Server { replica, stop })
+        Ok(Server {
+            replica,
+            stop,
+            exporter: None,
+        })
+    }
+
+    /// Serves `/metrics` and `/health` on `listener` (`--metrics-listen`, bound with
+    /// [`crate::metrics_http::bind`]) from a thread of their own (see
+    /// [`crate::metrics_http`]). Returns the address.
+    pub fn serve_metrics(&mut self, listener: std::net::TcpListener) -> Result<SocketAddr, String> {
+        let waker = self.replica.env().transport.waker();
+        let exporter = Exporter::start(
+            listener,
+            Box::new(move || {
+                let _ = waker.wake();
+            }),
+        )?;
+        let bound = exporter.local_addr();
+        self.exporter = Some(exporter);
+        Ok(bound)
+    }
+
+    /// Hands a waiting scrape the figures of now: the replica's and the transport's.
+    fn publish_metrics(&self) {
+        let Some(exporter) = self.exporter.as_ref().filter(|e| e.wanted()) else {
+            return;
+        };
+        let mut figures = self.replica.figures();
+        let stats = self.replica.env().transport.stats();
+        figures.clients = stats.clients as u64;
+        figures.connections_rejected = stats.connections_rejected;
+        figures.client_frames_dropped = stats.client_frames_dropped;
+        figures.peers = stats
+            .peers
+            .iter()
+            .map(|p| PeerFigures {
+                id: p.id,
+                connected: p.connected,
+                sent_bytes: p.bytes_out,
+                sent_frames: p.frames_out,
+                received_bytes: p.bytes_in,
+                received_frames: p.frames_in,
+                dropped_frames: [
+                    p.dropped_outbox_full,
+                    p.dropped_not_connected,
+                    p.dropped_by_faults,
+                ],
+                reconnects: p.reconnects,
+            })
+            .collect();
+        exporter.publish(figures);
     }
 
     /// Test only: the next put this node applies gets a changed value (see
@@ -279,6 +334,7 @@ impl Server {
                 None => {}
             }
             self.replica.turn()?;
+            self.publish_metrics();
             // From the loop itself, so that a wedged loop stops the pings.
             notifier.watchdog();
             let now_shown = self.status_key();

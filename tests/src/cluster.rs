@@ -30,6 +30,9 @@ pub struct ClusterOptions {
     pub consistency_check_secs: u64,
     /// The scrubber's rate in KiB/s (0: off).
     pub scrub_kib_per_sec: u64,
+    /// Serve `/metrics` and `/health` (`--metrics-listen`) on a port of each node's own;
+    /// see [`ProcessCluster::metrics_addr`].
+    pub metrics: bool,
 }
 
 impl Default for ClusterOptions {
@@ -44,6 +47,7 @@ impl Default for ClusterOptions {
             wal_segment_mib: 64,
             consistency_check_secs: 300,
             scrub_kib_per_sec: 4096,
+            metrics: false,
         }
     }
 }
@@ -113,6 +117,25 @@ pub fn run_raftctl(first: &[&str], args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// `GET path` over HTTP/1.1 from `addr`: the status code and the body; `None` when the
+/// connection fails or the answer is no HTTP.
+pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
 /// Loopback addresses with free ports.
 pub fn free_addresses(n: usize) -> Vec<SocketAddr> {
     let listeners: Vec<TcpListener> = (0..n)
@@ -137,6 +160,8 @@ pub struct ProcessCluster {
     joiners: Vec<u64>,
     /// The nodes of the first configuration (the `--peers` list).
     founders: usize,
+    /// Each node's `--metrics-listen` address, with `ClusterOptions::metrics`.
+    metrics: Vec<SocketAddr>,
 }
 
 /// Runs `cmd args…`; true on success. Output is discarded.
@@ -279,7 +304,10 @@ impl ProcessCluster {
             rand::random::<u32>()
         ));
         std::fs::create_dir_all(&dir).expect("create test dir");
-        let peers: Vec<(u64, SocketAddr)> = free_addresses(n)
+        // One call for every port, so that no two are the same.
+        let mut addresses = free_addresses(if options.metrics { 2 * n } else { n });
+        let metrics = addresses.split_off(n);
+        let peers: Vec<(u64, SocketAddr)> = addresses
             .into_iter()
             .enumerate()
             .map(|(i, a)| (i as u64 + 1, a))
@@ -293,6 +321,7 @@ impl ProcessCluster {
             netns: None,
             joiners: Vec::new(),
             founders: n,
+            metrics,
         }
     }
 
@@ -305,6 +334,13 @@ impl ProcessCluster {
         c.peers = (1..=n as u64)
             .map(|id| (id, format!("{}:7001", net.ip(id)).parse().expect("address")))
             .collect();
+        if !c.metrics.is_empty() {
+            c.metrics = c
+                .peers
+                .iter()
+                .map(|(_, a)| SocketAddr::new(a.ip(), 9101))
+                .collect();
+        }
         c.netns = Some(net);
         Some(c)
     }
@@ -350,6 +386,16 @@ impl ProcessCluster {
     /// A node's address.
     pub fn addr(&self, id: u64) -> SocketAddr {
         self.peers[id as usize - 1].1
+    }
+
+    /// A node's `--metrics-listen` address (the cluster was started with
+    /// `ClusterOptions::metrics`).
+    pub fn metrics_addr(&self, id: u64) -> SocketAddr {
+        assert!(
+            !self.metrics.is_empty(),
+            "the cluster was started without ClusterOptions::metrics"
+        );
+        self.metrics[id as usize - 1]
     }
 
     /// A node's log file.
@@ -437,6 +483,13 @@ impl ProcessCluster {
                 "--scrub-kib-per-sec",
                 &self.options.scrub_kib_per_sec.to_string(),
             ])
+            .args(
+                self.metrics
+                    .get(id as usize - 1)
+                    .map(|a| ["--metrics-listen".to_string(), a.to_string()])
+                    .iter()
+                    .flatten(),
+            )
             .env("RUST_LOG", &self.options.log)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
