@@ -26,17 +26,9 @@ RAFTCTL=$TARGET/release/raftctl
 DIR=$TMP/raftd
 PIDS=()
 
-# Stops exactly the nodes this script started (their PIDs, recorded at start, checked to
-# still be raftd so a reused PID is left alone).
-ours() { [ -n "$1" ] && grep -q raftd "/proc/$1/cmdline" 2>/dev/null; }
-cleanup() {
-  for p in "${PIDS[@]:-}"; do ours "$p" && kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]:-}"; do
-    for _ in $(seq 1 50); do ours "$p" || break; sleep 0.1; done
-    ours "$p" && kill -9 "$p" 2>/dev/null || true
-  done
-  PIDS=()
-}
+# Stops exactly the nodes this script started.
+source "$ROOT/tests/bench/nodes.sh"
+cleanup() { stop_pids; }
 trap cleanup EXIT INT TERM
 
 if [ -z "${SKIP_ETCD:-}" ] && [ ! -f "$ETCD_COMPARE" ]; then
