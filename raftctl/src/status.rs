@@ -112,6 +112,36 @@ pub fn render_status(docs: &[serde_json::Value]) -> String {
             })
             .unwrap_or_default();
         out.push_str(&format!("    peers: {}\n", peers.join(", ")));
+        let conf = &d["configuration"];
+        let ids = |v: &serde_json::Value| {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|id| id.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default()
+        };
+        if conf.is_object() {
+            let mut line = format!(
+                "    member: {}; configuration (index {}): voters [{}]",
+                d["member_role"].as_str().unwrap_or("?"),
+                conf["index"],
+                ids(&conf["voters"])
+            );
+            if !ids(&conf["outgoing"]).is_empty() {
+                line.push_str(&format!(
+                    ", joint with outgoing [{}]",
+                    ids(&conf["outgoing"])
+                ));
+            }
+            if !ids(&conf["learners"]).is_empty() {
+                line.push_str(&format!(", learners [{}]", ids(&conf["learners"])));
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
         if let Some(alarm) = d["alarm"].as_str() {
             out.push_str(&format!(
                 "    ALARM: {alarm} (see `raftctl check consistency`)\n"
