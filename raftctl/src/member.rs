@@ -195,20 +195,12 @@ fn change(
         address: address.to_string(),
     };
     match client.call_node(leader, op)? {
-        Outcome::Done { detail } => {
-            if json {
-                out!("{}", serde_json::json!({"ok": true, "detail": detail}));
-            } else {
-                out!("{detail}");
-            }
-            Ok(())
-        }
         Outcome::NotLeader { leader, .. } => Err(Failure::Definite(format!(
             "leadership moved to node {leader} before the change was asked; nothing changed, try again"
         ))),
-        Outcome::Refused { reason } => Err(Failure::Definite(reason)),
+        // The leadership changed before the change committed: it may yet take effect.
         Outcome::Unavailable { reason } => Err(Failure::Undecided(reason)),
-        other => Err(Failure::Definite(format!("unexpected answer: {other:?}"))),
+        other => crate::print_outcome(other, json),
     }
 }
 
