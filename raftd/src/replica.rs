@@ -174,6 +174,8 @@ struct Glue<E: Env> {
     mend: bool,
     /// The last damage the scrubber found, for `status`.
     last_damage: Option<String>,
+    /// A snapshot file being read back on a thread for a follower that needs it.
+    snapshot_read: Option<Receiver<Result<Snapshot, wal::WalError>>>,
     /// The index of the configuration last handed to the host (`sync_members`).
     members_synced: Option<LogIndex>,
     /// The membership change this leader is carrying out.
@@ -356,6 +358,7 @@ impl<E: Env> Replica<E> {
             checkpoints: Checkpoints::new(config.id, config.peers.iter().map(|p| p.0).collect()),
             members_synced: None,
             pending_change: None,
+            snapshot_read: None,
             hashes_sender,
             hashes_done,
             hashes_running: 0,
@@ -616,10 +619,36 @@ impl<E: Env> Replica<E> {
         self.g.backups.expire(now);
         self.periodic_checkpoint(now);
         self.finish_snapshot()?;
+        self.finish_snapshot_read();
         self.scrub(now);
         let result = self.drain_ready();
         self.g.metrics.leader_seen(self.raw.leader().0);
         result
+    }
+
+    /// Hands the core a snapshot that a thread finished reading back for a follower.
+    fn finish_snapshot_read(&mut self) {
+        use std::sync::mpsc::TryRecvError;
+        let Some(read) = &self.g.snapshot_read else {
+            return;
+        };
+        match read.try_recv() {
+            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Disconnected) => {
+                log::error!("node {}: the snapshot reader thread died", self.g.config.id);
+                self.g.snapshot_read = None;
+            }
+            Ok(result) => {
+                self.g.snapshot_read = None;
+                match result {
+                    Ok(snapshot) => self.raw.provide_snapshot(snapshot),
+                    Err(e) => log::error!(
+                        "node {}: cannot read the snapshot back for a follower: {e}",
+                        self.g.config.id
+                    ),
+                }
+            }
+        }
     }
 
     /// One scrubber step when due: reads `scrub_bytes_per_sec` worth of the WAL's files
@@ -1275,25 +1304,56 @@ impl<E: Env> Host for Glue<E> {
         self.serve_waiting_reads();
     }
 
-    /// Reads the latest snapshot back from its file for a follower that fell behind it.
-    /// The bytes live only while that follower is being sent them. A failed read is
-    /// logged, not fatal: the node still serves the followers that need no snapshot, and
-    /// the core asks again at the lagging follower's next heartbeat answer.
+    /// Reads the latest snapshot back from its file for a follower that fell behind it. The
+    /// bytes live only while that follower is being sent them. With a host that runs
+    /// threads the file (up to gigabytes) is read on one, so the loop keeps serving, and
+    /// handed to the core when it is done (`finish_snapshot_read`); the simulator reads it
+    /// here. A failed read is logged, not fatal: the core asks again at the lagging
+    /// follower's next heartbeat answer.
     fn snapshot_for_follower(&mut self, _raw: &RawNode, meta: SnapshotMeta) -> Option<Snapshot> {
-        match self.wal.snapshot() {
-            Ok(Some(snapshot)) if snapshot.meta.index >= meta.index => return Some(snapshot),
-            Ok(_) => log::error!(
-                "node {}: a follower needs snapshot {}/{}, but the WAL holds {}",
-                self.config.id,
-                meta.term,
-                meta.index,
-                self.wal.snapshot_meta().index
-            ),
+        let stored = self.wal.snapshot_meta();
+        let reader = match self.wal.snapshot_reader() {
+            Some(reader) if stored.index >= meta.index => reader,
+            _ => {
+                log::error!(
+                    "node {}: a follower needs snapshot {}/{}, but the WAL holds {}",
+                    self.config.id,
+                    meta.term,
+                    meta.index,
+                    stored.index
+                );
+                return None;
+            }
+        };
+        let Some(wake) = self.env.waker() else {
+            return match reader.read() {
+                Ok(snapshot) => Some(snapshot),
+                Err(e) => {
+                    log::error!(
+                        "node {}: cannot read snapshot {}/{} back for a follower: {e}",
+                        self.config.id,
+                        meta.term,
+                        meta.index
+                    );
+                    None
+                }
+            };
+        };
+        if self.snapshot_read.is_some() {
+            return None; // Being read already; the core gets it when it is done.
+        }
+        let (done, result) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("snapshot-reader".into())
+            .spawn(move || {
+                let _ = done.send(reader.read());
+                wake();
+            });
+        match spawned {
+            Ok(_) => self.snapshot_read = Some(result),
             Err(e) => log::error!(
-                "node {}: cannot read snapshot {}/{} back for a follower: {e}",
-                self.config.id,
-                meta.term,
-                meta.index
+                "node {}: cannot start the snapshot reader thread: {e}",
+                self.config.id
             ),
         }
         None

@@ -89,6 +89,27 @@ pub struct SnapshotWriter {
     backend: Arc<dyn Backend>,
 }
 
+/// Reads a snapshot file back, checking its CRC (see [`Wal::snapshot_reader`]).
+pub struct SnapshotReader {
+    path: PathBuf,
+    backend: Arc<dyn Backend>,
+}
+
+impl SnapshotReader {
+    /// Reads and checks the whole file.
+    pub fn read(&self) -> Result<Snapshot, WalError> {
+        let bytes = self
+            .backend
+            .read(&self.path)
+            .map_err(|e| io_error(&self.path, "read snapshot", e))?;
+        format::decode_snapshot_owned(bytes).map_err(|what| WalError::Corrupt {
+            file: self.path.clone(),
+            offset: 0,
+            what,
+        })
+    }
+}
+
 /// A snapshot file durable under its final name, not yet part of the log.
 #[derive(Debug)]
 pub struct WrittenSnapshot {
@@ -749,20 +770,18 @@ impl Wal {
 
     /// Reads the current snapshot back from its file.
     pub fn snapshot(&self) -> Result<Option<Snapshot>, WalError> {
-        let Some(name) = &self.snapshot_name else {
-            return Ok(None);
-        };
-        let path = self.dir.join(name);
-        let bytes = self
-            .backend
-            .read(&path)
-            .map_err(|e| io_error(&path, "read snapshot", e))?;
-        let snapshot = format::decode_snapshot_owned(bytes).map_err(|what| WalError::Corrupt {
-            file: path,
-            offset: 0,
-            what,
-        })?;
-        Ok(Some(snapshot))
+        self.snapshot_reader().map(|r| r.read()).transpose()
+    }
+
+    /// A reader of the current snapshot file that can run on another thread (reading a
+    /// large snapshot takes a while); `None` when there is no snapshot. The file may be
+    /// deleted meanwhile by a newer snapshot's compaction: the read then fails, harmlessly.
+    pub fn snapshot_reader(&self) -> Option<SnapshotReader> {
+        let name = self.snapshot_name.as_ref()?;
+        Some(SnapshotReader {
+            path: self.dir.join(name),
+            backend: self.backend.clone(),
+        })
     }
 
     /// Bytes the WAL's files take on disk (segments are preallocated, so this counts them whole,
