@@ -446,15 +446,5 @@ fn node_op(
 }
 
 fn find_leader(client: &mut Client, config: &ClientConfig) -> Result<SocketAddr, Failure> {
-    for &addr in &config.nodes {
-        if let Ok(Outcome::Status(s)) = client.call_node(addr, Op::Status) {
-            let v: serde_json::Value = serde_json::from_str(&s).unwrap_or_default();
-            if v["role"] == "leader" {
-                return Ok(addr);
-            }
-        }
-    }
-    Err(Failure::Definite(
-        "no leader found; wait for an election and retry".into(),
-    ))
+    member::leader_status(client, config).map(|(addr, _)| addr)
 }

@@ -620,22 +620,22 @@ impl Transport {
         self.config.accept_unknown_nodes = accept;
     }
 
-    /// A joining node meets a node of its cluster it does not know: it becomes a peer at
-    /// the address its hello gives (the handshake is judged next, as for any peer).
-    fn maybe_learn_peer(&mut self, id: u64, address: &[u8]) {
+    /// Where an unknown node that dialed can be dialed back, if this node accepts unknown
+    /// nodes (see [`TransportConfig::accept_unknown_nodes`]) and the hello gives an address.
+    fn learnable_peer(&self, id: u64, address: &[u8]) -> Option<SocketAddr> {
         if !self.config.accept_unknown_nodes || self.peer_index(id).is_some() {
-            return;
+            return None;
         }
         let parsed = std::str::from_utf8(address)
             .ok()
             .and_then(|a| a.parse::<SocketAddr>().ok());
-        match parsed {
-            Some(addr) => self.set_peer(id, addr),
-            None => warn!(
+        if parsed.is_none() {
+            warn!(
                 "node {}: node {id} dialed without an address this node can dial back",
                 self.config.node_id
-            ),
+            );
         }
+        parsed
     }
 
     fn peer_index(&self, id: u64) -> Option<usize> {
@@ -1208,14 +1208,20 @@ impl Transport {
                 return false;
             }
         };
-        if let Role::Node(id) = hello.role {
-            self.maybe_learn_peer(id, &hello.address);
-        }
+        // A joining node meets nodes it does not know: it takes them as peers at the address
+        // their hello gives, once the hello passes every other check.
+        let learnable = match hello.role {
+            Role::Node(id) => self.learnable_peer(id, &hello.address),
+            Role::Client => None,
+        };
         let token = self.config.token.as_deref().unwrap_or_default();
         let peers = &self.peers;
         let status = judge_hello(&hello, self.config.cluster_id.as_bytes(), token, |id| {
-            id != me && peers.iter().any(|p| p.id == id)
+            id != me && (peers.iter().any(|p| p.id == id) || learnable.is_some())
         });
+        if let (Status::Accepted, Role::Node(id), Some(addr)) = (status, hello.role, learnable) {
+            self.set_peer(id, addr);
+        }
         let peer_index = match hello.role {
             Role::Node(id) => self.peer_index(id),
             Role::Client => None,
