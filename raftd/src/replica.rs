@@ -1200,6 +1200,7 @@ impl<E: Env> Replica<E> {
             "snapshot_index": self.g.wal.snapshot_meta().index.0,
             "wal_bytes": self.g.wal.disk_bytes(),
             "wal_segments": self.g.wal.segment_count(),
+            "wal_write": self.g.config.wal_write.name(),
             "scrub": {
                 "bytes_per_sec": self.g.config.scrub_bytes_per_sec,
                 "passes": self.g.wal.scrub_totals().passes,
