@@ -131,6 +131,13 @@ pub struct Args {
     #[arg(long, default_value_t = 4096)]
     pub scrub_kib_per_sec: u64,
 
+    /// Accept the test tools that break a node on purpose: `raftctl fault` (drop, delay or
+    /// cut its peer traffic) and `raftctl kill --crash` (abort at once, like kill -9). Off
+    /// unless given: without it the node refuses both ("fault injection is off") and raftctl
+    /// exits 2. For test clusters only (`raftctl local` and the test suites turn it on).
+    #[arg(long)]
+    pub enable_fault_injection: bool,
+
     /// Serve Prometheus metrics at http://HOST:PORT/metrics and a health check at /health
     /// (200 {"health":true} when the node knows a leader and has applied what it
     /// committed, within 5000 entries; 503 with the reason otherwise). Off unless given.
@@ -284,6 +291,7 @@ impl Args {
             consistency_check_secs: self.consistency_check_secs,
             scrub_bytes_per_sec: self.scrub_kib_per_sec << 10,
             join: self.join,
+            fault_injection: self.enable_fault_injection,
         })
     }
 }

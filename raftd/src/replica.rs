@@ -134,6 +134,12 @@ pub enum StopRequest {
     Crash,
 }
 
+/// The answer to `raftctl fault` and `raftctl kill --crash` on a node started without
+/// `--enable-fault-injection`: breaking a node on purpose is a test tool, not something any
+/// client that reaches the port may do.
+pub const FAULT_INJECTION_OFF: &str =
+    "fault injection is off; start raftd with --enable-fault-injection";
+
 /// One member: the core, the driver of its Readies, and everything else (see the module docs).
 pub struct Replica<E: Env> {
     raw: RawNode,
@@ -909,6 +915,18 @@ impl<E: Env> Replica<E> {
                     Err(e) => refused(e.to_string()),
                 };
                 self.g.reply(client, id, kind, outcome);
+            }
+            Op::Fault(_) | Op::Shutdown { crash: true } if !self.g.config.fault_injection => {
+                let what = match kind {
+                    RequestKind::Fault => "fault",
+                    _ => "kill --crash",
+                };
+                log::warn!(
+                    "node {}: refused a {what} request: {FAULT_INJECTION_OFF}",
+                    self.g.config.id
+                );
+                self.g
+                    .reply(client, id, kind, refused(FAULT_INJECTION_OFF.into()));
             }
             Op::Fault(spec) => {
                 let detail = describe_faults(&spec);

@@ -59,6 +59,9 @@ pub struct ServerConfig {
     /// Joining an existing cluster: `peers` holds only this node, which is no voter of its
     /// first configuration (it learns the real one from the leader).
     pub join: bool,
+    /// Accept `raftctl fault` and `raftctl kill --crash` (`--enable-fault-injection`);
+    /// refused with [`crate::replica::FAULT_INJECTION_OFF`] otherwise.
+    pub fault_injection: bool,
 }
 
 /// The identity file in a data directory (see `check_identity`).

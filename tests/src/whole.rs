@@ -374,6 +374,9 @@ impl WholeSim {
             // A pass over a simulated disk every second or so.
             scrub_bytes_per_sec: 256 << 10,
             join: false,
+            // The simulator breaks its nodes itself (power cuts, disks, the network); no
+            // client of it asks a node to.
+            fault_injection: false,
         }
     }
 
