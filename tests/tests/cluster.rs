@@ -364,7 +364,7 @@ fn retried_write_is_applied_once() {
         cluster_id: "raftd".into(),
         token: None,
         timeout: T,
-        tls: None,
+        tls: c.client_tls(),
     };
     let mut client = raftd::client::Client::with_session(config, 0xfeed);
     let first = client.write_with_seq(put("k", "first"), 1).unwrap();
