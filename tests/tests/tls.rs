@@ -541,3 +541,32 @@ fn tls_cluster_survives_kill9_snapshots_and_faults() {
     assert_eq!(back.get(b"b499").unwrap(), Some(b"2".to_vec()));
     assert_eq!(back.get(b"last").unwrap(), Some(b"4".to_vec()));
 }
+
+/// Proves `raftctl bench`, on the non-blocking client, runs in TLS with a client
+/// certificate: many operations over several TLS connections, all answered, no errors.
+#[test]
+fn bench_runs_in_tls() {
+    let c = tls_cluster(3, true);
+    let (code, out) = c.raftctl(&[
+        "bench",
+        "--clients",
+        "32",
+        "--connections",
+        "4",
+        "--warmup",
+        "500ms",
+        "--duration",
+        "2s",
+        "--mode",
+        "mixed",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let ops: u64 = out
+        .split(" ops=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no ops= in {out}"));
+    assert!(ops > 100, "{out}");
+    assert!(out.contains(" errors=0 "), "{out}");
+}

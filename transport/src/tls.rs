@@ -526,7 +526,8 @@ impl Session {
         if data.is_empty() {
             return Ok(0);
         }
-        loop {
+        // Twice at most: once more only after the socket took everything rustls held.
+        for _ in 0..2 {
             let taken = self.connection.writer().write(data)?;
             let pushed = self.push(socket);
             if taken > 0 {
@@ -539,9 +540,10 @@ impl Session {
             // everything it held (and the handshake is done, so plaintext can leave).
             pushed?;
             if self.connection.is_handshaking() || self.connection.wants_write() {
-                return Err(io::ErrorKind::WouldBlock.into());
+                break;
             }
         }
+        Err(io::ErrorKind::WouldBlock.into())
     }
 
     /// Writes what rustls holds for the socket until it holds nothing (`Ok`) or the socket
