@@ -164,6 +164,9 @@ impl Client {
         let mut sent_somewhere = false;
         let mut connected_somewhere = false;
         let mut last_error = String::from("no node answered");
+        // A TLS failure says what to fix; a later attempt cut short by the deadline must not
+        // hide it.
+        let mut tls_error = None;
         let mut pause = Duration::from_millis(10);
         // One node may be stalled (a full disk, a pause): give each attempt a slice of the
         // deadline and then try elsewhere. Resending a write is safe: same session, same
@@ -204,12 +207,16 @@ impl Client {
                     sent_somewhere |= matches!(e, AttemptError::Lost(_)) && is_write;
                     connected_somewhere |= !matches!(e, AttemptError::NotConnected(_));
                     last_error = format!("{addr}: {}", e.detail());
+                    if e.detail().contains("TLS: ") && tls_error.is_none() {
+                        tls_error = Some(last_error.clone());
+                    }
                     self.preferred = None;
                 }
             }
         }
         let what = if is_write { "write" } else { "read" };
         let timeout = self.config.timeout;
+        let last_error = tls_error.unwrap_or(last_error);
         Err(if sent_somewhere {
             ClientError::Unknown(format!(
                 "{what} sent but not confirmed within {timeout:?}: {last_error}"
@@ -232,10 +239,11 @@ impl Client {
             let left = deadline
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1));
-            let c = Connection::connect(
+            let c = Connection::connect_tls(
                 addr,
                 &self.config.cluster_id,
                 self.config.token.as_deref(),
+                self.config.tls.as_ref(),
                 left.min(Duration::from_secs(2)),
             )
             .map_err(|e| AttemptError::NotConnected(format!("cannot connect: {e}")))?;
@@ -306,6 +314,7 @@ mod tests {
             cluster_id: "raftd".into(),
             token: None,
             timeout: Duration::from_millis(300),
+            tls: None,
         });
         let put = Write::Put {
             key: b"k".to_vec(),

@@ -26,6 +26,9 @@ pub mod blocking;
 pub mod nonblocking;
 pub mod protocol;
 
+/// What a client trusts and presents with TLS ([`ClientConfig::tls`]).
+pub use transport::tls::ClientTls;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -42,4 +45,6 @@ pub struct ClientConfig {
     /// included; for the non-blocking client, the deadline of one attempt, after which it
     /// sends the operation again (its caller sets how long to keep re-sending).
     pub timeout: Duration,
+    /// TLS: the CA to trust and the client certificate to present (`None`: plaintext).
+    pub tls: Option<transport::tls::ClientTls>,
 }

@@ -29,6 +29,7 @@
 //!     cluster_id: "raftd".into(),
 //!     token: None,
 //!     timeout: Duration::from_secs(1),
+//!     tls: None,
 //! };
 //! let mut client = Client::new(&config, 16, 0)?;
 //! client.submit(0, Op::Get { key: b"k".to_vec() }, Instant::now() + Duration::from_secs(5));
@@ -53,6 +54,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use transport::client::CLIENT_FRAME_BYTES_MAX;
 use transport::codec::{self, Decoded, Dialer, Role, HELLO_BYTES_MAX};
+use transport::tls::{ClientTls, Session};
 
 /// Bits of a request id that hold the operation's tag; the bits above count attempts.
 const TAG_BITS: u32 = 24;
@@ -142,6 +144,8 @@ enum SocketState {
 #[derive(Debug)]
 struct Socket {
     stream: TcpStream,
+    /// TLS over `stream` (with [`ClientConfig::tls`]); plaintext goes straight to it.
+    tls: Option<Box<Session>>,
     state: SocketState,
     /// Until when the connection may take to open.
     open_by: Instant,
@@ -157,6 +161,36 @@ struct Socket {
 }
 
 impl Socket {
+    /// Reads received bytes (plaintext from inside TLS, with TLS).
+    fn read(&mut self, buf_start: usize) -> io::Result<usize> {
+        let buf = &mut self.inbox[buf_start..];
+        match &mut self.tls {
+            None => self.stream.read(buf),
+            Some(tls) => tls.read(&mut self.stream, buf),
+        }
+    }
+
+    /// Writes what may leave now (into TLS, with TLS).
+    fn write(&mut self) -> io::Result<usize> {
+        let bytes = &self.outbox[self.outbox_start..self.sendable_end()];
+        match &mut self.tls {
+            None => self.stream.write(bytes),
+            Some(tls) => tls.write(&mut self.stream, bytes),
+        }
+    }
+
+    /// Pushes what TLS holds for the socket; whether some is left.
+    fn push_tls(&mut self) -> io::Result<bool> {
+        let Some(tls) = &mut self.tls else {
+            return Ok(false);
+        };
+        match tls.push(&mut self.stream) {
+            Ok(()) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Where the bytes that may be written now end.
     fn sendable_end(&self) -> usize {
         match self.state {
@@ -171,6 +205,7 @@ impl Socket {
 pub struct Client {
     timeout: Duration,
     dialer: Dialer,
+    tls: Option<ClientTls>,
     poll: Poll,
     events: Events,
     /// Readiness copied out of `events` (token, readable, writable), so handlers may borrow
@@ -216,6 +251,7 @@ impl Client {
         Ok(Client {
             timeout: config.timeout,
             dialer,
+            tls: config.tls.clone(),
             poll: Poll::new()?,
             events: Events::with_capacity(64),
             readiness: Vec::with_capacity(64),
@@ -432,6 +468,10 @@ impl Client {
         if self.sockets[node].is_some() {
             return Ok(());
         }
+        let tls = match &self.tls {
+            None => None,
+            Some(tls) => Some(Box::new(tls.session(self.nodes[node])?)),
+        };
         let mut stream = TcpStream::connect(self.nodes[node])?;
         stream.set_nodelay(true)?;
         self.poll.registry().register(
@@ -443,6 +483,7 @@ impl Client {
         self.dialer.encode_hello(&mut outbox);
         self.sockets[node] = Some(Socket {
             stream,
+            tls,
             state: SocketState::Connecting,
             open_by: now + self.timeout.min(CONNECT_TIMEOUT_MAX),
             inbox: Vec::with_capacity(64 << 10),
@@ -477,7 +518,10 @@ impl Client {
         if readable {
             self.receive(node, events);
         }
-        if writable {
+        // With TLS, reading may have made records to send (handshake answers) or completed
+        // the handshake that frames queued behind.
+        let tls = self.sockets[node].as_ref().is_some_and(|s| s.tls.is_some());
+        if writable || (readable && tls) {
             self.flush(node, events);
         }
     }
@@ -509,7 +553,7 @@ impl Client {
         };
         let mut failed = false;
         while s.outbox_start < s.sendable_end() {
-            match s.stream.write(&s.outbox[s.outbox_start..s.sendable_end()]) {
+            match s.write() {
                 Ok(0) => {
                     failed = true;
                     break;
@@ -523,6 +567,13 @@ impl Client {
                 }
             }
         }
+        let tls_left = match s.push_tls() {
+            Ok(left) => left,
+            Err(_) => {
+                failed = true;
+                false
+            }
+        };
         if failed {
             return self.drop_socket(node, events);
         }
@@ -530,7 +581,8 @@ impl Client {
             s.outbox.clear();
             s.outbox_start = 0;
         }
-        let want = s.state == SocketState::Connecting || s.outbox_start < s.sendable_end();
+        let want =
+            s.state == SocketState::Connecting || s.outbox_start < s.sendable_end() || tls_left;
         if want != s.writable_interest {
             let interest = if want {
                 Interest::READABLE | Interest::WRITABLE
@@ -554,7 +606,12 @@ impl Client {
         let Some(s) = self.sockets[node].as_mut() else {
             return;
         };
-        let mut closed = read_available(s);
+        let mut closed = match read_available(s) {
+            Ok(closed) => closed,
+            Err(error) => {
+                return self.connect_failed(node, error.to_string(), events);
+            }
+        };
         loop {
             // Gone if flushing the requests that waited for the welcome failed.
             let Some(s) = self.sockets[node].as_mut() else {
@@ -689,8 +746,9 @@ fn connect_result(stream: &TcpStream) -> io::Result<bool> {
     }
 }
 
-/// Reads until the socket has nothing more; returns whether it closed or failed.
-fn read_available(s: &mut Socket) -> bool {
+/// Reads until the socket has nothing more; returns whether it closed or failed (a TLS
+/// failure is an error, which says why).
+fn read_available(s: &mut Socket) -> io::Result<bool> {
     loop {
         if s.inbox_start > 0 && s.inbox_start * 2 >= s.inbox.len() {
             s.inbox.drain(..s.inbox_start);
@@ -698,14 +756,15 @@ fn read_available(s: &mut Socket) -> bool {
         }
         let filled = s.inbox.len();
         s.inbox.resize(filled + READ_CHUNK_BYTES, 0);
-        let result = s.stream.read(&mut s.inbox[filled..]);
+        let result = s.read(filled);
         s.inbox.truncate(filled + *result.as_ref().unwrap_or(&0));
         match result {
-            Ok(0) => return true,
+            Ok(0) => return Ok(true),
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return true,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(e),
+            Err(_) => return Ok(true),
         }
     }
 }

@@ -130,6 +130,24 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// Whether this is an admin operation: one that stops, reshapes or exports the cluster
+    /// (a graceful or crash stop, a snapshot, a backup of the whole store, a leadership
+    /// transfer, a membership change, fault injection). Reads, writes, status and
+    /// checkpoint hashes need only client rights.
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Op::Snapshot
+            | Op::TransferLeader { .. }
+            | Op::Fault(_)
+            | Op::Shutdown { .. }
+            | Op::ChangeMembers { .. }
+            | Op::Backup { .. } => true,
+            Op::Write(_) | Op::Get { .. } | Op::Status | Op::Checkpoint { .. } => false,
+        }
+    }
+}
+
 /// The membership changes [`Op::ChangeMembers`] asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemberOp {

@@ -68,6 +68,7 @@ fn config(nodes: Vec<SocketAddr>, timeout: Duration) -> ClientConfig {
         cluster_id: CLUSTER.into(),
         token: None,
         timeout,
+        tls: None,
     }
 }
 

@@ -7,6 +7,7 @@ use crate::status::{collect_status, render_status};
 use clap::Subcommand;
 use raftd_client::blocking::{Client, ClientConfig};
 use raftd_client::protocol::{Op, Outcome, Write};
+use raftd_client::ClientTls;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,6 +23,11 @@ pub enum LocalCmd {
         /// Directory for the nodes' data and logs [default: $TMPDIR/raftd-local].
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Run the cluster in TLS: makes a throw-away CA, a certificate per node and an
+        /// admin client certificate in DIR/tls (client certificates are required); raftctl
+        /// uses them by itself against this local cluster.
+        #[arg(long)]
+        tls: bool,
     },
     /// Start a stopped node of the local cluster again (after `raftctl kill ID`).
     Restart {
@@ -43,6 +49,9 @@ pub enum LocalCmd {
         /// Directory for the demo's data [default: a fresh temporary directory, removed after].
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Run the demo's cluster in TLS (as `local up --tls`).
+        #[arg(long)]
+        tls: bool,
     },
 }
 
@@ -52,10 +61,76 @@ fn default_dir() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("raftd-local"))
 }
 
-/// The addresses of the local cluster, if `raftctl local up` recorded one.
-pub fn default_cluster_addresses() -> Option<Vec<String>> {
+/// The addresses of the local cluster, if `raftctl local up` recorded one, and its TLS
+/// directory if it runs in TLS.
+pub fn default_cluster() -> Option<(Vec<String>, Option<PathBuf>)> {
     let state = read_state(&default_dir()).ok()?;
-    Some(state.nodes.iter().map(|n| n.addr.to_string()).collect())
+    let addresses = state.nodes.iter().map(|n| n.addr.to_string()).collect();
+    Some((addresses, state.tls))
+}
+
+/// The files in a local cluster's TLS directory (see [`make_certificates`]).
+pub struct LocalTlsFiles {
+    /// The CA every node and the admin client certificate are signed by.
+    pub ca: PathBuf,
+    /// The admin client certificate and its key.
+    pub admin_cert: PathBuf,
+    /// Its key.
+    pub admin_key: PathBuf,
+}
+
+impl LocalTlsFiles {
+    /// The files of the TLS directory `dir`.
+    pub fn of(dir: &Path) -> LocalTlsFiles {
+        LocalTlsFiles {
+            ca: dir.join("ca.pem"),
+            admin_cert: dir.join("admin.pem"),
+            admin_key: dir.join("admin-key.pem"),
+        }
+    }
+
+    /// What raftctl presents to the local cluster.
+    pub fn client_tls(&self) -> Result<ClientTls, Failure> {
+        ClientTls::load(&self.ca, Some((&self.admin_cert, &self.admin_key))).map_err(Failure::Usage)
+    }
+}
+
+/// Makes a throw-away CA and, signed by it, one certificate per node naming its IP address
+/// (`node{ID}.pem`, `node{ID}-key.pem`) and an admin client certificate (`admin.pem`,
+/// common name `admin`), all in `dir`. The CA's key is not kept: nothing else can be signed.
+fn make_certificates(dir: &Path, nodes: &[NodeState]) -> Result<(), Failure> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let fail = |e: rcgen::Error| Failure::Usage(format!("cannot make certificates: {e}"));
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Failure::Usage(format!("cannot create {}: {e}", dir.display())))?;
+    let ca_key = KeyPair::generate().map_err(fail)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "raftd local CA");
+    write("ca.pem", ca.self_signed(&ca_key).map_err(fail)?.pem())?;
+    let issuer = Issuer::new(ca, ca_key);
+    let leaves = nodes
+        .iter()
+        .map(|n| (format!("node{}", n.id), vec![n.addr.ip().to_string()]))
+        .chain([("admin".to_string(), Vec::new())]);
+    for (name, hosts) in leaves {
+        let key = KeyPair::generate().map_err(fail)?;
+        let mut params = CertificateParams::new(hosts).map_err(fail)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, name.as_str());
+        write(
+            &format!("{name}.pem"),
+            params.signed_by(&key, &issuer).map_err(fail)?.pem(),
+        )?;
+        write(&format!("{name}-key.pem"), key.serialize_pem())?;
+    }
+    Ok(())
 }
 
 #[derive(Clone, Debug)]
@@ -67,6 +142,8 @@ struct NodeState {
 
 struct State {
     nodes: Vec<NodeState>,
+    /// The TLS directory, when the cluster runs in TLS.
+    tls: Option<PathBuf>,
 }
 
 fn state_path(dir: &Path) -> PathBuf {
@@ -90,11 +167,13 @@ fn read_state(dir: &Path) -> Result<State, String> {
             })
         })
         .collect();
-    Ok(State { nodes })
+    let tls = v["tls"].as_str().map(PathBuf::from);
+    Ok(State { nodes, tls })
 }
 
-fn write_state(dir: &Path, nodes: &[NodeState]) -> Result<(), String> {
+fn write_state(dir: &Path, nodes: &[NodeState], tls: Option<&Path>) -> Result<(), String> {
     let v = serde_json::json!({
+        "tls": tls.map(|t| t.display().to_string()),
         "nodes": nodes.iter().map(|n| serde_json::json!({
             "id": n.id, "address": n.addr.to_string(), "pid": n.pid,
             "data_dir": dir.join(format!("node{}", n.id)).display().to_string(),
@@ -149,10 +228,12 @@ struct Cluster {
     peers: String,
     nodes: Vec<NodeState>,
     children: Vec<Option<Child>>,
+    /// The TLS directory, when the cluster runs in TLS.
+    tls: Option<PathBuf>,
 }
 
 impl Cluster {
-    fn start(dir: &Path, n: u64) -> Result<Cluster, Failure> {
+    fn start(dir: &Path, n: u64, tls: bool) -> Result<Cluster, Failure> {
         if n == 0 || n > 15 {
             return Err(Failure::Usage("--nodes must be between 1 and 15".into()));
         }
@@ -180,6 +261,7 @@ impl Cluster {
             peers,
             nodes: Vec::new(),
             children: Vec::new(),
+            tls: tls.then(|| dir.join("tls")),
         };
         for (i, addr) in addrs.iter().enumerate() {
             c.nodes.push(NodeState {
@@ -189,10 +271,13 @@ impl Cluster {
             });
             c.children.push(None);
         }
+        if let Some(tls) = &c.tls {
+            make_certificates(tls, &c.nodes)?;
+        }
         for id in 1..=n {
             c.spawn(id)?;
         }
-        write_state(dir, &c.nodes).map_err(Failure::Usage)?;
+        write_state(dir, &c.nodes, c.tls.as_deref()).map_err(Failure::Usage)?;
         Ok(c)
     }
 
@@ -204,7 +289,21 @@ impl Cluster {
             .append(true)
             .open(&log_path)
             .map_err(|e| Failure::Usage(format!("{}: {e}", log_path.display())))?;
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(tls) = &self.tls {
+            let files = LocalTlsFiles::of(tls);
+            command
+                .arg("--tls-cert")
+                .arg(tls.join(format!("node{id}.pem")))
+                .arg("--tls-key")
+                .arg(tls.join(format!("node{id}-key.pem")))
+                .arg("--tls-ca")
+                .arg(&files.ca)
+                .arg("--tls-client-ca")
+                .arg(&files.ca)
+                .args(["--admin-cn", "admin"]);
+        }
+        let child = command
             .arg("--id")
             .arg(id.to_string())
             .arg("--peers")
@@ -232,12 +331,15 @@ impl Cluster {
     }
 }
 
-fn client_for(addrs: Vec<SocketAddr>, timeout: Duration) -> Client {
+fn client_for(addrs: Vec<SocketAddr>, timeout: Duration, tls: Option<&Path>) -> Client {
+    // The files were made by this tool; a failure to read them shows in the first call.
+    let tls = tls.and_then(|t| LocalTlsFiles::of(t).client_tls().ok());
     Client::new(ClientConfig {
         nodes: addrs,
         cluster_id: "raftd".into(),
         token: None,
         timeout,
+        tls,
     })
 }
 
@@ -260,8 +362,8 @@ fn wait_for_leader(
     None
 }
 
-fn stop_nodes(nodes: &[NodeState], timeout: Duration) {
-    let mut client = client_for(nodes.iter().map(|n| n.addr).collect(), timeout);
+fn stop_nodes(nodes: &[NodeState], timeout: Duration, tls: Option<&Path>) {
+    let mut client = client_for(nodes.iter().map(|n| n.addr).collect(), timeout, tls);
     for n in nodes {
         if pid_alive(n.pid) {
             let _ = client.call_node(n.addr, Op::Shutdown { crash: false });
@@ -282,17 +384,17 @@ fn stop_nodes(nodes: &[NodeState], timeout: Duration) {
 /// Runs a `local` subcommand.
 pub fn run(cmd: &LocalCmd, timeout: Duration, json: bool) -> Result<(), Failure> {
     match cmd {
-        LocalCmd::Up { nodes, dir } => {
+        LocalCmd::Up { nodes, dir, tls } => {
             let dir = dir.clone().unwrap_or_else(default_dir);
-            let cluster = Cluster::start(&dir, *nodes)?;
-            let mut client = client_for(cluster.addresses(), timeout);
+            let cluster = Cluster::start(&dir, *nodes, *tls)?;
+            let mut client = client_for(cluster.addresses(), timeout, cluster.tls.as_deref());
             let leader =
                 wait_for_leader(&mut client, &cluster.addresses(), Duration::from_secs(10));
             let addrs: Vec<String> = cluster.addresses().iter().map(|a| a.to_string()).collect();
             if json {
                 out!(
                     "{}",
-                    serde_json::json!({"ok": true, "dir": dir.display().to_string(), "addresses": addrs, "leader": leader.map(|l| l.0)})
+                    serde_json::json!({"ok": true, "dir": dir.display().to_string(), "addresses": addrs, "leader": leader.map(|l| l.0), "tls": cluster.tls.as_ref().map(|t| t.display().to_string())})
                 );
             } else {
                 out!("started {} nodes in {}", nodes, dir.display());
@@ -310,6 +412,17 @@ pub fn run(cmd: &LocalCmd, timeout: Duration, json: bool) -> Result<(), Failure>
                     Some((id, _, term)) => out!("leader: node {id} (term {term})"),
                     None => out!("no leader yet; check the logs"),
                 }
+                if let Some(tls) = &cluster.tls {
+                    let files = LocalTlsFiles::of(tls);
+                    out!(
+                        "TLS: CA {}, admin client certificate {} (raftctl uses them by itself here; elsewhere pass --tls-ca {} --tls-cert {} --tls-key {})",
+                        files.ca.display(),
+                        files.admin_cert.display(),
+                        files.ca.display(),
+                        files.admin_cert.display(),
+                        files.admin_key.display()
+                    );
+                }
                 out!("try: raftctl status   |   raftctl propose put hello world   |   raftctl local down");
                 out!("(other shells: export RAFTCTL_CLUSTER={})", addrs.join(","));
             }
@@ -320,7 +433,7 @@ pub fn run(cmd: &LocalCmd, timeout: Duration, json: bool) -> Result<(), Failure>
             let state = read_state(&dir).map_err(|e| {
                 Failure::Usage(format!("no local cluster recorded ({e}); nothing to stop"))
             })?;
-            stop_nodes(&state.nodes, timeout);
+            stop_nodes(&state.nodes, timeout, state.tls.as_deref());
             let _ = std::fs::remove_file(state_path(&dir));
             if json {
                 out!("{}", serde_json::json!({"ok": true}));
@@ -333,7 +446,7 @@ pub fn run(cmd: &LocalCmd, timeout: Duration, json: bool) -> Result<(), Failure>
             }
             Ok(())
         }
-        LocalCmd::Demo { dir } => demo(dir.clone(), timeout),
+        LocalCmd::Demo { dir, tls } => demo(dir.clone(), *tls, timeout),
         LocalCmd::Restart { id, dir } => {
             let dir = dir.clone().unwrap_or_else(default_dir);
             let state = read_state(&dir).map_err(|e| {
@@ -363,9 +476,10 @@ pub fn run(cmd: &LocalCmd, timeout: Duration, json: bool) -> Result<(), Failure>
                     .join(","),
                 children: state.nodes.iter().map(|_| None).collect(),
                 nodes: state.nodes,
+                tls: state.tls,
             };
             cluster.spawn(*id)?;
-            write_state(&dir, &cluster.nodes).map_err(Failure::Usage)?;
+            write_state(&dir, &cluster.nodes, cluster.tls.as_deref()).map_err(Failure::Usage)?;
             let pid = cluster.nodes[*id as usize - 1].pid;
             if json {
                 out!("{}", serde_json::json!({"ok": true, "id": id, "pid": pid}));
@@ -381,7 +495,7 @@ fn say(step: &str) {
     out!("\n== {step}");
 }
 
-fn demo(dir: Option<PathBuf>, timeout: Duration) -> Result<(), Failure> {
+fn demo(dir: Option<PathBuf>, tls: bool, timeout: Duration) -> Result<(), Failure> {
     let (dir, temporary) = match dir {
         Some(d) => (d, false),
         None => (
@@ -389,11 +503,15 @@ fn demo(dir: Option<PathBuf>, timeout: Duration) -> Result<(), Failure> {
             true,
         ),
     };
-    say("starting 3 raftd nodes");
-    let mut cluster = Cluster::start(&dir, 3)?;
+    say(if tls {
+        "starting 3 raftd nodes in TLS (certificates in DIR/tls)"
+    } else {
+        "starting 3 raftd nodes"
+    });
+    let mut cluster = Cluster::start(&dir, 3, tls)?;
     let result = demo_steps(&mut cluster, timeout.max(Duration::from_secs(10)));
     say("stopping the cluster");
-    stop_nodes(&cluster.nodes, timeout);
+    stop_nodes(&cluster.nodes, timeout, cluster.tls.as_deref());
     for child in cluster.children.iter_mut().flatten() {
         let _ = child.wait();
     }
@@ -413,7 +531,8 @@ fn demo_steps(cluster: &mut Cluster, timeout: Duration) -> Result<(), Failure> {
     for n in &cluster.nodes {
         out!("  node {} at {} (pid {})", n.id, n.addr, n.pid);
     }
-    let mut client = client_for(addrs.clone(), timeout);
+    let tls = cluster.tls.clone();
+    let mut client = client_for(addrs.clone(), timeout, tls.as_deref());
     let started = Instant::now();
     let (leader, leader_addr, term) = wait_for_leader(&mut client, &addrs, Duration::from_secs(10))
         .ok_or_else(|| {
@@ -450,7 +569,7 @@ fn demo_steps(cluster: &mut Cluster, timeout: Duration) -> Result<(), Failure> {
         .copied()
         .filter(|a| *a != leader_addr)
         .collect();
-    let mut survivors = client_for(others.clone(), timeout);
+    let mut survivors = client_for(others.clone(), timeout, tls.as_deref());
     let (new_leader, _, new_term) =
         wait_for_leader(&mut survivors, &others, Duration::from_secs(10))
             .ok_or_else(|| Failure::Definite("no new leader within 10 s".into()))?;
@@ -502,7 +621,7 @@ fn demo_steps(cluster: &mut Cluster, timeout: Duration) -> Result<(), Failure> {
 
     say("reading back through every node (linearizable reads)");
     for &addr in &addrs {
-        let mut one = client_for(vec![addr], timeout);
+        let mut one = client_for(vec![addr], timeout, tls.as_deref());
         let v = one.get(b"key42")?;
         let w = one.get(b"after-failover")?;
         out!(

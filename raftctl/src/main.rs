@@ -34,6 +34,7 @@ use parse::{parse_duration, parse_range};
 use raftd::cli::parse_command_line;
 use raftd_client::blocking::{Client, ClientConfig, ClientError};
 use raftd_client::protocol::{FaultSpec, Op, Outcome, Write};
+use raftd_client::ClientTls;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +67,21 @@ struct Cli {
     /// File holding the cluster's shared secret.
     #[arg(long, global = true)]
     token_file: Option<PathBuf>,
+
+    /// TLS: the CA (PEM) that signs the nodes' certificates; talk to the nodes in TLS.
+    /// [default: the local cluster's, if `raftctl local up --tls` started it]
+    #[arg(long, value_name = "FILE", global = true)]
+    tls_ca: Option<PathBuf>,
+
+    /// TLS: this client's certificate (PEM), for nodes that require client certificates
+    /// (admin operations need one whose name the nodes list with --admin-cn). Needs
+    /// --tls-key and --tls-ca.
+    #[arg(long, value_name = "FILE", global = true, requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+
+    /// TLS: the private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -330,14 +346,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn client_config(cli: &Cli) -> Result<ClientConfig, Failure> {
-    let names: Vec<String> = if cli.cluster.is_empty() {
-        local::default_cluster_addresses().ok_or_else(|| {
+    let (names, local_tls) = if cli.cluster.is_empty() {
+        local::default_cluster().ok_or_else(|| {
             Failure::Usage(
                 "no --cluster given (or RAFTCTL_CLUSTER), and no local cluster is running; start one with `raftctl local up`".into(),
             )
         })?
     } else {
-        cli.cluster.clone()
+        (cli.cluster.clone(), None)
     };
     let mut nodes = Vec::new();
     for n in &names {
@@ -347,6 +363,22 @@ fn client_config(cli: &Cli) -> Result<ClientConfig, Failure> {
             .next()
             .ok_or_else(|| Failure::Usage(format!("--cluster '{n}' resolves to nothing")))?;
         nodes.push(addr);
+    }
+    let mut tls = match (&cli.tls_ca, &local_tls) {
+        (Some(ca), _) => {
+            let cert_key = cli.tls_cert.as_deref().zip(cli.tls_key.as_deref());
+            Some(ClientTls::load(ca, cert_key).map_err(Failure::Usage)?)
+        }
+        (None, Some(dir)) => Some(local::LocalTlsFiles::of(dir).client_tls()?),
+        (None, None) => None,
+    };
+    if let Some(tls) = &mut tls {
+        // Nodes given by name are checked by that name (else by their IP address).
+        for (name, addr) in names.iter().zip(&nodes) {
+            if let Some(host) = raftd::cli::host_name(name) {
+                tls.name(*addr, &host);
+            }
+        }
     }
     let token = match &cli.token_file {
         None => None,
@@ -362,6 +394,7 @@ fn client_config(cli: &Cli) -> Result<ClientConfig, Failure> {
         cluster_id: cli.cluster_id.clone().unwrap_or_else(|| "raftd".into()),
         token,
         timeout: cli.timeout,
+        tls,
     })
 }
 

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use transport::tls::{NodeTls, TlsFiles};
 
 /// Exit code of a usage or configuration error, for `raftd` and `raftctl` alike: nothing was
 /// done. (clap's own is 2, which `raftctl` reserves for "certainly not applied".)
@@ -145,10 +146,44 @@ pub struct Args {
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_listen: Option<String>,
 
+    /// TLS: this node's certificate (PEM), presented to peers and clients. Needs --tls-key
+    /// and --tls-ca. It must name (IP or DNS subject alternative name) the host that
+    /// --peers (or the cluster's configuration) gives this node. SIGHUP reloads the files.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS: the private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// TLS: the CA (PEM) that signs every node's certificate; peers verify each other with
+    /// it in both directions (mutual TLS), and clients verify the nodes with it.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// TLS: clients must present a certificate signed by this CA (PEM); without it, clients
+    /// need only trust the nodes' CA. With it, admin operations (kill, snapshot, backup,
+    /// transfer-leader, member changes, faults) need a certificate named by --admin-cn.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// A client certificate common name allowed admin operations (repeatable). Needs
+    /// --tls-client-ca.
+    #[arg(long, value_name = "NAME", requires = "tls_client_ca")]
+    pub admin_cn: Vec<String>,
+
     /// Gone: a damaged write-ahead log is repaired by itself (see the README). Accepted
     /// only to say so clearly.
     #[arg(long, hide = true)]
     pub repair_wal: bool,
+}
+
+/// The host part of `HOST:PORT` when it is a name rather than an IP address (TLS checks a
+/// peer's certificate against it).
+pub fn host_name(host_port: &str) -> Option<String> {
+    let (host, _) = host_port.trim().rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (host.parse::<std::net::IpAddr>().is_err() && !host.is_empty()).then(|| host.to_string())
 }
 
 /// Parses `ID=HOST:PORT`.
@@ -194,6 +229,7 @@ impl Args {
             return Err("--repair-wal is gone: a damaged write-ahead log is now cut and repaired from the cluster by itself, and the node votes in no election until then (see the README, \"A damaged disk\"); remove the flag".into());
         }
         let mut peers = Vec::new();
+        let mut peer_hosts = Vec::new();
         let mut ids = BTreeSet::new();
         for p in &self.peers {
             let (id, addr) = parse_peer(p)?;
@@ -201,6 +237,9 @@ impl Args {
                 return Err(format!("node id {id} appears twice in --peers"));
             }
             peers.push((id, addr));
+            if let Some(host) = p.split_once('=').and_then(|(_, a)| host_name(a)) {
+                peer_hosts.push((id, host));
+            }
         }
         if self.join {
             let listen = self.listen.as_deref().ok_or(
@@ -274,9 +313,24 @@ impl Args {
                 self.data_dir.display()
             ));
         }
+        let tls = self.tls_cert.map(|cert| TlsFiles {
+            cert,
+            key: self
+                .tls_key
+                .expect("clap requires --tls-key with --tls-cert"),
+            ca: self.tls_ca.expect("clap requires --tls-ca with --tls-cert"),
+            client_ca: self.tls_client_ca,
+            admin_names: self.admin_cn,
+        });
+        if let Some(files) = &tls {
+            // Read and checked now, so that a bad file fails the start with one line.
+            NodeTls::load(files)?;
+        }
         Ok(ServerConfig {
             id: self.id,
             peers,
+            peer_hosts,
+            tls,
             listen,
             data_dir: self.data_dir,
             cluster_id: self.cluster_id,
@@ -343,6 +397,11 @@ pub fn daemon_main(prepare: impl FnOnce(&mut Server)) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // SIGHUP reloads the TLS certificates and keys (see `Server::run`).
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, server.reload_flag()) {
+        eprintln!("raftd: cannot install the handler for SIGHUP: {e}");
+        return ExitCode::from(1);
+    }
     if let Some(listener) = metrics {
         match server.serve_metrics(listener) {
             Ok(bound) => log::info!("metrics at http://{bound}/metrics, health at /health"),

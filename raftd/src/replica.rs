@@ -58,6 +58,12 @@ pub trait Env {
     /// the list keeps its links, as a removed node must still learn of its removal), and
     /// whether to accept a node of this cluster not yet among them (a joining node).
     fn set_peers(&mut self, peers: &[(u64, SocketAddr)], accept_unknown_nodes: bool);
+    /// Whether a client may run admin operations ([`Op::is_admin`]); with TLS client
+    /// certificates, only those listed with `--admin-cn` may. Hosts without such rights
+    /// (the simulator) allow everything.
+    fn client_is_admin(&self, _client: Self::Client) -> bool {
+        true
+    }
     /// A function another thread may call to wake the host when background work is done.
     /// `None`: the host runs no threads, and slow work (writing a snapshot file) is done
     /// inline, which keeps a simulated run deterministic.
@@ -877,6 +883,15 @@ impl<E: Env> Replica<E> {
     fn handle_request(&mut self, client: E::Client, req: Request) -> Result<(), String> {
         let id = req.request_id;
         let kind = RequestKind::of(&req.op);
+        if req.op.is_admin() && !self.g.env.client_is_admin(client) {
+            log::warn!(
+                "node {}: refused an admin operation from a client without admin rights: {kind:?}",
+                self.g.config.id
+            );
+            let reason = "refused: an admin operation, and this client's certificate is not listed as admin (raftd --admin-cn); nothing was done";
+            self.g.reply(client, id, kind, refused(reason.into()));
+            return Ok(());
+        }
         match req.op {
             Op::Write(command) => self.propose(client, id, kind, command),
             Op::Get { key } => {

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use transport::tls::{NodeTls, TlsFiles};
 use transport::{ClientId, Event, Faults, Transport, TransportConfig};
 use wal::WalOptions;
 
@@ -30,6 +31,10 @@ pub struct ServerConfig {
     pub id: u64,
     /// Every member's id and address, this node included.
     pub peers: Vec<(u64, SocketAddr)>,
+    /// Host names `--peers` gave instead of IP addresses (TLS checks certificates by them).
+    pub peer_hosts: Vec<(u64, String)>,
+    /// TLS on every connection (`--tls-*`); `None`: plaintext.
+    pub tls: Option<TlsFiles>,
     /// Where to listen (defaults to this node's address in `peers`).
     pub listen: SocketAddr,
     /// Data directory (the WAL lives in `wal/` under it).
@@ -186,6 +191,10 @@ impl Env for Live {
         })
     }
 
+    fn client_is_admin(&self, client: ClientId) -> bool {
+        self.transport.client_is_admin(client)
+    }
+
     fn waker(&self) -> Option<Box<dyn Fn() + Send>> {
         let waker = self.transport.waker();
         Some(Box::new(move || {
@@ -198,6 +207,8 @@ impl Env for Live {
 pub struct Server {
     replica: Replica<Live>,
     stop: Arc<AtomicBool>,
+    /// Set (by SIGHUP) to reload the TLS files.
+    reload: Arc<AtomicBool>,
     /// `/metrics` and `/health`, with `--metrics-listen`.
     exporter: Option<Exporter>,
 }
@@ -227,6 +238,10 @@ impl Server {
             tc.advertise = own.to_string();
         }
         tc.accept_unknown_nodes = config.join;
+        tc.peer_hosts = config.peer_hosts.clone();
+        if let Some(files) = &config.tls {
+            tc.tls = Some(Arc::new(NodeTls::load(files)?));
+        }
         let transport =
             Transport::new(tc).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let live = Live {
@@ -237,6 +252,7 @@ impl Server {
         Ok(Server {
             replica,
             stop,
+            reload: Arc::new(AtomicBool::new(false)),
             exporter: None,
         })
     }
@@ -288,6 +304,31 @@ impl Server {
         exporter.publish(figures);
     }
 
+    /// The flag that makes the loop reload the TLS certificates and keys (SIGHUP sets it).
+    pub fn reload_flag(&self) -> Arc<AtomicBool> {
+        self.reload.clone()
+    }
+
+    /// Reads the TLS files again; connections made from now on use them. A file that does
+    /// not load is logged and the settings in use are kept.
+    fn reload_tls(&mut self) {
+        let id = self.replica.config().id;
+        let Some(files) = self.replica.config().tls.clone() else {
+            log::info!("node {id}: SIGHUP: no TLS configured, nothing to reload");
+            return;
+        };
+        match NodeTls::load(&files) {
+            Ok(tls) => {
+                if let Err(e) = self.replica.env_mut().transport.set_tls(Arc::new(tls)) {
+                    log::error!("node {id}: TLS reload: {e}");
+                }
+            }
+            Err(e) => {
+                log::error!("node {id}: TLS reload failed, keeping the certificates in use: {e}")
+            }
+        }
+    }
+
     /// Test only: the next put this node applies gets a changed value (see
     /// [`Replica::corrupt_one_put`]).
     #[cfg(feature = "test-faults")]
@@ -316,6 +357,9 @@ impl Server {
         let mut shown = self.status_key();
         let mut events = Vec::with_capacity(1024);
         while !self.stop.load(Ordering::Relaxed) {
+            if self.reload.swap(false, Ordering::Relaxed) {
+                self.reload_tls();
+            }
             let timeout = self
                 .replica
                 .next_deadline()

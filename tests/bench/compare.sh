@@ -12,6 +12,11 @@
 #        CLIENTS="1 256" DUR=10 VALUE=128 tests/bench/compare.sh
 #        ETCD_COMPARE=/path/to/etcd-compare.sh tests/bench/compare.sh
 #        SKIP_ETCD=1 tests/bench/compare.sh        (raftd only)
+#        TLS=1 tests/bench/compare.sh              (both sides in TLS: raftd `local up --tls`,
+#                                                    mutual TLS between nodes and client
+#                                                    certificates; etcd with --cert-file,
+#                                                    --peer-*, --client-cert-auth, see
+#                                                    tests/bench/etcd-tls.sh)
 # Prints, per client count, raftd's line, etcd's line, and the ratios raftd/etcd of ops/s
 # (above 1: raftd is faster) and of p99 (below 1: raftd's tail is shorter); then RSS.
 set -euo pipefail
@@ -21,6 +26,9 @@ CLIENTS=${CLIENTS:-"1 16 64 256"}
 VALUE=${VALUE:-128}
 TMP=${BENCH_TMP:-/tmp/raftd-compare}
 ETCD_COMPARE=${ETCD_COMPARE:-$ROOT/../shared/bench/etcd-compare.sh}
+TLS=${TLS:-0}
+UP_FLAGS=()
+[ "$TLS" = 1 ] && UP_FLAGS=(--tls)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 RAFTCTL=$TARGET/release/raftctl
 DIR=$TMP/raftd
@@ -46,7 +54,7 @@ rm -rf "$DIR"
 mkdir -p "$TMP"
 unset RAFTCTL_CLUSTER
 export RAFTD_LOCAL_DIR=$DIR
-"$RAFTCTL" local up --dir "$DIR" >"$TMP/up.txt"
+"$RAFTCTL" local up --dir "$DIR" "${UP_FLAGS[@]}" >"$TMP/up.txt"
 mapfile -t PIDS < <(grep -o '"pid": *[0-9]*' "$DIR/cluster.json" | grep -o '[0-9]*$')
 grep -q '^leader:' "$TMP/up.txt" || { cat "$TMP/up.txt"; echo "compare.sh: no raftd leader" >&2; exit 1; }
 
@@ -68,7 +76,12 @@ echo "== load after raftd: $(uptime | sed 's/.*load average: //')"
 ETCD_OUT=""
 if [ -z "${SKIP_ETCD:-}" ]; then
   echo "== etcd ($ETCD_COMPARE)"
-  ETCD_OUT=$(CLIENTS="$CLIENTS" DUR="$DUR" VALUE="$VALUE" bash "$ETCD_COMPARE")
+  if [ "$TLS" = 1 ]; then
+    ETCD_OUT=$(CLIENTS="$CLIENTS" DUR="$DUR" VALUE="$VALUE" ETCD_COMPARE="$ETCD_COMPARE" \
+      bash "$ROOT/tests/bench/etcd-tls.sh")
+  else
+    ETCD_OUT=$(CLIENTS="$CLIENTS" DUR="$DUR" VALUE="$VALUE" bash "$ETCD_COMPARE")
+  fi
   echo "$ETCD_OUT"
   for c in $CLIENTS; do
     THEIRS[$c]=$(grep -E "clients=$c " <<<"$ETCD_OUT" | head -1 || true)
@@ -81,7 +94,7 @@ field() { sed -nE "s|.* $2=([0-9.]+).*|\1|p" <<<"$1" | head -1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "?"; else printf "%.2f", a / b }'; }
 
 echo
-echo "== summary (DUR=${DUR}s VALUE=${VALUE}B, 3 nodes each, $(nproc) cores, load now $(uptime | sed 's/.*load average: //'))"
+echo "== summary (TLS=$TLS DUR=${DUR}s VALUE=${VALUE}B, 3 nodes each, $(nproc) cores, load now $(uptime | sed 's/.*load average: //'))"
 for c in $CLIENTS; do
   echo "clients=$c"
   echo "  raftd: ${OURS[$c]:-(no result)}"

@@ -2,12 +2,14 @@
 //! restart, ask for status. Each cluster lives in its own temporary directory and on ports
 //! the OS handed out, so tests can run in parallel; dropping the cluster kills its nodes.
 
+use crate::certs::{CertFiles, TestCa};
 use raftd::client::{Client, ClientConfig};
 use raftd::protocol::{Op, Outcome};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use transport::tls::ClientTls;
 
 /// How to start the nodes.
 #[derive(Clone, Debug)]
@@ -36,6 +38,14 @@ pub struct ClusterOptions {
     /// Start the nodes with `--enable-fault-injection`, for tests that use the fault layer
     /// or `kill --crash`; off like in production otherwise.
     pub fault_injection: bool,
+    /// Run every connection in TLS: a throw-away CA, a certificate per node naming its IP
+    /// address, and (with `tls_client_certs`) client certificates made mandatory, the
+    /// tests' clients presenting one named `admin`, listed with `--admin-cn`. The default
+    /// is on when the environment sets `RAFTD_TEST_TLS=1`, so any process test can be run
+    /// with TLS.
+    pub tls: bool,
+    /// With `tls`: `--tls-client-ca` (the same CA) and `--admin-cn admin`.
+    pub tls_client_certs: bool,
 }
 
 impl Default for ClusterOptions {
@@ -52,8 +62,15 @@ impl Default for ClusterOptions {
             scrub_kib_per_sec: 4096,
             metrics: false,
             fault_injection: false,
+            tls: tls_from_env(),
+            tls_client_certs: tls_from_env(),
         }
     }
+}
+
+/// Whether `RAFTD_TEST_TLS=1` asks for process clusters in TLS.
+pub fn tls_from_env() -> bool {
+    std::env::var("RAFTD_TEST_TLS").is_ok_and(|v| v == "1")
 }
 
 /// The `raftd` binary next to the test executable (`target/<profile>/raftd`), built on
@@ -104,6 +121,16 @@ pub fn workspace_binary_with(package: &str, bin: &str, features: &[&str]) -> Pat
         built.push(bin.to_string());
     }
     profile_dir.join(bin)
+}
+
+/// Runs `raftd ARGS` expecting it to refuse its configuration: asserts exit code 1 and a
+/// message on stderr, and returns that message.
+pub fn raftd_fails(args: &[&str]) -> String {
+    let out = Command::new(raftd_binary()).args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "raftd {args:?}: {err}");
+    assert!(!err.trim().is_empty(), "raftd {args:?} failed silently");
+    err
 }
 
 /// Runs `raftctl FIRST... ARGS...`: its exit code, and its stdout followed by its stderr.
@@ -166,6 +193,11 @@ pub struct ProcessCluster {
     founders: usize,
     /// Each node's `--metrics-listen` address, with `ClusterOptions::metrics`.
     metrics: Vec<SocketAddr>,
+    /// The cluster's CA and the tests' client certificate, with `ClusterOptions::tls`.
+    tls: Option<(TestCa, CertFiles)>,
+    /// Node certificates used instead of the ones the CA makes (see
+    /// [`ProcessCluster::use_node_cert`]).
+    node_certs: Vec<(u64, CertFiles)>,
 }
 
 /// Runs `cmd args…`; true on success. Output is discarded.
@@ -316,7 +348,7 @@ impl ProcessCluster {
             .enumerate()
             .map(|(i, a)| (i as u64 + 1, a))
             .collect();
-        ProcessCluster {
+        let mut c = ProcessCluster {
             dir,
             binary: raftd_binary(),
             options,
@@ -326,7 +358,15 @@ impl ProcessCluster {
             joiners: Vec::new(),
             founders: n,
             metrics,
+            tls: None,
+            node_certs: Vec::new(),
+        };
+        if c.options.tls {
+            let ca = TestCa::new(&c.dir.join("tls"), "cluster");
+            let admin = ca.client("admin");
+            c.tls = Some((ca, admin));
         }
+        c
     }
 
     /// Like [`ProcessCluster::prepare`], but each node runs in its own network namespace on
@@ -460,6 +500,7 @@ impl ProcessCluster {
             true => command.args(["--join", "--listen", &self.addr(id).to_string()]),
             false => command.args(["--peers", &self.peers_arg()]),
         };
+        command.args(self.tls_args(id));
         let child = command
             .args(["--id", &id.to_string()])
             .arg("--data-dir")
@@ -506,6 +547,66 @@ impl ProcessCluster {
             .spawn()
             .expect("start raftd");
         self.children[id as usize - 1] = Some(child);
+    }
+
+    /// Node `id`'s TLS flags (its certificate made on first use, naming its IP address):
+    /// none without `ClusterOptions::tls`.
+    pub fn tls_args(&self, id: u64) -> Vec<String> {
+        let Some((ca, _)) = &self.tls else {
+            return Vec::new();
+        };
+        let node = match self.node_certs.iter().find(|(n, _)| *n == id) {
+            Some((_, files)) => files.clone(),
+            None => ca.node(id, &self.addr(id).ip().to_string()),
+        };
+        let mut args = vec![
+            "--tls-cert".to_string(),
+            node.cert.display().to_string(),
+            "--tls-key".to_string(),
+            node.key.display().to_string(),
+            "--tls-ca".to_string(),
+            ca.ca.display().to_string(),
+        ];
+        if self.options.tls_client_certs {
+            args.extend(["--tls-client-ca".to_string(), ca.ca.display().to_string()]);
+            args.extend(["--admin-cn".to_string(), "admin".to_string()]);
+        }
+        args
+    }
+
+    /// Starts node `id` (from now on) with this certificate and key instead of its own.
+    pub fn use_node_cert(&mut self, id: u64, files: CertFiles) {
+        self.node_certs.retain(|(n, _)| *n != id);
+        self.node_certs.push((id, files));
+    }
+
+    /// The cluster's CA, with `ClusterOptions::tls` (tests make more certificates with it).
+    pub fn ca(&self) -> Option<&TestCa> {
+        self.tls.as_ref().map(|(ca, _)| ca)
+    }
+
+    /// What the tests' clients use: trust the CA, present the `admin` certificate where
+    /// client certificates are required. `None` without TLS.
+    pub fn client_tls(&self) -> Option<ClientTls> {
+        let (ca, admin) = self.tls.as_ref()?;
+        let cert_key = self
+            .options
+            .tls_client_certs
+            .then_some((admin.cert.as_path(), admin.key.as_path()));
+        Some(ClientTls::load(&ca.ca, cert_key).expect("load the test client's TLS files"))
+    }
+
+    /// raftctl's TLS flags for this cluster (empty without TLS).
+    pub fn raftctl_tls_args(&self) -> Vec<String> {
+        let Some((ca, admin)) = &self.tls else {
+            return Vec::new();
+        };
+        let mut args = vec!["--tls-ca".to_string(), ca.ca.display().to_string()];
+        if self.options.tls_client_certs {
+            args.extend(["--tls-cert".to_string(), admin.cert.display().to_string()]);
+            args.extend(["--tls-key".to_string(), admin.key.display().to_string()]);
+        }
+        args
     }
 
     /// Node `id`'s process id, when it is running.
@@ -578,6 +679,7 @@ impl ProcessCluster {
             cluster_id: self.options.cluster_id.clone(),
             token: None,
             timeout,
+            tls: self.client_tls(),
         })
     }
 
@@ -639,17 +741,19 @@ impl ProcessCluster {
             .iter()
             .map(|&id| self.addr(id).to_string())
             .collect();
-        run_raftctl(
-            &[
-                "--cluster",
-                &cluster.join(","),
-                "--cluster-id",
-                &self.options.cluster_id,
-                "--timeout",
-                "10s",
-            ],
-            args,
-        )
+        let mut first: Vec<String> = [
+            "--cluster",
+            &cluster.join(","),
+            "--cluster-id",
+            &self.options.cluster_id,
+            "--timeout",
+            "10s",
+        ]
+        .map(String::from)
+        .to_vec();
+        first.extend(self.raftctl_tls_args());
+        let first: Vec<&str> = first.iter().map(String::as_str).collect();
+        run_raftctl(&first, args)
     }
 
     /// The tail of a node's log, for failure messages.

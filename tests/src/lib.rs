@@ -2,6 +2,7 @@
 //! scenarios re-created on it, the randomized swarm, and their checkers.
 #![forbid(unsafe_code)]
 
+pub mod certs;
 pub mod checker;
 pub mod cluster;
 pub mod lab;

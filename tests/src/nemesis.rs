@@ -1016,6 +1016,7 @@ pub fn run(config: &RunConfig, log: &mut dyn FnMut(&str)) -> Summary {
         cluster_id: "raftd".into(),
         token: None,
         timeout: config.op_timeout,
+        tls: cluster.client_tls(),
     };
     let workers: Vec<_> = (0..config.clients as u64)
         .map(|me| {

@@ -357,6 +357,8 @@ impl WholeSim {
             peers: (1..=self.config.nodes as u64)
                 .map(|i| (i, addr(i)))
                 .collect(),
+            peer_hosts: Vec::new(),
+            tls: None,
             listen: addr(id),
             data_dir: PathBuf::from(format!("/sim/n{id}")),
             cluster_id: "sim".into(),

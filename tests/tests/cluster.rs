@@ -3,7 +3,9 @@
 //! OS hands out.
 
 use raftd::protocol::{Outcome, Write};
-use raftd_tests::cluster::{free_addresses, raftd_binary, ClusterOptions, ProcessCluster};
+use raftd_tests::cluster::{
+    free_addresses, raftd_binary, raftd_fails, ClusterOptions, ProcessCluster,
+};
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::TcpStream;
@@ -366,6 +368,7 @@ fn retried_write_is_applied_once() {
         cluster_id: "raftd".into(),
         token: None,
         timeout: T,
+        tls: c.client_tls(),
     };
     let mut client = raftd::client::Client::with_session(config, 0xfeed);
     let first = client.write_with_seq(put("k", "first"), 1).unwrap();
@@ -412,14 +415,6 @@ fn bad_input_is_refused_and_the_node_keeps_serving() {
     let out = client.write(put("still", "serving")).unwrap();
     assert!(matches!(out, Outcome::Written { .. }));
     assert_eq!(client.get(b"still").unwrap(), Some(b"serving".to_vec()));
-}
-
-fn raftd_fails(args: &[&str]) -> String {
-    let out = Command::new(raftd_binary()).args(args).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "raftd {args:?}: {err}");
-    assert!(!err.trim().is_empty(), "raftd {args:?} failed silently");
-    err
 }
 
 /// Every bad flag combination, an unknown flag included, exits with code 1 and a clear

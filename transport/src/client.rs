@@ -1,11 +1,14 @@
 //! A small blocking client for tools such as `raftctl`: the same frames as the event loop,
 //! and the same dialing side of the handshake ([`Dialer`]), over a plain
-//! `std::net::TcpStream`, in the client role.
+//! `std::net::TcpStream`, in the client role, in plaintext or inside TLS
+//! ([`Connection::connect_tls`]).
 
 use crate::codec::{
     encode_frame, take_frame, DecodeError, Decoded, DialError, Dialer, HandshakeError, Role,
     Status, HELLO_BYTES_MAX,
 };
+use crate::tls::ClientTls;
+use rustls::{ClientConnection, StreamOwned};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -28,6 +31,8 @@ pub enum Error {
     Decode(DecodeError),
     /// A cluster id, token or frame body exceeded its limit; nothing was sent.
     TooLarge(&'static str),
+    /// TLS failed (the handshake, a certificate, or a record); the text says why.
+    Tls(String),
 }
 
 impl fmt::Display for Error {
@@ -40,6 +45,7 @@ impl fmt::Display for Error {
             Error::Handshake(error) => write!(f, "bad handshake from the server: {error}"),
             Error::Decode(error) => write!(f, "bad frame from the server: {error}"),
             Error::TooLarge(what) => write!(f, "{what} is too large"),
+            Error::Tls(why) => write!(f, "TLS: {why}"),
         }
     }
 }
@@ -58,6 +64,12 @@ impl From<DialError> for Error {
 
 impl From<io::Error> for Error {
     fn from(error: io::Error) -> Self {
+        if let Some(tls) = error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+        {
+            return Error::Tls(crate::tls::explain(tls));
+        }
         match error.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::TimedOut,
             _ => Error::Io(error),
@@ -65,10 +77,52 @@ impl From<io::Error> for Error {
     }
 }
 
+/// A socket, or TLS over it.
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref(),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.read(buf),
+            Stream::Tls(tls) => tls.read(buf),
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.write(bytes),
+            Stream::Tls(tls) => tls.write(bytes),
+        }
+    }
+
+    fn is_handshaking(&self) -> bool {
+        matches!(self, Stream::Tls(tls) if tls.conn.is_handshaking())
+    }
+
+    /// Pushes what TLS still holds for the socket (nothing to do in plaintext).
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(_) => Ok(()),
+            Stream::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
 /// A blocking connection to one node, in the client role.
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     /// Received bytes live in `inbox[inbox_start..]`.
     inbox: Vec<u8>,
     inbox_start: usize,
@@ -87,6 +141,17 @@ impl Connection {
         token: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Connection, Error> {
+        Connection::connect_tls(addr, cluster_id, token, None, timeout)
+    }
+
+    /// [`Connection::connect`], inside TLS when `tls` is given.
+    pub fn connect_tls(
+        addr: SocketAddr,
+        cluster_id: &str,
+        token: Option<&[u8]>,
+        tls: Option<&ClientTls>,
+        timeout: Duration,
+    ) -> Result<Connection, Error> {
         let dialer = Dialer::new(
             Role::Client,
             cluster_id.as_bytes(),
@@ -95,6 +160,10 @@ impl Connection {
         let deadline = Instant::now() + timeout;
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nodelay(true)?;
+        let stream = match tls {
+            None => Stream::Plain(stream),
+            Some(tls) => Stream::Tls(Box::new(StreamOwned::new(tls.connection(addr)?, stream))),
+        };
         let mut connection = Connection {
             stream,
             inbox: Vec::new(),
@@ -104,8 +173,35 @@ impl Connection {
         };
         let mut frame = Vec::new();
         dialer.encode_hello(&mut frame);
-        connection.write_all_by(&frame, deadline)?;
-        let (kind, body) = connection.recv_by(deadline)?;
+        let sent = connection.write_all_by(&frame, deadline);
+        let received = sent.and_then(|()| connection.recv_by(deadline));
+        let (kind, body) = match received {
+            // The node hung up in the middle of the TLS handshake, without an alert: what a
+            // node without TLS does with a ClientHello.
+            Err(Error::Io(e))
+                if tls.is_some()
+                    && connection.stream.is_handshaking()
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+                    ) =>
+            {
+                return Err(Error::Tls(format!(
+                    "the node closed the connection during the TLS handshake ({e}): it does not speak TLS (a plaintext node?)"
+                )));
+            }
+            // A TLS record (an alert or a handshake) where a welcome frame belongs.
+            Err(Error::Decode(_) | Error::Closed)
+                if tls.is_none()
+                    && connection.inbox.get(1) == Some(&3)
+                    && matches!(connection.inbox.first(), Some(0x15 | 0x16)) =>
+            {
+                return Err(Error::Tls(
+                    "the node speaks TLS and this client does not (pass --tls-ca, and --tls-cert/--tls-key where client certificates are required)".into(),
+                ));
+            }
+            other => other?,
+        };
         let welcome = dialer.welcome(kind, &body)?;
         connection.node_id = welcome.node_id;
         connection.frame_bytes_max = CLIENT_FRAME_BYTES_MAX;
@@ -143,7 +239,8 @@ impl Connection {
             if left.is_zero() {
                 return Err(Error::TimedOut);
             }
-            self.stream.set_write_timeout(Some(left))?;
+            self.stream.tcp().set_write_timeout(Some(left))?;
+            self.stream.tcp().set_read_timeout(Some(left))?;
             match self.stream.write(bytes) {
                 Ok(0) => return Err(Error::Closed),
                 Ok(n) => bytes = &bytes[n..],
@@ -151,6 +248,7 @@ impl Connection {
                 Err(error) => return Err(error.into()),
             }
         }
+        self.stream.flush()?;
         Ok(())
     }
 
@@ -173,7 +271,8 @@ impl Connection {
             if left.is_zero() {
                 return Err(Error::TimedOut);
             }
-            self.stream.set_read_timeout(Some(left))?;
+            self.stream.tcp().set_read_timeout(Some(left))?;
+            self.stream.tcp().set_write_timeout(Some(left))?;
             self.inbox.drain(..self.inbox_start);
             self.inbox_start = 0;
             // The buffer holds at most the current frame (bounded by the limit above) plus one

@@ -381,6 +381,10 @@ pub enum Status {
     BadToken,
     /// The dialer claims a node id that is not a configured peer (or is the acceptor's own).
     UnknownNode,
+    /// With TLS: the dialer's certificate does not fit the role its hello claims (a node's
+    /// certificate that does not name that node's configured host, a missing or foreign
+    /// client certificate where client certificates are required).
+    Certificate,
 }
 
 impl Status {
@@ -391,6 +395,7 @@ impl Status {
             Status::WrongCluster => 2,
             Status::BadToken => 3,
             Status::UnknownNode => 4,
+            Status::Certificate => 5,
         }
     }
 
@@ -401,6 +406,7 @@ impl Status {
             2 => Status::WrongCluster,
             3 => Status::BadToken,
             4 => Status::UnknownNode,
+            5 => Status::Certificate,
             other => return Err(HandshakeError::BadStatus(other)),
         })
     }
@@ -414,6 +420,7 @@ impl fmt::Display for Status {
             Status::WrongCluster => "cluster id mismatch",
             Status::BadToken => "shared token mismatch",
             Status::UnknownNode => "node id is not a configured peer",
+            Status::Certificate => "TLS certificate refused for this role",
         })
     }
 }

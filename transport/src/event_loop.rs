@@ -6,6 +6,7 @@ use crate::codec::{
 };
 use crate::fault::{Faults, Verdict};
 use crate::slab::Slab;
+use crate::tls::{ClientRights, NodeTls, Session};
 use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -69,6 +70,12 @@ pub struct TransportConfig {
     /// Accept a node of this cluster that is not a peer yet, and make it one at the address
     /// its hello gives: for a node joining a cluster, which knows no other node yet.
     pub accept_unknown_nodes: bool,
+    /// TLS on every connection, accepted and dialed (`None`: plaintext). See [`crate::tls`].
+    pub tls: Option<Arc<NodeTls>>,
+    /// Host names the configuration gives peers, where it gives names rather than IP
+    /// addresses: with TLS, a peer's certificate must name its host (this name, else the
+    /// IP address it is dialed at).
+    pub peer_hosts: Vec<(u64, String)>,
 }
 
 impl TransportConfig {
@@ -89,6 +96,8 @@ impl TransportConfig {
             seed: node_id ^ 0x5EED_u64.rotate_left(32),
             advertise: String::new(),
             accept_unknown_nodes: false,
+            tls: None,
+            peer_hosts: Vec::new(),
         }
     }
 
@@ -287,6 +296,10 @@ impl State {
 
 struct Connection {
     stream: TcpStream,
+    /// TLS over `stream`, when the transport runs with TLS; plaintext goes straight to it.
+    tls: Option<Box<Session>>,
+    /// What a client connection may do (judged at its hello).
+    rights: ClientRights,
     remote: SocketAddr,
     state: State,
     /// Received bytes live in `inbox[inbox_start..inbox_end]`; `inbox.len()` is its capacity.
@@ -303,9 +316,11 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(stream: TcpStream, remote: SocketAddr, state: State) -> Self {
+    fn new(stream: TcpStream, tls: Option<Session>, remote: SocketAddr, state: State) -> Self {
         Connection {
             stream,
+            tls: tls.map(Box::new),
+            rights: ClientRights::Admin,
             remote,
             state,
             inbox: Vec::new(),
@@ -320,6 +335,37 @@ impl Connection {
 
     fn outbox_pending(&self) -> usize {
         self.outbox.len() - self.outbox_start
+    }
+
+    /// Reads received bytes (plaintext from inside TLS, with TLS) into the inbox's spare
+    /// room, after `inbox_end` (which the caller advances).
+    fn read_into_inbox(&mut self) -> io::Result<usize> {
+        let buf = &mut self.inbox[self.inbox_end..];
+        match &mut self.tls {
+            None => self.stream.read(buf),
+            Some(tls) => tls.read(&mut self.stream, buf),
+        }
+    }
+
+    /// Writes bytes to send (into TLS, with TLS).
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match &mut self.tls {
+            None => self.stream.write(bytes),
+            Some(tls) => tls.write(&mut self.stream, bytes),
+        }
+    }
+
+    /// Whether TLS holds bytes the socket has not taken yet.
+    fn write_from_outbox(&mut self) -> io::Result<usize> {
+        let bytes = &self.outbox[self.outbox_start..];
+        match &mut self.tls {
+            None => self.stream.write(bytes),
+            Some(tls) => tls.write(&mut self.stream, bytes),
+        }
+    }
+
+    fn tls_wants_write(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// Makes room for at least `needed` buffered bytes and some spare space to read into.
@@ -349,6 +395,8 @@ impl Connection {
 struct Peer {
     id: u64,
     addr: SocketAddr,
+    /// The host its certificate must name (with TLS): a configured name, else `addr`'s IP.
+    host: String,
     /// The slab index of the outbound connection, whatever its state.
     outbound: Option<usize>,
     up: bool,
@@ -365,6 +413,7 @@ impl Peer {
         Peer {
             id,
             addr,
+            host: addr.ip().to_string(),
             outbound: None,
             up: false,
             backoff,
@@ -486,11 +535,23 @@ impl Transport {
             .peers
             .iter()
             .filter(|(id, _)| *id != config.node_id)
-            .map(|&(id, addr)| Peer::new(id, addr, config.reconnect_backoff_min, now))
+            .map(|&(id, addr)| {
+                let mut peer = Peer::new(id, addr, config.reconnect_backoff_min, now);
+                if let Some((_, host)) = config.peer_hosts.iter().find(|(p, _)| *p == id) {
+                    peer.host = host.clone();
+                }
+                peer
+            })
             .collect();
         info!(
-            "node {} listening on {local_addr} (cluster {:?})",
-            config.node_id, config.cluster_id
+            "node {} listening on {local_addr} (cluster {:?}, {})",
+            config.node_id,
+            config.cluster_id,
+            if config.tls.is_some() {
+                "TLS"
+            } else {
+                "plaintext"
+            }
         );
         let rng = SmallRng::seed_from_u64(config.seed);
         Ok(Transport {
@@ -532,6 +593,33 @@ impl Transport {
     /// loop report [`Event::Woken`].
     pub fn waker(&self) -> Arc<Waker> {
         Arc::clone(&self.waker)
+    }
+
+    /// Replaces the TLS settings (certificates and keys reloaded): connections made from now
+    /// on use the new ones, open connections keep theirs. A transport started in plaintext
+    /// stays plaintext (and one started with TLS keeps TLS).
+    pub fn set_tls(&mut self, tls: Arc<NodeTls>) -> io::Result<()> {
+        if self.config.tls.is_none() {
+            let message = "this transport runs in plaintext; TLS cannot be switched on by a reload";
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+        }
+        info!(
+            "node {}: TLS certificates and keys reloaded",
+            self.config.node_id
+        );
+        self.config.tls = Some(tls);
+        Ok(())
+    }
+
+    /// Whether a client connection may run admin operations: always without client
+    /// certificates; with them, when its certificate's name is listed as admin (see
+    /// [`crate::tls::NodeTls`]). False for a closed connection.
+    pub fn client_is_admin(&self, client: ClientId) -> bool {
+        let index = client.index();
+        (self.connections.generation(index) == Some(client.generation()))
+            .then(|| self.connections.get(index))
+            .flatten()
+            .is_some_and(|c| c.state == State::Client && c.rights == ClientRights::Admin)
     }
 
     /// Replaces the fault layer's settings; takes effect for the next frame.
@@ -601,6 +689,7 @@ impl Transport {
                     self.config.node_id, self.peers[index].addr
                 );
                 self.peers[index].addr = addr;
+                self.peers[index].host = addr.ip().to_string();
                 if let Some(p) = self.config.peers.iter_mut().find(|p| p.0 == id) {
                     p.1 = addr;
                 }
@@ -777,6 +866,25 @@ fn jitter(rng: &mut SmallRng, d: Duration) -> Duration {
     Duration::from_nanos(nanos / 2 + rng.gen_range(0..=nanos / 2))
 }
 
+/// Whether the bytes a plaintext connection received start like a TLS handshake record
+/// (content type 22, version 3.x): a TLS client dialed a node that runs without TLS.
+fn looks_like_tls(conn: &Connection) -> bool {
+    let received = &conn.inbox[conn.inbox_start..conn.inbox_end];
+    conn.state == State::AwaitHello
+        && received.len() >= 2
+        && received[0] == 0x16
+        && received[1] == 3
+}
+
+/// The log line of a connection that failed TLS (what rustls said, explained).
+fn tls_failure(state: State, error: &io::Error) -> String {
+    if state.in_handshake() {
+        format!("{error} (before the handshake completed)")
+    } else {
+        error.to_string()
+    }
+}
+
 /// Until the handshake completes, frames are limited to the size of a hello.
 fn frame_limit(state: State, frame_bytes_max: usize) -> usize {
     if state.in_handshake() {
@@ -950,7 +1058,25 @@ impl Transport {
             }
         };
         let _ = stream.set_nodelay(true);
-        let connection = Connection::new(stream, addr, State::Connecting { peer: peer_index });
+        let tls = match self
+            .config
+            .tls
+            .as_ref()
+            .map(|t| t.dial(&self.peers[peer_index].host))
+        {
+            None => None,
+            Some(Ok(session)) => Some(session),
+            Some(Err(error)) => {
+                error!(
+                    "node {}: cannot dial peer {} with TLS: {error}",
+                    self.config.node_id, self.peers[peer_index].id
+                );
+                self.schedule_redial(peer_index, now);
+                return;
+            }
+        };
+        let state = State::Connecting { peer: peer_index };
+        let connection = Connection::new(stream, tls, addr, state);
         let (index, generation) = self.connections.insert(connection);
         let conn = self.connections.get_mut(index).expect("just inserted");
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -988,9 +1114,19 @@ impl Transport {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let (index, generation) =
-                self.connections
-                    .insert(Connection::new(stream, remote, State::AwaitHello));
+            let tls = match self.config.tls.as_ref().map(|t| t.accept()) {
+                None => None,
+                Some(Ok(session)) => Some(session),
+                Some(Err(error)) => {
+                    error!(
+                        "node {}: cannot start TLS with {remote}: {error}",
+                        self.config.node_id
+                    );
+                    continue;
+                }
+            };
+            let connection = Connection::new(stream, tls, remote, State::AwaitHello);
+            let (index, generation) = self.connections.insert(connection);
             let conn = self.connections.get_mut(index).expect("just inserted");
             if let Err(error) =
                 self.poll
@@ -1085,8 +1221,7 @@ impl Transport {
                 _ => 0,
             };
             conn.prepare_inbox(needed + (conn.inbox_end - conn.inbox_start));
-            let end = conn.inbox_end;
-            match conn.stream.read(&mut conn.inbox[end..]) {
+            match conn.read_into_inbox() {
                 Ok(0) => {
                     if conn.inbox_start == conn.inbox_end {
                         self.close(index, "closed by the remote side", out);
@@ -1111,8 +1246,20 @@ impl Transport {
                         return;
                     }
                 }
-                Err(error) if would_block(&error) => return,
+                Err(error) if would_block(&error) => {
+                    if conn.tls.is_some() {
+                        // Reading may have made TLS records to send (handshake answers), and
+                        // a completed handshake releases the frames queued behind it.
+                        self.flush_connection(index, out);
+                    }
+                    return;
+                }
                 Err(error) if interrupted(&error) => continue,
+                Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+                    let reason = tls_failure(conn.state, &error);
+                    self.reject(index, &reason, out);
+                    return;
+                }
                 Err(error) => {
                     self.close(index, &format!("read failed: {error}"), out);
                     return;
@@ -1136,7 +1283,14 @@ impl Transport {
             let (kind, body) = match take_frame(received, &mut conn.inbox_start, limit) {
                 Decoded::NeedMore { .. } => return true,
                 Decoded::Error(error) => {
-                    self.reject(index, &format!("bad frame: {error}"), out);
+                    let reason = if conn.tls.is_none() && looks_like_tls(conn) {
+                        "bad frame: this looks like a TLS handshake, but this node runs without TLS \
+                         (start it with --tls-cert, --tls-key and --tls-ca, or dial it without TLS)"
+                            .to_string()
+                    } else {
+                        format!("bad frame: {error}")
+                    };
+                    self.reject(index, &reason, out);
                     return false;
                 }
                 Decoded::Frame { kind, body, .. } => (kind, body),
@@ -1216,9 +1370,22 @@ impl Transport {
         };
         let token = self.config.token.as_deref().unwrap_or_default();
         let peers = &self.peers;
-        let status = judge_hello(&hello, self.config.cluster_id.as_bytes(), token, |id| {
+        let mut status = judge_hello(&hello, self.config.cluster_id.as_bytes(), token, |id| {
             id != me && (peers.iter().any(|p| p.id == id) || learnable.is_some())
         });
+        let mut rights = ClientRights::Admin;
+        if status == Status::Accepted {
+            match self.judge_certificate(index, hello.role, learnable) {
+                Ok(judged) => rights = judged,
+                Err(reason) => {
+                    warn!(
+                        "node {me}: refused connection from {remote} ({:?}): TLS: {reason}",
+                        hello.role
+                    );
+                    status = Status::Certificate;
+                }
+            }
+        }
         if let (Status::Accepted, Role::Node(id), Some(addr)) = (status, hello.role, learnable) {
             self.set_peer(id, addr);
         }
@@ -1227,6 +1394,7 @@ impl Transport {
             Role::Client => None,
         };
         let conn = self.connections.get_mut(index).expect("open");
+        conn.rights = rights;
         Welcome {
             version: PROTOCOL_VERSION,
             status,
@@ -1236,7 +1404,8 @@ impl Transport {
         if status != Status::Accepted {
             // The refusal is a few bytes on a fresh socket, so one write attempt suffices; the
             // connection closes whether or not it got through.
-            let _ = conn.stream.write(&conn.outbox[conn.outbox_start..]);
+            let pending = conn.outbox[conn.outbox_start..].to_vec();
+            let _ = conn.write(&pending);
             warn!(
                 "node {me}: refused connection from {remote} ({:?}, version {}, cluster {:?}): {status} \
                  (this node: version {PROTOCOL_VERSION}, cluster {:?})",
@@ -1267,6 +1436,37 @@ impl Transport {
         }
         self.flush_connection(index, out);
         self.connections.get(index).is_some()
+    }
+
+    /// With TLS, checks the certificate a connection presented against the role its hello
+    /// claims (see [`NodeTls::check_node`] and [`NodeTls::check_client`]): a node's must name
+    /// the host the configuration gives its id (for a joining node, the address its hello
+    /// carries). Without TLS, every client has every right.
+    fn judge_certificate(
+        &self,
+        index: usize,
+        role: Role,
+        learnable: Option<SocketAddr>,
+    ) -> Result<ClientRights, String> {
+        let (Some(tls), Some(session)) = (
+            self.config.tls.as_ref(),
+            self.connections.get(index).and_then(|c| c.tls.as_deref()),
+        ) else {
+            return Ok(ClientRights::Admin);
+        };
+        match role {
+            Role::Node(id) => {
+                let host = match (learnable, self.peer_index(id)) {
+                    (Some(addr), _) => addr.ip().to_string(),
+                    (None, Some(peer)) => self.peers[peer].host.clone(),
+                    (None, None) => return Err(format!("node {id} is no peer")),
+                };
+                tls.check_node(session, &host)
+                    .map(|()| ClientRights::Admin)
+                    .map_err(|e| format!("node {id}: {e}"))
+            }
+            Role::Client => tls.check_client(session),
+        }
     }
 
     /// Handles the welcome answering this node's hello. Returns false if the connection closed.
@@ -1336,6 +1536,9 @@ impl Transport {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        if let Some(tls) = &mut conn.tls {
+            tls.close(&mut conn.stream);
+        }
         match conn.state {
             State::Connecting { peer } | State::AwaitWelcome { peer } | State::ToPeer { peer } => {
                 let p = &mut self.peers[peer];
@@ -1398,7 +1601,7 @@ impl Transport {
             return;
         }
         while conn.outbox_start < conn.outbox.len() {
-            match conn.stream.write(&conn.outbox[conn.outbox_start..]) {
+            match conn.write_from_outbox() {
                 Ok(0) => {
                     self.close(index, "write accepted no bytes", out);
                     return;
@@ -1406,6 +1609,16 @@ impl Transport {
                 Ok(n) => conn.outbox_start += n,
                 Err(error) if would_block(&error) => break,
                 Err(error) if interrupted(&error) => continue,
+                Err(error) => {
+                    self.close(index, &format!("write failed: {error}"), out);
+                    return;
+                }
+            }
+        }
+        if let Some(tls) = &mut conn.tls {
+            match tls.push(&mut conn.stream) {
+                Ok(()) => {}
+                Err(error) if would_block(&error) => {}
                 Err(error) => {
                     self.close(index, &format!("write failed: {error}"), out);
                     return;
@@ -1423,7 +1636,7 @@ impl Transport {
             conn.outbox.drain(..conn.outbox_start);
             conn.outbox_start = 0;
         }
-        let want_writable = conn.outbox_pending() > 0;
+        let want_writable = conn.outbox_pending() > 0 || conn.tls_wants_write();
         if want_writable != conn.writable_interest {
             let interest = if want_writable {
                 Interest::READABLE | Interest::WRITABLE

@@ -83,6 +83,7 @@ pub mod codec;
 mod event_loop;
 pub mod fault;
 mod slab;
+pub mod tls;
 
 pub use event_loop::{ClientId, Event, PeerStats, SendError, Stats, Transport, TransportConfig};
 pub use fault::{Direction, Faults};
