@@ -26,6 +26,7 @@ fn nemesis_short_run_is_linearizable_and_loses_nothing() {
         op_timeout: Duration::from_secs(2),
         report_dir: std::env::temp_dir().join("raftd-nemesis"),
         netns: true,
+        spares: 2,
     };
     let s = run(&config, &mut |line| eprintln!("{line}"));
     eprintln!(
@@ -41,6 +42,7 @@ fn nemesis_short_run_is_linearizable_and_loses_nothing() {
         s.repairs_finished
     );
     assert!(!s.faults.is_empty(), "no fault was injected");
+    eprintln!("membership changes: {:?}", s.changes);
     assert!(s.ok > 100, "too few operations completed: {}", s.ok);
     assert_eq!(
         s.violations, 0,
