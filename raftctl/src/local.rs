@@ -1,6 +1,8 @@
 //! `raftctl local`: a cluster of raftd processes on this machine, for trying raftd out and
-//! for tests. `up` starts it in the background and records it in `DIR/cluster.json`; `down`
-//! stops it; `demo` walks through what a newcomer should see.
+//! for tests. `up` starts it in the background and records it in `DIR/cluster.json`; `add`
+//! grows it by one node (started with `raftd --join`, then added with `member add`);
+//! `restart` starts a stopped node again; `down` stops it; `demo` walks through what a
+//! newcomer should see.
 
 use crate::failure::Failure;
 use crate::status::{collect_status, render_status};
@@ -20,6 +22,20 @@ pub enum LocalCmd {
         #[arg(long, default_value_t = 3)]
         nodes: u64,
         /// Directory for the nodes' data and logs [default: $TMPDIR/raftd-local].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Add a node to the running local cluster: start one more raftd with the next id on a
+    /// free port with `--join`, then add it as `raftctl member add ID ADDRESS` does (as a
+    /// learner, caught up, then promoted to voter; only a learner with --learner).
+    Add {
+        /// Leave the new node a learner (promote it later with `raftctl member promote ID`).
+        #[arg(long)]
+        learner: bool,
+        /// How long to wait for the new node to catch up before promoting it.
+        #[arg(long, value_parser = crate::parse::parse_duration, default_value = "10m")]
+        catch_up_timeout: Duration,
+        /// The directory the cluster was started in [default: $TMPDIR/raftd-local].
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -63,6 +79,8 @@ struct NodeState {
     id: u64,
     addr: SocketAddr,
     pid: u32,
+    /// Started with `--join` (added by `local add`), not with `--peers`.
+    join: bool,
 }
 
 struct State {
@@ -87,6 +105,7 @@ fn read_state(dir: &Path) -> Result<State, String> {
                 id: n["id"].as_u64()?,
                 addr: n["address"].as_str()?.parse().ok()?,
                 pid: n["pid"].as_u64()? as u32,
+                join: n["join"].as_bool().unwrap_or(false),
             })
         })
         .collect();
@@ -96,7 +115,7 @@ fn read_state(dir: &Path) -> Result<State, String> {
 fn write_state(dir: &Path, nodes: &[NodeState]) -> Result<(), String> {
     let v = serde_json::json!({
         "nodes": nodes.iter().map(|n| serde_json::json!({
-            "id": n.id, "address": n.addr.to_string(), "pid": n.pid,
+            "id": n.id, "address": n.addr.to_string(), "pid": n.pid, "join": n.join,
             "data_dir": dir.join(format!("node{}", n.id)).display().to_string(),
             "log": dir.join(format!("node{}.log", n.id)).display().to_string(),
         })).collect::<Vec<_>>()
@@ -186,6 +205,7 @@ impl Cluster {
                 id: i as u64 + 1,
                 addr: *addr,
                 pid: 0,
+                join: false,
             });
             c.children.push(None);
         }
@@ -204,11 +224,19 @@ impl Cluster {
             .append(true)
             .open(&log_path)
             .map_err(|e| Failure::Usage(format!("{}: {e}", log_path.display())))?;
-        let child = Command::new(&self.binary)
-            .arg("--id")
-            .arg(id.to_string())
-            .arg("--peers")
-            .arg(&self.peers)
+        let i = id as usize - 1;
+        let mut command = Command::new(&self.binary);
+        command.arg("--id").arg(id.to_string());
+        // A joiner never gets `--peers`: with an empty data directory that would found a
+        // cluster of its own. With data, either way it takes its configuration from there.
+        match self.nodes[i].join {
+            true => command
+                .arg("--join")
+                .arg("--listen")
+                .arg(self.nodes[i].addr.to_string()),
+            false => command.arg("--peers").arg(&self.peers),
+        };
+        let child = command
             .arg("--data-dir")
             .arg(self.dir.join(format!("node{id}")))
             .stdin(Stdio::null())
@@ -218,7 +246,6 @@ impl Cluster {
             .process_group(0)
             .spawn()
             .map_err(|e| Failure::Usage(format!("cannot start {}: {e}", self.binary.display())))?;
-        let i = id as usize - 1;
         self.nodes[i].pid = child.id();
         self.children[i] = Some(child);
         Ok(())
@@ -226,6 +253,30 @@ impl Cluster {
 
     fn addresses(&self) -> Vec<SocketAddr> {
         self.nodes.iter().map(|n| n.addr).collect()
+    }
+
+    /// The cluster recorded in `dir`, to start nodes of (none is started by this).
+    fn recorded(dir: &Path) -> Result<Cluster, Failure> {
+        let state = read_state(dir).map_err(|e| {
+            Failure::Usage(format!(
+                "no local cluster recorded ({e}); start one with `raftctl local up`"
+            ))
+        })?;
+        // `--peers` is the first configuration: the nodes `up` started.
+        let peers = state
+            .nodes
+            .iter()
+            .filter(|n| !n.join)
+            .map(|n| format!("{}={}", n.id, n.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(Cluster {
+            dir: dir.to_path_buf(),
+            binary: raftd_binary()?,
+            peers,
+            children: state.nodes.iter().map(|_| None).collect(),
+            nodes: state.nodes,
+        })
     }
 }
 
@@ -331,14 +382,21 @@ pub fn run(cmd: &LocalCmd, timeout: Duration, json: bool) -> Result<(), Failure>
             Ok(())
         }
         LocalCmd::Demo { dir } => demo(dir.clone(), timeout),
+        LocalCmd::Add {
+            learner,
+            catch_up_timeout,
+            dir,
+        } => add(
+            &dir.clone().unwrap_or_else(default_dir),
+            *learner,
+            *catch_up_timeout,
+            timeout,
+            json,
+        ),
         LocalCmd::Restart { id, dir } => {
             let dir = dir.clone().unwrap_or_else(default_dir);
-            let state = read_state(&dir).map_err(|e| {
-                Failure::Usage(format!(
-                    "no local cluster recorded ({e}); start one with `raftctl local up`"
-                ))
-            })?;
-            let Some(node) = state.nodes.iter().find(|n| n.id == *id) else {
+            let mut cluster = Cluster::recorded(&dir)?;
+            let Some(node) = cluster.nodes.iter().find(|n| n.id == *id) else {
                 return Err(Failure::Usage(format!(
                     "the local cluster has no node {id}"
                 )));
@@ -349,18 +407,6 @@ pub fn run(cmd: &LocalCmd, timeout: Duration, json: bool) -> Result<(), Failure>
                     node.pid
                 )));
             }
-            let mut cluster = Cluster {
-                dir: dir.clone(),
-                binary: raftd_binary()?,
-                peers: state
-                    .nodes
-                    .iter()
-                    .map(|n| format!("{}={}", n.id, n.addr))
-                    .collect::<Vec<_>>()
-                    .join(","),
-                children: state.nodes.iter().map(|_| None).collect(),
-                nodes: state.nodes,
-            };
             cluster.spawn(*id)?;
             write_state(&dir, &cluster.nodes).map_err(Failure::Usage)?;
             let pid = cluster.nodes[*id as usize - 1].pid;
@@ -372,6 +418,76 @@ pub fn run(cmd: &LocalCmd, timeout: Duration, json: bool) -> Result<(), Failure>
             Ok(())
         }
     }
+}
+
+/// Local clusters have at most this many nodes.
+const NODES_MAX: usize = 15;
+
+/// `local add`: starts node `max id + 1` with `--join` on a free port, records it, and adds
+/// it to the configuration through the leader like `raftctl member add`.
+fn add(
+    dir: &Path,
+    learner: bool,
+    catch_up_timeout: Duration,
+    timeout: Duration,
+    json: bool,
+) -> Result<(), Failure> {
+    let mut cluster = Cluster::recorded(dir)?;
+    if !cluster.nodes.iter().any(|n| pid_alive(n.pid)) {
+        return Err(Failure::Usage(format!(
+            "no node of the local cluster in {} is running; start it with `raftctl local up` (or `local restart ID`)",
+            dir.display()
+        )));
+    }
+    if cluster.nodes.len() >= NODES_MAX {
+        return Err(Failure::Usage(format!(
+            "the local cluster has {NODES_MAX} nodes already"
+        )));
+    }
+    let id = cluster.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+    let addr = free_ports(1)?[0];
+    cluster.nodes.push(NodeState {
+        id,
+        addr,
+        pid: 0,
+        join: true,
+    });
+    cluster.children.push(None);
+    cluster.spawn(id)?;
+    write_state(dir, &cluster.nodes).map_err(Failure::Usage)?;
+    let pid = cluster.nodes[id as usize - 1].pid;
+    if !json {
+        eprintln!(
+            "node {id} started at {addr} with --join (pid {pid}, log {}/node{id}.log); adding it",
+            dir.display()
+        );
+    }
+    let config = ClientConfig {
+        nodes: cluster.addresses(),
+        cluster_id: "raftd".into(),
+        token: None,
+        timeout,
+    };
+    let mut client = Client::new(config.clone());
+    let change = crate::member::MemberCmd::Add {
+        id,
+        address: addr.to_string(),
+        learner,
+        catch_up_timeout,
+    };
+    crate::member::run(&change, &mut client, &config, json).map_err(|f| {
+        // The node runs and stays recorded: the operator may retry the change.
+        let advice = format!(
+            "node {id} runs at {addr} but may not be a member; see `raftctl member list`, retry with `raftctl member add {id} {addr}`, or stop it with `raftctl kill {id}`"
+        );
+        match f {
+            Failure::Definite(m) => Failure::Definite(format!("{m}\n  {advice}")),
+            Failure::Unreachable(m) => Failure::Unreachable(format!("{m}\n  {advice}")),
+            Failure::Unknown(m) => Failure::Unknown(format!("{m}\n  {advice}")),
+            Failure::Undecided(m) => Failure::Undecided(format!("{m}\n  {advice}")),
+            other => other,
+        }
+    })
 }
 
 fn say(step: &str) {

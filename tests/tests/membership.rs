@@ -302,3 +302,101 @@ fn bad_membership_requests_are_refused_with_clear_errors() {
     let (code, err) = run(&["--id", "4", "--join", "--peers", "4=127.0.0.1:1"]);
     assert_eq!(code, Some(1), "{err}");
 }
+
+/// `raftctl local add` grows the local cluster by one node: a `--join` node on the next id
+/// and a free port, added and promoted (or only added with `--learner`); it is recorded, so
+/// `local restart` starts it again with `--join` and `local down` stops it. Without a
+/// recorded cluster it fails with exit 1 and says what to do.
+#[test]
+fn local_add_grows_the_local_cluster() {
+    let dir = std::env::temp_dir().join(format!("raftd-local-add-{}", std::process::id()));
+    let raftctl = |args: &[&str]| {
+        let out = std::process::Command::new(raftd_tests::cluster::workspace_binary("raftctl"))
+            .args(args)
+            .env("RAFTD_BIN", raftd_tests::cluster::raftd_binary())
+            .env("RAFTD_LOCAL_DIR", &dir)
+            .env_remove("RAFTCTL_CLUSTER")
+            .output()
+            .expect("run raftctl");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    };
+    let ok = |args: &[&str]| {
+        let (code, out) = raftctl(args);
+        assert_eq!(code, 0, "raftctl {args:?}: {out}");
+        out
+    };
+    let (code, out) = raftctl(&["local", "add"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("raftctl local up"), "{out}");
+    ok(&["local", "up", "--nodes", "3"]);
+    let result = std::panic::catch_unwind(|| {
+        ok(&["propose", "put", "before", "1"]);
+        let out = ok(&["local", "add"]);
+        assert!(out.contains("promote 4 committed"), "{out}");
+        let out = ok(&["local", "add", "--learner"]);
+        assert!(out.contains("add learner 5 committed"), "{out}");
+        let list: serde_json::Value =
+            serde_json::from_str(ok(&["--json", "member", "list"]).trim()).unwrap();
+        let roles: Vec<(u64, String)> = list["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["id"].as_u64().unwrap(),
+                    m["role"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        let want: Vec<(u64, String)> = [(1, "voter"), (2, "voter"), (3, "voter")]
+            .into_iter()
+            .chain([(4, "voter"), (5, "learner")])
+            .map(|(id, role)| (id, role.to_string()))
+            .collect();
+        assert_eq!(roles, want, "{list}");
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap())
+                .unwrap();
+        let node4 = &state["nodes"][3];
+        assert_eq!(node4["join"], true, "{state}");
+        let addr4 = node4["address"].as_str().unwrap().to_string();
+        // Node 4 stopped and started again (with --join), then read from alone.
+        ok(&["kill", "4"]);
+        // `kill` returns once the node has the request; it exits a moment later.
+        let deadline = Instant::now() + T;
+        loop {
+            let (code, out) = raftctl(&["local", "restart", "4"]);
+            if code == 0 {
+                break;
+            }
+            assert!(
+                out.contains("is running") && Instant::now() < deadline,
+                "{out}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ok(&["propose", "put", "after", "2"]);
+        let deadline = Instant::now() + T;
+        loop {
+            let (code, out) = raftctl(&["--cluster", &addr4, "get", "after"]);
+            if code == 0 && out.contains('2') {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node 4 never served: {out}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let out = ok(&["local", "down"]);
+        assert!(out.contains("stopped 5 nodes"), "{out}");
+    });
+    if let Err(panic) = result {
+        raftctl(&["local", "down"]);
+        eprintln!("local cluster data and logs kept in {}", dir.display());
+        std::panic::resume_unwind(panic);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
