@@ -104,11 +104,17 @@ pub fn workspace_binary_with(package: &str, bin: &str, features: &[&str]) -> Pat
 
 /// Runs `raftctl FIRST... ARGS...`: its exit code, and its stdout followed by its stderr.
 pub fn run_raftctl(first: &[&str], args: &[&str]) -> (i32, String) {
-    let out = Command::new(workspace_binary("raftctl"))
-        .args(first)
-        .args(args)
-        .output()
-        .expect("run raftctl");
+    command_output(
+        Command::new(workspace_binary("raftctl"))
+            .args(first)
+            .args(args),
+    )
+}
+
+/// Runs `command`: its exit code (-1 when killed by a signal), and its stdout followed by
+/// its stderr.
+pub fn command_output(command: &mut Command) -> (i32, String) {
+    let out = command.output().expect("run a command");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -430,6 +436,17 @@ impl ProcessCluster {
         }
         c.netns = Some(net);
         Some(c)
+    }
+
+    /// Starts `n` nodes (ids 1..=n), each in its own network namespace (see
+    /// [`ProcessCluster::prepare_netns`]); fails, saying why, when that is not possible here.
+    pub fn start_netns(n: usize, options: ClusterOptions) -> ProcessCluster {
+        let mut c = ProcessCluster::prepare_netns(n, options)
+            .expect("cannot create network namespaces: this test needs root, ip and nft");
+        for id in c.ids() {
+            c.spawn(id);
+        }
+        c
     }
 
     /// True when the nodes run in network namespaces.

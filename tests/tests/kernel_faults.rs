@@ -78,11 +78,7 @@ fn term_of(c: &ProcessCluster) -> u64 {
 #[test]
 #[ignore = "needs root, ip, nft and tc (network namespaces); run with --ignored"]
 fn kernel_loss_and_thin_links_slow_the_cluster_but_lose_nothing() {
-    let mut c = ProcessCluster::prepare_netns(3, ClusterOptions::default())
-        .expect("cannot create network namespaces: this test needs root, ip and nft");
-    for id in c.ids() {
-        c.spawn(id);
-    }
+    let c = ProcessCluster::start_netns(3, ClusterOptions::default());
     c.wait_leader(&c.ids(), T).expect("a leader");
     let stop = Arc::new(AtomicBool::new(false));
     let samples = Arc::new(Mutex::new(Vec::new()));

@@ -9,7 +9,9 @@
 //! then a machine without them fails it; CI runs as root and runs them).
 
 use raftd::protocol::{Outcome, Write};
-use raftd_tests::cluster::{ClusterOptions, ProcessCluster};
+use raftd_tests::cluster::{
+    command_output, raftd_binary, workspace_binary, ClusterOptions, ProcessCluster,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -19,16 +21,6 @@ const T: Duration = Duration::from_secs(10);
 
 /// The longest writes may stop: a few election timeouts (the tests' clusters use 1 s).
 const GAP_MAX: Duration = Duration::from_secs(5);
-
-/// A 3-node cluster started in network namespaces, one per node.
-fn start_in_namespaces() -> ProcessCluster {
-    let mut c = ProcessCluster::prepare_netns(3, ClusterOptions::default())
-        .expect("cannot create network namespaces: this test needs root, ip and nft");
-    for id in c.ids() {
-        c.spawn(id);
-    }
-    c
-}
 
 /// A client writing unique keys as fast as it is answered, through `nodes`.
 struct Writer {
@@ -157,9 +149,7 @@ fn replacing_a_host_loses_no_acknowledged_write() {
 #[test]
 #[ignore = "needs root, ip and nft (network namespaces); run with --ignored"]
 fn replacing_a_host_in_namespaces_loses_no_acknowledged_write() {
-    let c = start_in_namespaces();
-    assert!(c.in_netns());
-    replace_a_host(c);
+    replace_a_host(ProcessCluster::start_netns(3, ClusterOptions::default()));
 }
 
 /// Host 3 dies for good; node 4, a new host on a new address, joins and is added; 3 is
@@ -212,9 +202,7 @@ fn growing_to_five_and_shrinking_to_three_under_load() {
 #[test]
 #[ignore = "needs root, ip and nft (network namespaces); run with --ignored"]
 fn growing_to_five_and_shrinking_to_three_in_namespaces_under_load() {
-    let c = start_in_namespaces();
-    assert!(c.in_netns());
-    grow_and_shrink(c);
+    grow_and_shrink(ProcessCluster::start_netns(3, ClusterOptions::default()));
 }
 
 /// Nodes 4 and 5 join and are added one after the other; then the first leader and one
@@ -283,7 +271,7 @@ fn bad_membership_requests_are_refused_with_clear_errors() {
     // --join and --peers exclude each other; --join needs --listen.
     let joiner = c.add_joiner();
     let dir = c.data_dir(joiner);
-    let raftd = raftd_tests::cluster::raftd_binary();
+    let raftd = raftd_binary();
     let run = |args: &[&str]| {
         let out = std::process::Command::new(&raftd)
             .args(args)
@@ -311,19 +299,13 @@ fn bad_membership_requests_are_refused_with_clear_errors() {
 fn local_add_grows_the_local_cluster() {
     let dir = std::env::temp_dir().join(format!("raftd-local-add-{}", std::process::id()));
     let raftctl = |args: &[&str]| {
-        let out = std::process::Command::new(raftd_tests::cluster::workspace_binary("raftctl"))
-            .args(args)
-            .env("RAFTD_BIN", raftd_tests::cluster::raftd_binary())
-            .env("RAFTD_LOCAL_DIR", &dir)
-            .env_remove("RAFTCTL_CLUSTER")
-            .output()
-            .expect("run raftctl");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), text)
+        command_output(
+            std::process::Command::new(workspace_binary("raftctl"))
+                .args(args)
+                .env("RAFTD_BIN", raftd_binary())
+                .env("RAFTD_LOCAL_DIR", &dir)
+                .env_remove("RAFTCTL_CLUSTER"),
+        )
     };
     let ok = |args: &[&str]| {
         let (code, out) = raftctl(args);
