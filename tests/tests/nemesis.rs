@@ -1,5 +1,6 @@
-//! A short nemesis run for CI: a 5-node raftd cluster under every nemesis (bit rot
-//! included), combined, for `NEMESIS_SECONDS` (default 45); the history must be
+//! A short nemesis run for CI: a 5-node raftd cluster under every nemesis (bit rot,
+//! membership churn among 7 ids, kernel loss and bandwidth limits included), combined, for
+//! `NEMESIS_SECONDS` (default 45); the history must be
 //! linearizable, no acknowledged write may be lost, every rotted node must find its damage
 //! and no node may still be repairing after healing. Long runs: `cargo run --release -p raftd-tests --bin nemesis -- --duration 30m`.
 
