@@ -141,6 +141,9 @@ pub struct Summary {
     pub elections: u64,
     /// Longest time without a successful write, across all clients.
     pub longest_unavailable: Duration,
+    /// When that gap began, from the start of the run (to find it among the fault windows
+    /// the log prints).
+    pub longest_unavailable_from: Duration,
     /// Fault windows applied.
     pub faults: Vec<String>,
     /// Where a violation's report was written.
@@ -1402,8 +1405,13 @@ fn finish(
     summary.elections = last_term.saturating_sub(first_term);
     let mut successes = shared.write_successes.lock().unwrap().clone();
     successes.sort_unstable();
-    let gap = successes.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let (gap, from) = successes
+        .windows(2)
+        .map(|w| (w[1] - w[0], w[0]))
+        .max()
+        .unwrap_or((0, 0));
     summary.longest_unavailable = Duration::from_nanos(gap);
+    summary.longest_unavailable_from = Duration::from_nanos(from);
     match linearizability::check(&history) {
         linearizability::Outcome::Linearizable => {}
         linearizability::Outcome::Violation(v) => {

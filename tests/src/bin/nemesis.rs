@@ -173,8 +173,9 @@ fn main() -> ExitCode {
     );
     println!("elections:        {} (term increase)", s.elections);
     println!(
-        "longest write gap: {:.2} s",
-        s.longest_unavailable.as_secs_f64()
+        "longest write gap: {:.2} s (from {:.1} s into the run)",
+        s.longest_unavailable.as_secs_f64(),
+        s.longest_unavailable_from.as_secs_f64()
     );
     println!("fault windows:    {}", s.faults.len());
     for (nemesis, (windows, skipped)) in &s.windows {
