@@ -59,3 +59,34 @@ fn nemesis_short_run_is_linearizable_and_loses_nothing() {
         s.still_repairing
     );
 }
+
+/// The nemesis binary refuses bad flags with exit 2 and one line naming the flag, before
+/// it builds anything.
+#[test]
+fn nemesis_binary_refuses_bad_flags() {
+    let nemesis = raftd_tests::cluster::workspace_binary_with("raftd-tests", "nemesis", &[]);
+    for (args, want) in [
+        (
+            vec!["--nodes", "five"],
+            "--nodes 'five' is not a whole number",
+        ),
+        (vec!["--nodes", "2"], "3 to 9 nodes"),
+        (vec!["--nodes", "9", "--spares", "4"], "at most 12 ids"),
+        (
+            vec!["--duration", "soon"],
+            "--duration 'soon' is not a duration",
+        ),
+        (vec!["--nemeses", "kill,flood"], "unknown nemesis 'flood'"),
+        (vec!["--seed"], "--seed needs a value"),
+        (vec!["--frobnicate"], "unknown argument '--frobnicate'"),
+    ] {
+        let out = std::process::Command::new(&nemesis)
+            .args(&args)
+            .output()
+            .expect("run nemesis");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+}
