@@ -32,6 +32,9 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
   (w) a leader that proposes a change before committing an entry of its term
   (x) a joint entry committed by a majority of the new configuration alone
   (y) a learner counted for commitment
+ The WAL's write modes:
+  (z) a `pwrite`-mode sync that makes the file durable without copying the batch into it
+      (the bytes stay in the private map; kill -9 shows it)
 
 Usage: python3 tests/check-mutants.py [NAME...]   (from anywhere; a few minutes per bug)
   CARGO_TARGET_DIR   where cargo builds (default: target/ in the workspace)
@@ -124,8 +127,8 @@ mutants = {
    "            repairing: false,",
    ['whole-damage']),
  'q_real_backend_skips_msync': (BACKEND,
-   "        self.map.flush_range(offset, len)?;\n        SEGMENT_SYNCS.with(|n| n.set(n.get() + 1));\n",
-   "        let _ = (offset, len);\n",
+   "            WriteMode::Mmap => self.map.flush_range(offset, len)?,",
+   "            WriteMode::Mmap => return Ok(()),",
    ['test:wal:api:every_persist_syncs_the_segment_on_the_real_backend']),
  'r_vote_copy_not_written': (WAL,
    "        if !self.vote_copy.behind(&self.hard_state) {",
@@ -163,6 +166,10 @@ mutants = {
    "        counted.voters.extend(counted.learners.clone());\n"
    "        let Some(candidate) = counted\n            .quorum_value(",
    ['learner-promote', 'churn', 'test:raft:paper:learners_never_count_for_commitment_or_elections']),
+ 'z_pwrite_not_copied': (BACKEND,
+   "                self.file.write_all_at(&self.map[offset..offset + len], offset as u64)?;\n",
+   "",
+   ['test:wal:kill:sigkill_keeps_everything_persisted']),
 }
 
 

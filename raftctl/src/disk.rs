@@ -1,7 +1,7 @@
 //! `raftctl check disk DIR`: is this disk fast enough to hold a WAL? Measures what the WAL
-//! waits for, the way it does it (through `wal::StdBackend`: a preallocated, zero-filled,
-//! memory-mapped file; each write made durable with msync before the next, which is an
-//! fdatasync of that range), and judges it by etcd's guidance: the 99th percentile of
+//! waits for, the way it does it (through `wal::StdBackend` with raftd's default write mode:
+//! a preallocated, zero-filled, memory-mapped file; each write copied in with pwrite and made
+//! durable with fdatasync before the next), and judges it by etcd's guidance: the 99th percentile of
 //! fdatasync under 10 ms. Exit codes: 0 fit; 2 not fit (or no room to measure); 1 bad usage.
 
 use crate::failure::Failure;
@@ -130,20 +130,19 @@ fn timed_syncs(
     write_bytes: usize,
     limit: Duration,
 ) -> Result<(Vec<Duration>, Duration), Failure> {
-    let mut map: Box<dyn SegmentMap> =
-        StdBackend
-            .create_segment(path, bytes, Pace::Now)
-            .map_err(|e| {
-                Failure::Definite(format!(
-                    "cannot create a {bytes}-byte test file {}: {e}{}",
-                    path.display(),
-                    if e.raw_os_error() == Some(28) {
-                        " (the disk is full: not fit to hold a WAL)"
-                    } else {
-                        ""
-                    }
-                ))
-            })?;
+    let mut map: Box<dyn SegmentMap> = StdBackend::default()
+        .create_segment(path, bytes, Pace::Now)
+        .map_err(|e| {
+            Failure::Definite(format!(
+                "cannot create a {bytes}-byte test file {}: {e}{}",
+                path.display(),
+                if e.raw_os_error() == Some(28) {
+                    " (the disk is full: not fit to hold a WAL)"
+                } else {
+                    ""
+                }
+            ))
+        })?;
     let started = Instant::now();
     let mut latencies = Vec::new();
     let mut at = 0;

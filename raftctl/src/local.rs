@@ -239,6 +239,9 @@ impl Cluster {
         let child = command
             .arg("--data-dir")
             .arg(self.dir.join(format!("node{id}")))
+            // A local cluster is for trying things out: `raftctl fault` and `kill --crash`
+            // work on it.
+            .arg("--enable-fault-injection")
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| Failure::Usage(e.to_string()))?)
             .stderr(log)

@@ -89,7 +89,8 @@ enum Command {
     Kill {
         /// The node's id.
         id: u64,
-        /// Abort immediately instead of a clean stop.
+        /// Abort immediately instead of a clean stop (a test tool: only a node started with
+        /// --enable-fault-injection accepts it; others refuse, exit 2).
         #[arg(long)]
         crash: bool,
     },
@@ -108,6 +109,9 @@ enum Command {
         id: u64,
     },
     /// Inject network faults on a node's transport (its outgoing peer traffic).
+    ///
+    /// A test tool: only a node started with --enable-fault-injection accepts it; others
+    /// refuse (exit 2).
     Fault(FaultArgs),
     /// Check the cluster: `check consistency` compares every node's key-value store.
     Check {

@@ -109,6 +109,13 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     pub wal_segment_mib: u64,
 
+    /// How appends reach the write-ahead log's memory-mapped segments: `pwrite` copies each
+    /// batch into the file and makes it durable with fdatasync; `mmap` writes through a
+    /// shared map and makes it durable with msync. Both read through the map and recover
+    /// the same way; a data directory written one way opens the other way.
+    #[arg(long, value_name = "pwrite|mmap", default_value = "pwrite")]
+    pub wal_write: wal::WriteMode,
+
     /// While leader, check every this many seconds that every node's key-value store is
     /// the same: a checkpoint goes through the log, every node hashes its store right after
     /// applying it and sends the hash to the others; a difference raises an alarm (in the
@@ -123,6 +130,13 @@ pub struct Args {
     /// 0 turns the scrubber off.
     #[arg(long, default_value_t = 4096)]
     pub scrub_kib_per_sec: u64,
+
+    /// Accept the test tools that break a node on purpose: `raftctl fault` (drop, delay or
+    /// cut its peer traffic) and `raftctl kill --crash` (abort at once, like kill -9). Off
+    /// unless given: without it the node refuses both ("fault injection is off") and raftctl
+    /// exits 2. For test clusters only (`raftctl local` and the test suites turn it on).
+    #[arg(long)]
+    pub enable_fault_injection: bool,
 
     /// Serve Prometheus metrics at http://HOST:PORT/metrics and a health check at /health
     /// (200 {"health":true} when the node knows a leader and has applied what it
@@ -273,9 +287,11 @@ impl Args {
             log_memory_entries: self.log_memory_entries,
             snapshot_wal_bytes: self.snapshot_wal_mib << 20,
             wal_segment_bytes: self.wal_segment_mib << 20,
+            wal_write: self.wal_write,
             consistency_check_secs: self.consistency_check_secs,
             scrub_bytes_per_sec: self.scrub_kib_per_sec << 10,
             join: self.join,
+            fault_injection: self.enable_fault_injection,
         })
     }
 }

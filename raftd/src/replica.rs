@@ -134,6 +134,12 @@ pub enum StopRequest {
     Crash,
 }
 
+/// The answer to `raftctl fault` and `raftctl kill --crash` on a node started without
+/// `--enable-fault-injection`: breaking a node on purpose is a test tool, not something any
+/// client that reaches the port may do.
+pub const FAULT_INJECTION_OFF: &str =
+    "fault injection is off; start raftd with --enable-fault-injection";
+
 /// One member: the core, the driver of its Readies, and everything else (see the module docs).
 pub struct Replica<E: Env> {
     raw: RawNode,
@@ -911,6 +917,18 @@ impl<E: Env> Replica<E> {
                 };
                 self.g.reply(client, id, kind, outcome);
             }
+            Op::Fault(_) | Op::Shutdown { crash: true } if !self.g.config.fault_injection => {
+                let what = match kind {
+                    RequestKind::Fault => "fault",
+                    _ => "kill --crash",
+                };
+                log::warn!(
+                    "node {}: refused a {what} request: {FAULT_INJECTION_OFF}",
+                    self.g.config.id
+                );
+                self.g
+                    .reply(client, id, kind, refused(FAULT_INJECTION_OFF.into()));
+            }
             Op::Fault(spec) => {
                 let detail = describe_faults(&spec);
                 self.g.env.set_faults(&spec);
@@ -1201,6 +1219,7 @@ impl<E: Env> Replica<E> {
             "snapshot_index": self.g.wal.snapshot_meta().index.0,
             "wal_bytes": self.g.wal.disk_bytes(),
             "wal_segments": self.g.wal.segment_count(),
+            "wal_write": self.g.config.wal_write.name(),
             "scrub": {
                 "bytes_per_sec": self.g.config.scrub_bytes_per_sec,
                 "passes": self.g.wal.scrub_totals().passes,

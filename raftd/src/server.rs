@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub snapshot_wal_bytes: u64,
     /// Size of each preallocated WAL segment.
     pub wal_segment_bytes: u64,
+    /// How the WAL writes appends into its mapped segments (`pwrite` + fdatasync, or msync).
+    pub wal_write: wal::WriteMode,
     /// The leader proposes a checkpoint (a consistency check) this often; 0: never.
     pub consistency_check_secs: u64,
     /// The scrubber re-reads the WAL's files at this many bytes per second; 0: off.
@@ -57,6 +59,9 @@ pub struct ServerConfig {
     /// Joining an existing cluster: `peers` holds only this node, which is no voter of its
     /// first configuration (it learns the real one from the leader).
     pub join: bool,
+    /// Accept `raftctl fault` and `raftctl kill --crash` (`--enable-fault-injection`);
+    /// refused with [`crate::replica::FAULT_INJECTION_OFF`] otherwise.
+    pub fault_injection: bool,
 }
 
 /// The identity file in a data directory (see `check_identity`).
@@ -212,6 +217,7 @@ impl Server {
             // cluster, voting in no election until then (see `raft::Restore::repairing`).
             repair: true,
             segment_bytes: config.wal_segment_bytes,
+            backend: std::sync::Arc::new(wal::StdBackend::new(config.wal_write)),
             ..WalOptions::default()
         };
         let mut tc = TransportConfig::new(config.id, config.cluster_id.clone(), config.listen);

@@ -33,6 +33,9 @@ pub struct ClusterOptions {
     /// Serve `/metrics` and `/health` (`--metrics-listen`) on a port of each node's own;
     /// see [`ProcessCluster::metrics_addr`].
     pub metrics: bool,
+    /// Start the nodes with `--enable-fault-injection`, for tests that use the fault layer
+    /// or `kill --crash`; off like in production otherwise.
+    pub fault_injection: bool,
 }
 
 impl Default for ClusterOptions {
@@ -48,6 +51,7 @@ impl Default for ClusterOptions {
             consistency_check_secs: 300,
             scrub_kib_per_sec: 4096,
             metrics: false,
+            fault_injection: false,
         }
     }
 }
@@ -646,6 +650,11 @@ impl ProcessCluster {
                 &self.options.scrub_kib_per_sec.to_string(),
             ])
             .args(
+                self.options
+                    .fault_injection
+                    .then_some("--enable-fault-injection"),
+            )
+            .args(
                 self.metrics
                     .get(id as usize - 1)
                     .map(|a| ["--metrics-listen".to_string(), a.to_string()])
@@ -671,6 +680,23 @@ impl ProcessCluster {
         match &mut self.children[id as usize - 1] {
             Some(c) => matches!(c.try_wait(), Ok(None)),
             None => false,
+        }
+    }
+
+    /// Waits up to `within` for node `id`'s process to exit by itself and returns how it
+    /// ended; `None` if it is still running then (or was not started).
+    pub fn wait_exit(&mut self, id: u64, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        let child = self.children[id as usize - 1].as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.children[id as usize - 1] = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

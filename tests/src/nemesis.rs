@@ -473,7 +473,8 @@ impl Faulter {
 
     fn set_fault(&mut self, id: u64, spec: FaultSpec) {
         let mut c = self.cluster.client_over(&[id], Duration::from_secs(1));
-        let _ = c.call_node(self.cluster.addr(id), Op::Fault(spec));
+        // Lost or unanswered is part of the chaos; refused is a harness mistake.
+        assert_fault_accepted(id, &c.call_node(self.cluster.addr(id), Op::Fault(spec)));
     }
 
     fn partition(&mut self, groups: &[Vec<u64>]) {
@@ -664,6 +665,7 @@ impl Faulter {
         loop {
             let mut c = self.cluster.client_over(&[id], Duration::from_secs(2));
             let cleared = c.call_node(self.cluster.addr(id), Op::Fault(FaultSpec::default()));
+            assert_fault_accepted(id, &cleared);
             if cleared.is_ok() {
                 return;
             }
@@ -673,6 +675,14 @@ impl Faulter {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+/// Stops the run if node `id` refused a fault request: it was started without
+/// `--enable-fault-injection`, and a run whose faults are all refused would test nothing.
+fn assert_fault_accepted<E>(id: u64, answer: &Result<Outcome, E>) {
+    if let Ok(Outcome::Refused { reason }) = answer {
+        panic!("node {id} refused a fault request: {reason}");
     }
 }
 
@@ -1099,6 +1109,8 @@ pub fn run(config: &RunConfig, log: &mut dyn FnMut(&str)) -> Summary {
         wal_segment_mib: 4,
         snapshot_entries: 10_000,
         log_memory_entries: 2_000,
+        // Loss, delay and partitions go through the nodes' fault layer.
+        fault_injection: true,
         ..ClusterOptions::default()
     };
     let mut cluster = match config.netns {

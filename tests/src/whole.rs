@@ -367,11 +367,16 @@ impl WholeSim {
             log_memory_entries: self.config.log_memory_entries,
             snapshot_wal_bytes: u64::MAX,
             wal_segment_bytes: self.config.segment_bytes,
+            // Not used: the simulator's disk is `wal::testing`'s, not the real backend.
+            wal_write: wal::WriteMode::default(),
             // Often, so that checkpoints are compared through the faults too.
             consistency_check_secs: 1,
             // A pass over a simulated disk every second or so.
             scrub_bytes_per_sec: 256 << 10,
             join: false,
+            // The simulator breaks its nodes itself (power cuts, disks, the network); no
+            // client of it asks a node to.
+            fault_injection: false,
         }
     }
 

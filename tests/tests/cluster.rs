@@ -326,7 +326,11 @@ fn restart_applies_old_committed_entries_from_the_wal() {
 #[test]
 fn a_read_whose_readindex_round_is_lost_is_answered() {
     use raftd::protocol::{FaultSpec, Op};
-    let c = ProcessCluster::start(3, ClusterOptions::default());
+    let options = ClusterOptions {
+        fault_injection: true,
+        ..ClusterOptions::default()
+    };
+    let c = ProcessCluster::start(3, options);
     let l = leader(&c);
     let f = c.ids().into_iter().find(|&i| i != l).unwrap();
     let mut via = c.client_over(&[f], Duration::from_secs(5));

@@ -60,7 +60,11 @@ fn write_and_wait_for_a_follower(
 }
 
 fn damaged_node_keeps_acknowledged_writes(damage_leader: bool) {
-    let mut c = ProcessCluster::start(3, ClusterOptions::default());
+    let options = ClusterOptions {
+        fault_injection: true,
+        ..ClusterOptions::default()
+    };
+    let mut c = ProcessCluster::start(3, options);
     let a = c
         .wait_leader(&c.ids(), T)
         .unwrap_or_else(|| panic!("no leader; node 1 log:\n{}", c.log_tail(1)));

@@ -208,7 +208,11 @@ fn scraped_figures_follow_writes_and_a_leader_change() {
 /// the others stay 200; 200 again once the cut is healed.
 #[test]
 fn health_is_200_when_healthy_and_503_when_cut_off() {
-    let c = ProcessCluster::start(3, options());
+    let options = ClusterOptions {
+        fault_injection: true,
+        ..options()
+    };
+    let c = ProcessCluster::start(3, options);
     c.wait_leader(&c.ids(), Duration::from_secs(10))
         .expect("a leader");
     let health = |id: u64| http_get(c.metrics_addr(id), "/health", HTTP_TIMEOUT).expect("answer");

@@ -100,7 +100,7 @@ fn raw_file(dir: &Path, name: &str, zero_filled: bool) -> File {
     if !zero_filled {
         use wal::Backend;
         drop(
-            wal::StdBackend
+            wal::StdBackend::default()
                 .create_segment(&path, RAW_FILE_BYTES, wal::Pace::Now)
                 .unwrap(),
         );
@@ -165,74 +165,74 @@ fn mean(samples: &Samples) -> Duration {
 fn bench_group_commit(args: &Args) {
     println!("== group commit: {ENTRY_DATA_BYTES}-byte entries, persist() after each batch ==");
     println!(
-        "{:>5} | {:>11} {:>8} {:>8} | {:>6} {:>11} {:>8} {:>8} | {:>8} {:>8} | {:>5}",
+        "{:>5} {:>6} | {:>11} {:>8} {:>8} | {:>11} {:>8} {:>8} | {:>11} {:>8} {:>8} | {:>8} {:>8}",
         "batch",
-        "wal entr/s",
+        "bytes",
+        "pwrite e/s",
         "p50 us",
         "p99 us",
-        "bytes",
-        "raw entr/s",
+        "mmap e/s",
+        "p50 us",
+        "p99 us",
+        "raw e/s",
         "p50 us",
         "p99 us",
         "fa p50",
         "fa p99",
-        "ratio"
     );
     let dir = args.dir.join("commit");
     let round_seconds = args.seconds / f64::from(ROUNDS);
     for batch in [1u64, 16, 256] {
         fresh_dir(&dir);
-        let wal_dir = dir.join("wal");
-        fs::create_dir(&wal_dir).unwrap();
-        let (mut wal, _) = Wal::open(&wal_dir, WalOptions::default()).unwrap();
+        let open = |name: &str, write: wal::WriteMode| {
+            let wal_dir = dir.join(name);
+            fs::create_dir(&wal_dir).unwrap();
+            let options = WalOptions {
+                backend: std::sync::Arc::new(wal::StdBackend::new(write)),
+                ..WalOptions::default()
+            };
+            Wal::open(&wal_dir, options).unwrap().0
+        };
+        let mut by_pwrite = open("wal-pwrite", wal::WriteMode::Pwrite);
+        let mut by_mmap = open("wal-mmap", wal::WriteMode::Mmap);
         let bytes = wal_batch_bytes(batch);
         let zero_filled = raw_file(&dir, "raw-zero-filled", true);
         let fallocated = raw_file(&dir, "raw-fallocated", false);
-        let (mut wal_samples, mut raw_samples, mut fa_samples) =
-            (Vec::new(), Vec::new(), Vec::new());
-        let mut next = 1;
+        let mut samples: [Vec<Duration>; 4] = Default::default();
+        let (mut next_pwrite, mut next_mmap) = (1, 1);
         let (mut raw_offset, mut fa_offset) = (0, 0);
-        // Short interleaved rounds, so disk noise (other tenants, writeback) hits all three.
+        // Short interleaved rounds, so disk noise (other tenants, writeback) hits all four.
         for _ in 0..ROUNDS {
-            wal_round(&mut wal, &mut next, batch, round_seconds, &mut wal_samples);
-            raw_round(
-                &zero_filled,
-                &mut raw_offset,
-                bytes,
+            let [pwrite, mmap, raw, fa] = &mut samples;
+            wal_round(
+                &mut by_pwrite,
+                &mut next_pwrite,
+                batch,
                 round_seconds,
-                &mut raw_samples,
+                pwrite,
             );
-            raw_round(
-                &fallocated,
-                &mut fa_offset,
-                bytes,
-                round_seconds / 2.0,
-                &mut fa_samples,
-            );
+            wal_round(&mut by_mmap, &mut next_mmap, batch, round_seconds, mmap);
+            raw_round(&zero_filled, &mut raw_offset, bytes, round_seconds, raw);
+            raw_round(&fallocated, &mut fa_offset, bytes, round_seconds / 2.0, fa);
         }
-        let mut wal_samples = Samples(wal_samples);
-        let mut raw_samples = Samples(raw_samples);
-        let mut fa_samples = Samples(fa_samples);
-        let (wal_p50, raw_p50) = (wal_samples.percentile(0.5), raw_samples.percentile(0.5));
+        let [pwrite, mmap, raw, mut fa] = samples.map(Samples);
+        let columns = |mut s: Samples| {
+            let rate = batch as f64 / mean(&s).as_secs_f64();
+            (rate, micros(s.percentile(0.5)), micros(s.percentile(0.99)))
+        };
+        let (p, m, r) = (columns(pwrite), columns(mmap), columns(raw));
         println!(
-            "{:>5} | {:>11.0} {:>8.1} {:>8.1} | {:>6} {:>11.0} {:>8.1} {:>8.1} | {:>8.1} {:>8.1} | {:>5.2}",
-            batch,
-            batch as f64 / mean(&wal_samples).as_secs_f64(),
-            micros(wal_p50),
-            micros(wal_samples.percentile(0.99)),
-            bytes,
-            batch as f64 / mean(&raw_samples).as_secs_f64(),
-            micros(raw_p50),
-            micros(raw_samples.percentile(0.99)),
-            micros(fa_samples.percentile(0.5)),
-            micros(fa_samples.percentile(0.99)),
-            wal_p50.as_secs_f64() / raw_p50.as_secs_f64(),
+            "{:>5} {:>6} | {:>11.0} {:>8.1} {:>8.1} | {:>11.0} {:>8.1} {:>8.1} | {:>11.0} {:>8.1} {:>8.1} | {:>8.1} {:>8.1}",
+            batch, bytes, p.0, p.1, p.2, m.0, m.1, m.2, r.0, r.1, r.2,
+            micros(fa.percentile(0.5)),
+            micros(fa.percentile(0.99)),
         );
     }
     fs::remove_dir_all(&dir).unwrap();
+    println!("pwrite / mmap = the WAL's append + persist with each write mode (--wal-write), one WAL each;");
     println!("raw = pwrite + fdatasync of the same bytes per batch at consecutive offsets of a zero-filled,");
-    println!("fsynced 16 MiB file; fa = the same into a fallocated file (unwritten extents, like WAL segments);");
-    println!("entr/s = batch / mean latency of append + persist (wal) or pwrite + fdatasync (raw); ratio = wal p50 / raw p50; {ROUNDS} interleaved rounds.");
+    println!("fsynced 16 MiB file; fa = the same into a fallocated file (unwritten extents);");
+    println!("e/s = entries per second = batch / mean latency; {ROUNDS} interleaved rounds.");
 }
 
 fn bench_recovery(args: &Args) {

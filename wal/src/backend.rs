@@ -88,7 +88,56 @@ pub enum Pace {
 
 /// The real backend: std::fs, fallocate, flock and memmap2.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct StdBackend;
+pub struct StdBackend {
+    /// How appends reach a segment file.
+    pub write: WriteMode,
+}
+
+/// How the real backend writes appends into a segment. Both keep every segment mapped, and
+/// every read (recovery, entries for followers, restarts) goes through the map; they differ
+/// only in how written bytes reach the file and the disk. Recovery and every guarantee are
+/// the same for both: a range is durable exactly when `SegmentMap::sync` for it returned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Written through a shared map and made durable with msync (MS_SYNC).
+    Mmap,
+    /// Written into a private (copy-on-write) map, then copied to the file with `pwrite` and
+    /// made durable with `fdatasync` (LMDB's default model). Syncing does not write-protect
+    /// the mapped pages again, so a batch's next writes to a page do not fault, and no other
+    /// CPU's TLB has to be flushed.
+    #[default]
+    Pwrite,
+}
+
+impl WriteMode {
+    /// The name used on command lines and in status: "mmap" or "pwrite".
+    pub fn name(self) -> &'static str {
+        match self {
+            WriteMode::Mmap => "mmap",
+            WriteMode::Pwrite => "pwrite",
+        }
+    }
+}
+
+impl std::str::FromStr for WriteMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<WriteMode, String> {
+        match text {
+            "mmap" => Ok(WriteMode::Mmap),
+            "pwrite" => Ok(WriteMode::Pwrite),
+            other => Err(format!(
+                "unknown WAL write mode {other:?}: expected \"pwrite\" or \"mmap\""
+            )),
+        }
+    }
+}
+
+impl StdBackend {
+    /// The real backend writing appends the way `write` says.
+    pub fn new(write: WriteMode) -> StdBackend {
+        StdBackend { write }
+    }
+}
 
 thread_local! {
     /// Successful segment syncs (msync) made by this thread: what a test of the real
@@ -108,6 +157,7 @@ struct StdSegment {
     // The map must not outlive the file's blocks; the file stays open while the map lives.
     map: MmapMut,
     file: File,
+    write: WriteMode,
 }
 
 impl SegmentMap for StdSegment {
@@ -120,7 +170,15 @@ impl SegmentMap for StdSegment {
     }
 
     fn sync(&mut self, offset: usize, len: usize) -> io::Result<()> {
-        self.map.flush_range(offset, len)?;
+        match self.write {
+            WriteMode::Mmap => self.map.flush_range(offset, len)?,
+            WriteMode::Pwrite => {
+                use std::os::unix::fs::FileExt;
+                self.file
+                    .write_all_at(&self.map[offset..offset + len], offset as u64)?;
+                self.file.sync_data()?;
+            }
+        }
         SEGMENT_SYNCS.with(|n| n.set(n.get() + 1));
         Ok(())
     }
@@ -310,10 +368,13 @@ pub(crate) fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8
     Ok(bytes)
 }
 
-fn map_file(file: File, access: Access) -> io::Result<Box<dyn SegmentMap>> {
+fn map_file(file: File, access: Access, write: WriteMode) -> io::Result<Box<dyn SegmentMap>> {
     let len = usize::try_from(file.metadata()?.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large to map"))?;
-    let map = sys::map(&file, len)?;
+    let map = match write {
+        WriteMode::Mmap => sys::map(&file, len)?,
+        WriteMode::Pwrite => sys::map_private(&file, len)?,
+    };
     // Readahead makes recovery's sequential scan fast; for appending it is harmful: a write
     // fault would read ahead into large folios, and every msync would write whole folios back
     // (measured on ext4: a 41 KiB batch took 1.4-2x longer to persist).
@@ -326,7 +387,7 @@ fn map_file(file: File, access: Access) -> io::Result<Box<dyn SegmentMap>> {
         // Start reading the whole file now, so the disk works while the scan checks CRCs.
         let _ = map.advise(memmap2::Advice::WillNeed);
     }
-    Ok(Box::new(StdSegment { map, file }))
+    Ok(Box::new(StdSegment { map, file, write }))
 }
 
 impl Backend for StdBackend {
@@ -373,7 +434,7 @@ impl Backend for StdBackend {
         let created = sys::preallocate(&file, bytes)
             .and_then(|()| file.set_len(bytes))
             .and_then(|()| zero_fill(&file, bytes, pace))
-            .and_then(|()| map_file(file, Access::Append));
+            .and_then(|()| map_file(file, Access::Append, self.write));
         if created.is_err() {
             let _ = fs::remove_file(path);
         }
@@ -384,6 +445,7 @@ impl Backend for StdBackend {
         map_file(
             OpenOptions::new().read(true).write(true).open(path)?,
             Access::Scan,
+            self.write,
         )
     }
 
@@ -458,7 +520,7 @@ mod tests {
     }
 
     fn round_trip(dir: &Path) {
-        let backend = StdBackend;
+        let backend = StdBackend::default();
         // Sizes around the alignment and the chunk size, with a head that shifts the body
         // off every boundary.
         for (head_len, body_len) in [
@@ -504,28 +566,42 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         // Not a multiple of the zeroing chunk or the page, paced and unpaced.
-        for (name, bytes, pace) in [
+        for (name, bytes, pace, write) in [
             (
                 "a",
                 3 * ZERO_FILL_CHUNK_BYTES as u64 + 4096 + 100,
                 Pace::Ahead,
+                WriteMode::Pwrite,
             ),
-            ("b", ZERO_FILL_CHUNK_BYTES as u64 / 2, Pace::Now),
+            (
+                "b",
+                ZERO_FILL_CHUNK_BYTES as u64 / 2,
+                Pace::Now,
+                WriteMode::Mmap,
+            ),
         ] {
             let path = dir.path().join(name);
-            let mut segment = StdBackend.create_segment(&path, bytes, pace).unwrap();
+            let backend = StdBackend::new(write);
+            let mut segment = backend.create_segment(&path, bytes, pace).unwrap();
             assert_eq!(segment.bytes().len() as u64, bytes);
             assert!(segment.bytes().iter().all(|&b| b == 0));
             let metadata = fs::metadata(&path).unwrap();
             assert_eq!(metadata.len(), bytes);
             assert!(metadata.blocks() * 512 >= bytes, "every block allocated");
-            // Writable through the map, and the write reaches the file.
+            // Writable through the map, and the write reaches the file once synced.
             segment.bytes_mut()[100] = 7;
             segment.sync(0, 4096).unwrap();
             assert_eq!(fs::read(&path).unwrap()[100], 7);
+            // Released pages read back what the file holds.
+            segment.release(0, 4096);
+            assert_eq!(segment.bytes()[100], 7);
+            // What is written but not synced reaches the file only with a shared map.
+            segment.bytes_mut()[5000] = 9;
+            let in_file = fs::read(&path).unwrap()[5000];
+            assert_eq!(in_file, if write == WriteMode::Mmap { 9 } else { 0 });
         }
         // An existing file is never overwritten.
-        assert!(StdBackend
+        assert!(StdBackend::default()
             .create_segment(&dir.path().join("a"), 4096, Pace::Now)
             .is_err());
     }

@@ -292,7 +292,7 @@ fn replay(dir: &Path, segments: &mut Vec<Segment>, report: &mut VerifyReport) {
             }
         }
     };
-    let (vote_copy, _) = vote::read_newest(&StdBackend, dir);
+    let (vote_copy, _) = vote::read_newest(&StdBackend::default(), dir);
     report.hard_state = vote::merge(replayed.hard_state, vote_copy);
     let mut log = replayed.log;
     let newest = report

@@ -113,7 +113,7 @@ pub mod testing;
 mod vote;
 mod wal;
 
-pub use crate::backend::{Backend, Pace, SegmentMap, StdBackend};
+pub use crate::backend::{Backend, Pace, SegmentMap, StdBackend, WriteMode};
 pub use crate::error::WalError;
 pub use crate::inspect::{dump_dir, verify_dir, VerifyReport};
 pub use crate::scrub::{Damage, ScrubStep, ScrubTotals};

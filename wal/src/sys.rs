@@ -24,6 +24,18 @@ pub(crate) fn map(file: &File, len: usize) -> io::Result<MmapMut> {
     unsafe { MmapOptions::new().len(len).map_mut(file) }
 }
 
+/// Maps all `len` bytes of `file` read-write and private (copy-on-write): writes through the
+/// map change only this process's copy of a page, never the file; the file changes only
+/// through `pwrite` (see `backend::WriteMode::Pwrite`). Pages never written read the page
+/// cache, so a `pwrite` to the file is seen through them.
+///
+/// The mapping stays valid while the returned value lives, even if `file` is closed.
+pub(crate) fn map_private(file: &File, len: usize) -> io::Result<MmapMut> {
+    // SAFETY: as for `map`: this process holds the directory's exclusive lock, never changes
+    // a mapped file's length and drops the map before deleting the file.
+    unsafe { MmapOptions::new().len(len).map_copy(file) }
+}
+
 /// Maps all `len` bytes of `file` read-only, for reading a stopped node's WAL
 /// (`inspect`), which must not change a byte of it.
 pub(crate) fn map_read_only(file: &File, len: usize) -> io::Result<memmap2::Mmap> {
@@ -62,16 +74,16 @@ pub(crate) fn drop_cached(file: &File, offset: u64, len: u64) -> io::Result<()> 
     }
 }
 
-/// Drops this process's mapping of the pages in `[offset, offset + len)` of a shared file
-/// map; they stay in the page cache and on disk, and a later access faults them back in.
+/// Drops this process's mapping of the pages in `[offset, offset + len)` of a file map; they stay in the page cache and on disk, and a later access faults them back in.
 /// Only called for ranges already made durable, so the pages are clean. Keeps the resident
 /// size of a long-running node from growing with every segment it writes.
 pub(crate) fn release(map: &MmapMut, offset: usize, len: usize) -> io::Result<()> {
-    // SAFETY: MADV_DONTNEED on a MAP_SHARED file mapping discards no data: the pages belong
-    // to the file, whose contents in this range were msynced before the call, and any later
-    // read through the map re-reads them from the page cache or the disk. memmap2 marks the
-    // advice unsafe only because on private (copy-on-write) mappings it would revert writes;
-    // `map` above always maps shared.
+    // SAFETY: MADV_DONTNEED discards no data here. On a shared map the pages belong to the
+    // file, whose contents in this range were msynced before the call, and any later read
+    // through the map re-reads them from the page cache or the disk. On a private map
+    // (`map_private`) it drops this process's copies of the pages, which would revert writes
+    // not yet in the file; but the range was written to the file with `pwrite` and synced
+    // before the call, so the file holds exactly the bytes the copies held.
     unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) }
 }
 

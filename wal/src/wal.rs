@@ -52,7 +52,7 @@ impl Default for WalOptions {
         WalOptions {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             repair: false,
-            backend: Arc::new(StdBackend),
+            backend: Arc::new(StdBackend::default()),
             helper_threads: true,
         }
     }

@@ -9,10 +9,14 @@ use raft::{Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta
 use wal::format::Record;
 use wal::{dump_dir, verify_dir, Wal, WalError, WalOptions};
 
+// Written through a shared map (`mmap` mode), so that a batch appended and never persisted
+// still reaches the file, as it can in either mode when the process dies in the middle of
+// copying it: what `a_torn_tail_is_reported_and_not_truncated` needs to see.
 fn options() -> WalOptions {
     WalOptions {
         segment_bytes: 8192,
         helper_threads: false,
+        backend: std::sync::Arc::new(wal::StdBackend::new(wal::WriteMode::Mmap)),
         ..WalOptions::default()
     }
 }
