@@ -440,14 +440,23 @@ impl Faulter {
 
     /// A live node to crash, pause or restart (the leader half the time) whose loss leaves
     /// a live majority of every voter set in force (both halves of a joint configuration),
-    /// or `None` when there is no such node. Non-members are fair game.
+    /// or `None` when there is no such node. Non-members are fair game. A node repairing
+    /// its WAL after bit rot does not vote, so it does not count towards a majority.
     fn victim(&mut self) -> Option<u64> {
         self.refresh_configuration();
         let live = self.live();
+        let voting: Vec<u64> = live
+            .iter()
+            .copied()
+            .filter(|&id| !self.wal_dir(id).join(wal::REPAIR_FILE).exists())
+            .collect();
         let spare = |v: u64| {
             [&self.conf.voters, &self.conf.outgoing].iter().all(|set| {
-                let alive = set.iter().filter(|i| live.contains(i)).count();
-                !set.contains(&v) || alive > set.len() / 2 + 1
+                let left = set
+                    .iter()
+                    .filter(|&&i| i != v && voting.contains(&i))
+                    .count();
+                !set.contains(&v) || left > set.len() / 2
             })
         };
         let candidates: Vec<u64> = live.iter().copied().filter(|&v| spare(v)).collect();
