@@ -1,6 +1,8 @@
 //! `raftctl local`: a cluster of raftd processes on this machine, for trying raftd out and
-//! for tests. `up` starts it in the background and records it in `DIR/cluster.json`; `down`
-//! stops it; `demo` walks through what a newcomer should see.
+//! for tests. `up` starts it in the background and records it in `DIR/cluster.json`; `add`
+//! grows it by one node (started with `raftd --join`, then added with `member add`);
+//! `restart` starts a stopped node again; `down` stops it; `demo` walks through what a
+//! newcomer should see.
 
 use crate::failure::Failure;
 use crate::status::{collect_status, render_status};
@@ -28,6 +30,20 @@ pub enum LocalCmd {
         /// uses them by itself against this local cluster.
         #[arg(long)]
         tls: bool,
+    },
+    /// Add a node to the running local cluster: start one more raftd with the next id on a
+    /// free port with `--join`, then add it as `raftctl member add ID ADDRESS` does (as a
+    /// learner, caught up, then promoted to voter; only a learner with --learner).
+    Add {
+        /// Leave the new node a learner (promote it later with `raftctl member promote ID`).
+        #[arg(long)]
+        learner: bool,
+        /// How long to wait for the new node to catch up before promoting it.
+        #[arg(long, value_parser = crate::parse::parse_duration, default_value = "10m")]
+        catch_up_timeout: Duration,
+        /// The directory the cluster was started in [default: $TMPDIR/raftd-local].
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Start a stopped node of the local cluster again (after `raftctl kill ID`).
     Restart {
@@ -138,6 +154,8 @@ struct NodeState {
     id: u64,
     addr: SocketAddr,
     pid: u32,
+    /// Started with `--join` (added by `local add`), not with `--peers`.
+    join: bool,
 }
 
 struct State {
@@ -164,6 +182,7 @@ fn read_state(dir: &Path) -> Result<State, String> {
                 id: n["id"].as_u64()?,
                 addr: n["address"].as_str()?.parse().ok()?,
                 pid: n["pid"].as_u64()? as u32,
+                join: n["join"].as_bool().unwrap_or(false),
             })
         })
         .collect();
@@ -175,7 +194,7 @@ fn write_state(dir: &Path, nodes: &[NodeState], tls: Option<&Path>) -> Result<()
     let v = serde_json::json!({
         "tls": tls.map(|t| t.display().to_string()),
         "nodes": nodes.iter().map(|n| serde_json::json!({
-            "id": n.id, "address": n.addr.to_string(), "pid": n.pid,
+            "id": n.id, "address": n.addr.to_string(), "pid": n.pid, "join": n.join,
             "data_dir": dir.join(format!("node{}", n.id)).display().to_string(),
             "log": dir.join(format!("node{}.log", n.id)).display().to_string(),
         })).collect::<Vec<_>>()
@@ -268,6 +287,7 @@ impl Cluster {
                 id: i as u64 + 1,
                 addr: *addr,
                 pid: 0,
+                join: false,
             });
             c.children.push(None);
         }
@@ -303,11 +323,18 @@ impl Cluster {
                 .arg(&files.ca)
                 .args(["--admin-cn", "admin"]);
         }
+        let i = id as usize - 1;
+        command.arg("--id").arg(id.to_string());
+        // A joiner never gets `--peers`: with an empty data directory that would found a
+        // cluster of its own. With data, either way it takes its configuration from there.
+        match self.nodes[i].join {
+            true => command
+                .arg("--join")
+                .arg("--listen")
+                .arg(self.nodes[i].addr.to_string()),
+            false => command.arg("--peers").arg(&self.peers),
+        };
         let child = command
-            .arg("--id")
-            .arg(id.to_string())
-            .arg("--peers")
-            .arg(&self.peers)
             .arg("--data-dir")
             .arg(self.dir.join(format!("node{id}")))
             // A local cluster is for trying things out: `raftctl fault` and `kill --crash`
@@ -320,7 +347,6 @@ impl Cluster {
             .process_group(0)
             .spawn()
             .map_err(|e| Failure::Usage(format!("cannot start {}: {e}", self.binary.display())))?;
-        let i = id as usize - 1;
         self.nodes[i].pid = child.id();
         self.children[i] = Some(child);
         Ok(())
@@ -328,6 +354,31 @@ impl Cluster {
 
     fn addresses(&self) -> Vec<SocketAddr> {
         self.nodes.iter().map(|n| n.addr).collect()
+    }
+
+    /// The cluster recorded in `dir`, to start nodes of (none is started by this).
+    fn recorded(dir: &Path) -> Result<Cluster, Failure> {
+        let state = read_state(dir).map_err(|e| {
+            Failure::Usage(format!(
+                "no local cluster recorded ({e}); start one with `raftctl local up`"
+            ))
+        })?;
+        // `--peers` is the first configuration: the nodes `up` started.
+        let peers = state
+            .nodes
+            .iter()
+            .filter(|n| !n.join)
+            .map(|n| format!("{}={}", n.id, n.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(Cluster {
+            dir: dir.to_path_buf(),
+            binary: raftd_binary()?,
+            peers,
+            children: state.nodes.iter().map(|_| None).collect(),
+            nodes: state.nodes,
+            tls: state.tls,
+        })
     }
 }
 
@@ -447,14 +498,21 @@ pub fn run(cmd: &LocalCmd, timeout: Duration, json: bool) -> Result<(), Failure>
             Ok(())
         }
         LocalCmd::Demo { dir, tls } => demo(dir.clone(), *tls, timeout),
+        LocalCmd::Add {
+            learner,
+            catch_up_timeout,
+            dir,
+        } => add(
+            &dir.clone().unwrap_or_else(default_dir),
+            *learner,
+            *catch_up_timeout,
+            timeout,
+            json,
+        ),
         LocalCmd::Restart { id, dir } => {
             let dir = dir.clone().unwrap_or_else(default_dir);
-            let state = read_state(&dir).map_err(|e| {
-                Failure::Usage(format!(
-                    "no local cluster recorded ({e}); start one with `raftctl local up`"
-                ))
-            })?;
-            let Some(node) = state.nodes.iter().find(|n| n.id == *id) else {
+            let mut cluster = Cluster::recorded(&dir)?;
+            let Some(node) = cluster.nodes.iter().find(|n| n.id == *id) else {
                 return Err(Failure::Usage(format!(
                     "the local cluster has no node {id}"
                 )));
@@ -465,19 +523,6 @@ pub fn run(cmd: &LocalCmd, timeout: Duration, json: bool) -> Result<(), Failure>
                     node.pid
                 )));
             }
-            let mut cluster = Cluster {
-                dir: dir.clone(),
-                binary: raftd_binary()?,
-                peers: state
-                    .nodes
-                    .iter()
-                    .map(|n| format!("{}={}", n.id, n.addr))
-                    .collect::<Vec<_>>()
-                    .join(","),
-                children: state.nodes.iter().map(|_| None).collect(),
-                nodes: state.nodes,
-                tls: state.tls,
-            };
             cluster.spawn(*id)?;
             write_state(&dir, &cluster.nodes, cluster.tls.as_deref()).map_err(Failure::Usage)?;
             let pid = cluster.nodes[*id as usize - 1].pid;
@@ -489,6 +534,88 @@ pub fn run(cmd: &LocalCmd, timeout: Duration, json: bool) -> Result<(), Failure>
             Ok(())
         }
     }
+}
+
+/// Local clusters have at most this many nodes.
+const NODES_MAX: usize = 15;
+
+/// `local add`: starts node `max id + 1` with `--join` on a free port, records it, and adds
+/// it to the configuration through the leader like `raftctl member add`.
+fn add(
+    dir: &Path,
+    learner: bool,
+    catch_up_timeout: Duration,
+    timeout: Duration,
+    json: bool,
+) -> Result<(), Failure> {
+    let mut cluster = Cluster::recorded(dir)?;
+    if !cluster.nodes.iter().any(|n| pid_alive(n.pid)) {
+        return Err(Failure::Usage(format!(
+            "no node of the local cluster in {} is running; start it with `raftctl local up` (or `local restart ID`)",
+            dir.display()
+        )));
+    }
+    if cluster.tls.is_some() {
+        // `up --tls` does not keep its throw-away CA's key, so no certificate can be made
+        // for a new node.
+        return Err(Failure::Usage(
+            "the local cluster runs in TLS, and `local add` cannot make a certificate for a new node (the throw-away CA's key is not kept); use a plaintext local cluster, or start the node yourself with a certificate from your CA and run `raftctl member add`".into(),
+        ));
+    }
+    if cluster.nodes.len() >= NODES_MAX {
+        return Err(Failure::Usage(format!(
+            "the local cluster has {NODES_MAX} nodes already"
+        )));
+    }
+    let id = cluster.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+    let addr = free_ports(1)?[0];
+    cluster.nodes.push(NodeState {
+        id,
+        addr,
+        pid: 0,
+        join: true,
+    });
+    cluster.children.push(None);
+    cluster.spawn(id)?;
+    write_state(dir, &cluster.nodes, cluster.tls.as_deref()).map_err(Failure::Usage)?;
+    let pid = cluster.nodes[id as usize - 1].pid;
+    if !json {
+        eprintln!(
+            "node {id} started at {addr} with --join (pid {pid}, log {}/node{id}.log); adding it",
+            dir.display()
+        );
+    }
+    let tls = match &cluster.tls {
+        Some(files) => Some(LocalTlsFiles::of(files).client_tls()?),
+        None => None,
+    };
+    let config = ClientConfig {
+        nodes: cluster.addresses(),
+        cluster_id: "raftd".into(),
+        token: None,
+        timeout,
+        tls,
+    };
+    let mut client = Client::new(config.clone());
+    let change = crate::member::MemberCmd::Add {
+        id,
+        address: addr.to_string(),
+        learner,
+        catch_up_timeout,
+    };
+    crate::member::run(&change, &mut client, &config, json).map_err(|f| {
+        // The node runs and stays recorded: the operator may retry the change.
+        let advice = format!(
+            "node {id} runs at {addr} but may not be a member; see `raftctl member list`, retry with `raftctl member add {id} {addr}`, or stop it with `raftctl kill {id}`"
+        );
+        match f {
+            Failure::Definite(m) => Failure::Definite(format!("{m}\n  {advice}")),
+            Failure::Unreachable(m) => Failure::Unreachable(format!("{m}\n  {advice}")),
+            Failure::Unknown(m) => Failure::Unknown(format!("{m}\n  {advice}")),
+            Failure::Undecided(m) => Failure::Undecided(format!("{m}\n  {advice}")),
+            other => other,
+        }
+    })
 }
 
 fn say(step: &str) {

@@ -519,7 +519,8 @@ impl<E: Env> Replica<E> {
                     .reply(client, request_id, RequestKind::ChangeMembers, outcome);
             }
             Err(e @ ProposeError::ConfChangeNotReady) => {
-                let outcome = refused(format!("{e}; retry in a moment"));
+                // The error says to retry already.
+                let outcome = refused(e.to_string());
                 self.g
                     .reply(client, request_id, RequestKind::ChangeMembers, outcome);
             }

@@ -135,11 +135,17 @@ pub fn raftd_fails(args: &[&str]) -> String {
 
 /// Runs `raftctl FIRST... ARGS...`: its exit code, and its stdout followed by its stderr.
 pub fn run_raftctl(first: &[&str], args: &[&str]) -> (i32, String) {
-    let out = Command::new(workspace_binary("raftctl"))
-        .args(first)
-        .args(args)
-        .output()
-        .expect("run raftctl");
+    command_output(
+        Command::new(workspace_binary("raftctl"))
+            .args(first)
+            .args(args),
+    )
+}
+
+/// Runs `command`: its exit code (-1 when killed by a signal), and its stdout followed by
+/// its stderr.
+pub fn command_output(command: &mut Command) -> (i32, String) {
+    let out = command.output().expect("run a command");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -211,12 +217,33 @@ fn sh(cmd: &str, args: &[&str]) -> bool {
 }
 
 /// Each node in its own network namespace, joined by a bridge in the host namespace, with
-/// an nftables table per namespace for partitions the kernel's TCP sees (this kernel has no
-/// netem; drop rules stand in for it).
+/// nftables tables per namespace for what the kernel's TCP sees (this kernel has no netem;
+/// drop rules stand in for it): `raftd` for partitions, `raftd_loss` for random loss, kept
+/// apart so that a partition and loss can be in force at once and each heals alone.
 struct NetNs {
     tag: String,
     subnet: u8,
+    /// The namespaces built: ids 1..=nodes.
     nodes: usize,
+}
+
+/// The nftables table of random-loss rules in each namespace.
+const LOSS_TABLE: &str = "raftd_loss";
+
+/// Random loss on the namespace links, as nftables `numgen random mod 100 < N drop` rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// What node `from` sends to node `to` (one way).
+    Link {
+        /// The sender.
+        from: u64,
+        /// The receiver.
+        to: u64,
+    },
+    /// Everything node `id` sends out of its namespace (peers and clients alike).
+    Outgoing(u64),
+    /// Everything node `id` receives from outside its namespace.
+    Incoming(u64),
 }
 
 impl NetNs {
@@ -226,8 +253,19 @@ impl NetNs {
     fn bridge(&self) -> String {
         format!("rd{}b", self.tag)
     }
+    fn veth(&self, id: u64) -> String {
+        format!("rd{}v{id}", self.tag)
+    }
     fn ip(&self, id: u64) -> String {
         format!("10.213.{}.{id}", self.subnet)
+    }
+
+    /// Runs `ip netns exec NS args…` in node `id`'s namespace.
+    fn exec(&self, id: u64, args: &[&str]) -> bool {
+        let ns = self.ns(id);
+        let mut v = vec!["netns", "exec", ns.as_str()];
+        v.extend_from_slice(args);
+        sh("ip", &v)
     }
 
     /// Builds the namespaces, veths, bridge and nft tables; `None` when any step fails
@@ -237,10 +275,10 @@ impl NetNs {
             return None;
         }
         let r: u32 = rand::random();
-        let net = NetNs {
+        let mut net = NetNs {
             tag: format!("{:04x}", r & 0xffff),
             subnet: (r >> 16) as u8 % 250 + 1,
-            nodes,
+            nodes: 0,
         };
         let br = net.bridge();
         let host_ip = format!("10.213.{}.254/24", net.subnet);
@@ -248,33 +286,7 @@ impl NetNs {
             && sh("ip", &["addr", "add", &host_ip, "dev", &br])
             && sh("ip", &["link", "set", &br, "up"]);
         for id in 1..=nodes as u64 {
-            if !ok {
-                break;
-            }
-            let ns = net.ns(id);
-            let veth = format!("rd{}v{id}", net.tag);
-            let addr = format!("{}/24", net.ip(id));
-            let inns = |args: &[&str]| {
-                let mut v = vec!["netns", "exec", ns.as_str()];
-                v.extend_from_slice(args);
-                sh("ip", &v)
-            };
-            ok = sh("ip", &["netns", "add", &ns])
-                && sh(
-                    "ip",
-                    &[
-                        "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-                    ],
-                )
-                && sh("ip", &["link", "set", &veth, "master", &br, "up"])
-                && inns(&["ip", "addr", "add", &addr, "dev", "eth0"])
-                && inns(&["ip", "link", "set", "eth0", "up"])
-                && inns(&["ip", "link", "set", "lo", "up"])
-                && inns(&["nft", "add", "table", "inet", "raftd"])
-                && ["input", "output"].iter().all(|hook| {
-                    let spec = format!("{{ type filter hook {hook} priority 0; }}");
-                    inns(&["nft", "add", "chain", "inet", "raftd", hook, &spec])
-                });
+            ok = ok && net.add_node(id);
         }
         if ok {
             Some(net)
@@ -284,33 +296,114 @@ impl NetNs {
         }
     }
 
+    /// Builds node `id`'s namespace (the next one), its veth on the bridge and its nft tables.
+    fn add_node(&mut self, id: u64) -> bool {
+        assert_eq!(
+            id,
+            self.nodes as u64 + 1,
+            "namespaces are built in id order"
+        );
+        // Counted first, so that `destroy` also removes a half-built one.
+        self.nodes += 1;
+        let ns = self.ns(id);
+        let veth = self.veth(id);
+        let addr = format!("{}/24", self.ip(id));
+        sh("ip", &["netns", "add", &ns])
+            && sh(
+                "ip",
+                &[
+                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                ],
+            )
+            && sh(
+                "ip",
+                &["link", "set", &veth, "master", &self.bridge(), "up"],
+            )
+            && self.exec(id, &["ip", "addr", "add", &addr, "dev", "eth0"])
+            && self.exec(id, &["ip", "link", "set", "eth0", "up"])
+            && self.exec(id, &["ip", "link", "set", "lo", "up"])
+            && ["raftd", LOSS_TABLE].iter().all(|table| {
+                self.exec(id, &["nft", "add", "table", "inet", table])
+                    && ["input", "output"].iter().all(|hook| {
+                        let spec = format!("{{ type filter hook {hook} priority 0; }}");
+                        self.exec(id, &["nft", "add", "chain", "inet", table, hook, &spec])
+                    })
+            })
+    }
+
     /// Drops everything between node `id` and the nodes in `cut`, both directions.
     fn cut(&self, id: u64, cut: &[u64]) -> bool {
-        let ns = self.ns(id);
-        let mut ok = sh(
-            "ip",
-            &[
-                "netns", "exec", &ns, "nft", "flush", "table", "inet", "raftd",
-            ],
-        );
+        let mut ok = self.exec(id, &["nft", "flush", "table", "inet", "raftd"]);
         for &other in cut {
             let ip = self.ip(other);
-            ok &= sh(
-                "ip",
+            ok &= self.exec(
+                id,
                 &[
-                    "netns", "exec", &ns, "nft", "add", "rule", "inet", "raftd", "input", "ip",
-                    "saddr", &ip, "drop",
+                    "nft", "add", "rule", "inet", "raftd", "input", "ip", "saddr", &ip, "drop",
                 ],
             );
-            ok &= sh(
-                "ip",
+            ok &= self.exec(
+                id,
                 &[
-                    "netns", "exec", &ns, "nft", "add", "rule", "inet", "raftd", "output", "ip",
-                    "daddr", &ip, "drop",
+                    "nft", "add", "rule", "inet", "raftd", "output", "ip", "daddr", &ip, "drop",
                 ],
             );
         }
         ok
+    }
+
+    /// Adds one random-loss rule: `percent` % of the packets it matches are dropped.
+    fn lose(&self, loss: Loss, percent: u8) -> bool {
+        let (id, chain, match_) = match loss {
+            Loss::Link { from, to } => (from, "output", ["ip daddr".to_string(), self.ip(to)]),
+            Loss::Outgoing(id) => (id, "output", ["oifname".into(), "eth0".into()]),
+            Loss::Incoming(id) => (id, "input", ["iifname".into(), "eth0".into()]),
+        };
+        let rule = format!(
+            "{} {} numgen random mod 100 < {percent} drop",
+            match_[0], match_[1]
+        );
+        self.exec(
+            id,
+            &["nft", "add", "rule", "inet", LOSS_TABLE, chain, &rule],
+        )
+    }
+
+    /// Removes every random-loss rule.
+    fn heal_loss(&self) -> bool {
+        (1..=self.nodes as u64).fold(true, |ok, id| {
+            ok & self.exec(id, &["nft", "flush", "table", "inet", LOSS_TABLE])
+        })
+    }
+
+    /// A token-bucket limit of `kbit` kbit/s on what node `id` sends (`egress`: on its
+    /// eth0) or receives (on the bridge's end of its veth).
+    fn limit(&self, id: u64, egress: bool, kbit: u32) -> bool {
+        let rate = format!("{kbit}kbit");
+        // A burst of about 50 ms at the rate, but at least a few full frames.
+        let burst = format!("{}kbit", (kbit / 20).max(64));
+        let tbf = [
+            "tc", "qdisc", "replace", "dev", "", "root", "tbf", "rate", &rate, "burst", &burst,
+            "latency", "500ms",
+        ];
+        if egress {
+            let mut args = tbf;
+            args[4] = "eth0";
+            self.exec(id, &args)
+        } else {
+            let veth = self.veth(id);
+            let mut args = tbf;
+            args[4] = &veth;
+            sh(args[0], &args[1..])
+        }
+    }
+
+    /// Removes every bandwidth limit (a link without one is fine).
+    fn heal_limits(&self) {
+        for id in 1..=self.nodes as u64 {
+            self.exec(id, &["tc", "qdisc", "del", "dev", "eth0", "root"]);
+            sh("tc", &["qdisc", "del", "dev", &self.veth(id), "root"]);
+        }
     }
 
     fn destroy(&self) {
@@ -389,6 +482,17 @@ impl ProcessCluster {
         Some(c)
     }
 
+    /// Starts `n` nodes (ids 1..=n), each in its own network namespace (see
+    /// [`ProcessCluster::prepare_netns`]); fails, saying why, when that is not possible here.
+    pub fn start_netns(n: usize, options: ClusterOptions) -> ProcessCluster {
+        let mut c = ProcessCluster::prepare_netns(n, options)
+            .expect("cannot create network namespaces: this test needs root, ip and nft");
+        for id in c.ids() {
+            c.spawn(id);
+        }
+        c
+    }
+
     /// True when the nodes run in network namespaces.
     pub fn in_netns(&self) -> bool {
         self.netns.is_some()
@@ -453,15 +557,73 @@ impl ProcessCluster {
     }
 
     /// A new node id with a fresh address and an empty data directory, which
-    /// [`ProcessCluster::spawn`] starts with `--join --listen ADDRESS` (not on namespaces).
+    /// [`ProcessCluster::spawn`] starts with `--join --listen ADDRESS`. In namespaces, the
+    /// node gets a namespace and an address of its own, like the others.
     pub fn add_joiner(&mut self) -> u64 {
-        assert!(self.netns.is_none(), "joiners run on the host network only");
         let id = self.peers.len() as u64 + 1;
-        let addr = free_addresses(1)[0];
+        let addr = match &mut self.netns {
+            Some(net) => {
+                assert!(
+                    net.add_node(id),
+                    "cannot build a network namespace for node {id}"
+                );
+                format!("{}:7001", net.ip(id)).parse().expect("address")
+            }
+            None => free_addresses(1)[0],
+        };
         self.peers.push((id, addr));
         self.children.push(None);
         self.joiners.push(id);
         id
+    }
+
+    /// Makes stopped node `id` a fresh joiner: its data directory is emptied (the
+    /// directory itself stays, it may be a mount point) and [`ProcessCluster::spawn`] starts
+    /// it with `--join` from now on, never with `--peers` (an empty disk started with
+    /// `--peers` would found a second cluster).
+    pub fn reset_as_joiner(&mut self, id: u64) {
+        assert!(
+            !self.is_running(id),
+            "node {id} is running; stop it before wiping its data"
+        );
+        let dir = self.data_dir(id);
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let removed = match entry.file_type() {
+                Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+                _ => std::fs::remove_file(&path),
+            };
+            removed.unwrap_or_else(|e| panic!("cannot wipe {}: {e}", path.display()));
+        }
+        if !self.joiners.contains(&id) {
+            self.joiners.push(id);
+        }
+    }
+
+    /// Kernel-level random loss (nftables `numgen random` drop rules), added to what is in
+    /// force. False when not in namespaces or nft refused.
+    pub fn net_lose(&self, loss: Loss, percent: u8) -> bool {
+        self.netns
+            .as_ref()
+            .is_some_and(|net| net.lose(loss, percent))
+    }
+
+    /// A bandwidth limit (tc tbf) on what node `id` sends (`egress`) or receives. False
+    /// when not in namespaces or tc refused.
+    pub fn net_limit(&self, id: u64, egress: bool, kbit: u32) -> bool {
+        self.netns
+            .as_ref()
+            .is_some_and(|net| net.limit(id, egress, kbit))
+    }
+
+    /// Removes every kernel-level loss rule and bandwidth limit (partitions stay; see
+    /// [`ProcessCluster::net_partition`]). True when there is nothing left in force.
+    pub fn net_heal_degradation(&self) -> bool {
+        let Some(net) = &self.netns else {
+            return true;
+        };
+        net.heal_limits();
+        net.heal_loss()
     }
 
     /// The `--peers` value: the first configuration's nodes.

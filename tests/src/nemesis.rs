@@ -5,13 +5,16 @@
 //! linearizability. Separately, every client also writes keys nobody overwrites; each one
 //! acknowledged must be readable at the end (lost acknowledged writes must be 0).
 
+mod churn;
+mod degrade;
+
 use crate::cluster::{ClusterOptions, ProcessCluster};
 use crate::linearizability::{self, Call, Operation, Ret};
 use raftd::client::{ClientConfig, ClientError};
 use raftd::protocol::{FaultSpec, Op, Outcome, Write};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,11 +50,25 @@ pub enum Nemesis {
     /// again. One damaged node at a time, the WAL's fault model: no rot while any node is
     /// still repairing or a damaged vote copy is still unrewritten.
     BitRot,
+    /// Membership churn among a pool of ids (the first configuration's and
+    /// `RunConfig::spares` more, each in its own namespace): add a learner, promote one,
+    /// remove a voter (the leader now and then) or a learner, asked of the leader as
+    /// `raftctl member` does. A removed node is stopped (at once or later: a removed node
+    /// left running must not disturb) and its data wiped before its id joins again with
+    /// `raftd --join`. At least three voters stay.
+    Membership,
+    /// Kernel-level random loss: nftables `numgen random mod 100 < N drop` rules on one
+    /// link (one way or both) or on everything a node sends (and receives) (root and
+    /// namespaces).
+    NetLoss,
+    /// Bandwidth limits: tc `tbf` on the veths of one node or of all, what they send,
+    /// receive or both (root and namespaces).
+    Bandwidth,
 }
 
 impl Nemesis {
     /// Every nemesis.
-    pub const ALL: [Nemesis; 10] = [
+    pub const ALL: [Nemesis; 13] = [
         Nemesis::Kill,
         Nemesis::Restart,
         Nemesis::Pause,
@@ -62,6 +79,9 @@ impl Nemesis {
         Nemesis::DiskFull,
         Nemesis::NetSplit,
         Nemesis::BitRot,
+        Nemesis::Membership,
+        Nemesis::NetLoss,
+        Nemesis::Bandwidth,
     ];
 
     /// Parses a name as printed by `Debug`, case-insensitively.
@@ -95,6 +115,9 @@ pub struct RunConfig {
     /// them, as without tmpfs for `DiskFull`, the run goes on without those faults and says
     /// SKIPPED, except under CI (`CI` set), where it fails.
     pub netns: bool,
+    /// Ids beyond the first configuration (`nodes`) that `Membership` may add, each with an
+    /// address (a namespace) of its own.
+    pub spares: usize,
 }
 
 /// What a run found.
@@ -118,6 +141,9 @@ pub struct Summary {
     pub elections: u64,
     /// Longest time without a successful write, across all clients.
     pub longest_unavailable: Duration,
+    /// When that gap began, from the start of the run (to find it among the fault windows
+    /// the log prints).
+    pub longest_unavailable_from: Duration,
     /// Fault windows applied.
     pub faults: Vec<String>,
     /// Where a violation's report was written.
@@ -143,6 +169,35 @@ pub struct Summary {
     pub still_repairing: Vec<u64>,
     /// A rotted node that did not start, or whose damage was not found (must be empty).
     pub rot_failures: Vec<String>,
+    /// Fault windows each nemesis took part in, and of those, how many it skipped (no
+    /// leader, no spare node, not possible here).
+    pub windows: BTreeMap<Nemesis, (u64, u64)>,
+    /// Membership changes asked by `Membership`, by outcome.
+    pub changes: ChangeCounts,
+    /// The voters and learners at the end.
+    pub final_members: (Vec<u64>, Vec<u64>),
+}
+
+/// Membership changes by outcome.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChangeCounts {
+    /// Committed (the leader answered done).
+    pub done: u64,
+    /// Definitely not done: refused (another change pending, learner behind, ...), not
+    /// the leader any more, or not sent.
+    pub refused: u64,
+    /// Sent, outcome unknown (leadership lost before the commit, timeout).
+    pub unknown: u64,
+    /// Not asked: no leader, or the configuration was not settled.
+    pub skipped: u64,
+    /// Of `done`, additions, promotions and removals.
+    pub added: u64,
+    /// See `added`.
+    pub promoted: u64,
+    /// See `added`.
+    pub removed: u64,
+    /// Removed nodes stopped and wiped.
+    pub wiped: u64,
 }
 
 impl Summary {
@@ -295,6 +350,55 @@ struct Faulter {
     live_rots: u64,
     rots_skipped: u64,
     rot_failures: Vec<String>,
+    /// Kernel-level loss rules or bandwidth limits are in force.
+    degraded: bool,
+    /// The newest configuration seen (see `Faulter::refresh_configuration`).
+    conf: Configuration,
+    changes: ChangeCounts,
+}
+
+/// A configuration as a node's status shows it. Of two configurations nodes report, the one
+/// with the higher index is at least as new (a snapshot's index is at or past the entry of
+/// the configuration it carries).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Configuration {
+    /// Its log index.
+    index: u64,
+    voters: BTreeSet<u64>,
+    /// The outgoing voters of a joint configuration (empty otherwise).
+    outgoing: BTreeSet<u64>,
+    learners: BTreeSet<u64>,
+}
+
+impl Configuration {
+    fn of(status: &serde_json::Value) -> Option<Configuration> {
+        let c = &status["configuration"];
+        let set = |name: &str| -> Option<BTreeSet<u64>> {
+            c[name].as_array()?.iter().map(|v| v.as_u64()).collect()
+        };
+        Some(Configuration {
+            index: c["index"].as_u64()?,
+            voters: set("voters")?,
+            outgoing: set("outgoing")?,
+            learners: set("learners")?,
+        })
+    }
+
+    fn members(&self) -> BTreeSet<u64> {
+        &(&self.voters | &self.outgoing) | &self.learners
+    }
+
+    /// The same voters, outgoing voters and learners (the index may differ: a node
+    /// reports the index of its snapshot when the configuration came with it).
+    fn same_members(&self, other: &Configuration) -> bool {
+        self.voters == other.voters
+            && self.outgoing == other.outgoing
+            && self.learners == other.learners
+    }
+
+    fn has(&self, id: u64) -> bool {
+        self.voters.contains(&id) || self.outgoing.contains(&id) || self.learners.contains(&id)
+    }
 }
 
 impl Faulter {
@@ -303,22 +407,77 @@ impl Faulter {
             .wait_leader(&self.live(), Duration::from_millis(300))
     }
 
-    fn live(&self) -> Vec<u64> {
+    /// Nodes with a process (paused ones included): members or not.
+    fn running(&self) -> Vec<u64> {
         self.cluster
             .ids()
             .into_iter()
-            .filter(|i| !self.paused.contains(i) && !self.stopped.contains(i))
+            .filter(|&i| self.cluster.pid(i).is_some())
             .collect()
     }
 
-    fn victim(&mut self) -> u64 {
+    /// Running nodes that are not paused.
+    fn live(&self) -> Vec<u64> {
+        self.running()
+            .into_iter()
+            .filter(|i| !self.paused.contains(i))
+            .collect()
+    }
+
+    /// Reads the newest configuration any live node uses (the highest configuration
+    /// index): the voters whose majorities the crash nemeses must leave alive.
+    fn refresh_configuration(&mut self) {
+        let newest = self
+            .live()
+            .into_iter()
+            .filter_map(|id| self.cluster.status(id))
+            .filter_map(|s| Configuration::of(&s))
+            .max_by_key(|c| c.index);
+        if let Some(conf) = newest {
+            self.conf = conf;
+        }
+    }
+
+    /// A live node to crash, pause or restart (the leader half the time) whose loss leaves
+    /// a live majority of every voter set in force (both halves of a joint configuration),
+    /// or `None` when there is no such node. Non-members are fair game. A node repairing
+    /// its WAL after bit rot does not vote, so it does not count towards a majority.
+    fn victim(&mut self) -> Option<u64> {
+        self.refresh_configuration();
         let live = self.live();
+        let voting: Vec<u64> = live
+            .iter()
+            .copied()
+            .filter(|&id| !self.wal_dir(id).join(wal::REPAIR_FILE).exists())
+            .collect();
+        let spare = |v: u64| {
+            [&self.conf.voters, &self.conf.outgoing].iter().all(|set| {
+                let left = set
+                    .iter()
+                    .filter(|&&i| i != v && voting.contains(&i))
+                    .count();
+                !set.contains(&v) || left > set.len() / 2
+            })
+        };
+        let candidates: Vec<u64> = live.iter().copied().filter(|&v| spare(v)).collect();
+        if candidates.is_empty() {
+            return None;
+        }
         if self.rng.gen_bool(0.5) {
-            if let Some(l) = self.leader() {
-                return l;
+            if let Some(l) = self.leader().filter(|l| candidates.contains(l)) {
+                return Some(l);
             }
         }
-        live[self.rng.gen_range(0..live.len())]
+        Some(candidates[self.rng.gen_range(0..candidates.len())])
+    }
+
+    /// The running nodes, shuffled.
+    fn shuffled_running(&mut self) -> Vec<u64> {
+        let mut ids = self.running();
+        for k in (1..ids.len()).rev() {
+            ids.swap(k, self.rng.gen_range(0..=k));
+        }
+        ids
     }
 
     fn set_fault(&mut self, id: u64, spec: FaultSpec) {
@@ -329,7 +488,7 @@ impl Faulter {
 
     fn partition(&mut self, groups: &[Vec<u64>]) {
         // Each node is cut from every node not in a group it belongs to.
-        for id in self.cluster.ids() {
+        for id in self.live() {
             let reachable: BTreeSet<u64> = groups
                 .iter()
                 .filter(|g| g.contains(&id))
@@ -354,31 +513,27 @@ impl Faulter {
     }
 
     fn apply(&mut self, nemesis: Nemesis) -> String {
-        let n = self.cluster.ids().len();
         match nemesis {
             Nemesis::Kill => {
-                if self.live().len() <= n / 2 + 1 {
+                let Some(v) = self.victim() else {
                     return "kill skipped (no spare node)".into();
-                }
-                let v = self.victim();
+                };
                 self.cluster.kill9(v);
                 self.stopped.insert(v);
                 format!("kill -9 node {v}")
             }
             Nemesis::Restart => {
-                if self.live().len() <= n / 2 + 1 {
+                let Some(v) = self.victim() else {
                     return "restart skipped (no spare node)".into();
-                }
-                let v = self.victim();
+                };
                 self.cluster.terminate(v);
                 self.cluster.spawn(v);
                 format!("SIGTERM and restart node {v}")
             }
             Nemesis::Pause => {
-                if self.live().len() <= n / 2 + 1 {
+                let Some(v) = self.victim() else {
                     return "pause skipped (no spare node)".into();
-                }
-                let v = self.victim();
+                };
                 if let Some(pid) = self.cluster.pid(v) {
                     let _ = Command::new("kill")
                         .args(["-STOP", &pid.to_string()])
@@ -389,27 +544,21 @@ impl Faulter {
             }
             Nemesis::IsolateLeader => match self.leader() {
                 Some(l) => {
-                    let others: Vec<u64> =
-                        self.cluster.ids().into_iter().filter(|&i| i != l).collect();
+                    let others: Vec<u64> = self.running().into_iter().filter(|&i| i != l).collect();
                     self.partition(&[vec![l], others]);
                     format!("isolate leader {l}")
                 }
                 None => "isolate skipped (no leader)".into(),
             },
             Nemesis::Split => {
-                let mut ids = self.cluster.ids();
-                for k in (1..ids.len()).rev() {
-                    ids.swap(k, self.rng.gen_range(0..=k));
-                }
-                let minority = ids.split_off(n / 2 + 1);
+                let mut ids = self.shuffled_running();
+                let minority = ids.split_off(ids.len() / 2 + 1);
                 self.partition(&[ids.clone(), minority.clone()]);
                 format!("split {ids:?} | {minority:?}")
             }
             Nemesis::Bridge => {
-                let mut ids = self.cluster.ids();
-                for k in (1..ids.len()).rev() {
-                    ids.swap(k, self.rng.gen_range(0..=k));
-                }
+                let ids = self.shuffled_running();
+                let n = ids.len();
                 let mid = ids[n / 2];
                 let left: Vec<u64> = ids[..n / 2].to_vec();
                 let right: Vec<u64> = ids[n / 2 + 1..].to_vec();
@@ -425,7 +574,17 @@ impl Faulter {
                     return "disk full skipped (data directories are not on tmpfs: needs root)"
                         .into();
                 }
-                let v = self.tmpfs[self.rng.gen_range(0..self.tmpfs.len())];
+                let running = self.running();
+                let on_tmpfs: Vec<u64> = self
+                    .tmpfs
+                    .iter()
+                    .copied()
+                    .filter(|id| running.contains(id))
+                    .collect();
+                if on_tmpfs.is_empty() {
+                    return "disk full skipped (no node running)".into();
+                }
+                let v = on_tmpfs[self.rng.gen_range(0..on_tmpfs.len())];
                 let dir = self.cluster.data_dir(v);
                 let used = dir_bytes(&dir);
                 let size = format!("remount,size={}k", used / 1024 + 64);
@@ -441,11 +600,8 @@ impl Faulter {
                     return "net split skipped (nodes are not in network namespaces: needs root)"
                         .into();
                 }
-                let mut ids = self.cluster.ids();
-                for k in (1..ids.len()).rev() {
-                    ids.swap(k, self.rng.gen_range(0..=k));
-                }
-                let minority = ids.split_off(n / 2 + 1);
+                let mut ids = self.shuffled_running();
+                let minority = ids.split_off(ids.len() / 2 + 1);
                 if self.cluster.net_partition(&[ids.clone(), minority.clone()]) {
                     self.net_cut = true;
                     format!("nft split {ids:?} | {minority:?}")
@@ -456,7 +612,7 @@ impl Faulter {
             Nemesis::Lossy => {
                 let drop = [5.0, 10.0, 20.0][self.rng.gen_range(0..3)];
                 let max = [5, 20, 50][self.rng.gen_range(0..3)];
-                for id in self.cluster.ids() {
+                for id in self.live() {
                     self.set_fault(
                         id,
                         FaultSpec {
@@ -470,6 +626,9 @@ impl Faulter {
                 format!("lossy network: drop {drop}%, delay 0..{max} ms")
             }
             Nemesis::BitRot => self.bit_rot(),
+            Nemesis::Membership => self.membership(),
+            Nemesis::NetLoss => self.net_loss(),
+            Nemesis::Bandwidth => self.bandwidth(),
         }
     }
 
@@ -478,6 +637,12 @@ impl Faulter {
     fn heal(&mut self) {
         if std::mem::take(&mut self.net_cut) {
             self.cluster.net_partition(&[]);
+        }
+        if std::mem::take(&mut self.degraded) {
+            assert!(
+                self.cluster.net_heal_degradation(),
+                "cannot remove the loss rules and bandwidth limits"
+            );
         }
         for id in std::mem::take(&mut self.full) {
             let dir = self.cluster.data_dir(id);
@@ -494,7 +659,7 @@ impl Faulter {
             self.cluster.spawn(id);
         }
         if self.faults_on {
-            for id in self.cluster.ids() {
+            for id in self.running() {
                 self.clear_faults(id);
             }
             self.faults_on = false;
@@ -539,10 +704,12 @@ impl Faulter {
     /// The damage still outstanding, if any: a node still repairing (its WAL directory
     /// holds the marker), or the vote copy rotted last still as the rot left it.
     fn outstanding_damage(&mut self) -> Option<String> {
+        // A node that is no member has nobody to repair from; it is wiped before it joins.
         if let Some(id) = self
             .cluster
             .ids()
             .into_iter()
+            .filter(|&id| self.conf.has(id))
             .find(|&id| self.wal_dir(id).join(wal::REPAIR_FILE).exists())
         {
             return Some(format!("node {id} is still repairing"));
@@ -568,6 +735,7 @@ impl Faulter {
     /// marker, and would stay down), flips one bit of its WAL, starts it again and checks
     /// that it came up and found the damage.
     fn bit_rot(&mut self) -> String {
+        self.refresh_configuration();
         if let Some(damage) = self.outstanding_damage() {
             self.rots_skipped += 1;
             return format!("bit rot skipped ({damage})");
@@ -575,7 +743,7 @@ impl Faulter {
         let candidates: Vec<u64> = self
             .live()
             .into_iter()
-            .filter(|id| !self.full.contains(id))
+            .filter(|id| !self.full.contains(id) && self.conf.has(*id))
             .collect();
         if candidates.is_empty() {
             return "bit rot skipped (no live node with room on its disk)".into();
@@ -880,14 +1048,14 @@ fn count_repairs(cluster: &ProcessCluster) -> (u64, u64) {
     (started, finished)
 }
 
-/// Waits up to `within` for every node to stop repairing (status and marker); returns the
+/// Waits up to `within` for every node of `ids` to stop repairing (status and marker); returns the
 /// nodes still repairing then.
-fn wait_repairs_over(cluster: &ProcessCluster, within: Duration) -> Vec<u64> {
+fn wait_repairs_over(cluster: &ProcessCluster, ids: &[u64], within: Duration) -> Vec<u64> {
     let deadline = Instant::now() + within;
     loop {
-        let repairing: Vec<u64> = cluster
-            .ids()
-            .into_iter()
+        let repairing: Vec<u64> = ids
+            .iter()
+            .copied()
             .filter(|&id| {
                 let marker = cluster.data_dir(id).join("wal").join(wal::REPAIR_FILE);
                 marker.exists()
@@ -966,6 +1134,24 @@ pub fn run(config: &RunConfig, log: &mut dyn FnMut(&str)) -> Summary {
         },
         false => ProcessCluster::prepare(config.nodes, options),
     };
+    // The spare ids: nodes that join (`--join`) when `Membership` adds them.
+    if config.nemeses.contains(&Nemesis::Membership) {
+        for _ in 0..config.spares {
+            cluster.add_joiner();
+        }
+    }
+    // Nothing left over from an earlier run that died before healing.
+    assert!(
+        cluster.net_heal_degradation(),
+        "cannot clear loss rules and bandwidth limits"
+    );
+    for nemesis in [Nemesis::NetLoss, Nemesis::Bandwidth] {
+        if config.nemeses.contains(&nemesis) && !cluster.in_netns() {
+            let reason = format!("{nemesis:?} nemesis unavailable: nodes are not in network namespaces (needs root, ip, nft and tc)");
+            log(&reason);
+            wal::testing::skip(&reason);
+        }
+    }
     let mut tmpfs = Vec::new();
     if config.nemeses.contains(&Nemesis::DiskFull) {
         for id in cluster.ids() {
@@ -991,10 +1177,10 @@ pub fn run(config: &RunConfig, log: &mut dyn FnMut(&str)) -> Summary {
     // Dropped after the cluster (declared before it is moved into the Faulter below), so
     // the nodes are dead when their tmpfs goes, even when a check panics.
     let _mounts = Mounts(tmpfs.iter().map(|&id| cluster.data_dir(id)).collect());
-    for id in cluster.ids() {
+    let ids: Vec<u64> = (1..=config.nodes as u64).collect();
+    for &id in &ids {
         cluster.spawn(id);
     }
-    let ids = cluster.ids();
     cluster
         .wait_leader(&ids, Duration::from_secs(10))
         .expect("the cluster elects a leader");
@@ -1011,8 +1197,9 @@ pub fn run(config: &RunConfig, log: &mut dyn FnMut(&str)) -> Summary {
         write_successes: Mutex::new(Vec::new()),
         stop: AtomicBool::new(false),
     });
+    // Every address of the pool: clients find the leader wherever membership put it.
     let client_config = ClientConfig {
-        nodes: ids.iter().map(|&i| cluster.addr(i)).collect(),
+        nodes: cluster.ids().iter().map(|&i| cluster.addr(i)).collect(),
         cluster_id: "raftd".into(),
         token: None,
         timeout: config.op_timeout,
@@ -1046,7 +1233,11 @@ pub fn run(config: &RunConfig, log: &mut dyn FnMut(&str)) -> Summary {
         live_rots: 0,
         rots_skipped: 0,
         rot_failures: Vec::new(),
+        degraded: false,
+        conf: Configuration::default(),
+        changes: ChangeCounts::default(),
     };
+    f.refresh_configuration();
     let mut summary = Summary::default();
     let end = Instant::now() + config.duration;
     while Instant::now() < end && !config.nemeses.is_empty() {
@@ -1059,7 +1250,11 @@ pub fn run(config: &RunConfig, log: &mut dyn FnMut(&str)) -> Summary {
         let mut applied = Vec::new();
         for _ in 0..count {
             let nemesis = config.nemeses[f.rng.gen_range(0..config.nemeses.len())];
-            applied.push(f.apply(nemesis));
+            let what = f.apply(nemesis);
+            let counts = summary.windows.entry(nemesis).or_default();
+            counts.0 += 1;
+            counts.1 += u64::from(what.contains("skipped"));
+            applied.push(what);
         }
         let what = applied.join(" + ");
         log(&format!(
@@ -1078,6 +1273,17 @@ pub fn run(config: &RunConfig, log: &mut dyn FnMut(&str)) -> Summary {
         std::thread::sleep(config.duration);
     }
     f.heal();
+    // Whatever was in force, and the membership settled: non-members stopped.
+    assert!(
+        f.cluster.net_heal_degradation(),
+        "cannot clear loss rules and bandwidth limits"
+    );
+    let members = f.settle_membership(log);
+    summary.changes = f.changes;
+    summary.final_members = (
+        f.conf.voters.iter().copied().collect(),
+        f.conf.learners.iter().copied().collect(),
+    );
     // Let the healed cluster serve for a moment before the clients stop.
     std::thread::sleep(Duration::from_secs(3));
     shared.stop.store(true, Ordering::Relaxed);
@@ -1093,19 +1299,30 @@ pub fn run(config: &RunConfig, log: &mut dyn FnMut(&str)) -> Summary {
     for failure in &summary.rot_failures {
         log(&format!("BIT ROT FAILURE: {failure}"));
     }
-    finish(config, &f.cluster, &shared, first_term, &mut summary, log);
+    finish(
+        config,
+        &f.cluster,
+        &members,
+        &shared,
+        first_term,
+        &mut summary,
+        log,
+    );
     summary
 }
 
+/// Checks the healed cluster whose members are `ids`: convergence, repairs, the history's
+/// linearizability and every acknowledged unique write.
 fn finish(
     config: &RunConfig,
     cluster: &ProcessCluster,
+    ids: &[u64],
     shared: &Shared,
     first_term: u64,
     summary: &mut Summary,
     log: &mut dyn FnMut(&str),
 ) {
-    let ids = cluster.ids();
+    let ids = ids.to_vec();
     let leader = cluster
         .wait_leader(&ids, Duration::from_secs(20))
         .expect("a leader after healing");
@@ -1116,14 +1333,14 @@ fn finish(
         .unwrap_or(0);
     for &id in &ids {
         assert!(
-            cluster.wait_applied(id, commit, Duration::from_secs(30)),
+            cluster.wait_applied(id, commit, Duration::from_secs(60)),
             "node {id} did not converge to commit {commit}; its log:\n{}",
             cluster.log_tail(id)
         );
     }
     // A healed cluster with a leader ends every repair within a heartbeat or two; a node
     // still repairing after this wait would stay out of elections for good.
-    summary.still_repairing = wait_repairs_over(cluster, Duration::from_secs(60));
+    summary.still_repairing = wait_repairs_over(cluster, &ids, Duration::from_secs(60));
     for &id in &summary.still_repairing {
         log(&format!(
             "STILL REPAIRING after healing: node {id}; its log:\n{}",
@@ -1139,7 +1356,7 @@ fn finish(
             text.matches("found by the scrubber").count() as u64
         })
         .sum();
-    let mut client = cluster.client(Duration::from_secs(10));
+    let mut client = cluster.client_over(&ids, Duration::from_secs(10));
     // Final reads, recorded as operations so the checker sees the end state.
     let mut history = shared.history.lock().unwrap().clone();
     let phases = shared.epoch.elapsed().as_secs() / PHASE_SECONDS + 1;
@@ -1165,10 +1382,9 @@ fn finish(
     let lost: Vec<String> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..readers)
             .map(|r| {
-                let ids = cluster.ids();
                 let home = [ids[r % ids.len()]];
                 let mut c = cluster.client_over(&home, Duration::from_secs(10));
-                let mut fallback = cluster.client(Duration::from_secs(10));
+                let mut fallback = cluster.client_over(&ids, Duration::from_secs(10));
                 let mine: Vec<&String> = acked.iter().skip(r).step_by(readers).collect();
                 scope.spawn(move || {
                     let mut lost = Vec::new();
@@ -1211,8 +1427,13 @@ fn finish(
     summary.elections = last_term.saturating_sub(first_term);
     let mut successes = shared.write_successes.lock().unwrap().clone();
     successes.sort_unstable();
-    let gap = successes.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let (gap, from) = successes
+        .windows(2)
+        .map(|w| (w[1] - w[0], w[0]))
+        .max()
+        .unwrap_or((0, 0));
     summary.longest_unavailable = Duration::from_nanos(gap);
+    summary.longest_unavailable_from = Duration::from_nanos(from);
     match linearizability::check(&history) {
         linearizability::Outcome::Linearizable => {}
         linearizability::Outcome::Violation(v) => {

@@ -608,11 +608,7 @@ fn disk_full_node_stalls_and_recovers() {
 #[test]
 #[ignore = "needs root, ip and nft (network namespaces); run with --ignored"]
 fn kernel_partition_isolates_the_leader() {
-    let mut c = ProcessCluster::prepare_netns(3, ClusterOptions::default())
-        .expect("cannot create network namespaces: this test needs root, ip and nft");
-    for id in c.ids() {
-        c.spawn(id);
-    }
+    let c = ProcessCluster::start_netns(3, ClusterOptions::default());
     let old = leader(&c);
     let others: Vec<u64> = c.ids().into_iter().filter(|&i| i != old).collect();
     assert!(c.net_partition(&[vec![old], others.clone()]));

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! nemesis [--duration 60s] [--nodes 5] [--clients 8] [--keys 5] [--seed S]
-//!         [--nemeses kill,restart,pause,isolateleader,split,bridge,lossy,diskfull,netsplit,bitrot | all | none]
-//!         [--no-netns]
+//!         [--nemeses kill,restart,pause,isolateleader,split,bridge,lossy,diskfull,netsplit,bitrot,
+//!                    membership,netloss,bandwidth | all | none]
+//!         [--spares 2] [--no-netns]
 //!         [--report-dir DIR]
 //! ```
 //! Exit status 0 when there are no violations, no lost acknowledged writes, no node left
@@ -33,7 +34,7 @@ fn seconds(s: &str) -> Option<Duration> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("nemesis [--duration 60s|30m] [--nodes 5] [--clients 8] [--keys 5] [--seed S] [--nemeses LIST|all|none] [--report-dir DIR] [--no-netns]");
+        println!("nemesis [--duration 60s|30m] [--nodes 5] [--clients 8] [--keys 5] [--seed S] [--nemeses LIST|all|none] [--spares 2] [--report-dir DIR] [--no-netns]");
         return ExitCode::SUCCESS;
     }
     let nemeses = match flag(&args, "--nemeses").as_deref() {
@@ -45,7 +46,14 @@ fn main() -> ExitCode {
                 match Nemesis::parse(name) {
                     Some(n) => v.push(n),
                     None => {
-                        eprintln!("nemesis: unknown nemesis '{name}' (kill, restart, pause, isolateleader, split, bridge, lossy, diskfull, netsplit, bitrot)");
+                        let names: Vec<String> = Nemesis::ALL
+                            .iter()
+                            .map(|n| format!("{n:?}").to_lowercase())
+                            .collect();
+                        eprintln!(
+                            "nemesis: unknown nemesis '{name}' ({}, all, none)",
+                            names.join(", ")
+                        );
                         return ExitCode::from(2);
                     }
                 }
@@ -53,29 +61,96 @@ fn main() -> ExitCode {
             v
         }
     };
-    let parse = |name: &str, default: u64| -> u64 {
-        flag(&args, name)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
+    let known = [
+        "--duration",
+        "--nodes",
+        "--clients",
+        "--keys",
+        "--seed",
+        "--nemeses",
+        "--spares",
+        "--report-dir",
+    ];
+    let mut rest = args.iter();
+    while let Some(a) = rest.next() {
+        match a.as_str() {
+            "--no-netns" => {}
+            name if known.contains(&name) => {
+                if rest.next().is_none() {
+                    eprintln!("nemesis: {name} needs a value");
+                    return ExitCode::from(2);
+                }
+            }
+            other => {
+                eprintln!("nemesis: unknown argument '{other}' (see --help)");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let parse = |name: &str, default: u64| -> Result<u64, String> {
+        match flag(&args, name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("nemesis: {name} '{v}' is not a whole number")),
+        }
+    };
+    let duration = match flag(&args, "--duration") {
+        None => Ok(Duration::from_secs(60)),
+        Some(d) => seconds(&d).ok_or(format!(
+            "nemesis: --duration '{d}' is not a duration (90s, 90 or 30m)"
+        )),
+    };
+    let numbers = (|| {
+        let nodes = parse("--nodes", 5)?;
+        if !(3..=9).contains(&nodes) {
+            return Err(format!("nemesis: --nodes {nodes}: 3 to 9 nodes"));
+        }
+        let spares = parse("--spares", 2)?;
+        if nodes + spares > 12 {
+            return Err(format!(
+                "nemesis: --nodes {nodes} and --spares {spares}: at most 12 ids in all"
+            ));
+        }
+        Ok((
+            nodes,
+            parse("--clients", 8)?,
+            parse("--keys", 5)?.max(1),
+            parse("--seed", rand::random::<u32>() as u64)?,
+            spares,
+            duration?,
+        ))
+    })();
+    let (nodes, clients, keys, seed, spares, duration) = match numbers {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
     };
     let config = RunConfig {
-        nodes: parse("--nodes", 5) as usize,
-        clients: parse("--clients", 8) as usize,
-        keys: parse("--keys", 5) as usize,
-        duration: flag(&args, "--duration")
-            .and_then(|d| seconds(&d))
-            .unwrap_or(Duration::from_secs(60)),
-        seed: parse("--seed", rand::random::<u32>() as u64),
+        nodes: nodes as usize,
+        clients: clients as usize,
+        keys: keys as usize,
+        duration,
+        seed,
         nemeses,
         op_timeout: Duration::from_secs(2),
         netns: !args.iter().any(|a| a == "--no-netns"),
+        spares: spares as usize,
         report_dir: flag(&args, "--report-dir")
             .map(Into::into)
             .unwrap_or_else(|| std::env::temp_dir().join("raftd-nemesis")),
     };
     println!(
-        "nemesis: {} nodes, {} clients, {} keys, {:?}, seed {}, nemeses {:?}",
-        config.nodes, config.clients, config.keys, config.duration, config.seed, config.nemeses
+        "nemesis: {} nodes (+{} spare ids), {} clients, {} keys, {:?}, seed {}, nemeses {:?}",
+        config.nodes,
+        config.spares,
+        config.clients,
+        config.keys,
+        config.duration,
+        config.seed,
+        config.nemeses
     );
     let s = run(&config, &mut |line| println!("{line}"));
     println!("--- summary");
@@ -98,10 +173,26 @@ fn main() -> ExitCode {
     );
     println!("elections:        {} (term increase)", s.elections);
     println!(
-        "longest write gap: {:.2} s",
-        s.longest_unavailable.as_secs_f64()
+        "longest write gap: {:.2} s (from {:.1} s into the run)",
+        s.longest_unavailable.as_secs_f64(),
+        s.longest_unavailable_from.as_secs_f64()
     );
     println!("fault windows:    {}", s.faults.len());
+    for (nemesis, (windows, skipped)) in &s.windows {
+        println!(
+            "  {:<14} {windows} windows ({skipped} skipped)",
+            format!("{nemesis:?}")
+        );
+    }
+    let c = &s.changes;
+    println!(
+        "membership:       {} changes done ({} added, {} promoted, {} removed), {} refused, {} unknown, {} skipped; {} nodes stopped and wiped",
+        c.done, c.added, c.promoted, c.removed, c.refused, c.unknown, c.skipped, c.wiped
+    );
+    println!(
+        "members at end:   voters {:?}, learners {:?}",
+        s.final_members.0, s.final_members.1
+    );
     println!(
         "bit rots:         {} ({} in a vote copy, {} in a snapshot file, {} on a running node; {} skipped while a node was damaged)",
         s.rots, s.vote_rots, s.snapshot_rots, s.live_rots, s.rots_skipped
