@@ -244,7 +244,7 @@ pub struct Counters {
     proposals_failed: u64,
     /// From a client's write reaching the leader to its answer.
     proposal_duration: Histogram,
-    /// One WAL sync (msync of the batch and what it needs).
+    /// One WAL sync (pwrite + fdatasync or msync of the batch, and what it needs).
     fsync_duration: Histogram,
     /// Writing a snapshot of the store: from its start to its file being durable.
     snapshot_save_duration: Histogram,
@@ -669,7 +669,7 @@ fn encode_disk(out: &mut DescriptorEncoder, f: &Figures) -> Result<(), FmtError>
     histogram(
         out,
         "raftd_disk_wal_fsync_duration_seconds",
-        "One WAL sync: the batch of a Ready made durable (msync, and fsync of the directory when files changed).",
+        "One WAL sync: the batch of a Ready made durable (pwrite + fdatasync, or msync with --wal-write mmap; and fsync of the directory when files changed).",
         &c.fsync_duration,
     )?;
     gauge(
