@@ -15,6 +15,14 @@
 //! one write. In write mode the home connection is never opened, so a slot is exactly one
 //! connection, to the leader; in mixed mode a slot whose home is a follower holds two.
 //!
+//! `--mode prefill` writes every key once, `bench/00000000` up to `--keys`, and stops (the
+//! etcd load generator's `-mode prefill`): a read or mixed run measured after it finds a value
+//! behind every key, and it is the quickest way to fill a store to a given number of keys.
+//!
+//! Besides the measured figures, a run prints `ops_incl_warmup`: the successful operations of
+//! the whole run, warm-up included, which is what the nodes' CPU time over the run is divided
+//! by (as the etcd side does).
+//!
 //! Writes carry a per-client session id and sequence number; the non-blocking client re-sends
 //! a write that must be (redirected, timed out, its connection lost) with its sequence number,
 //! so the cluster applies it once. A `NotLeader` answer moves the slot's writes to the named
@@ -49,7 +57,12 @@ pub enum Mode {
     Read,
     /// Gets and puts, `--read-percent` of them gets.
     Mixed,
+    /// Put every key once (0 up to `--keys`), then stop; no warm-up, `--duration` ignored.
+    Prefill,
 }
+
+/// A prefill stops here at the latest, whatever is left.
+const PREFILL_TIME_MAX: Duration = Duration::from_secs(3600);
 
 /// `raftctl bench` options; the cluster, the per-request timeout and `--json` are global.
 #[derive(Args, Debug, Clone)]
@@ -85,8 +98,13 @@ struct Shared {
     started: Instant,
     measure_from: Instant,
     end: Instant,
-    /// Successful operations so far, warm-up included (for the progress display).
+    /// Successful operations so far, warm-up included (the progress display, and the count
+    /// the nodes' CPU time is divided by).
     completed: AtomicU64,
+    /// In a prefill, the next key number to write.
+    prefill_next: AtomicU64,
+    /// Slots still running (the progress display stops when none is).
+    slots_running: AtomicU64,
     errors: AtomicU64,
     /// Nanoseconds after `started` of the latest successful write answered.
     last_write_ns: AtomicU64,
@@ -183,13 +201,20 @@ pub fn run(
         )));
     }
     let started = Instant::now();
+    // A prefill measures every write from the start and ends when the keys are written.
+    let (warmup, window) = match args.mode {
+        Mode::Prefill => (Duration::ZERO, PREFILL_TIME_MAX),
+        _ => (args.warmup, args.duration),
+    };
     let shared = Arc::new(Shared {
         started,
-        measure_from: started + args.warmup,
-        end: started + args.warmup + args.duration,
+        measure_from: started + warmup,
+        end: started + warmup + window,
         completed: AtomicU64::new(0),
+        prefill_next: AtomicU64::new(0),
+        slots_running: AtomicU64::new(connections as u64),
         errors: AtomicU64::new(0),
-        last_write_ns: AtomicU64::new(args.warmup.as_nanos() as u64),
+        last_write_ns: AtomicU64::new(warmup.as_nanos() as u64),
         write_gap_max_ns: AtomicU64::new(0),
         write_gap_end_ns: AtomicU64::new(0),
     });
@@ -216,11 +241,16 @@ pub fn run(
         )?;
         let t = std::thread::Builder::new()
             .name(format!("bench-{slot}"))
-            .spawn(move || s.run())
+            .spawn(move || {
+                let shared = s.shared.clone();
+                let result = s.run();
+                shared.slots_running.fetch_sub(1, Ordering::AcqRel);
+                result
+            })
             .map_err(|e| Failure::Definite(format!("cannot start a thread: {e}")))?;
         threads.push(t);
     }
-    show_progress(&shared);
+    show_progress(&shared, (args.mode == Mode::Prefill).then_some(args.keys));
     let mut histogram = new_histogram();
     let mut errors = ErrorCounts::default();
     let mut redirects = 0;
@@ -234,8 +264,9 @@ pub fn run(
         errors.add(&r.errors);
         redirects += r.redirects;
     }
+    let finished = Instant::now();
     // Writes that stopped for good before the end leave a gap up to the end.
-    if args.mode != Mode::Read {
+    if args.mode == Mode::Write || args.mode == Mode::Mixed {
         let end_ns = shared.since_start_ns(shared.end);
         let last = shared.last_write_ns.load(Ordering::Acquire);
         if end_ns > last {
@@ -249,6 +280,11 @@ pub fn run(
         histogram,
         errors,
         redirects,
+        measured: match args.mode {
+            Mode::Prefill => finished.saturating_duration_since(started),
+            _ => args.duration,
+        },
+        ops_incl_warmup: shared.completed.load(Ordering::Acquire),
         write_gap_max_ns: shared.write_gap_max_ns.load(Ordering::Acquire),
         write_gap_end_ns: shared.write_gap_end_ns.load(Ordering::Acquire),
     };
@@ -265,8 +301,9 @@ pub fn run(
     Ok(())
 }
 
-/// A progress bar on a terminal, else a line per second, on stderr; returns at the end.
-fn show_progress(shared: &Shared) {
+/// A progress bar on a terminal, else a line per second, on stderr; returns at the end (of a
+/// prefill of `prefill_keys`: when every slot has stopped).
+fn show_progress(shared: &Shared, prefill_keys: Option<u64>) {
     let tty = io::stderr().is_terminal();
     let every = if tty {
         Duration::from_millis(250)
@@ -282,33 +319,37 @@ fn show_progress(shared: &Shared) {
         let rate = (done - last.1) as f64 / (now - last.0).as_secs_f64();
         last = (now, done);
         let elapsed = now.saturating_duration_since(shared.started).min(total);
-        let phase = if now < shared.measure_from {
-            "warm-up"
-        } else {
-            "measure"
+        let (phase, fraction, progress) = match prefill_keys {
+            Some(keys) => (
+                "prefill",
+                done as f64 / keys as f64,
+                format!("{done}/{keys} keys"),
+            ),
+            None => (
+                if now < shared.measure_from {
+                    "warm-up"
+                } else {
+                    "measure"
+                },
+                elapsed.as_secs_f64() / total.as_secs_f64(),
+                format!("{:.0}/{:.0}s", elapsed.as_secs_f64(), total.as_secs_f64()),
+            ),
         };
         let errors = shared.errors.load(Ordering::Relaxed);
         if tty {
             let width = 30;
-            let filled = (elapsed.as_secs_f64() / total.as_secs_f64() * width as f64) as usize;
+            let filled = ((fraction * width as f64) as usize).min(width);
             eprint!(
-                "\r{phase} [{}{}] {:5.1}/{:.1}s {:>9.0} ops/s errors={errors}   ",
+                "\r{phase} [{}{}] {progress} {rate:>9.0} ops/s errors={errors}   ",
                 "#".repeat(filled),
                 ".".repeat(width - filled),
-                elapsed.as_secs_f64(),
-                total.as_secs_f64(),
-                rate
             );
         } else {
-            eprintln!(
-                "bench: {phase} {:.0}/{:.0}s {:.0} ops/s errors={errors}",
-                elapsed.as_secs_f64(),
-                total.as_secs_f64(),
-                rate
-            );
+            eprintln!("bench: {phase} {progress} {rate:.0} ops/s errors={errors}");
         }
-        // The slots stop by themselves within one timeout after the end.
-        if now >= shared.end {
+        // The slots stop by themselves within one timeout after the end (a prefill's when
+        // the keys are written).
+        if now >= shared.end || shared.slots_running.load(Ordering::Acquire) == 0 {
             break;
         }
     }
@@ -325,6 +366,10 @@ struct Report<'a> {
     histogram: Histogram<u64>,
     errors: ErrorCounts,
     redirects: u64,
+    /// The measured window: `--duration`, or how long a prefill took.
+    measured: Duration,
+    /// Successful operations over the whole run, warm-up included.
+    ops_incl_warmup: u64,
     write_gap_max_ns: u64,
     write_gap_end_ns: u64,
 }
@@ -335,7 +380,7 @@ fn ms(micros: u64) -> f64 {
 
 impl Report<'_> {
     fn ops_per_s(&self) -> f64 {
-        self.histogram.len() as f64 / self.args.duration.as_secs_f64()
+        self.histogram.len() as f64 / self.measured.as_secs_f64().max(1e-9)
     }
 
     fn quantile_ms(&self, q: f64) -> f64 {
@@ -347,6 +392,7 @@ impl Report<'_> {
             Mode::Write => "write",
             Mode::Read => "read",
             Mode::Mixed => "mixed",
+            Mode::Prefill => "prefill",
         }
     }
 
@@ -354,13 +400,13 @@ impl Report<'_> {
     fn line(&self) -> String {
         let h = &self.histogram;
         format!(
-            "raftd-{} [rust] clients={} conns={} mode={} value={}B dur={:?}: ops={} ops/s={:.0} p50={:.2}ms p90={:.2}ms p99={:.2}ms p99.9={:.2}ms max={:.2}ms errors={} (timeouts={} unavailable={} connection={} refused={}) redirects={}{}",
+            "raftd-{} [rust] clients={} conns={} mode={} value={}B dur={:?}: ops={} ops/s={:.0} p50={:.2}ms p90={:.2}ms p99={:.2}ms p99.9={:.2}ms max={:.2}ms errors={} (timeouts={} unavailable={} connection={} refused={}) redirects={}{} ops_incl_warmup={}",
             self.nodes,
             self.args.clients,
             self.connections,
             self.mode(),
             self.args.value_bytes,
-            self.args.duration,
+            self.measured,
             h.len(),
             self.ops_per_s(),
             self.quantile_ms(0.5),
@@ -375,12 +421,13 @@ impl Report<'_> {
             self.errors.refused,
             self.redirects,
             self.gap_text(),
+            self.ops_incl_warmup,
         )
     }
 
     /// The longest pause between successful writes (none in read mode).
     fn gap_text(&self) -> String {
-        if self.args.mode == Mode::Read {
+        if self.args.mode == Mode::Read || self.args.mode == Mode::Prefill {
             return String::new();
         }
         format!(
@@ -401,8 +448,9 @@ impl Report<'_> {
             "keys": self.args.keys,
             "value_bytes": self.args.value_bytes,
             "warmup_s": self.args.warmup.as_secs_f64(),
-            "duration_s": self.args.duration.as_secs_f64(),
+            "duration_s": self.measured.as_secs_f64(),
             "ops": h.len(),
+            "ops_incl_warmup": self.ops_incl_warmup,
             "ops_per_s": self.ops_per_s(),
             "p50_ms": self.quantile_ms(0.5),
             "p90_ms": self.quantile_ms(0.9),
@@ -446,6 +494,8 @@ struct Slot {
     clients: Vec<BenchClient>,
     /// Clients to start an operation for now.
     ready: Vec<usize>,
+    /// A prefill found no key left to write: the slot ends once nothing is in flight.
+    exhausted: bool,
     rng: SmallRng,
     shared: Arc<Shared>,
     histogram: Histogram<u64>,
@@ -495,6 +545,7 @@ impl Slot {
             timeout: config.timeout,
             client,
             ready: (0..clients.len()).collect(),
+            exhausted: false,
             clients,
             rng: SmallRng::seed_from_u64(index as u64),
             shared,
@@ -510,7 +561,8 @@ impl Slot {
         let give_up = self.shared.end + self.timeout;
         loop {
             let now = Instant::now();
-            if now >= give_up || (now >= self.shared.end && self.client.in_flight() == 0) {
+            let idle = self.client.in_flight() == 0;
+            if now >= give_up || (idle && (now >= self.shared.end || self.exhausted)) {
                 break;
             }
             self.start_ready(now);
@@ -569,9 +621,18 @@ impl Slot {
             self.clients[c].op_started = None;
             return;
         }
-        let key = format!("bench/{:08}", self.rng.gen_range(0..self.keys)).into_bytes();
+        let number = match self.mode {
+            Mode::Prefill => self.shared.prefill_next.fetch_add(1, Ordering::Relaxed),
+            _ => self.rng.gen_range(0..self.keys),
+        };
+        if number >= self.keys {
+            self.exhausted = true;
+            self.clients[c].op_started = None;
+            return;
+        }
+        let key = format!("bench/{number:08}").into_bytes();
         let is_write = match self.mode {
-            Mode::Write => true,
+            Mode::Write | Mode::Prefill => true,
             Mode::Read => false,
             Mode::Mixed => self.rng.gen_range(0..100u8) >= self.read_percent,
         };
@@ -677,6 +738,8 @@ mod tests {
             measure_from: at(100),
             end: at(10_000),
             completed: AtomicU64::new(0),
+            prefill_next: AtomicU64::new(0),
+            slots_running: AtomicU64::new(1),
             errors: AtomicU64::new(0),
             last_write_ns: AtomicU64::new(100_000_000),
             write_gap_max_ns: AtomicU64::new(0),

@@ -1,29 +1,45 @@
 #!/usr/bin/env bash
-# raftd against etcd, same machine, same workload, in one go (issue 7).
+# raftd against etcd, same machine, same workload, in one go (issues 7 and 18).
 #
-# Builds raftd and raftctl in release, starts a 3-node raftd cluster on loopback
-# (`raftctl local up`), runs `raftctl bench` for each client count, records each node's RSS,
-# stops exactly the nodes it started, then runs the etcd side (`etcd-compare.sh`, which
-# installs Debian's etcd and a Go clientv3 load generator, and stops its own members).
-# Workload on both sides: Put to a random key out of 100,000 ("bench/%08d"), VALUE-byte
-# values, closed loop, clients sharing up to 16 connections, 2 s warm-up, DUR s measured.
+# Builds raftd and raftctl in release, starts a raftd cluster of MEMBERS nodes on loopback
+# (`raftctl local up --nodes MEMBERS`), runs `raftctl bench` for each client count, records
+# each node's RSS, stops exactly the nodes it started, then runs the etcd side
+# (`etcd-compare.sh`, which installs Debian's etcd and a Go clientv3 load generator, and stops
+# its own members). Workload on both sides: MODE (write: Put; read: linearizable Get; mixed:
+# READ_PCT % Gets, the rest Puts) on a random key out of 100,000 ("bench/%08d"), VALUE-byte
+# values, closed loop, clients sharing up to 16 connections, 2 s warm-up, DUR s measured. For
+# read and mixed, every key is written once first (not measured), on both sides.
+#
+# CPU per operation, the same way on both sides: user + system CPU of all the cluster's nodes
+# (/proc/PID/stat fields 14 and 15) over the whole run of one point, warm-up included, divided
+# by the successful operations of that run, warm-up included (`ops_incl_warmup=`).
 #
 # Usage: tests/bench/compare.sh
-#        CLIENTS="1 256" DUR=10 VALUE=128 tests/bench/compare.sh
+#        CLIENTS="1 256" DUR=10 VALUE=128 MODE=write|read|mixed READ_PCT=50 MEMBERS=3|5 \
+#          tests/bench/compare.sh
 #        ETCD_COMPARE=/path/to/etcd-compare.sh tests/bench/compare.sh
 #        SKIP_ETCD=1 tests/bench/compare.sh        (raftd only)
+#        CSV=file.csv tests/bench/compare.sh       (also append one row per system and point)
+#        SKIP_BUILD=1 ...                          (use the release binaries as they are)
 #        TLS=1 tests/bench/compare.sh              (both sides in TLS: raftd `local up --tls`,
 #                                                    mutual TLS between nodes and client
 #                                                    certificates; etcd with --cert-file,
 #                                                    --peer-*, --client-cert-auth, see
-#                                                    tests/bench/etcd-tls.sh)
+#                                                    tests/bench/etcd-tls.sh: MODE=write and
+#                                                    MEMBERS=3 only)
 # Prints, per client count, raftd's line, etcd's line, and the ratios raftd/etcd of ops/s
-# (above 1: raftd is faster) and of p99 (below 1: raftd's tail is shorter); then RSS.
+# (above 1: raftd is faster), of p99 (below 1: raftd's tail is shorter) and etcd/raftd of
+# CPU per operation (above 1: raftd spends less); then RSS. The machine's load average is
+# printed at the start and end of each side: figures taken while other work runs are noisy.
 set -euo pipefail
 ROOT="$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
 DUR=${DUR:-15}
 CLIENTS=${CLIENTS:-"1 16 64 256"}
 VALUE=${VALUE:-128}
+MODE=${MODE:-write}
+READ_PCT=${READ_PCT:-50}
+MEMBERS=${MEMBERS:-3}
+KEYS=100000
 TMP=${BENCH_TMP:-/tmp/raftd-compare}
 ETCD_COMPARE=${ETCD_COMPARE:-$ROOT/../shared/bench/etcd-compare.sh}
 TLS=${TLS:-0}
@@ -34,11 +50,21 @@ RAFTCTL=$TARGET/release/raftctl
 DIR=$TMP/raftd
 PIDS=()
 
-# Stops exactly the nodes this script started.
-source "$ROOT/tests/bench/nodes.sh"
-cleanup() { stop_pids; }
-trap cleanup EXIT INT TERM
-
+fail() { echo "compare.sh: $*" >&2; exit 1; }
+is_count() { [[ $1 =~ ^[1-9][0-9]*$ ]]; }
+[ -n "$CLIENTS" ] || fail "CLIENTS is empty; give client counts, e.g. CLIENTS=\"1 16 256\""
+for c in $CLIENTS; do
+  is_count "$c" && [ "$c" -le 4096 ] || fail "CLIENTS: '$c' is not a client count from 1 to 4096"
+done
+is_count "$DUR" || fail "DUR must be a whole number of seconds (got '$DUR')"
+is_count "$VALUE" && [ "$VALUE" -le 1048576 ] || fail "VALUE must be 1 to 1048576 bytes (got '$VALUE')"
+case "$MODE" in write | read | mixed) ;; *) fail "MODE must be write, read or mixed (got '$MODE')" ;; esac
+[[ $READ_PCT =~ ^[0-9]+$ ]] && [ "$READ_PCT" -le 100 ] || fail "READ_PCT must be 0 to 100 (got '$READ_PCT')"
+case "$MEMBERS" in 3 | 5) ;; *) fail "MEMBERS must be 3 or 5 (got '$MEMBERS')" ;; esac
+case "$TLS" in 0 | 1) ;; *) fail "TLS must be 0 or 1 (got '$TLS')" ;; esac
+if [ "$TLS" = 1 ] && [ -z "${SKIP_ETCD:-}" ] && { [ "$MODE" != write ] || [ "$MEMBERS" != 3 ]; }; then
+  fail "TLS=1 runs etcd through tests/bench/etcd-tls.sh, which has MODE=write and MEMBERS=3 only (or set SKIP_ETCD=1)"
+fi
 if [ -z "${SKIP_ETCD:-}" ] && [ ! -f "$ETCD_COMPARE" ]; then
   echo "compare.sh: the etcd side is missing: $ETCD_COMPARE does not exist." >&2
   echo "  It lives in the shared folder beside the repository (../shared/bench/etcd-compare.sh);" >&2
@@ -46,24 +72,58 @@ if [ -z "${SKIP_ETCD:-}" ] && [ ! -f "$ETCD_COMPARE" ]; then
   exit 1
 fi
 
-echo "== building raftd and raftctl (release)"
-(cd "$ROOT" && cargo build --release -q -p raftd -p raftctl)
+# Stops exactly the nodes this script started.
+source "$ROOT/tests/bench/nodes.sh"
+cleanup() { stop_pids; }
+trap cleanup EXIT INT TERM
 
-echo "== machine: $(nproc) cores; load at start: $(uptime | sed 's/.*load average: //')"
+if [ -z "${SKIP_BUILD:-}" ]; then
+  echo "== building raftd and raftctl (release)"
+  (cd "$ROOT" && nice cargo build --release -q -p raftd -p raftctl)
+fi
+[ -x "$RAFTCTL" ] || fail "$RAFTCTL is missing; build it (cargo build --release) or unset SKIP_BUILD"
+
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+# CPU clock ticks (user + system) used so far by the nodes in PIDS.
+cpu_ticks() {
+  local t=0 p
+  for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  echo "$t"
+}
+HZ=$(getconf CLK_TCK)
+# field LINE KEY: the number after "KEY=" in a result line (units stripped).
+field() { sed -nE "s|.* $2=([0-9.]+).*|\1|p" <<<"$1" | head -1; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "?"; else printf "%.2f", a / b }'; }
+mbps() { awk -v o="$1" -v v="$VALUE" 'BEGIN { if (o == "") print ""; else printf "%.2f", o * v / 1e6 }'; }
+
+echo "== machine: $(nproc) cores; load at start: $(load)"
+echo "== workload: MODE=$MODE VALUE=${VALUE}B MEMBERS=$MEMBERS DUR=${DUR}s CLIENTS=\"$CLIENTS\""
 rm -rf "$DIR"
 mkdir -p "$TMP"
 unset RAFTCTL_CLUSTER
 export RAFTD_LOCAL_DIR=$DIR
-"$RAFTCTL" local up --dir "$DIR" "${UP_FLAGS[@]}" >"$TMP/up.txt"
+"$RAFTCTL" local up --dir "$DIR" --nodes "$MEMBERS" "${UP_FLAGS[@]}" >"$TMP/up.txt"
 mapfile -t PIDS < <(grep -o '"pid": *[0-9]*' "$DIR/cluster.json" | grep -o '[0-9]*$')
-grep -q '^leader:' "$TMP/up.txt" || { cat "$TMP/up.txt"; echo "compare.sh: no raftd leader" >&2; exit 1; }
+grep -q '^leader:' "$TMP/up.txt" || { cat "$TMP/up.txt"; fail "no raftd leader"; }
+OURS_LOAD0=$(load)
 
-declare -A OURS THEIRS
+if [ "$MODE" != write ]; then
+  echo "== raftd: writing each of the $KEYS keys once (not measured)"
+  "$RAFTCTL" --timeout 30s bench --mode prefill --clients 256 --keys "$KEYS" \
+    --value-bytes "$VALUE" 2>/dev/null | sed 's/^/   /'
+fi
+declare -A OURS THEIRS OURS_CPU THEIRS_CPU
 for c in $CLIENTS; do
-  echo "== raftd, $c clients"
+  echo "== raftd, $c clients (load $(load))"
+  t0=$(cpu_ticks)
   OURS[$c]=$("$RAFTCTL" bench --clients "$c" --duration "${DUR}s" --value-bytes "$VALUE" \
-    --keys 100000 --warmup 2s) || true
+    --keys "$KEYS" --warmup 2s --mode "$MODE" --read-percent "$READ_PCT" 2>/dev/null) || true
+  t1=$(cpu_ticks)
+  total=$(field "${OURS[$c]}" ops_incl_warmup)
+  OURS_CPU[$c]=$(awk -v t="$((t1 - t0))" -v hz="$HZ" -v n="${total:-0}" \
+    'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n }')
   echo "${OURS[$c]}"
+  echo "raftd-$MEMBERS clients=$c cpu_us_per_op=${OURS_CPU[$c]:-?}"
 done
 RSS=""
 for p in "${PIDS[@]}"; do
@@ -71,38 +131,55 @@ for p in "${PIDS[@]}"; do
 done
 "$RAFTCTL" local down --dir "$DIR" >/dev/null || true
 cleanup
-echo "== load after raftd: $(uptime | sed 's/.*load average: //')"
+OURS_LOAD1=$(load)
+echo "== load after raftd: $OURS_LOAD1"
 
 ETCD_OUT=""
 if [ -z "${SKIP_ETCD:-}" ]; then
-  echo "== etcd ($ETCD_COMPARE)"
+  THEIRS_LOAD0=$(load)
+  echo "== etcd ($ETCD_COMPARE), load at start: $THEIRS_LOAD0"
   if [ "$TLS" = 1 ]; then
     ETCD_OUT=$(CLIENTS="$CLIENTS" DUR="$DUR" VALUE="$VALUE" ETCD_COMPARE="$ETCD_COMPARE" \
       bash "$ROOT/tests/bench/etcd-tls.sh")
   else
-    ETCD_OUT=$(CLIENTS="$CLIENTS" DUR="$DUR" VALUE="$VALUE" bash "$ETCD_COMPARE")
+    ETCD_OUT=$(CLIENTS="$CLIENTS" DUR="$DUR" VALUE="$VALUE" MODE="$MODE" READ_PCT="$READ_PCT" \
+      MEMBERS="$MEMBERS" bash "$ETCD_COMPARE")
   fi
   echo "$ETCD_OUT"
   for c in $CLIENTS; do
-    THEIRS[$c]=$(grep -E "clients=$c " <<<"$ETCD_OUT" | head -1 || true)
+    THEIRS[$c]=$(grep -E " clients=$c .*ops/s=" <<<"$ETCD_OUT" | head -1 || true)
+    THEIRS_CPU[$c]=$(field "$(grep -E " clients=$c cpu_us_per_op=" <<<"$ETCD_OUT" | head -1 || true)" cpu_us_per_op)
   done
-  echo "== load after etcd: $(uptime | sed 's/.*load average: //')"
+  THEIRS_LOAD1=$(load)
+  echo "== load after etcd: $THEIRS_LOAD1"
 fi
 
-# field LINE KEY: the number after "KEY=" in a result line (units stripped).
-field() { sed -nE "s|.* $2=([0-9.]+).*|\1|p" <<<"$1" | head -1; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "?"; else printf "%.2f", a / b }'; }
+if [ -n "${CSV:-}" ]; then
+  [ -s "$CSV" ] || echo "system,mode,value_bytes,members,clients,dur_s,ops_per_s,mb_per_s,p50_ms,p99_ms,errors,cpu_us_per_op,load_start,load_end" >"$CSV"
+  row() { # SYSTEM CLIENTS LINE CPU LOAD_START LOAD_END
+    local o; o=$(field "$3" ops/s)
+    echo "$1,$MODE,$VALUE,$MEMBERS,$2,$DUR,$o,$(mbps "$o"),$(field "$3" p50),$(field "$3" p99),$(field "$3" errors),$4,${5%% *},${6%% *}" >>"$CSV"
+  }
+  for c in $CLIENTS; do
+    row raftd "$c" "${OURS[$c]:-}" "${OURS_CPU[$c]:-}" "$OURS_LOAD0" "$OURS_LOAD1"
+    [ -n "${SKIP_ETCD:-}" ] || row etcd "$c" "${THEIRS[$c]:-}" "${THEIRS_CPU[$c]:-}" "$THEIRS_LOAD0" "$THEIRS_LOAD1"
+  done
+fi
 
 echo
-echo "== summary (TLS=$TLS DUR=${DUR}s VALUE=${VALUE}B, 3 nodes each, $(nproc) cores, load now $(uptime | sed 's/.*load average: //'))"
+echo "== summary (TLS=$TLS MODE=$MODE DUR=${DUR}s VALUE=${VALUE}B, $MEMBERS nodes each, $(nproc) cores;" \
+  "load raftd side $OURS_LOAD0 -> $OURS_LOAD1${THEIRS_LOAD0:+, etcd side $THEIRS_LOAD0 -> $THEIRS_LOAD1}: noisy if high)"
 for c in $CLIENTS; do
+  o=${OURS[$c]:-} t=${THEIRS[$c]:-}
   echo "clients=$c"
-  echo "  raftd: ${OURS[$c]:-(no result)}"
+  echo "  raftd: ${o:-(no result)}"
+  echo "  raftd: $(mbps "$(field "$o" ops/s)") MB/s cpu_us_per_op=${OURS_CPU[$c]:-?}"
   if [ -z "${SKIP_ETCD:-}" ]; then
-    echo "  etcd:  ${THEIRS[$c]:-(no result)}"
-    o=${OURS[$c]:-} t=${THEIRS[$c]:-}
+    echo "  etcd:  ${t:-(no result)}"
+    echo "  etcd:  $(mbps "$(field "$t" ops/s)") MB/s cpu_us_per_op=${THEIRS_CPU[$c]:-?}"
     echo "  ratio raftd/etcd: ops/s x$(ratio "$(field "$o" ops/s)" "$(field "$t" ops/s)")" \
-      " p99 x$(ratio "$(field "$o" p99)" "$(field "$t" p99)")"
+      " p99 x$(ratio "$(field "$o" p99)" "$(field "$t" p99)")" \
+      " cpu_us_per_op etcd/raftd x$(ratio "${THEIRS_CPU[$c]:-}" "${OURS_CPU[$c]:-}")"
   fi
 done
 printf '%s' "$RSS"
