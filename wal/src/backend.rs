@@ -5,6 +5,8 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use memmap2::MmapMut;
 
@@ -78,12 +80,39 @@ pub trait Backend: Send + Sync + fmt::Debug {
 }
 
 /// How urgently a segment is needed, which decides how fast it may be zero-filled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Pace {
     /// Someone is waiting for it (opening an empty WAL, a rollover with no spare): full speed.
     Now,
-    /// Prepared ahead of need on a helper thread: paced, so it does not crowd the disk.
-    Ahead,
+    /// Prepared ahead of need on a helper thread: paced, so it does not crowd the disk, until
+    /// the flag is set — a rollover is waiting for it (appends outran the paced zero-fill, as
+    /// 64 KiB values do: a 64 MiB segment then lasts about a second) — and from then on at
+    /// full speed.
+    Ahead(Arc<AtomicBool>),
+}
+
+impl Pace {
+    /// Prepared ahead of need, not hurried yet.
+    pub fn ahead() -> Pace {
+        Pace::Ahead(Arc::new(AtomicBool::new(false)))
+    }
+
+    /// Whether zero-fill may pause between chunks now.
+    fn paced(&self) -> bool {
+        matches!(self, Pace::Ahead(hurry) if !hurry.load(Ordering::Acquire))
+    }
+
+    /// Whether a rollover asked for this segment at full speed.
+    pub fn hurried(&self) -> bool {
+        matches!(self, Pace::Ahead(hurry) if hurry.load(Ordering::Acquire))
+    }
+
+    /// Tells the zero-fill of a segment prepared ahead that it is needed now.
+    pub fn hurry(&self) {
+        if let Pace::Ahead(hurry) = self {
+            hurry.store(true, Ordering::Release);
+        }
+    }
 }
 
 /// The real backend: std::fs, fallocate, flock and memmap2.
@@ -251,7 +280,7 @@ fn zero_fill(file: &File, len: u64, pace: Pace) -> io::Result<()> {
         // behind (256-client p99 16.7-17.0 ms unpaced, 14.4 ms paced at half in 1 MiB
         // chunks, 13.4-13.8 ms with no zero-fill at all; with 1 MiB chunks three nodes'
         // persists still stalled together for 30-90 ms about a second after each rollover).
-        if pace == Pace::Ahead && at < len {
+        if pace.paced() && at < len {
             std::thread::sleep(started.elapsed() * 2);
         }
     }
@@ -570,7 +599,7 @@ mod tests {
             (
                 "a",
                 3 * ZERO_FILL_CHUNK_BYTES as u64 + 4096 + 100,
-                Pace::Ahead,
+                Pace::ahead(),
                 WriteMode::Pwrite,
             ),
             (

@@ -45,6 +45,8 @@ struct MemState {
     locks: BTreeSet<PathBuf>,
     faults: Faults,
     syncs: u64,
+    /// The pace each segment was created with, in order.
+    paces: Vec<(PathBuf, crate::backend::Pace)>,
 }
 
 impl MemState {
@@ -86,6 +88,11 @@ impl MemBackend {
     /// Sets the faults to inject from now on.
     pub fn set_faults(&self, faults: Faults) {
         lock(&self.state).faults = faults;
+    }
+
+    /// The segments created so far, in order, with the pace each was asked for.
+    pub fn segment_paces(&self) -> Vec<(PathBuf, crate::backend::Pace)> {
+        lock(&self.state).paces.clone()
     }
 
     /// The number of successful segment syncs and directory fsyncs so far.
@@ -275,10 +282,11 @@ impl Backend for MemBackend {
         &self,
         path: &Path,
         bytes: u64,
-        _pace: crate::backend::Pace,
+        pace: crate::backend::Pace,
     ) -> io::Result<Box<dyn SegmentMap>> {
         self.check_writable()?;
         let mut state = lock(&self.state);
+        state.paces.push((path.to_path_buf(), pace));
         if state.faults.no_space {
             return Err(os_error(libc::ENOSPC));
         }

@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use raft::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
 
 use crate::backend::{Backend, Pace, SegmentMap, StdBackend};
@@ -171,6 +171,8 @@ const SPARE_NAME: &str = "next-segment.tmp";
 struct Spare {
     path: PathBuf,
     bytes: usize,
+    /// The pace it is zero-filled at; a rollover that waits for it hurries it.
+    pace: Pace,
     thread: std::thread::JoinHandle<io::Result<Box<dyn SegmentMap>>>,
 }
 
@@ -1172,14 +1174,17 @@ impl Wal {
         }
         let path = self.dir.join(SPARE_NAME);
         let (backend, bytes, target) = (self.backend.clone(), self.segment_bytes, path.clone());
+        let pace = Pace::ahead();
+        let thread_pace = pace.clone();
         let spawned = std::thread::Builder::new()
             .name("wal-next-segment".into())
-            .spawn(move || backend.create_segment(&target, bytes as u64, Pace::Ahead));
+            .spawn(move || backend.create_segment(&target, bytes as u64, thread_pace));
         match spawned {
             Ok(thread) => {
                 self.spare = Some(Spare {
                     path,
                     bytes,
+                    pace,
                     thread,
                 })
             }
@@ -1188,13 +1193,22 @@ impl Wal {
     }
 
     /// The prepared segment renamed to `path`, if there is one of at least `size` bytes (waits
-    /// for the helper thread if it is still zero-filling).
+    /// for the helper thread if it is still zero-filling, which goes on at full speed then).
     fn take_spare(&mut self, path: &Path, size: usize) -> Option<Box<dyn SegmentMap>> {
         if self.spare.as_ref()?.bytes < size {
             return None;
         }
         let spare = self.spare.take()?;
-        let map = match spare.thread.join() {
+        spare.pace.hurry();
+        let waited = std::time::Instant::now();
+        let joined = spare.thread.join();
+        let waited = waited.elapsed();
+        if waited > std::time::Duration::from_millis(10) {
+            debug!(
+                "wal: waited {waited:?} for the next segment's zero-fill (appends outran its pace)"
+            );
+        }
+        let map = match joined {
             Ok(Ok(map)) => map,
             Ok(Err(error)) => {
                 warn!(

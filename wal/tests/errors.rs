@@ -258,19 +258,9 @@ fn append_contract_errors() {
 // like any other, nothing is lost, and writing continues once space is back.
 #[test]
 fn no_space_while_preparing_the_next_segment_is_returned_at_rollover() {
-    let backend = MemBackend::with_dir(&dir());
-    let options = WalOptions {
-        helper_threads: true,
-        ..options(&backend, 4096)
-    };
-    let (mut wal, _) = Wal::open(dir(), options.clone()).unwrap();
+    let (backend, options, mut wal) = open_with_helper_threads();
     // The spare is being prepared now; take it, then make the disk full for the next one.
-    let mut index = 1;
-    while segment_paths(&backend).len() < 2 {
-        wal.append(&[entry(index, 1, 300)]).unwrap();
-        wal.persist().unwrap();
-        index += 1;
-    }
+    let mut index = fill_to_segments(&mut wal, &backend, 2);
     backend.set_faults(Faults {
         no_space: true,
         ..Faults::default()
@@ -305,4 +295,55 @@ fn no_space_while_preparing_the_next_segment_is_returned_at_rollover() {
     let (wal, _) = Wal::open(dir(), options).unwrap();
     assert_eq!(wal.last_index(), LogIndex(index));
     assert_eq!(all_entries(&wal).len() as u64, index);
+}
+
+// Proves that a rollover which takes the segment prepared ahead tells its zero-fill to stop
+// pacing itself: appends that outrun the paced preparation (64 KiB values fill a 64 MiB
+// segment in about a second) wait for the rest at full speed, not at a third of the disk's
+// pace. The in-memory backend records the pace each segment was created with; every spare a
+// rollover took is hurried, and the one being prepared for the next rollover is not yet.
+#[test]
+fn a_rollover_hurries_the_segment_prepared_ahead() {
+    let (backend, _, mut wal) = open_with_helper_threads();
+    fill_to_segments(&mut wal, &backend, 4);
+    let paces = backend.segment_paces();
+    let ahead: Vec<_> = paces
+        .iter()
+        .filter(|(_, pace)| matches!(pace, wal::Pace::Ahead(_)))
+        .collect();
+    let taken = segment_paths(&backend).len() - 1;
+    assert!(ahead.len() >= taken, "{paces:?}");
+    for (path, pace) in &ahead[..taken] {
+        assert!(pace.hurried(), "{} was taken unhurried", path.display());
+    }
+    if let Some((path, pace)) = ahead.get(taken) {
+        assert!(
+            !pace.hurried(),
+            "{} was hurried before it was needed",
+            path.display()
+        );
+    }
+}
+
+/// A WAL of 4 KiB segments in memory that prepares the next segment on a helper thread.
+fn open_with_helper_threads() -> (MemBackend, WalOptions, Wal) {
+    let backend = MemBackend::with_dir(&dir());
+    let options = WalOptions {
+        helper_threads: true,
+        ..options(&backend, 4096)
+    };
+    let (wal, _) = Wal::open(dir(), options.clone()).unwrap();
+    (backend, options, wal)
+}
+
+/// Appends and persists 300-byte entries from index 1 until the WAL has `segments` segment
+/// files; returns the next index.
+fn fill_to_segments(wal: &mut Wal, backend: &MemBackend, segments: usize) -> u64 {
+    let mut index = 1;
+    while segment_paths(backend).len() < segments {
+        wal.append(&[entry(index, 1, 300)]).unwrap();
+        wal.persist().unwrap();
+        index += 1;
+    }
+    index
 }
