@@ -27,6 +27,7 @@
 #                                                    --peer-*, --client-cert-auth, see
 #                                                    tests/bench/etcd-tls.sh: MODE=write and
 #                                                    MEMBERS=3 only)
+#        KEEP_DATA=1 ...                           (keep both sides' data directories)
 # Prints, per client count, raftd's line, etcd's line, and the ratios raftd/etcd of ops/s
 # (above 1: raftd is faster), of p99 (below 1: raftd's tail is shorter) and etcd/raftd of
 # CPU per operation (above 1: raftd spends less); then RSS. The machine's load average is
@@ -131,6 +132,8 @@ for p in "${PIDS[@]}"; do
 done
 "$RAFTCTL" local down --dir "$DIR" >/dev/null || true
 cleanup
+# The data can be gigabytes (64 KiB values): gone before the etcd side, unless KEEP_DATA is set.
+[ -n "${KEEP_DATA:-}" ] || rm -rf "$DIR"
 OURS_LOAD1=$(load)
 echo "== load after raftd: $OURS_LOAD1"
 
@@ -144,6 +147,11 @@ if [ -z "${SKIP_ETCD:-}" ]; then
   else
     ETCD_OUT=$(CLIENTS="$CLIENTS" DUR="$DUR" VALUE="$VALUE" MODE="$MODE" READ_PCT="$READ_PCT" \
       MEMBERS="$MEMBERS" bash "$ETCD_COMPARE")
+  fi
+  # The etcd scripts leave their members' data in BENCH_TMP/data (or their /tmp folder).
+  if [ -z "${KEEP_DATA:-}" ]; then
+    if [ "$TLS" = 1 ]; then ETCD_TMP=${BENCH_TMP:-/tmp/etcd-tls}; else ETCD_TMP=${BENCH_TMP:-/tmp/etcd-compare}; fi
+    rm -rf "$ETCD_TMP/data"
   fi
   echo "$ETCD_OUT"
   for c in $CLIENTS; do
