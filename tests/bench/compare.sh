@@ -84,16 +84,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then
 fi
 [ -x "$RAFTCTL" ] || fail "$RAFTCTL is missing; build it (cargo build --release) or unset SKIP_BUILD"
 
-load() { cut -d' ' -f1-3 /proc/loadavg; }
-# CPU clock ticks (user + system) used so far by the nodes in PIDS.
-cpu_ticks() {
-  local t=0 p
-  for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
-  echo "$t"
-}
 HZ=$(getconf CLK_TCK)
-# field LINE KEY: the number after "KEY=" in a result line (units stripped).
-field() { sed -nE "s|.* $2=([0-9.]+).*|\1|p" <<<"$1" | head -1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "?"; else printf "%.2f", a / b }'; }
 mbps() { awk -v o="$1" -v v="$VALUE" 'BEGIN { if (o == "") print ""; else printf "%.2f", o * v / 1e6 }'; }
 

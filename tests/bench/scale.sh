@@ -62,7 +62,6 @@ if [ -z "${SKIP_BUILD:-}" ]; then
 fi
 [ -x "$RAFTD" ] && [ -x "$RAFTCTL" ] || fail "no release build in $TARGET/release; build it or unset SKIP_BUILD"
 
-load() { cut -d' ' -f1-3 /proc/loadavg; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 proc_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }

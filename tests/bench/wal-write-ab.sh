@@ -32,8 +32,6 @@ done
 echo "== building raftd and raftctl (release)"
 (cd "$ROOT" && cargo build --release -q -p raftd -p raftctl)
 HZ=$(getconf CLK_TCK)
-cpu_ticks() { local t=0 p; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
-field() { sed -nE "s|.* $2=([0-9.]+).*|\1|p" <<<"$1" | head -1; }
 
 echo "== machine: $(nproc) cores; load at start: $(uptime | sed 's/.*load average: //')"
 RESULTS=$TMP/results.txt
