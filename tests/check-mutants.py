@@ -35,6 +35,9 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
  The WAL's write modes:
   (z) a `pwrite`-mode sync that makes the file durable without copying the batch into it
       (the bytes stay in the private map; kill -9 shows it)
+ Snapshots:
+  (aa) the snapshot ratio ignored (a growing store snapshotted every --snapshot-entries)
+  (ab) a snapshot holding a key twice restored anyway (the later value wins, silently)
 
 Usage: python3 tests/check-mutants.py [NAME...]   (from anywhere; a few minutes per bug)
   CARGO_TARGET_DIR   where cargo builds (default: target/ in the workspace)
@@ -170,15 +173,24 @@ mutants = {
    "                self.file.write_all_at(&self.map[offset..offset + len], offset as u64)?;\n",
    "",
    ['test:wal:kill:sigkill_keeps_everything_persisted']),
+ 'aa_snapshot_ratio_ignored': (REPLICA,
+   "            && self.g.log_bytes_since_snapshot >= ratio.saturating_mul(self.g.snapshot_bytes);",
+   "            && (ratio == ratio);",
+   ['test:raftd-tests:cluster:snapshot_ratio_spaces_out_snapshots_of_a_growing_store']),
+ 'ab_snapshot_key_twice': (KV,
+   "            if kv.data.replace(record).is_some() {",
+   "            if kv.data.replace(record).is_some() && ordered {",
+   ['test:raftd:lib:restore_refuses_keys_out_of_order_or_twice']),
 }
 
 
 def sweep(scenario):
     """(passed, failed, first failure line) of a sweep of `scenario`, or of one test
-    (`test:PACKAGE:TEST_FILE:NAME`, run once: 1 failed when it fails)."""
+    (`test:PACKAGE:TEST_FILE:NAME`, TEST_FILE `lib` for unit tests; run once: 1 failed when it fails)."""
     if scenario.startswith('test:'):
         _, package, test_file, name = scenario.split(':')
-        run = subprocess.run(['cargo', 'test', '-q', '-p', package, '--test', test_file, name],
+        which = ['--lib'] if test_file == 'lib' else ['--test', test_file]
+        run = subprocess.run(['cargo', 'test', '-q', '-p', package, *which, name],
                              cwd=ROOT, capture_output=True, text=True)
         panicked = [l for l in run.stdout.splitlines() + run.stderr.splitlines() if 'panicked' in l]
         return (0, 1, (panicked or ['test failed'])[0]) if run.returncode else (1, 0, '')

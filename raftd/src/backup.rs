@@ -136,7 +136,7 @@ impl BackupHeader {
 
 /// The key count of a store's snapshot bytes (`FORMAT.md`), if they start like one.
 pub fn key_count(data: &[u8]) -> Option<u64> {
-    (data.get(..4)? == b"RKV1")
+    crate::kv::is_snapshot(data)
         .then(|| get_u64(data, 4))
         .filter(|_| data.len() >= 12)
 }

@@ -106,6 +106,14 @@ pub struct Args {
     #[arg(long, default_value_t = 256)]
     pub snapshot_wal_mib: u64,
 
+    /// Snapshot (by --snapshot-entries or --snapshot-wal-mib) only once the log written
+    /// since the last snapshot is at least this many times that snapshot's size: a large
+    /// store is then rewritten for at most 1 byte in this many written to the log, at the
+    /// price of a longer log to replay at restart (in proportion to the store, as loading
+    /// the snapshot is). 0: snapshot by entries and WAL growth alone.
+    #[arg(long, default_value_t = 4)]
+    pub snapshot_ratio: u64,
+
     /// Size of each preallocated write-ahead log segment, in MiB.
     #[arg(long, default_value_t = 64)]
     pub wal_segment_mib: u64,
@@ -340,6 +348,7 @@ impl Args {
             snapshot_entries: self.snapshot_entries,
             log_memory_entries: self.log_memory_entries,
             snapshot_wal_bytes: self.snapshot_wal_mib << 20,
+            snapshot_ratio: self.snapshot_ratio,
             wal_segment_bytes: self.wal_segment_mib << 20,
             wal_write: self.wal_write,
             consistency_check_secs: self.consistency_check_secs,

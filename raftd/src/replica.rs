@@ -171,6 +171,10 @@ struct Glue<E: Env> {
     /// When pending reads are next checked for expiry.
     next_read_sweep: Duration,
     wal_bytes_at_snapshot: u64,
+    /// Bytes of the latest snapshot's data, and of log records appended since it: the
+    /// snapshot ratio's two terms (`ServerConfig::snapshot_ratio`).
+    snapshot_bytes: u64,
+    log_bytes_since_snapshot: u64,
     started: Duration,
     /// Set by a stop request.
     stop: Option<StopRequest>,
@@ -196,6 +200,8 @@ struct Glue<E: Env> {
     encode_buffer: Vec<u8>,
     /// A snapshot file being written (by the writer thread, or already written inline).
     snapshot_job: Option<std::sync::mpsc::Receiver<SnapshotWritten>>,
+    /// Operators waiting for `snapshot_job` to be installed (`raftctl snapshot ID`).
+    snapshot_waiters: Vec<(E::Client, u64, RequestKind)>,
     /// Hashes of the store at checkpoints, this node's and its peers', and the alarm.
     checkpoints: Checkpoints,
     /// Where the hashing threads send (checkpoint index, hash)...
@@ -249,6 +255,7 @@ impl<E: Env> Replica<E> {
         // The store is rebuilt from the snapshot's bytes, which are then dropped: the core
         // asks for them again only when a follower needs them.
         let snapshot = recovered.snapshot.unwrap_or_default();
+        let snapshot_bytes = snapshot.data.len() as u64;
         let mut kv = if snapshot.is_empty() {
             Kv::new(SESSIONS_MAX_DEFAULT)
         } else {
@@ -357,6 +364,10 @@ impl<E: Env> Replica<E> {
             next_tick: now + Duration::from_millis(TICK_MS),
             next_read_sweep: now + READ_SWEEP,
             wal_bytes_at_snapshot: wal_bytes,
+            snapshot_bytes,
+            // What the log since the snapshot holds is not counted at a restart; the WAL's
+            // files bound it from above (so the next snapshot may come early, never late).
+            log_bytes_since_snapshot: wal_bytes.saturating_sub(snapshot_bytes),
             started: now,
             stop: None,
             stalled: false,
@@ -367,6 +378,7 @@ impl<E: Env> Replica<E> {
             last_damage: None,
             encode_buffer: Vec::with_capacity(64 << 10),
             snapshot_job: None,
+            snapshot_waiters: Vec::new(),
             checkpoints: Checkpoints::new(config.id, config.peers.iter().map(|p| p.0).collect()),
             members_synced: None,
             pending_change: None,
@@ -920,10 +932,7 @@ impl<E: Env> Replica<E> {
                 let status = self.status_json();
                 self.g.reply(client, id, kind, Outcome::Status(status));
             }
-            Op::Snapshot => {
-                let outcome = self.take_snapshot()?;
-                self.g.reply(client, id, kind, outcome);
-            }
+            Op::Snapshot => self.request_snapshot(client, id, kind)?,
             Op::TransferLeader { target } => {
                 let outcome = match self.raw.transfer_leader(NodeId(target)) {
                     Ok(()) => done(format!("transferring leadership to node {target}")),
@@ -1055,8 +1064,10 @@ impl<E: Env> Replica<E> {
             .wal
             .disk_bytes()
             .saturating_sub(self.g.wal_bytes_at_snapshot);
-        let due = since >= self.g.config.snapshot_entries
-            || (since > 0 && wal_growth >= self.g.config.snapshot_wal_bytes);
+        let ratio = self.g.config.snapshot_ratio;
+        let due = (since >= self.g.config.snapshot_entries
+            || (since > 0 && wal_growth >= self.g.config.snapshot_wal_bytes))
+            && self.g.log_bytes_since_snapshot >= ratio.saturating_mul(self.g.snapshot_bytes);
         if (due || self.g.mend)
             && self.g.snapshot_job.is_none()
             && self.g.env.now() >= self.g.snapshot_not_before
@@ -1101,13 +1112,21 @@ impl<E: Env> Replica<E> {
         };
         self.g.snapshot_job = None;
         let meta = written.meta();
+        let (index, term) = (meta.index, meta.term);
         // Installing appends a marker record, which may need a new segment: a full disk
         // here is no failure either (found by the whole-server simulator, which stopped a
         // node for it). The file stays behind without its marker; recovery ignores such a
         // file and the next installed snapshot deletes it.
         match self.g.wal.install_snapshot_file(written) {
             Ok(true) => {}
-            Ok(false) => return Ok(()), // A newer snapshot (from the leader) got there first.
+            // A newer snapshot (from the leader) got there first.
+            Ok(false) => {
+                let newer = self.g.wal.snapshot_meta().index;
+                self.g.answer_snapshot_waiters(done(format!(
+                    "a newer snapshot (at index {newer}) was installed meanwhile"
+                )));
+                return Ok(());
+            }
             Err(wal::WalError::NoSpace { .. }) => {
                 self.g.snapshot_postponed();
                 return Ok(());
@@ -1115,57 +1134,43 @@ impl<E: Env> Replica<E> {
             Err(e) => return Err(fatal(e)),
         }
         self.raw.snapshot_stored(meta);
-        self.g.wal_bytes_at_snapshot = self.g.wal.disk_bytes();
+        self.g.snapshot_taken(bytes);
         self.g.metrics.snapshot_saved(self.g.env.now(), bytes);
         log::info!(
-            "node {}: snapshot taken at index {} term {} ({bytes} bytes); WAL now {} bytes",
-            self.g.config.id,
-            meta.index,
-            meta.term,
-            self.g.wal.disk_bytes()
-        );
-        Ok(())
-    }
-
-    /// Snapshots the store at the applied index right now (an operator's request), persists
-    /// it, compacts WAL and core. Returns the answer for the operator.
-    fn take_snapshot(&mut self) -> Result<Outcome, String> {
-        let Some((meta, configuration)) = self.g.snapshot_point(&self.raw, false)? else {
-            return Ok(done(format!(
-                "nothing new to snapshot (snapshot at {}, applied {})",
-                self.g.wal.snapshot_meta().index,
-                self.g.applied
-            )));
-        };
-        let (index, term) = (meta.index, meta.term);
-        self.g.metrics.snapshot_started(self.g.env.now());
-        let data = self.g.kv.snapshot();
-        let bytes = data.len();
-        let snapshot = Snapshot {
-            meta,
-            configuration,
-            data,
-        };
-        let saved = self.g.wal.save_snapshot(&snapshot);
-        match saved {
-            Ok(()) => self.g.metrics.snapshot_saved(self.g.env.now(), bytes),
-            Err(wal::WalError::NoSpace { .. }) => {
-                self.g.metrics.snapshot_abandoned();
-                return Ok(unavailable(format!(
-                    "no disk space for a snapshot at index {index}; free some and retry"
-                )));
-            }
-            Err(e) => return Err(fatal(e)),
-        }
-        self.raw.snapshot_stored(meta);
-        self.g.wal_bytes_at_snapshot = self.g.wal.disk_bytes();
-        log::info!(
-            "node {}: snapshot taken at index {index} term {term} ({bytes} bytes, {} keys); WAL now {} bytes",
+            "node {}: snapshot taken at index {index} term {term} ({bytes} bytes, {} keys now); WAL now {} bytes",
             self.g.config.id,
             self.g.kv.len(),
             self.g.wal.disk_bytes()
         );
-        Ok(done(format!("snapshot taken at index {index} term {term}")))
+        self.g
+            .answer_snapshot_waiters(done(format!("snapshot taken at index {index} term {term}")));
+        Ok(())
+    }
+
+    /// An operator's snapshot request: snapshots the store at the applied index on the
+    /// writer thread, as the schedule does (encoding a large store took the loop 26 s at
+    /// 10 million keys), and answers when the snapshot is installed (`finish_snapshot`).
+    /// One already being written answers this request too.
+    fn request_snapshot(
+        &mut self,
+        client: E::Client,
+        request_id: u64,
+        kind: RequestKind,
+    ) -> Result<(), String> {
+        if self.g.snapshot_job.is_none() {
+            self.g.start_snapshot(&self.raw, false)?;
+        }
+        if self.g.snapshot_job.is_none() {
+            let detail = format!(
+                "nothing new to snapshot (snapshot at {}, applied {})",
+                self.g.wal.snapshot_meta().index,
+                self.g.applied
+            );
+            self.g.reply(client, request_id, kind, done(detail));
+        } else {
+            self.g.snapshot_waiters.push((client, request_id, kind));
+        }
+        Ok(())
     }
 
     fn status_json(&self) -> String {
@@ -1448,7 +1453,14 @@ impl<E: Env> Glue<E> {
         // replace a conflicting tail in the same batch. One sync covers both.
         if !w.entries.is_empty() {
             match self.wal.append(&w.entries) {
-                Ok(()) => w.entries.clear(),
+                Ok(()) => {
+                    self.log_bytes_since_snapshot += w
+                        .entries
+                        .iter()
+                        .map(|e| wal::format::entry_record_bytes(e) as u64)
+                        .sum::<u64>();
+                    w.entries.clear();
+                }
                 Err(wal::WalError::NoSpace { .. }) => return Ok(false),
                 Err(e) => return Err(fatal(e)),
             }
@@ -1525,7 +1537,7 @@ impl<E: Env> Glue<E> {
         self.kv = Kv::restore(&snapshot.data, SESSIONS_MAX_DEFAULT)
             .map_err(|e| format!("snapshot from the leader does not load: {e}"))?;
         self.applied = snapshot.meta.index;
-        self.wal_bytes_at_snapshot = self.wal.disk_bytes();
+        self.snapshot_taken(snapshot.data.len());
         log::info!(
             "node {}: installed snapshot at index {} term {} ({} keys)",
             self.config.id,
@@ -1764,10 +1776,27 @@ impl<E: Env> Glue<E> {
         Ok(())
     }
 
+    /// Answers the operators waiting for the snapshot being written.
+    fn answer_snapshot_waiters(&mut self, outcome: Outcome) {
+        for (client, request_id, kind) in std::mem::take(&mut self.snapshot_waiters) {
+            self.reply(client, request_id, kind, outcome.clone());
+        }
+    }
+
+    /// A snapshot of `bytes` is in the WAL now: the snapshot schedule counts from here.
+    fn snapshot_taken(&mut self, bytes: usize) {
+        self.wal_bytes_at_snapshot = self.wal.disk_bytes();
+        self.snapshot_bytes = bytes as u64;
+        self.log_bytes_since_snapshot = 0;
+    }
+
     /// A snapshot found the disk full: try again in a while rather than on every write.
     fn snapshot_postponed(&mut self) {
         self.snapshot_job = None;
         self.metrics.snapshot_abandoned();
+        self.answer_snapshot_waiters(unavailable(
+            "no disk space for a snapshot; free some and retry".into(),
+        ));
         log::warn!(
             "node {}: no disk space for a snapshot; will retry",
             self.config.id

@@ -53,6 +53,10 @@ pub struct ServerConfig {
     pub log_memory_entries: u64,
     /// Or when the WAL grows past this many bytes since the last snapshot.
     pub snapshot_wal_bytes: u64,
+    /// Either only once the log appended since the last snapshot is at least this many
+    /// times that snapshot's size (0: no such condition), so that rewriting a large store
+    /// costs at most 1/ratio of the bytes written to the log.
+    pub snapshot_ratio: u64,
     /// Size of each preallocated WAL segment.
     pub wal_segment_bytes: u64,
     /// How the WAL writes appends into its mapped segments (`pwrite` + fdatasync, or msync).

@@ -20,6 +20,9 @@ pub struct ClusterOptions {
     pub heartbeat_ms: u64,
     /// Snapshot every this many entries.
     pub snapshot_entries: u64,
+    /// `--snapshot-ratio` (raftd's default, 4, unless a test wants snapshots exactly every
+    /// `snapshot_entries` and sets 0).
+    pub snapshot_ratio: u64,
     /// Applied entries each node keeps in memory.
     pub log_memory_entries: u64,
     /// Cluster name.
@@ -54,6 +57,7 @@ impl Default for ClusterOptions {
             election_ms: 1000,
             heartbeat_ms: 100,
             snapshot_entries: 10_000,
+            snapshot_ratio: 4,
             log_memory_entries: 25_000,
             cluster_id: "raftd".into(),
             log: "info".into(),
@@ -674,6 +678,7 @@ impl ProcessCluster {
                 "--snapshot-entries",
                 &self.options.snapshot_entries.to_string(),
             ])
+            .args(["--snapshot-ratio", &self.options.snapshot_ratio.to_string()])
             .args([
                 "--log-memory-entries",
                 &self.options.log_memory_entries.to_string(),

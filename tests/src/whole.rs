@@ -368,6 +368,8 @@ impl WholeSim {
             snapshot_entries: self.config.snapshot_entries,
             log_memory_entries: self.config.log_memory_entries,
             snapshot_wal_bytes: u64::MAX,
+            // Snapshots as often as `snapshot_entries` says: the simulator wants many.
+            snapshot_ratio: 0,
             wal_segment_bytes: self.config.segment_bytes,
             // Not used: the simulator's disk is `wal::testing`'s, not the real backend.
             wal_write: wal::WriteMode::default(),

@@ -187,6 +187,9 @@ fn restart_and_catch_up_by_snapshot(c: &mut ProcessCluster, lagging: u64, commit
 fn lagging_follower_catches_up_by_snapshot() {
     let options = ClusterOptions {
         snapshot_entries: 5000,
+        // Every key is new, so the store grows with the log: with a snapshot ratio the
+        // snapshots would space out (each waits for 4x the last one's size in new log).
+        snapshot_ratio: 0,
         ..ClusterOptions::default()
     };
     let mut c = ProcessCluster::start(3, options);
@@ -205,6 +208,64 @@ fn lagging_follower_catches_up_by_snapshot() {
         "leader's log not compacted: {s}"
     );
     restart_and_catch_up_by_snapshot(&mut c, lagging, commit, b"s3-100");
+}
+
+/// The snapshot ratio (`--snapshot-ratio`): with a store that grows with the log (every key
+/// new), snapshots by `--snapshot-entries` alone come every 500 entries, while with ratio 4
+/// each one waits until the log written since the last is 4 times that snapshot's size, so
+/// they space out as the store grows; and an operator's `snapshot` is answered once its
+/// snapshot is installed, even with the schedule holding snapshots back.
+#[test]
+fn snapshot_ratio_spaces_out_snapshots_of_a_growing_store() {
+    // (index, bytes) of each snapshot the leader took, from its log.
+    let snapshots = |ratio: u64| {
+        let options = ClusterOptions {
+            snapshot_entries: 500,
+            snapshot_ratio: ratio,
+            ..ClusterOptions::default()
+        };
+        let mut c = ProcessCluster::start(3, options);
+        let s = write_concurrently(&c, 8, 15_000 / 8, "g");
+        let l = leader(&c);
+        let mut client = c.client(T);
+        let answer = format!(
+            "{:?}",
+            client.call_node(c.addr(l), raftd::protocol::Op::Snapshot)
+        );
+        assert!(answer.contains("snapshot taken at index"), "{answer}");
+        let log = std::fs::read_to_string(c.log_path(l)).unwrap();
+        let taken: Vec<(u64, u64)> = log
+            .lines()
+            .filter_map(|line| {
+                let rest = line.split("snapshot taken at index ").nth(1)?;
+                let index = rest.split(' ').next()?.parse().ok()?;
+                let bytes = rest.split('(').nth(1)?.split(' ').next()?.parse().ok()?;
+                Some((index, bytes))
+            })
+            .collect();
+        c.kill9(l);
+        assert!(s["commit"].as_u64().unwrap() >= 15_000, "{s}");
+        taken
+    };
+    let plain = snapshots(0);
+    let spaced = snapshots(4);
+    assert!(plain.len() >= 20, "ratio 0: {plain:?}");
+    assert!(
+        spaced.len() * 3 <= plain.len(),
+        "ratio 4 took {} snapshots, ratio 0 {}: {spaced:?}",
+        spaced.len(),
+        plain.len()
+    );
+    // Every put here is a record of less than 128 bytes in the WAL; the last snapshot is
+    // the operator's, which the ratio does not hold back.
+    for pair in spaced[..spaced.len() - 1].windows(2) {
+        let ((i0, b0), (i1, _)) = (pair[0], pair[1]);
+        assert!(
+            (i1 - i0) * 128 >= 4 * b0,
+            "snapshot at {i1} came {} entries after one of {b0} bytes: {spaced:?}",
+            i1 - i0
+        );
+    }
 }
 
 /// A node keeps fewer entries in memory than on disk: with no snapshot on disk and the
