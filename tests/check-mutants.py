@@ -38,6 +38,10 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
  Snapshots:
   (aa) the snapshot ratio ignored (a growing store snapshotted every --snapshot-entries)
   (ab) a snapshot holding a key twice restored anyway (the later value wins, silently)
+ Waiting for the disk off the loop:
+  (ac) a batch handed to the sync thread taken for durable at the next turn, whether the
+       wait is over or not (answers and votes leave before the disk has the batch)
+  (ad) a split sync that never copies the batch into the file (`pwrite` mode; kill -9)
 
 Usage: python3 tests/check-mutants.py [NAME...]   (from anywhere; a few minutes per bug)
   CARGO_TARGET_DIR   where cargo builds (default: target/ in the workspace)
@@ -181,6 +185,14 @@ mutants = {
    "            if kv.data.replace(record).is_some() {",
    "            if kv.data.replace(record).is_some() && ordered {",
    ['test:raftd:lib:restore_refuses_keys_out_of_order_or_twice']),
+ 'ac_sync_later_durable_at_once': (REPLICA,
+   "        let Some((result, took)) = self.g.env.sync_done(false) else {\n            return Ok(());\n        };",
+   "        let (result, took) = self.g.env.sync_done(false).unwrap_or((Ok(()), Duration::ZERO));",
+   ['whole']),
+ 'ad_split_sync_not_copied': (BACKEND,
+   "        self.file\n            .write_all_at(&self.map[offset..offset + len], offset as u64)?;\n        let file = self.file.try_clone()?;",
+   "        let file = self.file.try_clone()?;",
+   ['test:wal:kill:sigkill_keeps_everything_persisted']),
 }
 
 

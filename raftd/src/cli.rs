@@ -349,6 +349,7 @@ impl Args {
             log_memory_entries: self.log_memory_entries,
             snapshot_wal_bytes: self.snapshot_wal_mib << 20,
             snapshot_ratio: self.snapshot_ratio,
+            sync_later_min_entries: crate::server::SYNC_LATER_MIN_ENTRIES,
             wal_segment_bytes: self.wal_segment_mib << 20,
             wal_write: self.wal_write,
             consistency_check_secs: self.consistency_check_secs,

@@ -68,6 +68,21 @@ pub trait Env {
     /// `None`: the host runs no threads, and slow work (writing a snapshot file) is done
     /// inline, which keeps a simulated run deterministic.
     fn waker(&self) -> Option<Box<dyn Fn() + Send>>;
+    /// Whether the host can wait for the disk in the background (`sync_later`).
+    fn can_sync_later(&self) -> bool {
+        false
+    }
+    /// Waits for the disk on `wait` (the second half of `Wal::persist_start`) in the
+    /// background, and wakes the loop when it is over; its outcome comes back from
+    /// `sync_done`. One at a time. `Err(wait)`: the host cannot; the loop waits itself.
+    fn sync_later(&mut self, wait: wal::SyncWait) -> Result<(), wal::SyncWait> {
+        Err(wait)
+    }
+    /// The outcome of the wait `sync_later` started and how long it took, once it is over
+    /// (`block`: waits until it is; `None` then only if the wait was lost).
+    fn sync_done(&mut self, _block: bool) -> Option<(std::io::Result<()>, Duration)> {
+        None
+    }
 }
 
 /// A membership change waiting for the configuration it leads to to commit.
@@ -98,6 +113,17 @@ struct PendingWrite<C> {
 /// What the snapshot writer sends back: the durable file (not yet part of the log) and its
 /// data's size in bytes.
 type SnapshotWritten = Result<(wal::WrittenSnapshot, usize), wal::WalError>;
+
+/// How far `Glue::write` got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wrote {
+    /// Durable.
+    Done,
+    /// Written; the sync thread is waiting for the disk (`Replica::finish_sync`).
+    Later,
+    /// The disk is full; retry.
+    NoSpace,
+}
 
 /// How many entries past `log_memory_entries` the in-memory log may grow before it is
 /// trimmed (trimming in steps keeps the work per trim small and rare).
@@ -598,6 +624,17 @@ impl<E: Env> Replica<E> {
     /// written without a sync, which nothing waits for) durable, so the next start finds
     /// no torn tail. Failure is only logged: everything acknowledged is already durable.
     pub fn close(&mut self) {
+        // A persist's wait under way ends first (the sync thread is waiting for the disk).
+        if self.g.wal.is_persisting() {
+            let result = match self.g.env.sync_done(true) {
+                Some((result, _)) => result,
+                None => Err(std::io::Error::other("the WAL sync thread is gone")),
+            };
+            if let Err(e) = self.g.wal.persist_finish(result) {
+                log::warn!("node {}: last WAL sync at stop: {e}", self.g.config.id);
+                return;
+            }
+        }
         if let Err(e) = self.g.wal.persist() {
             log::warn!("node {}: last WAL sync at stop: {e}", self.g.config.id);
         }
@@ -643,12 +680,32 @@ impl<E: Env> Replica<E> {
         self.g.finish_checkpoint_hashes();
         self.g.backups.expire(now);
         self.periodic_checkpoint(now);
-        self.finish_snapshot()?;
+        self.finish_sync()?;
+        // The WAL is only read while a persist's wait is under way: installing a snapshot
+        // and scrubbing wait for a turn without one.
+        if !self.g.wal.is_persisting() {
+            self.finish_snapshot()?;
+            self.scrub(now);
+        }
         self.finish_snapshot_read();
-        self.scrub(now);
         let result = self.drain_ready();
         self.g.metrics.leader_seen(self.raw.leader().0);
         result
+    }
+
+    /// Finishes the persist whose wait the sync thread finished, if it has: the WAL marks
+    /// it durable, and the driver goes on with what waited for it (the messages, the
+    /// entries to apply) and the Readies since.
+    fn finish_sync(&mut self) -> Result<(), String> {
+        if !self.g.wal.is_persisting() {
+            return Ok(());
+        }
+        let Some((result, took)) = self.g.env.sync_done(false) else {
+            return Ok(());
+        };
+        self.g.wal.persist_finish(result).map_err(fatal)?;
+        self.g.metrics.wal_synced(took);
+        self.driver.write_done(&mut self.raw, &mut self.g)
     }
 
     /// Hands the core a snapshot that a thread finished reading back for a follower.
@@ -1299,7 +1356,11 @@ impl<E: Env> Host for Glue<E> {
         }
         // The leader's appends and the answers leave now, overlapping the disk write.
         self.env.flush();
-        if !self.write(w)? {
+        let wrote = self.write(w)?;
+        if wrote == Wrote::Later {
+            return Ok(Persisted::Later);
+        }
+        if wrote == Wrote::NoSpace {
             if !self.stalled {
                 log::error!(
                     "node {}: disk full: acknowledging nothing until space is freed (retrying every {:?})",
@@ -1437,13 +1498,14 @@ impl<E: Env> Host for Glue<E> {
 impl<E: Env> Glue<E> {
     /// Writes what the Ready asks to the WAL, with one sync. Returns false when the disk is
     /// full (see `persist`).
-    fn write(&mut self, w: &mut Write) -> Result<bool, String> {
+    fn write(&mut self, w: &mut Write) -> Result<Wrote, String> {
+        let batch = w.entries.len();
         if let Some(snapshot) = w.snapshot.take() {
             match self.wal.save_snapshot(&snapshot) {
                 Ok(()) => self.install_snapshot(snapshot)?,
                 Err(wal::WalError::NoSpace { .. }) => {
                     w.snapshot = Some(snapshot);
-                    return Ok(false);
+                    return Ok(Wrote::NoSpace);
                 }
                 Err(e) => return Err(fatal(e)),
             }
@@ -1461,14 +1523,40 @@ impl<E: Env> Glue<E> {
                         .sum::<u64>();
                     w.entries.clear();
                 }
-                Err(wal::WalError::NoSpace { .. }) => return Ok(false),
+                Err(wal::WalError::NoSpace { .. }) => return Ok(Wrote::NoSpace),
                 Err(e) => return Err(fatal(e)),
             }
         }
         if let Some(hs) = w.hard_state {
             match self.wal.set_hard_state(hs) {
                 Ok(()) => w.hard_state = None,
-                Err(wal::WalError::NoSpace { .. }) => return Ok(false),
+                Err(wal::WalError::NoSpace { .. }) => return Ok(Wrote::NoSpace),
+                Err(e) => return Err(fatal(e)),
+            }
+        }
+        // A batch of `sync_later_min_entries` or more waits for the disk in the background
+        // where the host can (a thread; the simulator: a later event) while the loop goes
+        // on, unless the repair's end must follow the sync here.
+        if w.sync
+            && !w.repair_finished
+            && batch >= self.config.sync_later_min_entries
+            && self.env.can_sync_later()
+        {
+            match self.wal.persist_start() {
+                Ok(Some(wait)) => {
+                    w.sync = false;
+                    if let Err(wait) = self.env.sync_later(wait) {
+                        let started = self.env.now();
+                        let result = wait.wait();
+                        self.wal.persist_finish(result).map_err(fatal)?;
+                        self.metrics
+                            .wal_synced(self.env.now().saturating_sub(started));
+                        return Ok(Wrote::Done);
+                    }
+                    return Ok(Wrote::Later);
+                }
+                Ok(None) => w.sync = false, // Done whole (a directory or vote copy to sync).
+                Err(wal::WalError::NoSpace { .. }) => return Ok(Wrote::NoSpace),
                 Err(e) => return Err(fatal(e)),
             }
         }
@@ -1478,7 +1566,7 @@ impl<E: Env> Glue<E> {
                 Ok(()) => self
                     .metrics
                     .wal_synced(self.env.now().saturating_sub(started)),
-                Err(wal::WalError::NoSpace { .. }) => return Ok(false),
+                Err(wal::WalError::NoSpace { .. }) => return Ok(Wrote::NoSpace),
                 Err(e) => return Err(fatal(e)),
             }
         }
@@ -1490,7 +1578,7 @@ impl<E: Env> Glue<E> {
                 self.config.id
             );
         }
-        Ok(true)
+        Ok(Wrote::Done)
     }
 
     fn reply(&mut self, client: E::Client, request_id: u64, kind: RequestKind, outcome: Outcome) {

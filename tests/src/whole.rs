@@ -31,7 +31,7 @@ use rand::{Rng, SeedableRng};
 use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +52,35 @@ enum Out {
 pub struct SimEnv {
     clock: Rc<Cell<Micros>>,
     out: Vec<Out>,
+    /// Persists' waits for the disk (`Env::sync_later`) and when each started, run in
+    /// order at later events (`Event::SyncDone`); a power cut before that loses them, as a
+    /// crash loses a sync thread's fdatasync under way. (The replica starts one at a time;
+    /// a queue lets a replica that did not wait be caught by the checkers, not here.)
+    sync_waiting: VecDeque<(wal::SyncWait, Micros)>,
+    /// Set by `sync_later` until the simulator has scheduled the wait's event.
+    sync_started: bool,
+    /// The waits' outcomes and (simulated) durations, until the replica takes them.
+    sync_results: VecDeque<(std::io::Result<()>, Duration)>,
+}
+
+impl SimEnv {
+    fn new(clock: Rc<Cell<Micros>>) -> SimEnv {
+        SimEnv {
+            clock,
+            out: Vec::new(),
+            sync_waiting: VecDeque::new(),
+            sync_started: false,
+            sync_results: VecDeque::new(),
+        }
+    }
+
+    /// Runs the oldest wait under way, if any (its event came).
+    fn complete_sync(&mut self) {
+        if let Some((wait, since)) = self.sync_waiting.pop_front() {
+            let took = Duration::from_micros(self.clock.get() - since);
+            self.sync_results.push_back((wait.wait(), took));
+        }
+    }
 }
 
 impl Env for SimEnv {
@@ -89,6 +118,23 @@ impl Env for SimEnv {
     fn waker(&self) -> Option<Box<dyn Fn() + Send>> {
         None
     }
+
+    fn can_sync_later(&self) -> bool {
+        true
+    }
+
+    fn sync_later(&mut self, wait: wal::SyncWait) -> Result<(), wal::SyncWait> {
+        self.sync_waiting.push_back((wait, self.clock.get()));
+        self.sync_started = true;
+        Ok(())
+    }
+
+    fn sync_done(&mut self, block: bool) -> Option<(std::io::Result<()>, Duration)> {
+        if block && self.sync_results.is_empty() {
+            self.complete_sync();
+        }
+        self.sync_results.pop_front()
+    }
 }
 
 /// Settings drawn from a seed.
@@ -121,12 +167,18 @@ pub struct WholeConfig {
     pub duplicate_percent: u32,
     /// Extra random latency of every message.
     pub latency_max: Micros,
+    /// Batches of at least this many entries wait for the disk at a later event (the
+    /// daemon: on its sync thread) rather than in the turn (`usize::MAX`: never).
+    pub sync_later_min_entries: usize,
+    /// How long such a wait takes at most.
+    pub sync_latency_max: Micros,
 }
 
 impl WholeConfig {
     /// Draws a configuration from `seed`.
     pub fn from_seed(seed: u64) -> WholeConfig {
         let mut pick = SmallRng::seed_from_u64(seed ^ 0x0b0d_1e55_0b0d_1e55);
+        let mut later = SmallRng::seed_from_u64(seed ^ 0x5c1a_7e5c_1a7e);
         WholeConfig {
             nodes: [3, 3, 5][pick.gen_range(0..3)],
             clients: pick.gen_range(2..6),
@@ -144,6 +196,9 @@ impl WholeConfig {
             drop_percent: [0, 2, 10][pick.gen_range(0..3)],
             duplicate_percent: [0, 0, 5][pick.gen_range(0..3)],
             latency_max: [MS, 5 * MS, 30 * MS][pick.gen_range(0..3)],
+            // Drawn apart, so the fields above stay what each seed drew before.
+            sync_later_min_entries: [1, 4, usize::MAX][later.gen_range(0..3)],
+            sync_latency_max: [MS / 5, 2 * MS, 10 * MS][later.gen_range(0..3)],
         }
     }
 }
@@ -174,6 +229,8 @@ enum Event {
     ClientTimer { client: usize, attempt: u64 },
     /// A powered-off node comes back.
     PowerOn { node: usize },
+    /// A node's wait for the disk (`Env::sync_later`) is over.
+    SyncDone { node: usize, incarnation: u64 },
     /// A full disk is freed.
     DiskFreed { node: usize },
 }
@@ -370,6 +427,7 @@ impl WholeSim {
             snapshot_wal_bytes: u64::MAX,
             // Snapshots as often as `snapshot_entries` says: the simulator wants many.
             snapshot_ratio: 0,
+            sync_later_min_entries: self.config.sync_later_min_entries,
             wal_segment_bytes: self.config.segment_bytes,
             // Not used: the simulator's disk is `wal::testing`'s, not the real backend.
             wal_write: wal::WriteMode::default(),
@@ -395,10 +453,7 @@ impl WholeSim {
             backend: Arc::new(self.disks[i].clone()),
             helper_threads: false,
         };
-        let env = SimEnv {
-            clock: self.clock.clone(),
-            out: Vec::new(),
-        };
+        let env = SimEnv::new(self.clock.clone());
         let seed = self.rng.gen();
         let replica = match Replica::open(self.server_config(i), &wal_dir(i), options, seed, env) {
             Ok(replica) => replica,
@@ -585,10 +640,22 @@ impl WholeSim {
             return;
         };
         let out = std::mem::take(&mut replica.env_mut().out);
+        let sync_started = std::mem::take(&mut replica.env_mut().sync_started);
         if let Some(alarm) = replica.alarm() {
             panic!("consistency: node {} raised an alarm: {alarm}", i + 1);
         }
         self.check_core(i);
+        if sync_started {
+            let delay = self.rng.gen_range(MS / 20..=self.config.sync_latency_max);
+            let incarnation = self.incarnations[i];
+            self.schedule(
+                delay,
+                Event::SyncDone {
+                    node: i,
+                    incarnation,
+                },
+            );
+        }
         for o in out {
             match o {
                 Out::Peer { to, kind, body } => self.send_peer(i, to as usize - 1, kind, body),
@@ -763,6 +830,15 @@ impl WholeSim {
             Event::ClientTimer { client, attempt } => {
                 if self.clients[client].attempt == attempt {
                     self.client_timer(client);
+                }
+            }
+            Event::SyncDone { node, incarnation } => {
+                if self.incarnations[node] != incarnation {
+                    return; // Lost with the node's power.
+                }
+                if let Some(r) = self.replicas[node].as_mut() {
+                    r.env_mut().complete_sync();
+                    self.turn(node);
                 }
             }
             Event::PowerOn { node } => {

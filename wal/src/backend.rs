@@ -20,6 +20,13 @@ pub trait SegmentMap: Send {
     fn bytes_mut(&mut self) -> &mut [u8];
     /// Makes `[offset, offset + len)` durable (msync with MS_SYNC) and returns only then.
     fn sync(&mut self, offset: usize, len: usize) -> io::Result<()>;
+    /// Starts making `[offset, offset + len)` durable with the wait for the disk split off:
+    /// does here what must happen in order with later writes to the map (`pwrite` mode:
+    /// copies the range into the file) and returns the wait, which may run on another
+    /// thread. `None`: this map cannot split its sync; call `sync`.
+    fn sync_split(&mut self, _offset: usize, _len: usize) -> io::Result<Option<SyncWait>> {
+        Ok(None)
+    }
     /// A hint that the file is done being scanned and will now be appended to at `offset`.
     /// Failure is harmless (only speed is at stake), so there is no result.
     fn start_appending(&mut self, _offset: usize) {}
@@ -182,6 +189,28 @@ impl StdBackend {
     }
 }
 
+/// The second half of a sync split by [`SegmentMap::sync_split`]: waits until what was
+/// written is durable (the real backend: fdatasync of its own handle to the file).
+pub struct SyncWait(Box<dyn FnOnce() -> io::Result<()> + Send>);
+
+impl SyncWait {
+    /// A wait that runs `wait`.
+    pub fn new(wait: impl FnOnce() -> io::Result<()> + Send + 'static) -> SyncWait {
+        SyncWait(Box::new(wait))
+    }
+
+    /// Waits for the disk.
+    pub fn wait(self) -> io::Result<()> {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for SyncWait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SyncWait")
+    }
+}
+
 struct StdSegment {
     // The map must not outlive the file's blocks; the file stays open while the map lives.
     map: MmapMut,
@@ -210,6 +239,22 @@ impl SegmentMap for StdSegment {
         }
         SEGMENT_SYNCS.with(|n| n.set(n.get() + 1));
         Ok(())
+    }
+
+    fn sync_split(&mut self, offset: usize, len: usize) -> io::Result<Option<SyncWait>> {
+        use std::os::unix::fs::FileExt;
+        if self.write != WriteMode::Pwrite {
+            return Ok(None);
+        }
+        self.file
+            .write_all_at(&self.map[offset..offset + len], offset as u64)?;
+        let file = self.file.try_clone()?;
+        // Counted as a segment sync on the thread that waits.
+        Ok(Some(SyncWait::new(move || {
+            file.sync_data()?;
+            SEGMENT_SYNCS.with(|n| n.set(n.get() + 1));
+            Ok(())
+        })))
     }
 
     fn release(&self, offset: usize, len: usize) {

@@ -17,6 +17,12 @@
 //!   and fsyncs the directory if a file was created, renamed or deleted. The caller batches a
 //!   whole Raft `Ready` and persists once (group commit), and sends no message that depends on
 //!   the batch before that.
+//! * [`Wal::persist_start`] is the same persist with the wait for the disk split off: it
+//!   writes the commit record and (`pwrite` mode) copies the batch into the file, and returns a
+//!   [`SyncWait`] that another thread runs (fdatasync) while the caller goes on; the batch is
+//!   durable once [`Wal::persist_finish`] took the wait's success. In between, the WAL may only
+//!   be read. A persist that also syncs the directory or the copy of term and vote is done
+//!   whole instead (`None`).
 //! * After a failed write, msync or fsync the WAL is poisoned: every later write returns
 //!   [`WalError::Poisoned`]; fsync is never retried (the kernel may have dropped the dirty pages
 //!   already). The node must stop voting and accepting entries and be restarted.
@@ -113,7 +119,7 @@ pub mod testing;
 mod vote;
 mod wal;
 
-pub use crate::backend::{Backend, Pace, SegmentMap, StdBackend, WriteMode};
+pub use crate::backend::{Backend, Pace, SegmentMap, StdBackend, SyncWait, WriteMode};
 pub use crate::error::WalError;
 pub use crate::inspect::{dump_dir, verify_dir, VerifyReport};
 pub use crate::scrub::{Damage, ScrubStep, ScrubTotals};

@@ -13,7 +13,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::backend::{Backend, SegmentMap};
+use crate::backend::{Backend, SegmentMap, SyncWait};
 use crate::format::CHUNK_BYTES;
 
 /// Faults to inject; all off by default.
@@ -228,6 +228,24 @@ impl SegmentMap for MemSegment {
         file.live.copy_from_slice(&self.bytes);
         file.durable[offset..offset + len].copy_from_slice(&self.bytes[offset..offset + len]);
         Ok(())
+    }
+
+    /// Like `pwrite` then fdatasync: the bytes reach the page cache (live) now, the disk
+    /// (durable) only when the wait runs; a power cut before loses or tears them. The wait
+    /// makes durable exactly the range as it was at the split, nothing written later.
+    fn sync_split(&mut self, offset: usize, len: usize) -> io::Result<Option<SyncWait>> {
+        lock(&self.file).live.copy_from_slice(&self.bytes);
+        let range = self.bytes[offset..offset + len].to_vec();
+        let (state, file) = (self.state.clone(), self.file.clone());
+        Ok(Some(SyncWait::new(move || {
+            let mut state = lock(&state);
+            if state.faults.fail_sync {
+                return Err(os_error(libc::EIO));
+            }
+            state.syncs += 1;
+            lock(&file).durable[offset..offset + len].copy_from_slice(&range);
+            Ok(())
+        })))
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use log::{debug, info, warn};
 use raft::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
 
-use crate::backend::{Backend, Pace, SegmentMap, StdBackend};
+use crate::backend::{Backend, Pace, SegmentMap, StdBackend, SyncWait};
 use crate::error::{is_no_space, is_read_only, WalError};
 use crate::format::{self, kind, SEGMENT_HEADER_BYTES};
 use crate::log_map::{Location, LogMap};
@@ -168,6 +168,14 @@ impl SnapshotWriter {
 const SPARE_NAME: &str = "next-segment.tmp";
 
 /// The next segment file, being created and zero-filled by a helper thread.
+/// What a persist under way makes durable (see `Wal::persist_start`).
+#[derive(Debug)]
+struct InFlight {
+    end: usize,
+    hard_state: HardState,
+    last_index: LogIndex,
+}
+
 struct Spare {
     path: PathBuf,
     bytes: usize,
@@ -190,6 +198,10 @@ pub struct Wal {
     durable_hard_state: HardState,
     /// The last index as of the last persist: the first index of the next new segment is one more.
     durable_last_index: LogIndex,
+    /// A persist whose wait for the disk runs elsewhere (`persist_start`): the write
+    /// position, hard state and last index it makes durable once `persist_finish` hears
+    /// that the wait succeeded.
+    in_flight: Option<InFlight>,
     /// Where the batch not yet closed by a commit record starts, in the last segment.
     batch_start: usize,
     /// Where the next record goes, in the last segment.
@@ -397,6 +409,7 @@ impl Wal {
             hard_state,
             durable_hard_state: hard_state,
             durable_last_index: log.last_index(),
+            in_flight: None,
             log,
             batch_start: replayed.write_pos,
             write_pos: replayed.write_pos,
@@ -463,6 +476,7 @@ impl Wal {
     /// it is at or below `last_index()`, the conflicting suffix is discarded first (Raft §5.3).
     /// Terms must not decrease.
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), WalError> {
+        self.check_not_in_flight();
         self.check_writable()?;
         let Some(first) = entries.first() else {
             return Ok(());
@@ -551,6 +565,7 @@ impl Wal {
 
     /// Records a new hard state, not yet durable (see `persist`). The term must not decrease.
     pub fn set_hard_state(&mut self, state: HardState) -> Result<(), WalError> {
+        self.check_not_in_flight();
         self.check_writable()?;
         if state == self.hard_state {
             return Ok(());
@@ -567,11 +582,103 @@ impl Wal {
         Ok(())
     }
 
+    /// Like [`Wal::persist`], with the wait for the disk split off so that it can run on
+    /// another thread while the caller goes on with other work (thesis §10.2.1: a server
+    /// need not idle while its disk writes). Everything up to now is written (the commit
+    /// record closes the batch; `pwrite` mode copies it into the file) and the returned
+    /// [`SyncWait`] makes it durable; the caller hands its result to
+    /// [`Wal::persist_finish`], and until then nothing written is durable, and the WAL may
+    /// only be read (every write panics). Returns `None` when the persist was done whole
+    /// here instead: the segment's map cannot split its sync (`mmap` mode, the simulator's
+    /// disk), or the persist also has a directory or the copy of term and vote to sync,
+    /// which stay in order here.
+    pub fn persist_start(&mut self) -> Result<Option<SyncWait>, WalError> {
+        self.check_writable()?;
+        self.check_not_in_flight();
+        if self.dir_dirty || self.vote_copy.behind(&self.hard_state) {
+            return self.persist().map(|()| None);
+        }
+        if self.write_pos == self.batch_start {
+            return Ok(None);
+        }
+        let (start, at) = (self.batch_start, self.write_pos);
+        let segment = self.segments.back_mut().expect("there is always a segment");
+        self.write_pos += format::put_commit(segment.map.bytes_mut(), start, at);
+        self.batch_start = self.write_pos;
+        let (from, to) = (self.synced_end, self.write_pos);
+        self.in_flight = Some(InFlight {
+            end: to,
+            hard_state: self.hard_state,
+            last_index: self.last_index(),
+        });
+        let segment = self.segments.back_mut().expect("there is always a segment");
+        match segment.map.sync_split(from, to - from) {
+            Ok(Some(wait)) => Ok(Some(wait)),
+            // The batch is closed: synced whole here (and nothing else is left to do).
+            Ok(None) => {
+                let synced = segment.map.sync(from, to - from);
+                self.persist_finish(synced).map(|()| None)
+            }
+            Err(source) => {
+                self.in_flight = None;
+                let segment = self.segments.back().expect("there is always a segment");
+                let error = io_error(&segment.path, "pwrite", source);
+                Err(self.poison(error))
+            }
+        }
+    }
+
+    /// The outcome of the [`SyncWait`] that [`Wal::persist_start`] returned: on success
+    /// what it wrote is durable now; a failure poisons the WAL (the bytes may or may not
+    /// be on the disk, which only a restart's recovery can tell).
+    pub fn persist_finish(&mut self, waited: std::io::Result<()>) -> Result<(), WalError> {
+        let done = self
+            .in_flight
+            .take()
+            .expect("persist_finish without a persist_start under way");
+        if let Err(source) = waited {
+            let segment = self.segments.back().expect("there is always a segment");
+            let error = io_error(&segment.path, "sync", source);
+            return Err(self.poison(error));
+        }
+        self.synced_end = done.end;
+        self.release_durable_pages();
+        self.durable_hard_state = done.hard_state;
+        self.durable_last_index = done.last_index;
+        Ok(())
+    }
+
+    /// Whether a persist's wait is under way (between `persist_start` and
+    /// `persist_finish`).
+    pub fn is_persisting(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    fn check_not_in_flight(&self) {
+        assert!(
+            self.in_flight.is_none(),
+            "the WAL was written to while a persist's wait was under way"
+        );
+    }
+
+    /// Durable whole pages behind the write position need not stay resident.
+    fn release_durable_pages(&mut self) {
+        let page_end = self.synced_end / RELEASE_PAGE_BYTES * RELEASE_PAGE_BYTES;
+        if page_end >= self.released_end + RELEASE_CHUNK_BYTES {
+            let segment = self.segments.back_mut().expect("there is always a segment");
+            segment
+                .map
+                .release(self.released_end, page_end - self.released_end);
+            self.released_end = page_end;
+        }
+    }
+
     /// Makes everything appended and set since the last call durable: closes the batch with a
     /// commit record, msyncs the written range once, and fsyncs the directory if a file was
     /// created, renamed or deleted. Returns only when all of it is on disk. Call it once per
     /// batch of work (one Raft `Ready`): that is the group commit. A failure poisons the WAL.
     pub fn persist(&mut self) -> Result<(), WalError> {
+        self.check_not_in_flight();
         self.check_writable()?;
         if self.write_pos == self.batch_start && !self.dir_dirty {
             return Ok(());
@@ -591,15 +698,7 @@ impl Wal {
         self.write_vote_copy()?;
         self.batch_start = self.write_pos;
         self.synced_end = self.write_pos;
-        // Durable whole pages behind the write position need not stay resident.
-        let page_end = self.write_pos / RELEASE_PAGE_BYTES * RELEASE_PAGE_BYTES;
-        if page_end >= self.released_end + RELEASE_CHUNK_BYTES {
-            let segment = self.segments.back_mut().expect("there is always a segment");
-            segment
-                .map
-                .release(self.released_end, page_end - self.released_end);
-            self.released_end = page_end;
-        }
+        self.release_durable_pages();
         self.durable_hard_state = self.hard_state;
         self.durable_last_index = self.last_index();
         Ok(())
@@ -612,6 +711,7 @@ impl Wal {
     /// If the log does not hold the snapshot's last entry with its term, the whole log is
     /// discarded (Raft §7, InstallSnapshot).
     pub fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), WalError> {
+        self.check_not_in_flight();
         self.check_writable()?;
         let meta = snapshot.meta;
         if meta.index <= self.log.snapshot.index {
@@ -640,6 +740,7 @@ impl Wal {
     /// snapshot marker, persists, and compacts segments and older snapshot files behind it.
     /// Returns false (and removes the file) when a newer snapshot was installed meanwhile.
     pub fn install_snapshot_file(&mut self, written: WrittenSnapshot) -> Result<bool, WalError> {
+        self.check_not_in_flight();
         self.check_writable()?;
         let meta = written.meta;
         if meta == self.log.snapshot && self.snapshot_name.as_deref() == Some(written.name.as_str())
@@ -880,6 +981,7 @@ impl Wal {
     /// The log again holds what the node may have acknowledged before the damage: removes
     /// the repair marker, durably (unless the scrubber found damage that is still in the log).
     pub fn finish_repair(&mut self) -> Result<(), WalError> {
+        self.check_not_in_flight();
         self.check_writable()?;
         self.repairing = false;
         self.sync_marker()

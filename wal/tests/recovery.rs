@@ -287,6 +287,7 @@ fn crash_workload(seed: u64, steps: usize, torn: bool) {
     let (mut wal, _) = open(&backend, 4096).unwrap();
     let mut model = Model::default();
     let mut persisted = model.clone();
+    let mut waiting = None;
     let replay = format!("seed {seed} (replay: crash_workload({seed}, {steps}, {torn}))");
     for step in 0..steps {
         let (entries, hard_state) = random_batch(&model, &mut rand, 300);
@@ -307,24 +308,35 @@ fn crash_workload(seed: u64, steps: usize, torn: bool) {
                 .unwrap();
                 persisted = model.clone();
             }
-            1..=6 => {
+            1..=4 => {
                 wal.persist().unwrap();
                 persisted = model.clone();
             }
+            // A persist split as the daemon does under load; at the last step, sometimes
+            // the crash comes while its wait for the disk is under way.
+            5 | 6 => match wal.persist_start().unwrap() {
+                Some(wait) if step + 1 == steps && rand().is_multiple_of(2) => waiting = Some(wait),
+                Some(wait) => {
+                    wal.persist_finish(wait.wait()).unwrap();
+                    persisted = model.clone();
+                }
+                None => persisted = model.clone(),
+            },
             _ => {}
         }
     }
-    // The crash: either between appends and persist, or inside a persist whose msync failed
-    // (so the commit record may have reached the disk in some sectors).
-    let in_persist = rand().is_multiple_of(2);
-    if in_persist {
+    // The crash: between appends and persist, inside a persist whose msync failed (so the
+    // commit record may have reached the disk in some sectors), or during a split
+    // persist's wait (the batch is in the page cache, maybe partly on the disk).
+    let in_persist = waiting.is_some() || rand().is_multiple_of(2);
+    if in_persist && waiting.is_none() {
         backend.set_faults(Faults {
             fail_sync: true,
             ..Faults::default()
         });
         let _ = wal.persist();
     }
-    drop(wal);
+    drop((wal, waiting));
     let crashed = if torn {
         backend.crash_torn(rand())
     } else {
