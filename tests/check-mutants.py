@@ -38,6 +38,9 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
  Snapshots:
   (aa) the snapshot ratio ignored (a growing store snapshotted every --snapshot-entries)
   (ab) a snapshot holding a key twice restored anyway (the later value wins, silently)
+ The in-memory log's byte bound (--log-memory-mib):
+  (ac) a running node that trims its in-memory log by entries only (the byte bound ignored)
+  (ad) a restart that hands the core every entry the entry bound allows, bytes ignored
 
 Usage: python3 tests/check-mutants.py [NAME...]   (from anywhere; a few minutes per bug)
   CARGO_TARGET_DIR   where cargo builds (default: target/ in the workspace)
@@ -54,6 +57,7 @@ NODE = 'raft/src/node.rs'
 LOG = 'raft/src/log.rs'
 REPLICA = 'raftd/src/replica.rs'
 KV = 'raftd/src/kv.rs'
+LOG_MEMORY = 'raftd/src/log_memory.rs'
 WAL = 'wal/src/wal.rs'
 BACKEND = 'wal/src/backend.rs'
 
@@ -181,6 +185,15 @@ mutants = {
    "            if kv.data.replace(record).is_some() {",
    "            if kv.data.replace(record).is_some() && ordered {",
    ['test:raftd:lib:restore_refuses_keys_out_of_order_or_twice']),
+ 'ac_log_trimmed_by_entries_only': (LOG_MEMORY,
+   "        let by_bytes = (held > self.bytes_max).then(|| {",
+   "        let by_bytes = (held > u64::MAX).then(|| {",
+   ['test:raftd:lib:trims_by_bytes_when_the_entries_are_large',
+    'test:raftd-tests:cluster:the_in_memory_log_is_bounded_in_bytes']),
+ 'ad_restart_ignores_log_bytes': (REPLICA,
+   "!(committed && held_bytes > config.log_memory_bytes)",
+   "!(committed && held_bytes > u64::MAX)",
+   ['test:raftd-tests:cluster:the_in_memory_log_is_bounded_in_bytes']),
 }
 
 

@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub snapshot_entries: u64,
     /// Applied entries kept in memory for lagging followers.
     pub log_memory_entries: u64,
+    /// And of those, no more than this many bytes of entry data: older applied entries
+    /// leave memory once either bound is passed.
+    pub log_memory_bytes: u64,
     /// Or when the WAL grows past this many bytes since the last snapshot.
     pub snapshot_wal_bytes: u64,
     /// Either only once the log appended since the last snapshot is at least this many

@@ -104,6 +104,9 @@ pub struct WholeConfig {
     pub snapshot_entries: u64,
     /// Applied entries the servers keep in memory.
     pub log_memory_entries: u64,
+    /// And bytes of their data at most (small, so that the byte bound bites too: a command
+    /// here is some 30 to 50 bytes).
+    pub log_memory_bytes: u64,
     /// WAL segment size (small, so rollovers and full disks bite).
     pub segment_bytes: u64,
     /// Length of the fault phase.
@@ -127,6 +130,9 @@ impl WholeConfig {
     /// Draws a configuration from `seed`.
     pub fn from_seed(seed: u64) -> WholeConfig {
         let mut pick = SmallRng::seed_from_u64(seed ^ 0x0b0d_1e55_0b0d_1e55);
+        // Settings added later are drawn from a generator of their own, so that a seed
+        // still draws the same values for the others.
+        let mut pick_later = SmallRng::seed_from_u64(seed ^ 0x10c4_b17e_5000_0001);
         WholeConfig {
             nodes: [3, 3, 5][pick.gen_range(0..3)],
             clients: pick.gen_range(2..6),
@@ -136,6 +142,8 @@ impl WholeConfig {
             snapshot_entries: [pick.gen_range(20..200), pick.gen_range(500..3000)]
                 [pick.gen_range(0..2)],
             log_memory_entries: pick.gen_range(5..60),
+            // About 6, 25 or 100 commands: below, about at and above the entry bound.
+            log_memory_bytes: [256, 1 << 10, 4 << 10][pick_later.gen_range(0..3)],
             segment_bytes: [8 << 10, 32 << 10, 256 << 10][pick.gen_range(0..3)],
             fault_phase: pick.gen_range(5..15) * SEC,
             power_cuts: pick.gen_bool(0.8),
@@ -367,6 +375,7 @@ impl WholeSim {
             election_ms: 500,
             snapshot_entries: self.config.snapshot_entries,
             log_memory_entries: self.config.log_memory_entries,
+            log_memory_bytes: self.config.log_memory_bytes,
             snapshot_wal_bytes: u64::MAX,
             // Snapshots as often as `snapshot_entries` says: the simulator wants many.
             snapshot_ratio: 0,
