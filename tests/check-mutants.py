@@ -42,6 +42,9 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
   (ac) a batch handed to the sync thread taken for durable at the next turn, whether the
        wait is over or not (answers and votes leave before the disk has the batch)
   (ad) a split sync that never copies the batch into the file (`pwrite` mode; kill -9)
+ The in-memory log's byte bound (--log-memory-mib):
+  (ae) a running node that trims its in-memory log by entries only (the byte bound ignored)
+  (af) a restart that hands the core every entry the entry bound allows, bytes ignored
 
 Usage: python3 tests/check-mutants.py [NAME...]   (from anywhere; a few minutes per bug)
   CARGO_TARGET_DIR   where cargo builds (default: target/ in the workspace)
@@ -58,6 +61,7 @@ NODE = 'raft/src/node.rs'
 LOG = 'raft/src/log.rs'
 REPLICA = 'raftd/src/replica.rs'
 KV = 'raftd/src/kv.rs'
+LOG_MEMORY = 'raftd/src/log_memory.rs'
 WAL = 'wal/src/wal.rs'
 BACKEND = 'wal/src/backend.rs'
 
@@ -193,6 +197,15 @@ mutants = {
    "        self.file\n            .write_all_at(&self.map[offset..offset + len], offset as u64)?;\n        let file = self.file.try_clone()?;",
    "        let file = self.file.try_clone()?;",
    ['test:wal:kill:sigkill_keeps_everything_persisted']),
+ 'ae_log_trimmed_by_entries_only': (LOG_MEMORY,
+   "        let by_bytes = (held > self.bytes_max).then(|| {",
+   "        let by_bytes = (held > u64::MAX).then(|| {",
+   ['test:raftd:lib:trims_by_bytes_when_the_entries_are_large',
+    'test:raftd-tests:cluster:the_in_memory_log_is_bounded_in_bytes']),
+ 'af_restart_ignores_log_bytes': (REPLICA,
+   "!(committed && held_bytes > config.log_memory_bytes)",
+   "!(committed && held_bytes > u64::MAX)",
+   ['test:raftd-tests:cluster:the_in_memory_log_is_bounded_in_bytes']),
 }
 
 

@@ -96,11 +96,17 @@ pub struct Args {
     #[arg(long, default_value_t = 200_000)]
     pub snapshot_entries: u64,
 
-    /// Keep this many applied entries in memory for followers that fall behind; older ones
-    /// stay on disk until the next snapshot, and a follower that needs them is sent a
-    /// snapshot instead (taken for it if the one on disk is older).
+    /// Keep at most this many applied entries in memory for followers that fall behind;
+    /// older ones stay on disk until the next snapshot, and a follower that needs them gets
+    /// them read back from the write-ahead log (or the snapshot, if they are older still).
     #[arg(long, default_value_t = 25_000)]
     pub log_memory_entries: u64,
+
+    /// Keep at most this many MiB of applied entries' data in memory, too: whichever of
+    /// this and --log-memory-entries is reached first sends older entries to the disk-only
+    /// part of the log (25,000 entries of 64 KiB would be 1.6 GB).
+    #[arg(long, default_value_t = 64)]
+    pub log_memory_mib: u64,
 
     /// Also snapshot when the write-ahead log has grown by this many MiB since the last one.
     #[arg(long, default_value_t = 256)]
@@ -300,6 +306,9 @@ impl Args {
         if self.log_memory_entries == 0 {
             return Err("--log-memory-entries must be positive".into());
         }
+        if self.log_memory_mib == 0 {
+            return Err("--log-memory-mib must be positive".into());
+        }
         if self.cluster_id.is_empty() || self.cluster_id.len() > 255 {
             return Err("--cluster-id must be 1 to 255 bytes".into());
         }
@@ -347,6 +356,8 @@ impl Args {
             election_ms: self.election_ms,
             snapshot_entries: self.snapshot_entries,
             log_memory_entries: self.log_memory_entries,
+            // Saturating: a bound beyond any memory is no bound, not an error.
+            log_memory_bytes: self.log_memory_mib.saturating_mul(1 << 20),
             snapshot_wal_bytes: self.snapshot_wal_mib << 20,
             snapshot_ratio: self.snapshot_ratio,
             sync_later_min_entries: crate::server::SYNC_LATER_MIN_ENTRIES,

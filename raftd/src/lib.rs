@@ -6,6 +6,9 @@
 //! - [`notify`]: systemd's readiness, status, watchdog and stopping notifications.
 //! - [`kv`]: the replicated key-value store with its client sessions; its snapshot format is
 //!   in `FORMAT.md` beside `Cargo.toml`.
+//! - `log_memory` (private to the crate): which applied entries the in-memory log keeps for
+//!   lagging followers, bounded in entries and in bytes (`--log-memory-entries`,
+//!   `--log-memory-mib`).
 //! - [`consistency`]: the cross-node consistency check's hash and bookkeeping: nodes hash
 //!   their stores at the same checkpoints in the log and compare.
 //! - [`backup`]: backup files (`raftctl snapshot save/inspect/restore`): the format, its
@@ -30,6 +33,7 @@ pub mod backup_source;
 pub mod cli;
 pub mod consistency;
 pub mod kv;
+mod log_memory;
 pub mod metrics;
 pub mod metrics_http;
 pub mod notify;

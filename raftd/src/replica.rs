@@ -15,6 +15,7 @@
 use crate::backup_source::Backups;
 use crate::consistency::{self, Change, Checkpoints};
 use crate::kv::{Kv, SESSIONS_MAX_DEFAULT};
+use crate::log_memory::LogMemory;
 use crate::metrics::{Counters, Figures, RequestKind};
 use crate::protocol::{
     CheckpointHash, CheckpointReport, Command, FaultSpec, MemberOp, Op, Outcome, Request, Response,
@@ -26,7 +27,7 @@ use raft::{
     codec, Body, Config, EntriesWanted, Entry, EntryKind, LogIndex, MemberChange, Message, NodeId,
     ProposeError, RawNode, ReadState, Restore, Snapshot, SnapshotMeta, StepError,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender};
@@ -125,13 +126,12 @@ enum Wrote {
     NoSpace,
 }
 
-/// How many entries past `log_memory_entries` the in-memory log may grow before it is
-/// trimmed (trimming in steps keeps the work per trim small and rare).
-const TRIM_STEP: u64 = 1024;
-
-/// At start, committed entries the in-memory log will not keep are read from the WAL and
-/// applied this many at a time.
-const RECOVERY_APPLY_CHUNK: u64 = 4096;
+/// At start, the log after the snapshot is read back from the WAL this many entries at a
+/// time (the committed entries the in-memory log will not keep are applied and dropped
+/// after each read: see `replay_wal`)...
+const RECOVERY_READ_ENTRIES: u64 = 4096;
+/// ...or fewer, this many bytes of their data (so 4096 entries of 64 KiB are not 256 MiB).
+const RECOVERY_READ_BYTES: u64 = 8 << 20;
 
 /// How often pending reads are checked for expiry (see `Replica::expire_reads`).
 const READ_SWEEP: Duration = Duration::from_millis(100);
@@ -186,6 +186,8 @@ struct Glue<E: Env> {
     wal: Wal,
     kv: Kv,
     applied: LogIndex,
+    /// The applied entries the core's in-memory log holds, by count and bytes (`trim_log`).
+    log_memory: LogMemory,
     /// Writes by log index.
     pending_writes: BTreeMap<LogIndex, PendingWrite<E::Client>>,
     /// Reads by ReadIndex context (ordered, so expiry answers in the same order every run).
@@ -291,53 +293,18 @@ impl<E: Env> Replica<E> {
         // The configuration where the core's log will start: the snapshot's, then each
         // configuration entry applied from the WAL below. None: no snapshot and no change
         // yet, so `--peers` is still the cluster's first configuration.
-        let mut configuration = (!snapshot.is_empty()).then(|| snapshot.configuration.clone());
+        let configuration = (!snapshot.is_empty()).then(|| snapshot.configuration.clone());
         let snapshot = snapshot.meta;
-        // Committed entries older than the newest `log_memory_entries` are applied straight
-        // from the WAL a chunk at a time and not handed to the core, so a restart holds no
-        // more of the log in memory than a running node does (before: every entry since the
-        // snapshot at once, 124 MB resident after 184,000 entries).
-        let read_error = |e: wal::WalError| format!("cannot read {}: {e}", wal_dir.display());
-        let mut marker = snapshot;
-        let apply_through = recovered
-            .hard_state
-            .commit
-            .0
-            .saturating_sub(config.log_memory_entries)
-            .min(recovered.last_index.0);
-        while marker.index.0 < apply_through {
-            let hi = LogIndex((marker.index.0 + RECOVERY_APPLY_CHUNK).min(apply_through) + 1);
-            for entry in wal
-                .entries(marker.index.next(), hi, u64::MAX)
-                .map_err(read_error)?
-            {
-                // A checkpoint applied here, before the restart's loop, is not hashed: the
-                // node answers "missing" for it.
-                apply_to_store(&mut kv, config.id, &entry);
-                if entry.kind == EntryKind::Config {
-                    let conf = raft::Configuration::decode(&entry.data).map_err(|e| {
-                        format!(
-                            "configuration entry {} in {} does not decode: {e}",
-                            entry.index,
-                            wal_dir.display()
-                        )
-                    })?;
-                    configuration = Some(conf);
-                }
-                marker = SnapshotMeta {
-                    index: entry.index,
-                    term: entry.term,
-                };
-            }
-            wal.release_read_pages();
-        }
-        let entries = if marker.index < recovered.last_index {
-            wal.entries(marker.index.next(), recovered.last_index.next(), u64::MAX)
-                .map_err(read_error)?
-        } else {
-            Vec::new()
+        let mut replay = Replay {
+            kv: &mut kv,
+            node: config.id,
+            wal_dir,
+            marker: snapshot,
+            configuration,
         };
-        wal.release_read_pages();
+        let commit = recovered.hard_state.commit;
+        let entries = replay_wal(&mut wal, &config, commit, recovered.last_index, &mut replay)?;
+        let (marker, configuration) = (replay.marker, replay.configuration);
         let applied = marker.index;
         log::info!(
             "node {}: recovered term {} vote {} commit {}, snapshot at {}, log {}..={}, \
@@ -383,6 +350,7 @@ impl<E: Env> Replica<E> {
             env,
             kv,
             applied,
+            log_memory: LogMemory::new(config.log_memory_entries, config.log_memory_bytes),
             pending_writes: BTreeMap::new(),
             pending_reads: BTreeMap::new(),
             reads_waiting: Vec::new(),
@@ -1135,17 +1103,15 @@ impl<E: Env> Replica<E> {
         Ok(())
     }
 
-    /// Drops applied entries beyond the newest `log_memory_entries` from memory, in steps
-    /// of `TRIM_STEP` (the core frees them a slice per Ready). They stay in the WAL until
-    /// the next snapshot; a follower that needs them gets them read back from it
-    /// (`fetch_entries`).
+    /// Drops applied entries beyond the newest `log_memory_entries`, or beyond
+    /// `log_memory_bytes` of their data, from memory, in steps (see [`LogMemory`]; the core
+    /// frees them a slice per Ready). They stay in the WAL until the next snapshot; a
+    /// follower that needs them gets them read back from it (`fetch_entries`).
     fn trim_log(&mut self) {
-        let start = self.raw.snapshot_meta().index.0;
-        let keep = self.g.config.log_memory_entries;
-        // A small in-memory log (tests) is trimmed in steps as small as itself.
-        let step = TRIM_STEP.min(keep.max(1));
-        if self.g.applied.0 >= start + keep + step {
-            self.raw.trim(LogIndex(self.g.applied.0 - keep));
+        let start = self.raw.snapshot_meta().index;
+        if let Some(index) = self.g.log_memory.trim_point(start, self.g.applied) {
+            self.raw.trim(index);
+            self.g.log_memory.dropped_through(index);
         }
     }
 
@@ -1291,6 +1257,7 @@ impl<E: Env> Replica<E> {
             "applied": self.g.applied.0,
             "first_index": s.first_index.0,
             "memory_first_index": s.memory_first_index.0,
+            "memory_applied_bytes": self.g.log_memory.held_bytes(),
             "repairing": s.repairing,
             "last_index": s.last_index.0,
             "snapshot_index": self.g.wal.snapshot_meta().index.0,
@@ -1625,6 +1592,8 @@ impl<E: Env> Glue<E> {
         self.kv = Kv::restore(&snapshot.data, SESSIONS_MAX_DEFAULT)
             .map_err(|e| format!("snapshot from the leader does not load: {e}"))?;
         self.applied = snapshot.meta.index;
+        // The core's log starts after the snapshot now: nothing applied is held.
+        self.log_memory.dropped_through(snapshot.meta.index);
         self.snapshot_taken(snapshot.data.len());
         log::info!(
             "node {}: installed snapshot at index {} term {} ({} keys)",
@@ -1649,6 +1618,7 @@ impl<E: Env> Glue<E> {
 
     fn apply_entry(&mut self, entry: Entry) {
         self.applied = entry.index;
+        self.log_memory.applied(entry.index, entry.payload_bytes());
         let pending = self.pending_writes.remove(&entry.index);
         if entry.kind != EntryKind::Normal {
             if let Some(w) = pending {
@@ -1943,6 +1913,93 @@ fn fatal(e: wal::WalError) -> String {
 
 fn done(detail: String) -> Outcome {
     Outcome::Done { detail }
+}
+
+/// Recovery's state while it applies entries read back from the WAL (see [`replay_wal`]).
+struct Replay<'a> {
+    kv: &'a mut Kv,
+    node: u64,
+    wal_dir: &'a Path,
+    /// The last entry applied: the snapshot's, until an entry is.
+    marker: SnapshotMeta,
+    /// The configuration in effect at `marker`. None: no snapshot and no change yet, so
+    /// `--peers` is still the cluster's first configuration.
+    configuration: Option<raft::Configuration>,
+}
+
+impl Replay<'_> {
+    /// Applies the committed entry after `marker` to the store. A checkpoint applied here,
+    /// before the restart's loop, is not hashed: the node answers "missing" for it.
+    fn apply(&mut self, entry: &Entry) -> Result<(), String> {
+        apply_to_store(self.kv, self.node, entry);
+        if entry.kind == EntryKind::Config {
+            let conf = raft::Configuration::decode(&entry.data).map_err(|e| {
+                format!(
+                    "configuration entry {} in {} does not decode: {e}",
+                    entry.index,
+                    self.wal_dir.display()
+                )
+            })?;
+            self.configuration = Some(conf);
+        }
+        self.marker = SnapshotMeta {
+            index: entry.index,
+            term: entry.term,
+        };
+        Ok(())
+    }
+}
+
+/// Reads the log after `replay.marker` back from the WAL, through `last`, a chunk at a time,
+/// and returns the entries the core's in-memory log starts with. Committed entries (through
+/// `commit`) that the in-memory log would not keep — older than the newest
+/// `log_memory_entries`, or beyond `log_memory_bytes` of data counted back from the newest
+/// committed one — are applied straight from the WAL and not handed to the core, so a
+/// restart holds no more of the log in memory than a running node does (before: every
+/// entry since the snapshot at once, 124 MB resident after 184,000 entries).
+fn replay_wal(
+    wal: &mut Wal,
+    config: &ServerConfig,
+    commit: LogIndex,
+    last: LogIndex,
+    replay: &mut Replay,
+) -> Result<Vec<Entry>, String> {
+    let wal_dir = replay.wal_dir;
+    let read_error = |e: wal::WalError| format!("cannot read {}: {e}", wal_dir.display());
+    let commit = commit.min(last);
+    let apply_through = LogIndex(commit.0.saturating_sub(config.log_memory_entries));
+    let mut held: VecDeque<Entry> = VecDeque::new();
+    // Data bytes of the committed entries in `held`.
+    let mut held_bytes = 0u64;
+    let mut next = replay.marker.index.next();
+    while next <= last {
+        let hi = LogIndex((next.0 + RECOVERY_READ_ENTRIES).min(last.0 + 1));
+        let chunk = wal
+            .entries(next, hi, RECOVERY_READ_BYTES)
+            .map_err(read_error)?;
+        next = chunk
+            .last()
+            .expect("the WAL reads at least one entry of a range")
+            .index
+            .next();
+        for entry in chunk {
+            if entry.index <= commit {
+                held_bytes += entry.payload_bytes();
+            }
+            held.push_back(entry);
+        }
+        while let Some(front) = held.front() {
+            let committed = front.index <= commit;
+            if front.index > apply_through && !(committed && held_bytes > config.log_memory_bytes) {
+                break;
+            }
+            let entry = held.pop_front().expect("a front entry");
+            held_bytes -= entry.payload_bytes();
+            replay.apply(&entry)?;
+        }
+        wal.release_read_pages();
+    }
+    Ok(held.into())
 }
 
 /// Applies a committed normal entry's command to the store; true with it when the command

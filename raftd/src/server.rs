@@ -57,6 +57,9 @@ pub struct ServerConfig {
     pub snapshot_entries: u64,
     /// Applied entries kept in memory for lagging followers.
     pub log_memory_entries: u64,
+    /// And of those, no more than this many bytes of entry data: older applied entries
+    /// leave memory once either bound is passed.
+    pub log_memory_bytes: u64,
     /// Or when the WAL grows past this many bytes since the last snapshot.
     pub snapshot_wal_bytes: u64,
     /// Batches of at least this many entries wait for the disk on a thread while the loop

@@ -25,6 +25,8 @@ pub struct ClusterOptions {
     pub snapshot_ratio: u64,
     /// Applied entries each node keeps in memory.
     pub log_memory_entries: u64,
+    /// And MiB of their data at most (`--log-memory-mib`).
+    pub log_memory_mib: u64,
     /// Cluster name.
     pub cluster_id: String,
     /// `RUST_LOG` for the nodes.
@@ -59,6 +61,7 @@ impl Default for ClusterOptions {
             snapshot_entries: 10_000,
             snapshot_ratio: 4,
             log_memory_entries: 25_000,
+            log_memory_mib: 64,
             cluster_id: "raftd".into(),
             log: "info".into(),
             wal_segment_mib: 64,
@@ -683,6 +686,7 @@ impl ProcessCluster {
                 "--log-memory-entries",
                 &self.options.log_memory_entries.to_string(),
             ])
+            .args(["--log-memory-mib", &self.options.log_memory_mib.to_string()])
             .args([
                 "--wal-segment-mib",
                 &self.options.wal_segment_mib.to_string(),

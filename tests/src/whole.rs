@@ -150,6 +150,9 @@ pub struct WholeConfig {
     pub snapshot_entries: u64,
     /// Applied entries the servers keep in memory.
     pub log_memory_entries: u64,
+    /// And bytes of their data at most (small, so that the byte bound bites too: a command
+    /// here is some 30 to 50 bytes).
+    pub log_memory_bytes: u64,
     /// WAL segment size (small, so rollovers and full disks bite).
     pub segment_bytes: u64,
     /// Length of the fault phase.
@@ -178,7 +181,9 @@ impl WholeConfig {
     /// Draws a configuration from `seed`.
     pub fn from_seed(seed: u64) -> WholeConfig {
         let mut pick = SmallRng::seed_from_u64(seed ^ 0x0b0d_1e55_0b0d_1e55);
-        let mut later = SmallRng::seed_from_u64(seed ^ 0x5c1a_7e5c_1a7e);
+        // Settings added later are drawn from a generator of their own, so that a seed
+        // still draws the same values for the others.
+        let mut pick_later = SmallRng::seed_from_u64(seed ^ 0x10c4_b17e_5000_0001);
         WholeConfig {
             nodes: [3, 3, 5][pick.gen_range(0..3)],
             clients: pick.gen_range(2..6),
@@ -188,6 +193,8 @@ impl WholeConfig {
             snapshot_entries: [pick.gen_range(20..200), pick.gen_range(500..3000)]
                 [pick.gen_range(0..2)],
             log_memory_entries: pick.gen_range(5..60),
+            // About 6, 25 or 100 commands: below, about at and above the entry bound.
+            log_memory_bytes: [256, 1 << 10, 4 << 10][pick_later.gen_range(0..3)],
             segment_bytes: [8 << 10, 32 << 10, 256 << 10][pick.gen_range(0..3)],
             fault_phase: pick.gen_range(5..15) * SEC,
             power_cuts: pick.gen_bool(0.8),
@@ -197,8 +204,8 @@ impl WholeConfig {
             duplicate_percent: [0, 0, 5][pick.gen_range(0..3)],
             latency_max: [MS, 5 * MS, 30 * MS][pick.gen_range(0..3)],
             // Drawn apart, so the fields above stay what each seed drew before.
-            sync_later_min_entries: [1, 4, usize::MAX][later.gen_range(0..3)],
-            sync_latency_max: [MS / 5, 2 * MS, 10 * MS][later.gen_range(0..3)],
+            sync_later_min_entries: [1, 4, usize::MAX][pick_later.gen_range(0..3)],
+            sync_latency_max: [MS / 5, 2 * MS, 10 * MS][pick_later.gen_range(0..3)],
         }
     }
 }
@@ -424,6 +431,7 @@ impl WholeSim {
             election_ms: 500,
             snapshot_entries: self.config.snapshot_entries,
             log_memory_entries: self.config.log_memory_entries,
+            log_memory_bytes: self.config.log_memory_bytes,
             snapshot_wal_bytes: u64::MAX,
             // Snapshots as often as `snapshot_entries` says: the simulator wants many.
             snapshot_ratio: 0,
