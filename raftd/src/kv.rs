@@ -30,14 +30,14 @@ struct Session {
 /// How many sets the keys are spread over (see [`Store`]).
 const SHARDS: usize = 256;
 
-/// The keys, spread by hash over [`SHARDS`] sets, each behind a reference count. A snapshot
-/// view copies the [`SHARDS`] pointers instead of one reference per key (the event loop
+/// The keys, spread by hash over [`SHARDS`] sets. A snapshot view shares the [`SHARDS`]
+/// sets behind reference counts instead of taking one reference per key (the event loop
 /// stalled 10-28 ms taking a view of 100,000 keys); a write to a shard a view still holds
-/// copies that shard first (`Arc::make_mut`: a few hundred references), which spreads the
-/// copying over the writes that follow instead of stalling on it at once.
+/// copies that shard first (a few hundred references), which spreads the copying over the
+/// writes that follow instead of stalling on it at once.
 #[derive(Clone)]
 struct Store {
-    shards: Vec<Arc<HashSet<Record>>>,
+    shards: Vec<Shard>,
     /// Picks a key's shard. Independent of the sets' own hashers, so the keys of one
     /// shard are not bunched in its table.
     router: RandomState,
@@ -47,7 +47,7 @@ struct Store {
 impl Store {
     fn new() -> Store {
         Store {
-            shards: (0..SHARDS).map(|_| Arc::new(HashSet::new())).collect(),
+            shards: (0..SHARDS).map(|_| Shard::Own(HashSet::new())).collect(),
             router: RandomState::new(),
             len: 0,
         }
@@ -58,13 +58,13 @@ impl Store {
     }
 
     fn get(&self, key: &[u8]) -> Option<&Record> {
-        self.shards[self.shard(key)].get(key)
+        self.shards[self.shard(key)].set().get(key)
     }
 
     /// Inserts `record`, returning the one it replaces.
     fn replace(&mut self, record: Record) -> Option<Record> {
         let shard = self.shard(record.key());
-        let old = Arc::make_mut(&mut self.shards[shard]).replace(record);
+        let old = self.shards[shard].set_mut().replace(record);
         if old.is_none() {
             self.len += 1;
         }
@@ -74,16 +74,64 @@ impl Store {
     fn take(&mut self, key: &[u8]) -> Option<Record> {
         let shard = self.shard(key);
         // Only a shard that holds the key is written (and maybe copied).
-        if !self.shards[shard].contains(key) {
+        if !self.shards[shard].set().contains(key) {
             return None;
         }
-        let old = Arc::make_mut(&mut self.shards[shard]).take(key);
+        let old = self.shards[shard].set_mut().take(key);
         self.len -= usize::from(old.is_some());
         old
     }
 
     fn iter(&self) -> impl Iterator<Item = &Record> {
-        self.shards.iter().flat_map(|shard| shard.iter())
+        self.shards.iter().flat_map(|shard| shard.set().iter())
+    }
+
+    /// Every shard, shared with a view (see [`Shard`]).
+    fn share(&mut self) -> Vec<Arc<HashSet<Record>>> {
+        self.shards.iter_mut().map(Shard::share).collect()
+    }
+}
+
+/// One shard of the [`Store`]: owned while no snapshot view holds it, so a write changes it
+/// in place (a shared set behind `Arc::make_mut` cost an atomic compare-and-swap per write
+/// on a count line that 100,000 keys' worth of misses kept evicting: 3-4 % of a node's CPU
+/// at 256 clients); shared once a view took it, and copied by the first write after, if
+/// the view still holds it then.
+#[derive(Clone)]
+enum Shard {
+    Own(HashSet<Record>),
+    Shared(Arc<HashSet<Record>>),
+}
+
+impl Shard {
+    fn set(&self) -> &HashSet<Record> {
+        match self {
+            Shard::Own(set) => set,
+            Shard::Shared(set) => set,
+        }
+    }
+
+    fn set_mut(&mut self) -> &mut HashSet<Record> {
+        if let Shard::Shared(_) = self {
+            let Shard::Shared(shared) = std::mem::replace(self, Shard::Own(HashSet::new())) else {
+                unreachable!("matched above")
+            };
+            *self = Shard::Own(Arc::unwrap_or_clone(shared));
+        }
+        match self {
+            Shard::Own(set) => set,
+            Shard::Shared(_) => unreachable!("owned above"),
+        }
+    }
+
+    fn share(&mut self) -> Arc<HashSet<Record>> {
+        if let Shard::Own(set) = self {
+            *self = Shard::Shared(Arc::new(std::mem::take(set)));
+        }
+        match self {
+            Shard::Shared(shared) => shared.clone(),
+            Shard::Own(_) => unreachable!("shared above"),
+        }
     }
 }
 
@@ -312,18 +360,25 @@ impl Kv {
     /// Serializes the whole state (the snapshot's bytes): keys in the store's own order
     /// (which differs from node to node), sessions by eviction order.
     pub fn snapshot(&self) -> Vec<u8> {
-        self.snapshot_view().encode()
+        encode_state(self.data.iter(), &self.encoded_sessions())
     }
 
     /// The store's hash now (see [`SnapshotView::hash`]).
     pub fn hash(&self) -> u64 {
-        self.snapshot_view().hash()
+        hash_state(self.data.iter(), &self.encoded_sessions())
     }
 
-    /// The state as of now, cheap to take (the records are shared, not copied: a reference
-    /// count each, about a millisecond at 100,000 keys) and encoded later, on any thread,
-    /// by [`SnapshotView::encode`]; the store can change meanwhile.
-    pub fn snapshot_view(&self) -> SnapshotView {
+    /// The state as of now, cheap to take (the shards are shared, not copied) and encoded
+    /// later, on any thread, by [`SnapshotView::encode`]; the store can change meanwhile.
+    pub fn snapshot_view(&mut self) -> SnapshotView {
+        SnapshotView {
+            sessions: self.encoded_sessions(),
+            shards: self.data.share(),
+        }
+    }
+
+    /// The session section of the snapshot (`FORMAT.md`).
+    fn encoded_sessions(&self) -> Vec<u8> {
         let mut sessions = Vec::new();
         let mut w = Writer::new(&mut sessions);
         w.u64(self.sessions.len() as u64);
@@ -346,10 +401,7 @@ impl Kv {
             };
             w.u64_prefixed(&outcome.encode());
         }
-        SnapshotView {
-            shards: self.data.shards.clone(),
-            sessions,
-        }
+        sessions
     }
 
     /// Rebuilds the state from [`Kv::snapshot`] bytes.
@@ -415,21 +467,8 @@ impl SnapshotView {
     /// third of a snapshot's CPU (100,000 keys compared through pointers, a cache miss
     /// each), and restoring needs no order; the store's hash needs none either.
     pub fn encode(self) -> Vec<u8> {
-        let records: Vec<&Record> = self.shards.iter().flat_map(|s| s.iter()).collect();
-        let data_bytes: usize = records.iter().map(|r| 16 + r.data_bytes() as usize).sum();
-        let mut out = Vec::with_capacity(12 + data_bytes + self.sessions.len());
-        let mut w = Writer::new(&mut out);
-        w.bytes(SNAPSHOT_MAGIC);
-        w.u64(records.len() as u64);
-        for record in &records {
-            w.u64_prefixed(record.key());
-            w.u64_prefixed(record.value());
-        }
-        // The shards go before the buffer grows any further.
-        drop(records);
-        drop(self.shards);
-        out.extend_from_slice(&self.sessions);
-        out
+        let records = self.shards.iter().flat_map(|s| s.iter());
+        encode_state(records, &self.sessions)
     }
 
     /// The store's hash, as `raftd/FORMAT.md` defines it ("The store's hash"): the sum of
@@ -440,19 +479,40 @@ impl SnapshotView {
     /// bytes, so the hash, but for a chance of about 2^-64; not against an adversary (XXH64
     /// is no cryptographic hash), which the check does not claim.
     pub fn hash(&self) -> u64 {
-        let mut count = 0u64;
-        let mut sum = 0u64;
-        for record in self.shards.iter().flat_map(|shard| shard.iter()) {
-            sum = sum.wrapping_add(xxh64(&record.0, 0));
-            count += 1;
-        }
-        let mut bytes = Vec::with_capacity(20 + self.sessions.len());
-        bytes.extend_from_slice(STORE_HASH_MAGIC);
-        bytes.extend_from_slice(&count.to_le_bytes());
-        bytes.extend_from_slice(&sum.to_le_bytes());
-        bytes.extend_from_slice(&self.sessions);
-        xxh64(&bytes, 0)
+        hash_state(self.shards.iter().flat_map(|s| s.iter()), &self.sessions)
     }
+}
+
+/// The snapshot's bytes of `records` and the encoded `sessions`.
+fn encode_state<'a>(records: impl Iterator<Item = &'a Record>, sessions: &[u8]) -> Vec<u8> {
+    let records: Vec<&Record> = records.collect();
+    let data_bytes: usize = records.iter().map(|r| 16 + r.data_bytes() as usize).sum();
+    let mut out = Vec::with_capacity(12 + data_bytes + sessions.len());
+    let mut w = Writer::new(&mut out);
+    w.bytes(SNAPSHOT_MAGIC);
+    w.u64(records.len() as u64);
+    for record in &records {
+        w.u64_prefixed(record.key());
+        w.u64_prefixed(record.value());
+    }
+    out.extend_from_slice(sessions);
+    out
+}
+
+/// The store's hash of `records` and the encoded `sessions` (see [`SnapshotView::hash`]).
+fn hash_state<'a>(records: impl Iterator<Item = &'a Record>, sessions: &[u8]) -> u64 {
+    let mut count = 0u64;
+    let mut sum = 0u64;
+    for record in records {
+        sum = sum.wrapping_add(xxh64(&record.0, 0));
+        count += 1;
+    }
+    let mut bytes = Vec::with_capacity(20 + sessions.len());
+    bytes.extend_from_slice(STORE_HASH_MAGIC);
+    bytes.extend_from_slice(&count.to_le_bytes());
+    bytes.extend_from_slice(&sum.to_le_bytes());
+    bytes.extend_from_slice(sessions);
+    xxh64(&bytes, 0)
 }
 
 /// The first bytes of a snapshot as this build writes it (`FORMAT.md`, version 2: keys in
