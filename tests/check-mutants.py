@@ -47,6 +47,7 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
   (af) a restart that hands the core every entry the entry bound allows, bytes ignored
 
 Usage: python3 tests/check-mutants.py [NAME...]   (from anywhere; a few minutes per bug)
+       python3 tests/check-mutants.py --check     (only that every mutation still applies)
   CARGO_TARGET_DIR   where cargo builds (default: target/ in the workspace)
   MUTANT_SEEDS       seeds per sweep (default 1000)
 """
@@ -178,8 +179,8 @@ mutants = {
    "        let Some(candidate) = counted\n            .quorum_value(",
    ['learner-promote', 'churn', 'test:raft:paper:learners_never_count_for_commitment_or_elections']),
  'z_pwrite_not_copied': (BACKEND,
-   "                self.file.write_all_at(&self.map[offset..offset + len], offset as u64)?;\n",
-   "",
+   "                self.file\n                    .write_all_at(&self.map[offset..offset + len], offset as u64)?;\n                self.file.sync_data()?;",
+   "                self.file.sync_data()?;",
    ['test:wal:kill:sigkill_keeps_everything_persisted']),
  'aa_snapshot_ratio_ignored': (REPLICA,
    "            && self.g.log_bytes_since_snapshot >= ratio.saturating_mul(self.g.snapshot_bytes);",
@@ -226,7 +227,22 @@ def sweep(scenario):
     return int(passed), int(failed), first
 
 
+def check_patterns():
+    """Exits 1 if a mutation's old string no longer occurs exactly once in its file (the
+    source moved on and the mutation would not apply): run by CI, in a second."""
+    stale = []
+    for name, (path, old, _new, _scenarios) in mutants.items():
+        count = open(os.path.join(ROOT, path)).read().count(old)
+        if count != 1:
+            stale.append(f'{name}: its old string occurs {count} times in {path}')
+    if stale:
+        sys.exit('stale mutations; update tests/check-mutants.py:\n  ' + '\n  '.join(stale))
+    print(f'all {len(mutants)} mutations apply')
+
+
 def main():
+    if sys.argv[1:] == ['--check']:
+        return check_patterns()
     selected = sys.argv[1:] or list(mutants)
     unknown = [n for n in selected if n not in mutants]
     if unknown:
