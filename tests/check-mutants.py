@@ -112,7 +112,7 @@ mutants = {
  'k_client_answered_before_commit': (REPLICA,
    "            Ok(index) => {\n                let term = self.raw.term();\n",
    "            Ok(index) => {\n                let term = self.raw.term();\n"
-   "                self.g.reply(client, request_id, Outcome::Written { index: index.0, term: term.0 });\n",
+   "                self.g.reply(client, request_id, kind, Outcome::Written { index: index.0, term: term.0 });\n",
    ['whole']),
  'l_sessions_not_in_snapshot': (KV,
    "            kv.remember(client_id, seq, last_index, response.outcome);",
@@ -126,7 +126,7 @@ mutants = {
    "            Op::Get { key } => {",
    "            Op::Get { key } if !self.raw.is_leader() => {\n"
    "                let value = self.g.kv.get(&key).map(<[u8]>::to_vec);\n"
-   "                self.g.reply(client, id, Outcome::Value(value));\n"
+   "                self.g.reply(client, id, kind, Outcome::Value(value));\n"
    "            }\n"
    "            Op::Get { key } => {",
    ['whole']),
