@@ -296,25 +296,38 @@ fn follower_behind_the_trimmed_log_gets_entries_read_back_from_the_wal() {
         "leader's log not trimmed in memory: {s}"
     );
     let leader_id = leader(&c);
+    restart_and_catch_up_from_the_wal(&mut c, lagging, leader_id, commit, Duration::from_secs(30));
+    let mut via = c.client_over(&[lagging], T);
+    assert_eq!(via.get(b"t3-100").unwrap(), Some(b"v".to_vec()));
+}
+
+/// Restarts `lagging` and checks it catches up to `commit` within `limit` from entries the
+/// leader read back from its WAL: the follower installed no snapshot and the leader took
+/// none.
+fn restart_and_catch_up_from_the_wal(
+    c: &mut ProcessCluster,
+    lagging: u64,
+    leader: u64,
+    commit: u64,
+    limit: Duration,
+) {
     c.spawn(lagging);
     assert!(
-        c.wait_applied(lagging, commit, Duration::from_secs(30)),
+        c.wait_applied(lagging, commit, limit),
         "follower did not catch up; log:\n{}",
         c.log_tail(lagging)
     );
-    let mut via = c.client_over(&[lagging], T);
-    assert_eq!(via.get(b"t3-100").unwrap(), Some(b"v".to_vec()));
     let follower_log = std::fs::read_to_string(c.log_path(lagging)).unwrap();
     assert!(
         !follower_log.contains("installed snapshot"),
         "the follower was sent a snapshot\n{}",
         c.log_tail(lagging)
     );
-    let leader_log = std::fs::read_to_string(c.log_path(leader_id)).unwrap();
+    let leader_log = std::fs::read_to_string(c.log_path(leader)).unwrap();
     assert!(
         !leader_log.contains("snapshot taken"),
         "the leader took a snapshot\n{}",
-        c.log_tail(leader_id)
+        c.log_tail(leader)
     );
 }
 
@@ -404,24 +417,7 @@ fn the_in_memory_log_is_bounded_in_bytes() {
         "the leader's heap is {anon_kib} KiB (VmRSS {rss_kib} KiB) after 40 MiB of entries"
     );
 
-    c.spawn(lagging);
-    assert!(
-        c.wait_applied(lagging, commit, Duration::from_secs(60)),
-        "follower did not catch up; log:\n{}",
-        c.log_tail(lagging)
-    );
-    let follower_log = std::fs::read_to_string(c.log_path(lagging)).unwrap();
-    assert!(
-        !follower_log.contains("installed snapshot"),
-        "the follower was sent a snapshot\n{}",
-        c.log_tail(lagging)
-    );
-    let leader_log = std::fs::read_to_string(c.log_path(l)).unwrap();
-    assert!(
-        !leader_log.contains("snapshot taken"),
-        "the leader took a snapshot\n{}",
-        c.log_tail(l)
-    );
+    restart_and_catch_up_from_the_wal(&mut c, lagging, l, commit, Duration::from_secs(60));
     let mut via = c.client_over(&[lagging], T);
     let last = PER_WRITER - 1;
     let value = via.get(format!("b3-{}", last % 2).as_bytes()).unwrap();
