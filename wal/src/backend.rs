@@ -190,7 +190,7 @@ impl StdBackend {
 }
 
 /// The second half of a sync split by [`SegmentMap::sync_split`]: waits until what was
-/// written is durable (the real backend: fdatasync of its own handle to the file).
+/// written is durable (the real backend: fdatasync of the segment's file, shared with the map).
 pub struct SyncWait(Box<dyn FnOnce() -> io::Result<()> + Send>);
 
 impl SyncWait {
@@ -214,7 +214,8 @@ impl fmt::Debug for SyncWait {
 struct StdSegment {
     // The map must not outlive the file's blocks; the file stays open while the map lives.
     map: MmapMut,
-    file: File,
+    /// Shared with a split sync's wait (`sync_split`), which needs no handle of its own.
+    file: Arc<File>,
     write: WriteMode,
 }
 
@@ -248,7 +249,7 @@ impl SegmentMap for StdSegment {
         }
         self.file
             .write_all_at(&self.map[offset..offset + len], offset as u64)?;
-        let file = self.file.try_clone()?;
+        let file = Arc::clone(&self.file);
         // Counted as a segment sync on the thread that waits.
         Ok(Some(SyncWait::new(move || {
             file.sync_data()?;
@@ -461,7 +462,11 @@ fn map_file(file: File, access: Access, write: WriteMode) -> io::Result<Box<dyn 
         // Start reading the whole file now, so the disk works while the scan checks CRCs.
         let _ = map.advise(memmap2::Advice::WillNeed);
     }
-    Ok(Box::new(StdSegment { map, file, write }))
+    Ok(Box::new(StdSegment {
+        map,
+        file: Arc::new(file),
+        write,
+    }))
 }
 
 impl Backend for StdBackend {
