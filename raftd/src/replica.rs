@@ -69,10 +69,6 @@ pub trait Env {
     /// `None`: the host runs no threads, and slow work (writing a snapshot file) is done
     /// inline, which keeps a simulated run deterministic.
     fn waker(&self) -> Option<Box<dyn Fn() + Send>>;
-    /// Whether the host can wait for the disk in the background (`sync_later`).
-    fn can_sync_later(&self) -> bool {
-        false
-    }
     /// Waits for the disk on `wait` (the second half of `Wal::persist_start`) in the
     /// background, and wakes the loop when it is over; its outcome comes back from
     /// `sync_done`. One at a time. `Err(wait)`: the host cannot; the loop waits itself.
@@ -1504,11 +1500,7 @@ impl<E: Env> Glue<E> {
         // A batch of `sync_later_min_entries` or more waits for the disk in the background
         // where the host can (a thread; the simulator: a later event) while the loop goes
         // on, unless the repair's end must follow the sync here.
-        if w.sync
-            && !w.repair_finished
-            && batch >= self.config.sync_later_min_entries
-            && self.env.can_sync_later()
-        {
+        if w.sync && !w.repair_finished && batch >= self.config.sync_later_min_entries {
             match self.wal.persist_start() {
                 Ok(Some(wait)) => {
                     w.sync = false;

@@ -249,10 +249,6 @@ impl Env for Live {
         }))
     }
 
-    fn can_sync_later(&self) -> bool {
-        true
-    }
-
     fn sync_later(&mut self, wait: wal::SyncWait) -> Result<(), wal::SyncWait> {
         if self.syncer.is_none() {
             match Syncer::spawn(self.waker().expect("a live host has a waker")) {

@@ -119,10 +119,6 @@ impl Env for SimEnv {
         None
     }
 
-    fn can_sync_later(&self) -> bool {
-        true
-    }
-
     fn sync_later(&mut self, wait: wal::SyncWait) -> Result<(), wal::SyncWait> {
         self.sync_waiting.push_back((wait, self.clock.get()));
         self.sync_started = true;
