@@ -67,6 +67,90 @@ pub struct Command {
     pub write: Write,
 }
 
+/// A [`Write`] that borrows its keys and values from the bytes it was decoded from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteRef<'a> {
+    /// Set `key` to `value`.
+    Put {
+        /// The key.
+        key: &'a [u8],
+        /// The value.
+        value: &'a [u8],
+    },
+    /// Remove `key`.
+    Delete {
+        /// The key.
+        key: &'a [u8],
+    },
+    /// Set `key` to `new` if its value is `expected`.
+    Cas {
+        /// The key.
+        key: &'a [u8],
+        /// The value the key must hold now (`None`: the key is absent).
+        expected: Option<&'a [u8]>,
+        /// The value to set.
+        new: &'a [u8],
+    },
+    /// See [`Write::Checkpoint`].
+    Checkpoint,
+}
+
+/// A [`Command`] that borrows from the bytes it was decoded from: what a node applies from
+/// its log without copying keys and values twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandRef<'a> {
+    /// The client's session id.
+    pub client_id: u64,
+    /// The client's sequence number for this write.
+    pub seq: u64,
+    /// What to do.
+    pub write: WriteRef<'a>,
+}
+
+impl<'a> From<&'a Command> for CommandRef<'a> {
+    fn from(c: &'a Command) -> CommandRef<'a> {
+        let write = match &c.write {
+            Write::Put { key, value } => WriteRef::Put { key, value },
+            Write::Delete { key } => WriteRef::Delete { key },
+            Write::Cas { key, expected, new } => WriteRef::Cas {
+                key,
+                expected: expected.as_deref(),
+                new,
+            },
+            Write::Checkpoint => WriteRef::Checkpoint,
+        };
+        CommandRef {
+            client_id: c.client_id,
+            seq: c.seq,
+            write,
+        }
+    }
+}
+
+impl CommandRef<'_> {
+    /// An owned copy.
+    pub fn to_command(&self) -> Command {
+        let write = match self.write {
+            WriteRef::Put { key, value } => Write::Put {
+                key: key.to_vec(),
+                value: value.to_vec(),
+            },
+            WriteRef::Delete { key } => Write::Delete { key: key.to_vec() },
+            WriteRef::Cas { key, expected, new } => Write::Cas {
+                key: key.to_vec(),
+                expected: expected.map(<[u8]>::to_vec),
+                new: new.to_vec(),
+            },
+            WriteRef::Checkpoint => Write::Checkpoint,
+        };
+        Command {
+            client_id: self.client_id,
+            seq: self.seq,
+            write,
+        }
+    }
+}
+
 /// Transport faults to switch on a node at run time (`raftctl fault`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FaultSpec {
@@ -353,13 +437,22 @@ fn put_opt(w: &mut Writer<'_>, b: &Option<Vec<u8>>) {
     }
 }
 
-/// Reads `bytes` of at most `max` bytes.
-fn get_bytes(r: &mut Reader<'_>, what: &'static str, max: usize) -> Result<Vec<u8>, DecodeError> {
+/// Reads `bytes` of at most `max` bytes, borrowed.
+fn get_slice<'a>(
+    r: &mut Reader<'a>,
+    what: &'static str,
+    max: usize,
+) -> Result<&'a [u8], DecodeError> {
     let len = r.u32(what)? as usize;
     if len > max {
         return Err(DecodeError(format!("{what} of {len} bytes exceeds {max}")));
     }
-    Ok(r.bytes(len, what)?.to_vec())
+    Ok(r.bytes(len, what)?)
+}
+
+/// Reads `bytes` of at most `max` bytes.
+fn get_bytes(r: &mut Reader<'_>, what: &'static str, max: usize) -> Result<Vec<u8>, DecodeError> {
+    get_slice(r, what, max).map(<[u8]>::to_vec)
 }
 
 /// Reads `bytes` holding UTF-8 text.
@@ -368,17 +461,26 @@ fn get_string(r: &mut Reader<'_>, what: &'static str) -> Result<String, DecodeEr
         .map_err(|_| DecodeError(format!("{what} is not UTF-8")))
 }
 
+/// Reads `opt` holding at most `max` bytes, borrowed.
+fn get_opt_slice<'a>(
+    r: &mut Reader<'a>,
+    what: &'static str,
+    max: usize,
+) -> Result<Option<&'a [u8]>, DecodeError> {
+    match r.u8(what)? {
+        0 => Ok(None),
+        1 => Ok(Some(get_slice(r, what, max)?)),
+        t => Err(DecodeError(format!("bad option tag {t} at {what}"))),
+    }
+}
+
 /// Reads `opt` holding at most `max` bytes.
 fn get_opt(
     r: &mut Reader<'_>,
     what: &'static str,
     max: usize,
 ) -> Result<Option<Vec<u8>>, DecodeError> {
-    match r.u8(what)? {
-        0 => Ok(None),
-        1 => Ok(Some(get_bytes(r, what, max)?)),
-        t => Err(DecodeError(format!("bad option tag {t} at {what}"))),
-    }
+    Ok(get_opt_slice(r, what, max)?.map(<[u8]>::to_vec))
 }
 
 /// Fails unless every byte was read.
@@ -412,26 +514,26 @@ fn put_command(w: &mut Writer<'_>, c: &Command) {
     }
 }
 
-fn get_command(r: &mut Reader<'_>) -> Result<Command, DecodeError> {
+fn get_command<'a>(r: &mut Reader<'a>) -> Result<CommandRef<'a>, DecodeError> {
     let client_id = r.u64("client_id")?;
     let seq = r.u64("seq")?;
     let write = match r.u8("write kind")? {
-        WRITE_PUT => Write::Put {
-            key: get_bytes(r, "key", KEY_BYTES_MAX)?,
-            value: get_bytes(r, "value", VALUE_BYTES_MAX)?,
+        WRITE_PUT => WriteRef::Put {
+            key: get_slice(r, "key", KEY_BYTES_MAX)?,
+            value: get_slice(r, "value", VALUE_BYTES_MAX)?,
         },
-        WRITE_DELETE => Write::Delete {
-            key: get_bytes(r, "key", KEY_BYTES_MAX)?,
+        WRITE_DELETE => WriteRef::Delete {
+            key: get_slice(r, "key", KEY_BYTES_MAX)?,
         },
-        WRITE_CAS => Write::Cas {
-            key: get_bytes(r, "key", KEY_BYTES_MAX)?,
-            expected: get_opt(r, "expected", VALUE_BYTES_MAX)?,
-            new: get_bytes(r, "new", VALUE_BYTES_MAX)?,
+        WRITE_CAS => WriteRef::Cas {
+            key: get_slice(r, "key", KEY_BYTES_MAX)?,
+            expected: get_opt_slice(r, "expected", VALUE_BYTES_MAX)?,
+            new: get_slice(r, "new", VALUE_BYTES_MAX)?,
         },
-        WRITE_CHECKPOINT => Write::Checkpoint,
+        WRITE_CHECKPOINT => WriteRef::Checkpoint,
         k => return Err(DecodeError(format!("unknown write kind {k}"))),
     };
-    Ok(Command {
+    Ok(CommandRef {
         client_id,
         seq,
         write,
@@ -449,6 +551,13 @@ impl Command {
 
     /// Decodes a log entry's bytes.
     pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
+        CommandRef::decode(bytes).map(|c| c.to_command())
+    }
+}
+
+impl<'a> CommandRef<'a> {
+    /// Decodes a log entry's bytes, borrowing keys and values from them.
+    pub fn decode(bytes: &'a [u8]) -> Result<CommandRef<'a>, DecodeError> {
         let mut r = Reader::new(bytes);
         let c = get_command(&mut r)?;
         finish(&r)?;
@@ -457,6 +566,22 @@ impl Command {
 }
 
 impl Request {
+    /// When `body` is a write request: its request id, its command and the command's bytes,
+    /// which are
+    /// exactly what the log stores (checked to decode as [`Request::decode`] would), so a
+    /// node can propose them without decoding and encoding the command again. `None` for
+    /// any other request.
+    #[allow(clippy::type_complexity)]
+    pub fn split_write(body: &[u8]) -> Option<Result<(u64, CommandRef<'_>, &[u8]), DecodeError>> {
+        let mut r = Reader::new(body);
+        let request_id = r.u64("request_id").ok()?;
+        if r.u8("op").ok()? != OP_WRITE {
+            return None;
+        }
+        let bytes = &body[body.len() - r.remaining()..];
+        Some(CommandRef::decode(bytes).map(|command| (request_id, command, bytes)))
+    }
+
     /// The frame body.
     pub fn encode(&self) -> Vec<u8> {
         Request::encode_parts(self.request_id, &self.op)
@@ -531,7 +656,7 @@ impl Request {
         let mut r = Reader::new(bytes);
         let request_id = r.u64("request_id")?;
         let op = match r.u8("op")? {
-            OP_WRITE => Op::Write(get_command(&mut r)?),
+            OP_WRITE => Op::Write(get_command(&mut r)?.to_command()),
             OP_GET => Op::Get {
                 key: get_bytes(&mut r, "key", KEY_BYTES_MAX)?,
             },
@@ -598,7 +723,13 @@ impl Response {
     /// The frame body.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut w = Writer::new(&mut out);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the frame body to `out` (a node reuses one buffer for every reply).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let mut w = Writer::new(out);
         w.u64(self.request_id);
         match &self.outcome {
             Outcome::Written { index, term } => {
@@ -664,7 +795,6 @@ impl Response {
                 w.u32_prefixed(&chunk.data);
             }
         }
-        out
     }
 
     /// Decodes a frame body.

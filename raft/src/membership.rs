@@ -30,6 +30,9 @@ pub const ADDRESS_BYTES_MAX: usize = 255;
 /// At most this many members in one configuration: bounds what a decoder accepts.
 pub const MEMBERS_MAX: usize = 1024;
 
+/// Voter sets up to this size have their quorum value sorted on the stack.
+const QUORUM_ON_STACK: usize = 16;
+
 /// A cluster configuration.
 ///
 /// Invariants (checked by [`Configuration::validate`]): ids are non-zero; a learner is not
@@ -161,6 +164,16 @@ impl Configuration {
         self.is_voter(id) || self.learners.contains(&id)
     }
 
+    /// Every member's id: voters, outgoing voters and learners (an id in two of the sets
+    /// comes twice), without building a set.
+    pub fn member_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.voters
+            .iter()
+            .chain(&self.outgoing)
+            .chain(&self.learners)
+            .copied()
+    }
+
     /// Every member (voters of both halves and learners), in id order.
     pub fn members(&self) -> BTreeSet<NodeId> {
         let mut all = self.voters.clone();
@@ -183,9 +196,22 @@ impl Configuration {
             if set.is_empty() {
                 return None;
             }
-            let mut values: Vec<T> = set.iter().map(|&id| value(id)).collect();
+            // The value a majority has reached: the (n/2)-th largest. Sorted on the stack
+            // for the usual handful of voters (the leader asks after every
+            // acknowledgement), in a vector beyond that.
+            let mut stack = [None; QUORUM_ON_STACK];
+            let mut heap = Vec::new();
+            let values: &mut [Option<T>] = if set.len() <= QUORUM_ON_STACK {
+                &mut stack[..set.len()]
+            } else {
+                heap.resize(set.len(), None);
+                &mut heap
+            };
+            for (slot, &id) in values.iter_mut().zip(set) {
+                *slot = Some(value(id));
+            }
             values.sort_unstable_by(|a, b| b.cmp(a));
-            let majority = values[set.len() / 2];
+            let majority = values[set.len() / 2].expect("every voter's value is set");
             result = Some(result.map_or(majority, |r| r.min(majority)));
         }
         result

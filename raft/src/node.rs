@@ -910,9 +910,9 @@ impl RawNode {
     }
 
     fn after_leader_append(&mut self) {
+        // Nothing can commit here: no match index moved. A single-node cluster commits its
+        // entry once its own disk has it (`advance`).
         self.broadcast_pending = true;
-        // A single-node cluster commits as soon as its own disk has the entry.
-        self.maybe_commit();
     }
 
     /// Asks for a linearizable read identified by `context` (thesis §6.4). The answer comes
@@ -2421,10 +2421,28 @@ impl RawNode {
         match &self.role {
             Role::Leader(l) => {
                 assert_eq!(self.leader, self.config.id, "leader does not know itself");
-                let mut expected: BTreeSet<NodeId> = self.peers().into_iter().collect();
-                expected.extend(l.departing.keys());
+                // Progress is kept for exactly the peers and the departing nodes (checked
+                // both ways without building the set: this runs after every proposal).
+                let me = self.config.id;
+                let current = self.confs.current();
+                let previous = self
+                    .confs
+                    .previous()
+                    .filter(|_| self.confs.current_index() > self.log.commit);
+                let expected = |id: NodeId| {
+                    id != me
+                        && (current.is_member(id)
+                            || previous.is_some_and(|p| p.is_member(id))
+                            || l.departing.contains_key(&id))
+                };
+                let wanted = current
+                    .member_ids()
+                    .chain(previous.into_iter().flat_map(|p| p.member_ids()))
+                    .chain(l.departing.keys().copied())
+                    .filter(|&id| id != me);
                 assert!(
-                    l.progress.keys().copied().eq(expected),
+                    l.progress.keys().all(|&id| expected(id))
+                        && wanted.into_iter().all(|id| l.progress.contains_key(&id)),
                     "leader's progress does not match the members of {}",
                     self.confs.current()
                 );

@@ -15,7 +15,7 @@
 //! written for etcd carry over with the prefix changed. The encoding is `prometheus-client`'s
 //! (OpenMetrics text, which Prometheus reads).
 
-use crate::protocol::{Op, Outcome, Write as KvWrite};
+use crate::protocol::{CommandRef, Op, Outcome, WriteRef};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use std::fmt::Error as FmtError;
@@ -148,15 +148,20 @@ impl RequestKind {
         RequestKind::Invalid,
     ];
 
+    /// The kind of a write.
+    pub fn of_write(write: WriteRef<'_>) -> RequestKind {
+        match write {
+            WriteRef::Put { .. } => RequestKind::Put,
+            WriteRef::Delete { .. } => RequestKind::Delete,
+            WriteRef::Cas { .. } => RequestKind::Cas,
+            WriteRef::Checkpoint => RequestKind::Checkpoint,
+        }
+    }
+
     /// The kind of a request.
     pub fn of(op: &Op) -> RequestKind {
         match op {
-            Op::Write(command) => match command.write {
-                KvWrite::Put { .. } => RequestKind::Put,
-                KvWrite::Delete { .. } => RequestKind::Delete,
-                KvWrite::Cas { .. } => RequestKind::Cas,
-                KvWrite::Checkpoint => RequestKind::Checkpoint,
-            },
+            Op::Write(command) => RequestKind::of_write(CommandRef::from(command).write),
             Op::Get { .. } => RequestKind::Get,
             Op::Status => RequestKind::Status,
             Op::Snapshot => RequestKind::Snapshot,

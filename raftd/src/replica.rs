@@ -18,8 +18,8 @@ use crate::kv::{Kv, SESSIONS_MAX_DEFAULT};
 use crate::log_memory::LogMemory;
 use crate::metrics::{Counters, Figures, RequestKind};
 use crate::protocol::{
-    CheckpointHash, CheckpointReport, Command, FaultSpec, MemberOp, Op, Outcome, Request, Response,
-    Write as KvWrite, FRAME_CHECKPOINT, FRAME_RAFT, FRAME_REQUEST, FRAME_RESPONSE,
+    CheckpointHash, CheckpointReport, Command, CommandRef, FaultSpec, MemberOp, Op, Outcome, Request,
+    Response, Write as KvWrite, WriteRef, FRAME_CHECKPOINT, FRAME_RAFT, FRAME_REQUEST, FRAME_RESPONSE,
 };
 use crate::server::{ServerConfig, TICK_MS};
 use raft::driver::{Driver, Host, Persisted, Write};
@@ -871,6 +871,13 @@ impl<E: Env> Replica<E> {
             );
             return Ok(());
         }
+        // A write goes to the log as the request carries it: checked, not decoded into
+        // owned parts and encoded again (the path every write of a busy leader takes).
+        if let Some(Ok((id, command, bytes))) = Request::split_write(body) {
+            let kind = RequestKind::of_write(command.write);
+            self.propose(client, id, kind, bytes);
+            return Ok(());
+        }
         match Request::decode(body) {
             Ok(req) => self.handle_request(client, req),
             Err(e) => {
@@ -927,7 +934,7 @@ impl<E: Env> Replica<E> {
             return Ok(());
         }
         match req.op {
-            Op::Write(command) => self.propose(client, id, kind, command),
+            Op::Write(command) => self.propose(client, id, kind, &command.encode()),
             Op::Get { key } => {
                 let context = self.g.next_read_context;
                 self.g.next_read_context += 1;
@@ -1038,8 +1045,9 @@ impl<E: Env> Replica<E> {
         self.g.backups.start(view, index.0, term.0, threads, now)
     }
 
-    fn propose(&mut self, client: E::Client, request_id: u64, kind: RequestKind, command: Command) {
-        match self.raw.propose(command.encode()) {
+    /// Proposes a client's write, `command` being its encoding as the log holds it.
+    fn propose(&mut self, client: E::Client, request_id: u64, kind: RequestKind, command: &[u8]) {
+        match self.raw.propose(command) {
             Ok(index) => {
                 let term = self.raw.term();
                 self.g.pending_writes.insert(
@@ -1542,13 +1550,17 @@ impl<E: Env> Glue<E> {
 
     fn reply(&mut self, client: E::Client, request_id: u64, kind: RequestKind, outcome: Outcome) {
         self.metrics.answered(kind, &outcome);
-        let body = Response {
+        // The buffer messages are encoded in serves replies too (no allocation per reply).
+        let mut body = std::mem::take(&mut self.encode_buffer);
+        body.clear();
+        Response {
             request_id,
             outcome,
         }
-        .encode();
+        .encode_into(&mut body);
         // A client that went away is no error of ours.
         self.env.send_client(client, FRAME_RESPONSE, &body);
+        self.encode_buffer = body;
     }
 
     /// Answers a client's write: counted, with the time since it arrived, and as failed
@@ -2004,10 +2016,10 @@ fn apply_to_store(kv: &mut Kv, node: u64, entry: &Entry) -> (Outcome, bool) {
         };
         return (outcome, false);
     }
-    match Command::decode(&entry.data) {
+    match CommandRef::decode(&entry.data) {
         Ok(command) => {
-            let outcome = kv.apply(entry.index.0, entry.term.0, &command);
-            (outcome, command.write == KvWrite::Checkpoint)
+            let outcome = kv.apply(entry.index.0, entry.term.0, command);
+            (outcome, command.write == WriteRef::Checkpoint)
         }
         Err(e) => {
             // Every replica sees the same bytes and skips them the same way.
