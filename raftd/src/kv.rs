@@ -545,6 +545,7 @@ const STORE_HASH_MAGIC: &[u8; 4] = b"RKVH";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{Command, Write};
 
     fn put(client_id: u64, seq: u64, k: &str, v: &str) -> Command {
         Command {

@@ -18,8 +18,9 @@ use crate::kv::{Kv, SESSIONS_MAX_DEFAULT};
 use crate::log_memory::LogMemory;
 use crate::metrics::{Counters, Figures, RequestKind};
 use crate::protocol::{
-    CheckpointHash, CheckpointReport, Command, CommandRef, FaultSpec, MemberOp, Op, Outcome, Request,
-    Response, Write as KvWrite, WriteRef, FRAME_CHECKPOINT, FRAME_RAFT, FRAME_REQUEST, FRAME_RESPONSE,
+    CheckpointHash, CheckpointReport, Command, CommandRef, FaultSpec, MemberOp, Op, Outcome,
+    Request, Response, Write as KvWrite, WriteRef, FRAME_CHECKPOINT, FRAME_RAFT, FRAME_REQUEST,
+    FRAME_RESPONSE,
 };
 use crate::server::{ServerConfig, TICK_MS};
 use raft::driver::{Driver, Host, Persisted, Write};
