@@ -1247,10 +1247,13 @@ impl Wal {
         }
         // The old segment must end at its last commit record: zero the moved bytes and make that
         // durable now, before anything in the new segment can be (recovery treats bytes after
-        // the last commit of a non-last segment followed by a valid batch as corruption).
+        // the last commit of a non-last segment followed by a valid batch as corruption). The
+        // sync starts where the durable part ends, not at the batch: a segment created by a
+        // rollover within this same batch has its header there, which must reach the file too.
         if moved > 0 {
             old.map.bytes_mut()[self.batch_start..self.write_pos].fill(0);
-            if let Err(source) = old.map.sync(self.batch_start, moved) {
+            let from = self.synced_end;
+            if let Err(source) = old.map.sync(from, self.write_pos - from) {
                 let error = io_error(&old.path, "msync", source);
                 return Err(self.poison(error));
             }

@@ -113,6 +113,34 @@ fn batch_larger_than_a_segment() {
     assert_eq!(all_entries(&wal), entries);
 }
 
+// Proves a batch that outgrows its segment twice before it is persisted (appended in three
+// parts, each rollover moving the whole open batch on) survives a reopen in both write modes:
+// the middle segment, created and left within the one batch, must reach the file whole (its
+// header too), or the next open finds a segment without a header before a valid one.
+#[test]
+fn a_batch_that_rolls_over_twice_before_its_persist_reopens() {
+    for write in [wal::WriteMode::Pwrite, wal::WriteMode::Mmap] {
+        let temp = tempfile::tempdir().unwrap();
+        let options = || WalOptions {
+            backend: std::sync::Arc::new(wal::StdBackend::new(write)),
+            helper_threads: false,
+            ..real_options(4096)
+        };
+        let (mut wal, _) = Wal::open(temp.path(), options()).unwrap();
+        let entries: Vec<_> = (1..=9).map(|i| entry(i, 1, 900)).collect();
+        for part in entries.chunks(3) {
+            wal.append(part).unwrap();
+        }
+        assert_eq!(wal.segment_count(), 3, "{write:?}");
+        assert_eq!(all_entries(&wal), entries, "{write:?}: before the persist");
+        wal.persist().unwrap();
+        drop(wal);
+        let (wal, recovered) = Wal::open(temp.path(), options()).unwrap();
+        assert_eq!(recovered.torn_tail, None, "{write:?}");
+        assert_eq!(all_entries(&wal), entries, "{write:?}: after reopening");
+    }
+}
+
 // Proves a zero-length or short newest segment (its creation or preallocation never became
 // durable) is treated as a torn tail on the real file system, not as an error.
 #[test]
