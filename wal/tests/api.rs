@@ -380,16 +380,21 @@ fn every_persist_syncs_the_segment_with(write: wal::WriteMode) {
 
 // Proves a read checks the entry again (bits can rot on a running node's disk): a byte of
 // an entry changed in the file after it was written and synced makes `entries` fail with
-// `Corrupt` naming the segment, instead of handing out the damaged entry. The check is the
-// same in both write modes; the test writes with `mmap` because the change it makes to the
-// file stands for rot that reached the page cache, and a `pwrite`-mode WAL reads the pages it
-// wrote itself from its private copies until it releases them.
+// `Corrupt` naming the segment, instead of handing out the damaged entry. The change to the
+// file stands for rot that reached the page cache, which both write modes read through their
+// map (a `pwrite`-mode WAL never writes its map, so it holds no copy of its own).
 #[test]
 fn a_read_back_entry_that_rotted_on_disk_is_refused() {
+    for write in [wal::WriteMode::Pwrite, wal::WriteMode::Mmap] {
+        a_read_back_entry_that_rotted_is_refused_with(write);
+    }
+}
+
+fn a_read_back_entry_that_rotted_is_refused_with(write: wal::WriteMode) {
     use std::os::unix::fs::FileExt;
     let temp = tempfile::tempdir().unwrap();
     let options = WalOptions {
-        backend: std::sync::Arc::new(wal::StdBackend::new(wal::WriteMode::Mmap)),
+        backend: std::sync::Arc::new(wal::StdBackend::new(write)),
         ..real_options(1 << 20)
     };
     let (mut wal, _) = Wal::open(temp.path(), options).unwrap();
@@ -424,7 +429,7 @@ fn a_read_back_entry_that_rotted_on_disk_is_refused() {
     file.write_all_at(&[bytes[at] ^ 0x01], at as u64).unwrap();
     match wal.entries(LogIndex(1), LogIndex(6), u64::MAX) {
         Err(wal::WalError::Corrupt { file, .. }) => assert_eq!(file, segment),
-        other => panic!("a rotted entry was read back: {other:?}"),
+        other => panic!("{write:?}: a rotted entry was read back: {other:?}"),
     }
     assert!(wal.entries(LogIndex(1), LogIndex(3), u64::MAX).is_ok());
 }
