@@ -34,7 +34,7 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
   (y) a learner counted for commitment
  The WAL's write modes:
   (z) a `pwrite`-mode sync that makes the file durable without copying the batch into it
-      (the bytes stay in the private map; kill -9 shows it)
+      (the staged bytes are dropped; kill -9 shows it)
  Snapshots:
   (aa) the snapshot ratio ignored (a growing store snapshotted every --snapshot-entries)
   (ab) a snapshot holding a key twice restored anyway (the later value wins, silently)
@@ -45,6 +45,12 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
  The in-memory log's byte bound (--log-memory-mib):
   (ae) a running node that trims its in-memory log by entries only (the byte bound ignored)
   (af) a restart that hands the core every entry the entry bound allows, bytes ignored
+ The WAL's staging buffer (`pwrite` mode):
+  (ag) a read of bytes written and not yet in the file taken from the map (zeros there)
+       instead of the staging buffer: entries not yet persisted, a batch a rollover moves,
+       the bytes a commit record's CRCs cover
+  (ah) a rollover that syncs the old segment from the open batch on, leaving out what came
+       before it unsynced (the header of a segment created within the same batch)
 
 Usage: python3 tests/check-mutants.py [NAME...]   (from anywhere; a few minutes per bug)
        python3 tests/check-mutants.py --check     (only that every mutation still applies)
@@ -139,8 +145,8 @@ mutants = {
    "            repairing: false,",
    ['whole-damage']),
  'q_real_backend_skips_msync': (BACKEND,
-   "            WriteMode::Mmap => self.map.flush_range(offset, len)?,",
-   "            WriteMode::Mmap => return Ok(()),",
+   "            Mapping::Shared(map) => map.flush_range(offset, len)?,",
+   "            Mapping::Shared(_) => return Ok(()),",
    ['test:wal:api:every_persist_syncs_the_segment_on_the_real_backend']),
  'r_vote_copy_not_written': (WAL,
    "        if !self.vote_copy.behind(&self.hard_state) {",
@@ -151,7 +157,7 @@ mutants = {
    "",
    ['test:raft:paper:a_repairing_node_ends_its_repair_only_with_what_it_acknowledged']),
  't_read_back_unchecked': (WAL,
-   "            let entry = match format::read_record(segment.map.bytes(), location.offset) {",
+   "            let entry = match format::read_record(record, 0) {",
    "            let entry = match Ok::<_, format::RecordProblem>((format::Record::Entry { index: LogIndex(index), term: Term(0), kind: raft::EntryKind::Normal, data: &[] }, 0)) {",
    ['test:wal:api:a_read_back_entry_that_rotted_on_disk_is_refused']),
  'u_scrubber_silent': (WAL,
@@ -179,8 +185,8 @@ mutants = {
    "        let Some(candidate) = counted\n            .quorum_value(",
    ['learner-promote', 'churn', 'test:raft:paper:learners_never_count_for_commitment_or_elections']),
  'z_pwrite_not_copied': (BACKEND,
-   "                self.file\n                    .write_all_at(&self.map[offset..offset + len], offset as u64)?;\n                self.file.sync_data()?;",
-   "                self.file.sync_data()?;",
+   "                self.write_staged(offset, len)?;\n                self.file.sync_data()?;",
+   "                if let Mapping::ReadOnly { staging, .. } = &mut self.map {\n                    staging.clear();\n                }\n                self.file.sync_data()?;",
    ['test:wal:kill:sigkill_keeps_everything_persisted']),
  'aa_snapshot_ratio_ignored': (REPLICA,
    "            && self.g.log_bytes_since_snapshot >= ratio.saturating_mul(self.g.snapshot_bytes);",
@@ -195,8 +201,8 @@ mutants = {
    "        let (result, took) = self.g.env.sync_done(false).unwrap_or((Ok(()), Duration::ZERO));",
    ['whole']),
  'ad_split_sync_not_copied': (BACKEND,
-   "        self.file\n            .write_all_at(&self.map[offset..offset + len], offset as u64)?;\n        let file = Arc::clone(&self.file);",
-   "        let file = Arc::clone(&self.file);",
+   "        self.write_staged(offset, len)?;\n        let file = Arc::clone(&self.file);",
+   "        if let Mapping::ReadOnly { staging, .. } = &mut self.map {\n            staging.clear();\n        }\n        let file = Arc::clone(&self.file);",
    ['test:wal:kill:sigkill_keeps_everything_persisted']),
  'ae_log_trimmed_by_entries_only': (LOG_MEMORY,
    "        let by_bytes = (held > self.bytes_max).then(|| {",
@@ -207,6 +213,15 @@ mutants = {
    "!(committed && held_bytes > config.log_memory_bytes)",
    "!(committed && held_bytes > u64::MAX)",
    ['test:raftd-tests:cluster:the_in_memory_log_is_bounded_in_bytes']),
+ 'ag_read_misses_staged_bytes': (BACKEND,
+   "            Mapping::ReadOnly { map, staging } => staging.read_at(offset).unwrap_or(&map[offset..]),",
+   "            Mapping::ReadOnly { map, staging } => { let _ = staging; &map[offset..] }",
+   ['test:wal:api:overwrite_across_segments']),
+ 'ah_rollover_sync_leaves_the_header_out': (WAL,
+   "            let from = self.synced_end;",
+   "            let from = self.batch_start;",
+   ['test:wal:recovery:a_power_cut_after_a_batch_that_rolled_over_twice_loses_nothing',
+    'test:wal:api:a_batch_that_rolls_over_twice_before_its_persist_reopens']),
 }
 
 

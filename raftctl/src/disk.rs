@@ -148,7 +148,7 @@ fn timed_syncs(
     let mut at = 0;
     let mut fill = 1u8;
     while at + write_bytes <= bytes as usize && started.elapsed() < limit {
-        map.bytes_mut()[at..at + write_bytes].fill(fill);
+        map.write_at(at, write_bytes).fill(fill);
         fill = fill.wrapping_add(1);
         let t = Instant::now();
         map.sync(at, write_bytes)

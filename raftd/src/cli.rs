@@ -124,10 +124,10 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     pub wal_segment_mib: u64,
 
-    /// How appends reach the write-ahead log's memory-mapped segments: `pwrite` copies each
-    /// batch into the file and makes it durable with fdatasync; `mmap` writes through a
-    /// shared map and makes it durable with msync. Both read through the map and recover
-    /// the same way; a data directory written one way opens the other way.
+    /// How appends reach the write-ahead log's memory-mapped segments: `pwrite` encodes each
+    /// batch in memory, copies it into the file and makes it durable with fdatasync; `mmap`
+    /// writes through a shared map and makes it durable with msync. Both read through the
+    /// map and recover the same way; a data directory written one way opens the other way.
     #[arg(long, value_name = "pwrite|mmap", default_value = "pwrite")]
     pub wal_write: wal::WriteMode,
 

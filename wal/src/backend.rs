@@ -8,31 +8,136 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use memmap2::MmapMut;
+use memmap2::{Mmap, MmapMut};
 
 use crate::sys;
 
-/// A segment file mapped into memory. Writes go to `bytes_mut`; `sync` makes a range durable.
+/// A segment file mapped into memory, and the bytes written into it. Writes go to
+/// `write_at`; `sync` (or `sync_split`) hands them to the file and makes them durable. Where
+/// written bytes wait until then is the map's business (`WriteMode`): a shared map holds them
+/// in the file's own pages, a `pwrite`-mode segment in a staging buffer of ordinary memory.
+///
+/// Two rules hold for every map (the real backend's `pwrite` mode and the test backend check
+/// them): the bytes written since the last sync form one range, each write at or inside its
+/// end; and the next sync's range covers all of them.
 pub trait SegmentMap: Send {
-    /// The whole file.
+    /// The file's size.
+    fn file_bytes(&self) -> usize;
+    /// The whole file as mapped, for scanning it. Only while nothing written is waiting for a
+    /// sync (a `pwrite`-mode map does not hold such bytes; it panics): read those with
+    /// `read_at`.
     fn bytes(&self) -> &[u8];
-    /// The whole file, writable. Nothing written here is durable before `sync` covers it.
-    fn bytes_mut(&mut self) -> &mut [u8];
-    /// Makes `[offset, offset + len)` durable (msync with MS_SYNC) and returns only then.
+    /// `len` bytes at `offset` to write into (the caller fills them all), within the file.
+    /// Nothing written here is in the file before a sync covers it, but `read_at` sees it at
+    /// once.
+    fn write_at(&mut self, offset: usize, len: usize) -> &mut [u8];
+    /// The bytes from `offset` on as written, synced or not, at least up to the end of
+    /// whatever was written at `offset` (a record read here is whole). The slice may end
+    /// before the file does.
+    fn read_at(&self, offset: usize) -> &[u8];
+    /// Makes `[offset, offset + len)` durable (msync with MS_SYNC, or `pwrite` and
+    /// fdatasync) and returns only then.
     fn sync(&mut self, offset: usize, len: usize) -> io::Result<()>;
     /// Starts making `[offset, offset + len)` durable with the wait for the disk split off:
-    /// does here what must happen in order with later writes to the map (`pwrite` mode:
-    /// copies the range into the file) and returns the wait, which may run on another
-    /// thread. `None`: this map cannot split its sync; call `sync`.
+    /// does here what must happen in order with later writes (`pwrite` mode: copies the
+    /// staged bytes into the file) and returns the wait, which may run on another thread.
+    /// `None`: this map cannot split its sync; call `sync`.
     fn sync_split(&mut self, _offset: usize, _len: usize) -> io::Result<Option<SyncWait>> {
         Ok(None)
     }
     /// A hint that the file is done being scanned and will now be appended to at `offset`.
     /// Failure is harmless (only speed is at stake), so there is no result.
     fn start_appending(&mut self, _offset: usize) {}
-    /// A hint that `[offset, offset + len)` is durable and will not be written again: the
-    /// process may stop keeping those pages resident. Failure is harmless.
+    /// A hint that the process may stop keeping the mapped pages of `[offset, offset + len)`
+    /// resident (they were read, or written and made durable). Failure is harmless.
     fn release(&self, _offset: usize, _len: usize) {}
+    /// A hint that `[offset, offset + len)` was written, is durable and will not be written
+    /// again. A map written in place may let those pages go (`release`); a `pwrite`-mode
+    /// map wrote none of its pages and ignores it.
+    fn release_written(&self, _offset: usize, _len: usize) {}
+    /// A hint that nothing will be written to the file again (a rollover moved on): what
+    /// writing needed may go.
+    fn seal(&mut self) {}
+}
+
+/// The staging buffer a sync keeps allocated for the next batch: a buffer that stays
+/// allocated stays in the cache and is never faulted in again. Larger than a few follower
+/// appends (1 MiB each by default), so the batches of a loaded node keep theirs; above it (a
+/// batch of large entries) the buffer is freed. Only the segment being written holds one: a
+/// sealed segment frees its own.
+const STAGING_KEPT_BYTES_MAX: usize = 4 << 20;
+
+/// Bytes written into a segment and not yet handed to its file, in ordinary memory: the range
+/// `[from, from + bytes.len())` of the file. It checks the two rules of `SegmentMap` for the
+/// maps that use it (the real backend's `pwrite` mode, the test backend): a write lands at or
+/// inside the range's end, and a sync covers the whole range.
+#[derive(Debug, Default)]
+pub(crate) struct Staging {
+    from: usize,
+    bytes: Vec<u8>,
+}
+
+impl Staging {
+    /// `len` bytes at file offset `offset` to write into.
+    pub(crate) fn write_at(&mut self, offset: usize, len: usize) -> &mut [u8] {
+        if self.bytes.is_empty() {
+            self.from = offset;
+        }
+        let end = self.from + self.bytes.len();
+        assert!(
+            self.from <= offset && offset <= end,
+            "a write at offset {offset} is not within or at the end of the bytes written since the last sync ({}..{end})",
+            self.from
+        );
+        let upto = offset + len - self.from;
+        if upto > self.bytes.len() {
+            self.bytes.resize(upto, 0);
+        }
+        &mut self.bytes[offset - self.from..upto]
+    }
+
+    /// The staged bytes from `offset` on, when `offset` is inside the staged range.
+    pub(crate) fn read_at(&self, offset: usize) -> Option<&[u8]> {
+        let at = offset.checked_sub(self.from)?;
+        self.bytes.get(at..).filter(|rest| !rest.is_empty())
+    }
+
+    /// Whether nothing is staged.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// What a sync of `[offset, offset + len)` hands to the file: the staged bytes and their
+    /// file offset. A staged byte outside that range would never reach the file: a
+    /// programmer error, so it panics.
+    pub(crate) fn to_sync(&self, offset: usize, len: usize) -> (usize, &[u8]) {
+        let end = self.from + self.bytes.len();
+        assert!(
+            self.bytes.is_empty() || (offset <= self.from && end <= offset + len),
+            "a sync of {offset}..{} leaves bytes written at {}..{end} out of the file",
+            offset + len,
+            self.from
+        );
+        (self.from, &self.bytes)
+    }
+
+    /// Forgets the staged bytes (they are in the file now), keeping the buffer for the next
+    /// batch unless it grew large.
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        if self.bytes.capacity() > STAGING_KEPT_BYTES_MAX {
+            self.bytes = Vec::new();
+        }
+    }
+
+    /// Frees the buffer (nothing will be written again).
+    pub(crate) fn free(&mut self) {
+        assert!(
+            self.bytes.is_empty(),
+            "a segment sealed with bytes written since its last sync"
+        );
+        self.bytes = Vec::new();
+    }
 }
 
 /// The file operations the WAL needs. Paths are always inside the WAL directory.
@@ -130,17 +235,18 @@ pub struct StdBackend {
 }
 
 /// How the real backend writes appends into a segment. Both keep every segment mapped, and
-/// every read (recovery, entries for followers, restarts) goes through the map; they differ
-/// only in how written bytes reach the file and the disk. Recovery and every guarantee are
-/// the same for both: a range is durable exactly when `SegmentMap::sync` for it returned.
+/// reads (recovery, entries for followers, restarts) go through the map, except those of bytes
+/// written and not yet synced in `pwrite` mode; they differ only in how written bytes reach the
+/// file and the disk. Recovery and every guarantee are the same for both: a range is durable
+/// exactly when `SegmentMap::sync` for it returned.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WriteMode {
     /// Written through a shared map and made durable with msync (MS_SYNC).
     Mmap,
-    /// Written into a private (copy-on-write) map, then copied to the file with `pwrite` and
-    /// made durable with `fdatasync` (LMDB's default model). Syncing does not write-protect
-    /// the mapped pages again, so a batch's next writes to a page do not fault, and no other
-    /// CPU's TLB has to be flushed.
+    /// Written into a staging buffer in ordinary memory, then copied to the file with
+    /// `pwrite` and made durable with `fdatasync`; the segment is mapped read-only and only
+    /// read (LMDB's model). No write faults a mapped page in, so there is no copy-on-write
+    /// or write-protect fault per page and no other CPU's TLB has to be flushed.
     #[default]
     Pwrite,
 }
@@ -213,28 +319,91 @@ impl fmt::Debug for SyncWait {
 
 struct StdSegment {
     // The map must not outlive the file's blocks; the file stays open while the map lives.
-    map: MmapMut,
+    map: Mapping,
     /// Shared with a split sync's wait (`sync_split`), which needs no handle of its own.
     file: Arc<File>,
-    write: WriteMode,
+}
+
+/// A segment's map, by write mode.
+enum Mapping {
+    /// `mmap`: shared, written in place, made durable with msync.
+    Shared(MmapMut),
+    /// `pwrite`: read-only and shared, so reads see the page cache, which each sync's `pwrite`
+    /// fills; the bytes written since the last sync wait in `staging`.
+    ReadOnly { map: Mmap, staging: Staging },
+}
+
+impl Mapping {
+    fn advise(&self, advice: memmap2::Advice) -> io::Result<()> {
+        match self {
+            Mapping::Shared(map) => map.advise(advice),
+            Mapping::ReadOnly { map, .. } => map.advise(advice),
+        }
+    }
+}
+
+impl StdSegment {
+    /// `pwrite` mode: copies the staged bytes (all inside `[offset, offset + len)`) into the
+    /// file. They leave the buffer only once the file has them, so reads never miss them.
+    fn write_staged(&mut self, offset: usize, len: usize) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if let Mapping::ReadOnly { staging, .. } = &mut self.map {
+            let (from, staged) = staging.to_sync(offset, len);
+            self.file.write_all_at(staged, from as u64)?;
+            staging.clear();
+        }
+        Ok(())
+    }
 }
 
 impl SegmentMap for StdSegment {
-    fn bytes(&self) -> &[u8] {
-        &self.map
+    fn file_bytes(&self) -> usize {
+        match &self.map {
+            Mapping::Shared(map) => map.len(),
+            Mapping::ReadOnly { map, .. } => map.len(),
+        }
     }
 
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.map
+    fn bytes(&self) -> &[u8] {
+        match &self.map {
+            Mapping::Shared(map) => map,
+            Mapping::ReadOnly { map, staging } => {
+                assert!(
+                    staging.is_empty(),
+                    "the whole mapped file was asked for while written bytes wait for a sync"
+                );
+                map
+            }
+        }
+    }
+
+    fn write_at(&mut self, offset: usize, len: usize) -> &mut [u8] {
+        let file_bytes = self.file_bytes();
+        assert!(
+            offset + len <= file_bytes,
+            "a write at {offset}..{} past the end of a {file_bytes}-byte segment",
+            offset + len
+        );
+        match &mut self.map {
+            Mapping::Shared(map) => &mut map[offset..offset + len],
+            Mapping::ReadOnly { staging, .. } => staging.write_at(offset, len),
+        }
+    }
+
+    fn read_at(&self, offset: usize) -> &[u8] {
+        match &self.map {
+            Mapping::Shared(map) => &map[offset..],
+            // The staged range starts where a sync ended, so a record before it lies wholly
+            // in the file and one inside it wholly in the buffer.
+            Mapping::ReadOnly { map, staging } => staging.read_at(offset).unwrap_or(&map[offset..]),
+        }
     }
 
     fn sync(&mut self, offset: usize, len: usize) -> io::Result<()> {
-        match self.write {
-            WriteMode::Mmap => self.map.flush_range(offset, len)?,
-            WriteMode::Pwrite => {
-                use std::os::unix::fs::FileExt;
-                self.file
-                    .write_all_at(&self.map[offset..offset + len], offset as u64)?;
+        match &self.map {
+            Mapping::Shared(map) => map.flush_range(offset, len)?,
+            Mapping::ReadOnly { .. } => {
+                self.write_staged(offset, len)?;
                 self.file.sync_data()?;
             }
         }
@@ -243,12 +412,10 @@ impl SegmentMap for StdSegment {
     }
 
     fn sync_split(&mut self, offset: usize, len: usize) -> io::Result<Option<SyncWait>> {
-        use std::os::unix::fs::FileExt;
-        if self.write != WriteMode::Pwrite {
+        if let Mapping::Shared(_) = self.map {
             return Ok(None);
         }
-        self.file
-            .write_all_at(&self.map[offset..offset + len], offset as u64)?;
+        self.write_staged(offset, len)?;
         let file = Arc::clone(&self.file);
         // Counted as a segment sync on the thread that waits.
         Ok(Some(SyncWait::new(move || {
@@ -259,19 +426,36 @@ impl SegmentMap for StdSegment {
     }
 
     fn release(&self, offset: usize, len: usize) {
-        let _ = sys::release(&self.map, offset, len);
+        let _ = match &self.map {
+            Mapping::Shared(map) => sys::release(map, offset, len),
+            Mapping::ReadOnly { map, .. } => sys::release_read_only(map, offset, len),
+        };
+    }
+
+    fn release_written(&self, offset: usize, len: usize) {
+        if let Mapping::Shared(map) = &self.map {
+            let _ = sys::release(map, offset, len);
+        }
+    }
+
+    fn seal(&mut self) {
+        if let Mapping::ReadOnly { staging, .. } = &mut self.map {
+            staging.free();
+        }
     }
 
     fn start_appending(&mut self, offset: usize) {
         // Recovery scanned this file with readahead, which caches it in large folios; dirtying
-        // one byte of a large folio makes every msync write the whole folio back. Drop the clean
-        // cache after the write position and stop readahead, so appends use one-page folios.
+        // one byte of a large folio makes every sync write the whole folio back (through the
+        // map or by `pwrite`). Drop the clean cache after the write position and stop
+        // readahead, so appends use one-page folios.
         let from = offset.next_multiple_of(4096);
+        let file_bytes = self.file_bytes();
         let _ = self.map.advise(memmap2::Advice::Random);
         let _ = sys::drop_cached(
             &self.file,
             from as u64,
-            self.map.len().saturating_sub(from) as u64,
+            file_bytes.saturating_sub(from) as u64,
         );
     }
 }
@@ -446,16 +630,19 @@ pub(crate) fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8
 fn map_file(file: File, access: Access, write: WriteMode) -> io::Result<Box<dyn SegmentMap>> {
     let len = usize::try_from(file.metadata()?.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large to map"))?;
-    let map = match write {
-        WriteMode::Mmap => sys::map(&file, len)?,
-        WriteMode::Pwrite => sys::map_private(&file, len)?,
-    };
     // Readahead makes recovery's sequential scan fast; for appending it is harmful: a write
     // fault would read ahead into large folios, and every msync would write whole folios back
     // (measured on ext4: a 41 KiB batch took 1.4-2x longer to persist).
     let advice = match access {
         Access::Scan => memmap2::Advice::Sequential,
         Access::Append => memmap2::Advice::Random,
+    };
+    let map = match write {
+        WriteMode::Mmap => Mapping::Shared(sys::map(&file, len)?),
+        WriteMode::Pwrite => Mapping::ReadOnly {
+            map: sys::map_read_only(&file, len)?,
+            staging: Staging::default(),
+        },
     };
     map.advise(advice)?;
     if let Access::Scan = access {
@@ -465,7 +652,6 @@ fn map_file(file: File, access: Access, write: WriteMode) -> io::Result<Box<dyn 
     Ok(Box::new(StdSegment {
         map,
         file: Arc::new(file),
-        write,
     }))
 }
 
@@ -667,21 +853,65 @@ mod tests {
             let metadata = fs::metadata(&path).unwrap();
             assert_eq!(metadata.len(), bytes);
             assert!(metadata.blocks() * 512 >= bytes, "every block allocated");
-            // Writable through the map, and the write reaches the file once synced.
-            segment.bytes_mut()[100] = 7;
+            // Writable, and the write reaches the file once synced.
+            segment.write_at(100, 1)[0] = 7;
             segment.sync(0, 4096).unwrap();
             assert_eq!(fs::read(&path).unwrap()[100], 7);
             // Released pages read back what the file holds.
             segment.release(0, 4096);
             assert_eq!(segment.bytes()[100], 7);
-            // What is written but not synced reaches the file only with a shared map.
-            segment.bytes_mut()[5000] = 9;
+            // What is written but not synced reads back at once, but reaches the file only
+            // with a shared map; once synced, the map shows it in both modes.
+            segment.write_at(5000, 1)[0] = 9;
+            assert_eq!(segment.read_at(5000)[0], 9);
             let in_file = fs::read(&path).unwrap()[5000];
             assert_eq!(in_file, if write == WriteMode::Mmap { 9 } else { 0 });
+            segment.sync(4096, 4096).unwrap();
+            assert_eq!((segment.bytes()[5000], segment.read_at(5000)[0]), (9, 9));
         }
         // An existing file is never overwritten.
         assert!(StdBackend::default()
             .create_segment(&dir.path().join("a"), 4096, Pace::Now)
             .is_err());
+    }
+
+    // Proves the staging buffer's reads and its two rules: bytes written since the last sync
+    // read back from where they were written, a write may land inside or at the end of them
+    // (never before them or after a gap), and a sync must cover them all.
+    #[test]
+    fn staged_bytes_read_back_and_keep_the_rules() {
+        let mut staging = Staging::default();
+        staging.write_at(64, 8).fill(1);
+        staging.write_at(72, 8).fill(2);
+        staging.write_at(68, 2).fill(3);
+        assert_eq!(
+            staging.read_at(64).unwrap(),
+            [1, 1, 1, 1, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2]
+        );
+        assert_eq!(staging.read_at(72).unwrap(), [2; 8]);
+        assert_eq!((staging.read_at(63), staging.read_at(80)), (None, None));
+        let (from, staged) = staging.to_sync(0, 80);
+        assert_eq!((from, staged.len()), (64, 16));
+        let rule = |f: fn(&mut Staging)| {
+            let mut staging = Staging::default();
+            staging.write_at(64, 16);
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut staging))).is_err()
+        };
+        assert!(
+            rule(|s| s.write_at(88, 8).fill(0)),
+            "a gap after the staged bytes"
+        );
+        assert!(rule(|s| s.write_at(56, 8).fill(0)), "a write before them");
+        assert!(
+            rule(|s| _ = s.to_sync(64, 8)),
+            "a sync that leaves some out"
+        );
+        assert!(rule(|s| s.free()), "sealed with bytes not synced");
+        assert!(!rule(|s| _ = s.to_sync(0, 4096)));
+        staging.clear();
+        assert!(staging.is_empty() && staging.read_at(64).is_none());
+        // After a sync the next write starts a new range anywhere.
+        staging.write_at(4096, 8).fill(5);
+        assert_eq!(staging.read_at(4096).unwrap(), [5; 8]);
     }
 }

@@ -320,24 +320,28 @@ pub fn truncate_payload(from: LogIndex) -> [u8; TRUNCATE_BYTES] {
 /// Writes the commit record for the batch `segment[batch_start..at]` at `at` and returns its
 /// bytes. The segment must have room for `commit_record_bytes(batch_start, at)` at `at`.
 pub fn put_commit(segment: &mut [u8], batch_start: usize, at: usize) -> usize {
+    let payload = commit_payload(&segment[batch_start..at], batch_start);
+    put_record(&mut segment[at..], kind::COMMIT, &payload, &[])
+}
+
+/// The payload of the commit record closing `batch`, the bytes at file offset `batch_start`
+/// (the offset decides where the batch is cut into sector pieces).
+pub fn commit_payload(batch: &[u8], batch_start: usize) -> Vec<u8> {
+    let at = batch_start + batch.len();
     let chunk_count = chunks(batch_start, at).count();
     let mut payload = vec![0u8; COMMIT_CHUNK_CRCS_OFFSET + 4 * chunk_count];
-    put_u64(
-        &mut payload,
-        COMMIT_BATCH_BYTES_OFFSET,
-        (at - batch_start) as u64,
-    );
+    put_u64(&mut payload, COMMIT_BATCH_BYTES_OFFSET, batch.len() as u64);
     put_u32(
         &mut payload,
         COMMIT_BATCH_CRC_OFFSET,
-        crc32fast::hash(&segment[batch_start..at]),
+        crc32fast::hash(batch),
     );
     put_u32(&mut payload, COMMIT_CHUNK_COUNT_OFFSET, chunk_count as u32);
     for (i, (lo, hi)) in chunks(batch_start, at).enumerate() {
-        let crc = crc32fast::hash(&segment[lo..hi]);
+        let crc = crc32fast::hash(&batch[lo - batch_start..hi - batch_start]);
         put_u32(&mut payload, COMMIT_CHUNK_CRCS_OFFSET + 4 * i, crc);
     }
-    put_record(&mut segment[at..], kind::COMMIT, &payload, &[])
+    payload
 }
 
 /// Reads the record at `pos` of `bytes`: the record and its total bytes, or why it is not one.

@@ -96,8 +96,16 @@ impl SegmentMap for ReadOnly {
         }
     }
 
-    fn bytes_mut(&mut self) -> &mut [u8] {
+    fn file_bytes(&self) -> usize {
+        self.bytes().len()
+    }
+
+    fn write_at(&mut self, _offset: usize, _len: usize) -> &mut [u8] {
         unreachable!("recovery's analysis only reads a segment")
+    }
+
+    fn read_at(&self, offset: usize) -> &[u8] {
+        &self.bytes()[offset..]
     }
 
     fn sync(&mut self, _offset: usize, _len: usize) -> io::Result<()> {
@@ -196,7 +204,7 @@ fn verify_locked(dir: &Path) -> Result<(VerifyReport, Vec<Segment>), WalError> {
             .map(|s| SegmentFile {
                 path: s.path.clone(),
                 first_index: s.first_index,
-                bytes: s.map.bytes().len() as u64,
+                bytes: s.map.file_bytes() as u64,
             })
             .collect(),
         snapshot: SnapshotMeta::default(),

@@ -5,18 +5,20 @@
 //!
 //! A directory holds preallocated, memory-mapped segment files (`<id:016x>.wal`), snapshot files
 //! (`snap-<index:016x>-<term:016x>.snap`) and a `LOCK` file holding the owner's pid under an
-//! exclusive flock. Records (entries, hard state, snapshot marker, truncate-suffix) are copied
-//! into the map; every batch ends with a commit record carrying a CRC over all the batch's bytes
-//! (and one CRC per 512-byte sector piece, so recovery can tell a torn write from a flipped bit).
+//! exclusive flock. Records (entries, hard state, snapshot marker, truncate-suffix) are encoded
+//! into a staging buffer and copied into the file with `pwrite`, or written through a shared
+//! map ([`WriteMode`]); every batch ends with a commit record carrying a CRC over all the
+//! batch's bytes (and one CRC per 512-byte sector piece, so recovery can tell a torn write from
+//! a flipped bit).
 //! The byte layout is in `FORMAT.md`, mirrored by the constants in [`format`](mod@format).
 //!
 //! # Contract
 //!
-//! * [`Wal::append`] and [`Wal::set_hard_state`] only write into the map. Nothing is durable
-//!   until [`Wal::persist`] returns: it writes the commit record, msyncs the written range once
-//!   and fsyncs the directory if a file was created, renamed or deleted. The caller batches a
-//!   whole Raft `Ready` and persists once (group commit), and sends no message that depends on
-//!   the batch before that.
+//! * [`Wal::append`] and [`Wal::set_hard_state`] only write into memory. Nothing is durable
+//!   until [`Wal::persist`] returns: it writes the commit record, makes the written range
+//!   durable once (`pwrite` and fdatasync, or msync) and fsyncs the directory if a file was
+//!   created, renamed or deleted. The caller batches a whole Raft `Ready` and persists once
+//!   (group commit), and sends no message that depends on the batch before that.
 //! * [`Wal::persist_start`] is the same persist with the wait for the disk split off: it
 //!   writes the commit record and (`pwrite` mode) copies the batch into the file, and returns a
 //!   [`SyncWait`] that another thread runs (fdatasync) while the caller goes on; the batch is
@@ -37,7 +39,9 @@
 //!   below the snapshot's index and every older snapshot file (on a helper thread with
 //!   [`WalOptions::helper_threads`]; a snapshot file newer than the installed one is kept).
 //! * Reads ([`Wal::entries`], [`Wal::term`]) go to the mapped files through an in-memory map
-//!   of index → (term, segment, offset); entry data is never held in memory.
+//!   of index → (term, segment, offset); entry data is never held in memory, except the
+//!   bytes of the batch not yet written to the file in `pwrite` mode, which reads take from
+//!   the staging buffer.
 //! * Only one process may open a directory; a second gets [`WalError::Locked`] naming the
 //!   holder's pid. [`verify_dir`] and [`dump_dir`] read a stopped node's directory without
 //!   changing it (see [`inspect`]). Other processes writing the files despite the lock are

@@ -97,7 +97,7 @@ impl<'a> Releaser<'a> {
 
     /// Releases everything after what was already released, to the end of the map.
     fn rest(&mut self) {
-        let len = self.map.bytes().len();
+        let len = self.map.file_bytes();
         if self.released < len {
             self.map.release(self.released, len - self.released);
             self.released = len;

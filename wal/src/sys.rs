@@ -24,26 +24,21 @@ pub(crate) fn map(file: &File, len: usize) -> io::Result<MmapMut> {
     unsafe { MmapOptions::new().len(len).map_mut(file) }
 }
 
-/// Maps all `len` bytes of `file` read-write and private (copy-on-write): writes through the
-/// map change only this process's copy of a page, never the file; the file changes only
-/// through `pwrite` (see `backend::WriteMode::Pwrite`). Pages never written read the page
-/// cache, so a `pwrite` to the file is seen through them.
+/// Maps all `len` bytes of `file` read-only and shared: the WAL's segments in `pwrite` mode
+/// (see `backend::WriteMode::Pwrite`), which the process changes only with `pwrite` (reads
+/// through the map see those writes: it maps the page cache), and a stopped node's WAL read
+/// by `inspect`, which must not change a byte of it.
 ///
 /// The mapping stays valid while the returned value lives, even if `file` is closed.
-pub(crate) fn map_private(file: &File, len: usize) -> io::Result<MmapMut> {
-    // SAFETY: as for `map`: this process holds the directory's exclusive lock, never changes
-    // a mapped file's length and drops the map before deleting the file.
-    unsafe { MmapOptions::new().len(len).map_copy(file) }
-}
-
-/// Maps all `len` bytes of `file` read-only, for reading a stopped node's WAL
-/// (`inspect`), which must not change a byte of it.
 pub(crate) fn map_read_only(file: &File, len: usize) -> io::Result<memmap2::Mmap> {
-    // SAFETY: as for `map`: the caller (`inspect`) holds a shared flock on the directory's
-    // lock file, which a running WAL holds exclusively before it maps or changes anything
-    // there, so no WAL writes or truncates the file while this map lives. Another process
-    // writing the files despite the lock is outside the contract (documented in the crate
-    // docs).
+    // SAFETY: as for `map`: no other process writes or truncates the file while it is mapped.
+    // A running WAL holds the directory's exclusive lock; `inspect` holds a shared flock on
+    // the lock file, which a running WAL holds exclusively before it maps or changes anything
+    // there. The one writer of a mapped file is the WAL's own `pwrite` of a segment
+    // (`backend::StdSegment`, `pwrite` mode), which never changes its length and runs while
+    // the segment is borrowed exclusively (`&mut self`), so no slice of the map is alive
+    // when the bytes under it change. Another process writing the files despite the lock is
+    // outside the contract (documented in the crate docs).
     unsafe { MmapOptions::new().len(len).map(file) }
 }
 
@@ -74,16 +69,22 @@ pub(crate) fn drop_cached(file: &File, offset: u64, len: u64) -> io::Result<()> 
     }
 }
 
-/// Drops this process's mapping of the pages in `[offset, offset + len)` of a file map; they stay in the page cache and on disk, and a later access faults them back in.
-/// Only called for ranges already made durable, so the pages are clean. Keeps the resident
-/// size of a long-running node from growing with every segment it writes.
+/// Drops this process's mapping of the pages in `[offset, offset + len)` of a shared file map;
+/// they stay in the page cache and on disk, and a later access faults them back in. Only
+/// called for ranges already made durable, so the pages are clean. Keeps the resident size
+/// of a long-running node from growing with every segment it writes.
 pub(crate) fn release(map: &MmapMut, offset: usize, len: usize) -> io::Result<()> {
-    // SAFETY: MADV_DONTNEED discards no data here. On a shared map the pages belong to the
-    // file, whose contents in this range were msynced before the call, and any later read
-    // through the map re-reads them from the page cache or the disk. On a private map
-    // (`map_private`) it drops this process's copies of the pages, which would revert writes
-    // not yet in the file; but the range was written to the file with `pwrite` and synced
-    // before the call, so the file holds exactly the bytes the copies held.
+    // SAFETY: MADV_DONTNEED discards no data here: the map is shared (`map`), so the pages
+    // belong to the file, whose contents in this range were msynced before the call, and any
+    // later read through the map re-reads them from the page cache or the disk.
+    unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) }
+}
+
+/// Like `release`, for a read-only map (`map_read_only`): pages that were read through it.
+pub(crate) fn release_read_only(map: &memmap2::Mmap, offset: usize, len: usize) -> io::Result<()> {
+    // SAFETY: the map is shared and was never written, so its pages are the file's pages in
+    // the page cache: dropping the mapping discards nothing, and a later read faults the same
+    // bytes back in from the page cache or the disk.
     unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) }
 }
 

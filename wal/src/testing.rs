@@ -13,7 +13,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::backend::{Backend, SegmentMap, SyncWait};
+use crate::backend::{Backend, SegmentMap, Staging, SyncWait};
 use crate::format::CHUNK_BYTES;
 
 /// Faults to inject; all off by default.
@@ -203,26 +203,68 @@ impl MemBackend {
     }
 }
 
+/// A mapped segment: `bytes` is the process's view of the file, `file` the page cache
+/// (live) and the disk (durable). Bytes written wait in `staging` until a sync, which checks
+/// the rules of `SegmentMap` as the real backend's `pwrite` mode does; when they reach `bytes`
+/// they also reach the page cache, as through a shared map (see `sync` and `drop`).
 struct MemSegment {
     state: Arc<Mutex<MemState>>,
     file: FileRef,
     bytes: Vec<u8>,
+    staging: Staging,
+}
+
+impl MemSegment {
+    fn new(state: Arc<Mutex<MemState>>, file: FileRef, bytes: Vec<u8>) -> MemSegment {
+        MemSegment {
+            state,
+            file,
+            bytes,
+            staging: Staging::default(),
+        }
+    }
+
+    /// Moves the staged bytes (all inside `[offset, offset + len)`) into `bytes`.
+    fn apply_staged(&mut self, offset: usize, len: usize) {
+        let (from, staged) = self.staging.to_sync(offset, len);
+        self.bytes[from..from + staged.len()].copy_from_slice(staged);
+        self.staging.clear();
+    }
 }
 
 impl SegmentMap for MemSegment {
+    fn file_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
     fn bytes(&self) -> &[u8] {
+        assert!(
+            self.staging.is_empty(),
+            "the whole mapped file was asked for while written bytes wait for a sync"
+        );
         &self.bytes
     }
 
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.bytes
+    fn write_at(&mut self, offset: usize, len: usize) -> &mut [u8] {
+        assert!(
+            offset + len <= self.bytes.len(),
+            "a write past the end of the segment"
+        );
+        self.staging.write_at(offset, len)
+    }
+
+    fn read_at(&self, offset: usize) -> &[u8] {
+        self.staging
+            .read_at(offset)
+            .unwrap_or(&self.bytes[offset..])
     }
 
     fn sync(&mut self, offset: usize, len: usize) -> io::Result<()> {
-        let mut state = lock(&self.state);
-        if state.faults.fail_sync {
+        if lock(&self.state).faults.fail_sync {
             return Err(os_error(libc::EIO));
         }
+        self.apply_staged(offset, len);
+        let mut state = lock(&self.state);
         state.syncs += 1;
         let mut file = lock(&self.file);
         file.live.copy_from_slice(&self.bytes);
@@ -234,6 +276,7 @@ impl SegmentMap for MemSegment {
     /// (durable) only when the wait runs; a power cut before loses or tears them. The wait
     /// makes durable exactly the range as it was at the split, nothing written later.
     fn sync_split(&mut self, offset: usize, len: usize) -> io::Result<Option<SyncWait>> {
+        self.apply_staged(offset, len);
         lock(&self.file).live.copy_from_slice(&self.bytes);
         let range = self.bytes[offset..offset + len].to_vec();
         let (state, file) = (self.state.clone(), self.file.clone());
@@ -247,11 +290,18 @@ impl SegmentMap for MemSegment {
             Ok(())
         })))
     }
+
+    fn seal(&mut self) {
+        self.staging.free();
+    }
 }
 
 impl Drop for MemSegment {
     fn drop(&mut self) {
-        // Like munmap: written pages stay in the page cache (live), not on disk (durable).
+        // Like munmap of a shared map: written pages stay in the page cache (live), not on
+        // disk (durable). (A `pwrite`-mode process loses its staged bytes instead; keeping
+        // them leaves a crash more torn bytes to get right.)
+        self.apply_staged(0, self.bytes.len());
         lock(&self.file).live.copy_from_slice(&self.bytes);
     }
 }
@@ -317,21 +367,13 @@ impl Backend for MemBackend {
             durable: zeros.clone(),
         }));
         state.live.insert(path.to_path_buf(), file.clone());
-        Ok(Box::new(MemSegment {
-            state: self.state.clone(),
-            file,
-            bytes: zeros,
-        }))
+        Ok(Box::new(MemSegment::new(self.state.clone(), file, zeros)))
     }
 
     fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentMap>> {
         let file = self.file(path)?;
         let bytes = lock(&file).live.clone();
-        Ok(Box::new(MemSegment {
-            state: self.state.clone(),
-            file,
-            bytes,
-        }))
+        Ok(Box::new(MemSegment::new(self.state.clone(), file, bytes)))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {

@@ -208,7 +208,8 @@ pub struct Wal {
     write_pos: usize,
     /// Bytes of the last segment before this offset are durable.
     synced_end: usize,
-    /// Pages of the last segment before this offset were released from memory.
+    /// Written pages of the last segment before this offset were released from memory (a
+    /// map written in place, `mmap` mode; see `SegmentMap::release_written`).
     released_end: usize,
     /// A file was created, renamed or deleted since the last directory fsync.
     dir_dirty: bool,
@@ -601,9 +602,7 @@ impl Wal {
         if self.write_pos == self.batch_start {
             return Ok(None);
         }
-        let (start, at) = (self.batch_start, self.write_pos);
-        let segment = self.segments.back_mut().expect("there is always a segment");
-        self.write_pos += format::put_commit(segment.map.bytes_mut(), start, at);
+        self.close_batch();
         self.batch_start = self.write_pos;
         let (from, to) = (self.synced_end, self.write_pos);
         self.in_flight = Some(InFlight {
@@ -661,22 +660,24 @@ impl Wal {
         );
     }
 
-    /// Durable whole pages behind the write position need not stay resident.
+    /// Durable whole pages behind the write position need not stay resident (the pages a map
+    /// written in place dirtied; a `pwrite`-mode map wrote none and ignores this).
     fn release_durable_pages(&mut self) {
         let page_end = self.synced_end / RELEASE_PAGE_BYTES * RELEASE_PAGE_BYTES;
         if page_end >= self.released_end + RELEASE_CHUNK_BYTES {
             let segment = self.segments.back_mut().expect("there is always a segment");
             segment
                 .map
-                .release(self.released_end, page_end - self.released_end);
+                .release_written(self.released_end, page_end - self.released_end);
             self.released_end = page_end;
         }
     }
 
     /// Makes everything appended and set since the last call durable: closes the batch with a
-    /// commit record, msyncs the written range once, and fsyncs the directory if a file was
-    /// created, renamed or deleted. Returns only when all of it is on disk. Call it once per
-    /// batch of work (one Raft `Ready`): that is the group commit. A failure poisons the WAL.
+    /// commit record, makes the written range durable once (`pwrite` and fdatasync, or msync),
+    /// and fsyncs the directory if a file was created, renamed or deleted. Returns only when
+    /// all of it is on disk. Call it once per batch of work (one Raft `Ready`): that is the
+    /// group commit. A failure poisons the WAL.
     pub fn persist(&mut self) -> Result<(), WalError> {
         self.check_not_in_flight();
         self.check_writable()?;
@@ -684,9 +685,7 @@ impl Wal {
             return Ok(());
         }
         if self.write_pos > self.batch_start {
-            let (start, at) = (self.batch_start, self.write_pos);
-            let segment = self.segments.back_mut().expect("there is always a segment");
-            self.write_pos += format::put_commit(segment.map.bytes_mut(), start, at);
+            self.close_batch();
         }
         let (from, to) = (self.synced_end, self.write_pos);
         let segment = self.segments.back_mut().expect("there is always a segment");
@@ -772,7 +771,8 @@ impl Wal {
 
     /// Entries `lo..hi` (hi exclusive), stopping before `max_bytes` of entry data would be
     /// exceeded, but always at least one entry when `lo < hi`. Reads from the mapped segments;
-    /// includes entries appended but not yet persisted.
+    /// includes entries appended but not yet persisted (in `pwrite` mode those not yet in the
+    /// file come from the segment's staging buffer: `SegmentMap::read_at`).
     pub fn entries(
         &self,
         lo: LogIndex,
@@ -802,10 +802,10 @@ impl Wal {
             let segment = &self.segments[(location.segment_id - first_id) as usize];
             // Checked again on every read, not only at open: bits can rot on a running
             // node's disk, and a damaged entry must never be sent or applied.
-            let entry = match format::read_record(segment.map.bytes(), location.offset) {
-                Ok((format::Record::Entry { .. }, _)) => {
-                    format::read_entry_unchecked(segment.map.bytes(), location.offset)
-                }
+            // In `pwrite` mode an entry not yet persisted comes from the staging buffer.
+            let record = segment.map.read_at(location.offset);
+            let entry = match format::read_record(record, 0) {
+                Ok((format::Record::Entry { .. }, _)) => format::read_entry_unchecked(record, 0),
                 Ok(_) | Err(format::RecordProblem::End) => {
                     return Err(WalError::Corrupt {
                         file: segment.path.clone(),
@@ -839,7 +839,7 @@ impl Wal {
             let end = if position == last {
                 self.synced_end - self.synced_end % recovery::PAGE_BYTES
             } else {
-                segment.map.bytes().len()
+                segment.map.file_bytes()
             };
             segment.map.release(0, end);
         }
@@ -893,7 +893,7 @@ impl Wal {
         let segments: u64 = self
             .segments
             .iter()
-            .map(|segment| segment.map.bytes().len() as u64)
+            .map(|segment| segment.map.file_bytes() as u64)
             .sum();
         let snapshot = self.snapshot_bytes;
         let spare = self.spare.as_ref().map_or(0, |spare| spare.bytes as u64);
@@ -942,9 +942,18 @@ impl Wal {
     /// Writes one record at the write position (room was reserved) and returns its offset.
     fn put_record(&mut self, kind: u8, head: &[u8], data: &[u8]) -> usize {
         let at = self.write_pos;
+        let bytes = format::record_bytes(head.len() + data.len());
         let segment = self.segments.back_mut().expect("there is always a segment");
-        self.write_pos += format::put_record(&mut segment.map.bytes_mut()[at..], kind, head, data);
+        self.write_pos += format::put_record(segment.map.write_at(at, bytes), kind, head, data);
         at
+    }
+
+    /// Closes the open batch (not empty) with its commit record, at the write position.
+    fn close_batch(&mut self) {
+        let (start, at) = (self.batch_start, self.write_pos);
+        let segment = self.segments.back().expect("there is always a segment");
+        let payload = format::commit_payload(&segment.map.read_at(start)[..at - start], start);
+        self.put_record(kind::COMMIT, &payload, &[]);
     }
 
     /// Writes the term and vote to the older of the two copy files when they changed, so
@@ -1099,7 +1108,7 @@ impl Wal {
         };
         let active = position == self.segments.len() - 1;
         let (path, backend) = (segment.path.clone(), self.backend.clone());
-        let file_bytes = segment.map.bytes().len();
+        let file_bytes = segment.map.file_bytes();
         let mut read = |offset: usize, len: usize| backend.read_range(&path, offset as u64, len);
         let mut view = scrub::SegmentView {
             id: segment.id,
@@ -1205,8 +1214,7 @@ impl Wal {
                 .back()
                 .expect("there is always a segment")
                 .map
-                .bytes()
-                .len()
+                .file_bytes()
         {
             return Ok(());
         }
@@ -1229,13 +1237,13 @@ impl Wal {
         let mut at = SEGMENT_HEADER_BYTES;
         let hard_state = format::hard_state_payload(&self.durable_hard_state);
         at += format::put_record(
-            &mut segment.map.bytes_mut()[at..],
+            segment.map.write_at(at, format::HARD_STATE_RECORD_BYTES),
             kind::HARD_STATE,
             &hard_state,
             &[],
         );
-        let pending = &old.map.bytes()[self.batch_start..self.write_pos];
-        segment.map.bytes_mut()[at..at + moved].copy_from_slice(pending);
+        let pending = &old.map.read_at(self.batch_start)[..moved];
+        segment.map.write_at(at, moved).copy_from_slice(pending);
         // Entries of the open batch now live in the new segment.
         let (old_id, shift_from) = (old.id, self.batch_start);
         for location in self.log.locations.iter_mut().rev() {
@@ -1247,17 +1255,22 @@ impl Wal {
         }
         // The old segment must end at its last commit record: zero the moved bytes and make that
         // durable now, before anything in the new segment can be (recovery treats bytes after
-        // the last commit of a non-last segment followed by a valid batch as corruption).
+        // the last commit of a non-last segment followed by a valid batch as corruption). The
+        // sync starts where the durable part ends, not at the batch: a segment created by a
+        // rollover within this same batch has its header there, which must reach the file too.
         if moved > 0 {
-            old.map.bytes_mut()[self.batch_start..self.write_pos].fill(0);
-            if let Err(source) = old.map.sync(self.batch_start, moved) {
+            old.map.write_at(self.batch_start, moved).fill(0);
+            let from = self.synced_end;
+            if let Err(source) = old.map.sync(from, self.write_pos - from) {
                 let error = io_error(&old.path, "msync", source);
                 return Err(self.poison(error));
             }
         }
-        // Everything in the old segment is durable now: it need not stay resident.
-        let old_len = old.map.bytes().len();
+        // Everything in the old segment is durable now: it need not stay resident, and it is
+        // never written again.
+        let old_len = old.map.file_bytes();
         old.map.release(0, old_len);
+        old.map.seal();
         self.segments.push_back(segment);
         self.batch_start = SEGMENT_HEADER_BYTES;
         self.synced_end = 0;
@@ -1367,7 +1380,7 @@ impl Wal {
             }
             Err(source) => return Err(io_error(&path, "create segment", source)),
         };
-        format::encode_segment_header(map.bytes_mut(), id, first_index);
+        format::encode_segment_header(map.write_at(0, SEGMENT_HEADER_BYTES), id, first_index);
         self.dir_dirty = true;
         Ok(Segment {
             id,
@@ -1723,7 +1736,7 @@ fn cut(
         // searched leave the resident set (the tail of a segment is mostly zeros).
         let map = &segment.map;
         let mut end = offset;
-        let mut hi = map.bytes().len();
+        let mut hi = map.file_bytes();
         while hi > offset {
             let lo = hi.saturating_sub(recovery::SCAN_RELEASE_BYTES).max(offset);
             if let Some(last) = map.bytes()[lo..hi].iter().rposition(|&b| b != 0) {
@@ -1733,7 +1746,7 @@ fn cut(
             map.release(lo, hi - lo);
             hi = lo;
         }
-        segment.map.bytes_mut()[offset..end].fill(0);
+        segment.map.write_at(offset, end - offset).fill(0);
         segment
             .map
             .sync(offset, end - offset)

@@ -113,6 +113,34 @@ fn batch_larger_than_a_segment() {
     assert_eq!(all_entries(&wal), entries);
 }
 
+// Proves a batch that outgrows its segment twice before it is persisted (appended in three
+// parts, each rollover moving the whole open batch on) survives a reopen in both write modes:
+// the middle segment, created and left within the one batch, must reach the file whole (its
+// header too), or the next open finds a segment without a header before a valid one.
+#[test]
+fn a_batch_that_rolls_over_twice_before_its_persist_reopens() {
+    for write in [wal::WriteMode::Pwrite, wal::WriteMode::Mmap] {
+        let temp = tempfile::tempdir().unwrap();
+        let options = || WalOptions {
+            backend: std::sync::Arc::new(wal::StdBackend::new(write)),
+            helper_threads: false,
+            ..real_options(4096)
+        };
+        let (mut wal, _) = Wal::open(temp.path(), options()).unwrap();
+        let entries: Vec<_> = (1..=9).map(|i| entry(i, 1, 900)).collect();
+        for part in entries.chunks(3) {
+            wal.append(part).unwrap();
+        }
+        assert_eq!(wal.segment_count(), 3, "{write:?}");
+        assert_eq!(all_entries(&wal), entries, "{write:?}: before the persist");
+        wal.persist().unwrap();
+        drop(wal);
+        let (wal, recovered) = Wal::open(temp.path(), options()).unwrap();
+        assert_eq!(recovered.torn_tail, None, "{write:?}");
+        assert_eq!(all_entries(&wal), entries, "{write:?}: after reopening");
+    }
+}
+
 // Proves a zero-length or short newest segment (its creation or preallocation never became
 // durable) is treated as a torn tail on the real file system, not as an error.
 #[test]
@@ -352,16 +380,21 @@ fn every_persist_syncs_the_segment_with(write: wal::WriteMode) {
 
 // Proves a read checks the entry again (bits can rot on a running node's disk): a byte of
 // an entry changed in the file after it was written and synced makes `entries` fail with
-// `Corrupt` naming the segment, instead of handing out the damaged entry. The check is the
-// same in both write modes; the test writes with `mmap` because the change it makes to the
-// file stands for rot that reached the page cache, and a `pwrite`-mode WAL reads the pages it
-// wrote itself from its private copies until it releases them.
+// `Corrupt` naming the segment, instead of handing out the damaged entry. The change to the
+// file stands for rot that reached the page cache, which both write modes read through their
+// map (a `pwrite`-mode WAL never writes its map, so it holds no copy of its own).
 #[test]
 fn a_read_back_entry_that_rotted_on_disk_is_refused() {
+    for write in [wal::WriteMode::Pwrite, wal::WriteMode::Mmap] {
+        a_read_back_entry_that_rotted_is_refused_with(write);
+    }
+}
+
+fn a_read_back_entry_that_rotted_is_refused_with(write: wal::WriteMode) {
     use std::os::unix::fs::FileExt;
     let temp = tempfile::tempdir().unwrap();
     let options = WalOptions {
-        backend: std::sync::Arc::new(wal::StdBackend::new(wal::WriteMode::Mmap)),
+        backend: std::sync::Arc::new(wal::StdBackend::new(write)),
         ..real_options(1 << 20)
     };
     let (mut wal, _) = Wal::open(temp.path(), options).unwrap();
@@ -396,7 +429,7 @@ fn a_read_back_entry_that_rotted_on_disk_is_refused() {
     file.write_all_at(&[bytes[at] ^ 0x01], at as u64).unwrap();
     match wal.entries(LogIndex(1), LogIndex(6), u64::MAX) {
         Err(wal::WalError::Corrupt { file, .. }) => assert_eq!(file, segment),
-        other => panic!("a rotted entry was read back: {other:?}"),
+        other => panic!("{write:?}: a rotted entry was read back: {other:?}"),
     }
     assert!(wal.entries(LogIndex(1), LogIndex(3), u64::MAX).is_ok());
 }

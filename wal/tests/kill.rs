@@ -60,7 +60,7 @@ fn child_appends_until_killed() {
 // Proves, with four kill -9 rounds against one directory, the child writing with `pwrite`
 // and `mmap` in turn: after each, the WAL opens (with the other write mode), holds every
 // index the child printed (persisted), and every entry is intact. With `pwrite`, bytes not
-// yet copied to the file live only in the process's private map and die with it, so a sync
+// yet copied to the file live only in the process's staging buffer and die with it, so a sync
 // (whole or split) that forgot to copy them loses what it reported persisted.
 #[test]
 fn sigkill_keeps_everything_persisted() {
