@@ -51,6 +51,10 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
        the bytes a commit record's CRCs cover
   (ah) a rollover that syncs the old segment from the open batch on, leaving out what came
        before it unsynced (the header of a segment created within the same batch)
+ The transport's reads:
+  (ak) a read that stops at the first short read although the remote side hung up: frames
+       and the end of the stream come in one readiness event, and the end is never read
+       (the connection leaks)
 
 Usage: python3 tests/check-mutants.py [NAME...]   (from anywhere; a few minutes per bug)
        python3 tests/check-mutants.py --check     (only that every mutation still applies)
@@ -71,6 +75,7 @@ KV = 'raftd/src/kv.rs'
 LOG_MEMORY = 'raftd/src/log_memory.rs'
 WAL = 'wal/src/wal.rs'
 BACKEND = 'wal/src/backend.rs'
+TRANSPORT = 'transport/src/event_loop.rs'
 
 # name: (file, old string, new string, scenarios that must catch it)
 mutants = {
@@ -193,8 +198,8 @@ mutants = {
    "            && (ratio == ratio);",
    ['test:raftd-tests:cluster:snapshot_ratio_spaces_out_snapshots_of_a_growing_store']),
  'ab_snapshot_key_twice': (KV,
-   "            if kv.data.replace(record).is_some() {",
-   "            if kv.data.replace(record).is_some() && ordered {",
+   "            if !kv.data.insert_new(record) {",
+   "            if !kv.data.insert_new(record) && ordered {",
    ['test:raftd:lib:restore_refuses_keys_out_of_order_or_twice']),
  'ac_sync_later_durable_at_once': (REPLICA,
    "        let Some((result, took)) = self.g.env.sync_done(false) else {\n            return Ok(());\n        };",
@@ -222,6 +227,10 @@ mutants = {
    "            let from = self.batch_start;",
    ['test:wal:recovery:a_power_cut_after_a_batch_that_rolled_over_twice_loses_nothing',
     'test:wal:api:a_batch_that_rolls_over_twice_before_its_persist_reopens']),
+ 'ak_short_read_misses_the_hang_up': (TRANSPORT,
+   "            let drained_if_short = conn.tls.is_none() && !closed;",
+   "            let drained_if_short = conn.tls.is_none();",
+   ['test:transport:loopback:client_that_sends_and_hangs_up_at_once_is_reported_closed']),
 }
 
 

@@ -481,7 +481,8 @@ pub struct Transport {
     /// Connections whose outbox gained bytes since the last flush.
     flush_list: Vec<usize>,
     /// Connections that still had bytes to read when their read budget ran out.
-    read_again: Vec<(usize, u64)>,
+    /// Each with whether its socket reported the remote side closed (see `on_readable`).
+    read_again: Vec<(usize, u64, bool)>,
     /// Handshake deadlines in the order they were set; all share one timeout, so the queue is
     /// sorted by deadline.
     handshake_deadlines: VecDeque<(Instant, usize, u64)>,
@@ -489,8 +490,9 @@ pub struct Transport {
     delayed_seq: u64,
     faults: Faults,
     rng: SmallRng,
-    /// Readiness copied out of `events`, so handlers may borrow `self` mutably.
-    ready: Vec<(Token, bool, bool)>,
+    /// Readiness copied out of `events`, so handlers may borrow `self` mutably: token,
+    /// readable, writable, and whether the remote side closed or the socket failed.
+    ready: Vec<(Token, bool, bool, bool)>,
     /// Events found outside `poll` (by `flush`), reported by the next `poll`.
     pending_events: Vec<Event>,
     clients: usize,
@@ -936,16 +938,19 @@ impl Transport {
                     event.token(),
                     event.is_readable() || hint,
                     event.is_writable() || hint,
+                    event.is_error() || event.is_read_closed(),
                 ));
             }
             let handled = !ready.is_empty();
-            for &(token, readable, writable) in &ready {
+            for &(token, readable, writable, closed) in &ready {
                 match token {
                     LISTENER => self.accept_all(),
                     WAKER => out.push(Event::Woken),
-                    Token(t) => {
-                        self.on_connection_ready(t - FIRST_CONNECTION, readable, writable, out)
-                    }
+                    Token(t) => self.on_connection_ready(
+                        t - FIRST_CONNECTION,
+                        (readable, writable, closed),
+                        out,
+                    ),
                 }
             }
             self.ready = ready;
@@ -1150,11 +1155,12 @@ impl Transport {
         }
     }
 
+    /// `readiness`: readable, writable, and whether the remote side closed or the socket
+    /// failed.
     fn on_connection_ready(
         &mut self,
         index: usize,
-        readable: bool,
-        writable: bool,
+        (readable, writable, closed): (bool, bool, bool),
         out: &mut Vec<Event>,
     ) {
         // An unknown token is a spurious event for a connection already closed this turn.
@@ -1166,7 +1172,7 @@ impl Transport {
             return;
         }
         if readable {
-            self.on_readable(index, out);
+            self.on_readable(index, closed, out);
         }
         if writable {
             self.flush_connection(index, out);
@@ -1199,15 +1205,17 @@ impl Transport {
 
     fn read_pending(&mut self, out: &mut Vec<Event>) {
         let list = std::mem::take(&mut self.read_again);
-        for (index, generation) in list {
+        for (index, generation, closed) in list {
             if self.connections.generation(index) == Some(generation) {
-                self.on_readable(index, out);
+                self.on_readable(index, closed, out);
             }
         }
     }
 
-    /// Reads until `WouldBlock` or the read budget runs out, decoding frames as they complete.
-    fn on_readable(&mut self, index: usize, out: &mut Vec<Event>) {
+    /// Reads until `WouldBlock` or the read budget runs out, decoding frames as they complete;
+    /// a plain socket stops at a short read unless `closed` (the remote side closed, or the
+    /// socket failed: then it reads on to find the end).
+    fn on_readable(&mut self, index: usize, closed: bool, out: &mut Vec<Event>) {
         let mut budget = READ_BUDGET_BYTES;
         loop {
             let Some(conn) = self.connections.get_mut(index) else {
@@ -1221,6 +1229,14 @@ impl Transport {
                 _ => 0,
             };
             conn.prepare_inbox(needed + (conn.inbox_end - conn.inbox_start));
+            let room = conn.inbox.len() - conn.inbox_end;
+            // A plain socket that filled less than the room it was offered has been drained:
+            // the next byte to arrive raises a new readiness event (epoll(7) on edge-triggered
+            // stream sockets), so reading on only to be told "would block" is a system call
+            // wasted per wake-up, half of a busy leader's reads. TLS may hold decrypted bytes
+            // back, so a TLS connection reads until it would block; so does a socket whose
+            // remote side closed, whose end (a read of 0) raises no further event.
+            let drained_if_short = conn.tls.is_none() && !closed;
             match conn.read_into_inbox() {
                 Ok(0) => {
                     if conn.inbox_start == conn.inbox_end {
@@ -1239,10 +1255,13 @@ impl Transport {
                     if !self.process_inbox(index, out) {
                         return;
                     }
+                    if drained_if_short && n < room {
+                        return;
+                    }
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
                         let generation = self.connections.generation(index).expect("still open");
-                        self.read_again.push((index, generation));
+                        self.read_again.push((index, generation, closed));
                         return;
                     }
                 }

@@ -190,6 +190,53 @@ fn client_round_trip() {
     assert_eq!(server.stats().clients, 0);
 }
 
+/// Proves a client that sends frames and hangs up at once has every frame delivered and
+/// its hang-up reported: the frames and the end of the stream arrive together, in one
+/// readiness event, so a read that stops at the first short read (the loop's shortcut for
+/// a drained socket) would never see the end and leak the connection.
+#[test]
+fn client_that_sends_and_hangs_up_at_once_is_reported_closed() {
+    init_logs();
+    let mut server = Transport::new(config(1)).unwrap();
+    let addr = server.local_addr();
+    let mut events = Vec::new();
+    for round in 0..20u8 {
+        let client = thread::spawn(move || {
+            let mut connection =
+                Connection::connect(addr, CLUSTER, None, Duration::from_secs(5)).unwrap();
+            for i in 0..3u8 {
+                connection
+                    .send(9, &[round, i], Duration::from_secs(5))
+                    .unwrap();
+            }
+        });
+        let (mut frames, mut closed) = (0, false);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !closed {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: hang-up not reported ({frames} frames)"
+            );
+            server
+                .poll(Some(Duration::from_millis(10)), &mut events)
+                .unwrap();
+            for event in events.drain(..) {
+                match event {
+                    Event::ClientFrame { kind: 9, body, .. } => {
+                        assert_eq!(body, [round, frames]);
+                        frames += 1;
+                    }
+                    Event::ClientClosed(_) => closed = true,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        assert_eq!(frames, 3, "round {round}");
+        client.join().unwrap();
+        assert_eq!(server.stats().clients, 0);
+    }
+}
+
 /// Proves another thread can interrupt a blocked poll through the waker.
 #[test]
 fn waker_interrupts_poll() {
