@@ -417,6 +417,8 @@ pub struct Figures {
     pub wal_bytes: u64,
     /// WAL segment files.
     pub wal_segments: u64,
+    /// WAL segments a rollover created without zero-fill since the process started.
+    pub wal_segments_unfilled: u64,
     /// Where the latest snapshot ends.
     pub snapshot_index: u64,
     /// The scrubber's totals.
@@ -688,6 +690,12 @@ fn encode_disk(out: &mut DescriptorEncoder, f: &Figures) -> Result<(), FmtError>
         "raftd_disk_wal_segments",
         "The WAL's segment files.",
         f.wal_segments,
+    )?;
+    counter(
+        out,
+        "raftd_disk_wal_segments_unfilled",
+        "WAL segments a rollover created without zero-fill (preallocated only; its persists convert extents) because the next segment's paced zero-fill had not finished: appends outran it.",
+        f.wal_segments_unfilled,
     )?;
     histogram(
         out,

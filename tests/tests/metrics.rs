@@ -120,6 +120,12 @@ fn scraped_figures_follow_writes_and_a_leader_change() {
         assert!(value(s, "raftd_server_term", &[]) >= 1.0);
         assert!(value(s, "process_resident_memory_bytes", &[]) > 1e6);
         assert!(s.docs.contains_key("raftd_disk_wal_fsync_duration_seconds"));
+        // A fresh node's first segment is zero-filled at open, and nothing rolled over yet.
+        assert_eq!(
+            value(s, "raftd_disk_wal_segments_unfilled_total", &[]),
+            0.0,
+            "node {id}"
+        );
     }
 
     for i in 0..50 {

@@ -4,19 +4,30 @@
 //! ```text
 //! cargo run --release -p wal --example wal-bench -- --dir /tmp/wal-bench [--recovery-mib 1024]
 //!     [--compaction-appends 1000000] [--seconds 3] [--only commit|recovery|compaction]
+//!     [--entry-bytes 128] [--batches 1,16,256]
 //! ```
+//!
+//! Large entries (`--only commit --entry-bytes 65536 --batches 16 --seconds 30`) make the
+//! commit phase disk-bound: appends then outrun the paced zero-fill of the next segment, and
+//! the WAL columns show how many rollovers created their segment unfilled.
 //!
 //! The directory is created if needed and emptied between phases; do not point it at data.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use raft::{Entry, EntryKind, LogIndex, Snapshot, SnapshotMeta, Term};
 use wal::{Wal, WalOptions};
 
-const ENTRY_DATA_BYTES: usize = 128;
+/// Data bytes per entry (`--entry-bytes`), in every phase.
+static ENTRY_DATA_BYTES: AtomicUsize = AtomicUsize::new(128);
+
+fn entry_data_bytes() -> usize {
+    ENTRY_DATA_BYTES.load(Ordering::Relaxed)
+}
 
 struct Args {
     dir: PathBuf,
@@ -24,6 +35,8 @@ struct Args {
     compaction_appends: u64,
     seconds: f64,
     only: Option<String>,
+    /// Entries per batch in the commit phase, one row each.
+    batches: Vec<u64>,
 }
 
 fn parse_args() -> Args {
@@ -33,6 +46,7 @@ fn parse_args() -> Args {
         compaction_appends: 1_000_000,
         seconds: 3.0,
         only: None,
+        batches: vec![1, 16, 256],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,6 +59,15 @@ fn parse_args() -> Args {
             }
             "--seconds" => args.seconds = value.parse().expect("--seconds S"),
             "--only" => args.only = Some(value),
+            "--entry-bytes" => {
+                ENTRY_DATA_BYTES.store(value.parse().expect("--entry-bytes N"), Ordering::Relaxed)
+            }
+            "--batches" => {
+                args.batches = value
+                    .split(',')
+                    .map(|n| n.parse().expect("--batches N,N,..."))
+                    .collect()
+            }
             other => panic!("unknown flag {other}"),
         }
     }
@@ -62,7 +85,7 @@ fn entries(first: u64, count: u64) -> Vec<Entry> {
             index: LogIndex(i),
             term: Term(1),
             kind: EntryKind::Normal,
-            data: vec![(i % 251) as u8; ENTRY_DATA_BYTES].into(),
+            data: vec![(i % 251) as u8; entry_data_bytes()].into(),
         })
         .collect()
 }
@@ -101,7 +124,7 @@ fn raw_file(dir: &Path, name: &str, zero_filled: bool) -> File {
         use wal::Backend;
         drop(
             wal::StdBackend::default()
-                .create_segment(&path, RAW_FILE_BYTES, wal::Pace::Now)
+                .create_segment(&path, RAW_FILE_BYTES, wal::Pace::Unfilled)
                 .unwrap(),
         );
     }
@@ -163,7 +186,10 @@ fn mean(samples: &Samples) -> Duration {
 }
 
 fn bench_group_commit(args: &Args) {
-    println!("== group commit: {ENTRY_DATA_BYTES}-byte entries, persist() after each batch ==");
+    println!(
+        "== group commit: {}-byte entries, persist() after each batch ==",
+        entry_data_bytes()
+    );
     println!(
         "{:>5} {:>6} | {:>11} {:>8} {:>8} | {:>11} {:>8} {:>8} | {:>11} {:>8} {:>8} | {:>8} {:>8}",
         "batch",
@@ -182,7 +208,7 @@ fn bench_group_commit(args: &Args) {
     );
     let dir = args.dir.join("commit");
     let round_seconds = args.seconds / f64::from(ROUNDS);
-    for batch in [1u64, 16, 256] {
+    for &batch in &args.batches {
         fresh_dir(&dir);
         let open = |name: &str, write: wal::WriteMode| {
             let wal_dir = dir.join(name);
@@ -215,6 +241,7 @@ fn bench_group_commit(args: &Args) {
             raw_round(&zero_filled, &mut raw_offset, bytes, round_seconds, raw);
             raw_round(&fallocated, &mut fa_offset, bytes, round_seconds / 2.0, fa);
         }
+        let unfilled = [by_pwrite.segments_unfilled(), by_mmap.segments_unfilled()];
         let [pwrite, mmap, raw, mut fa] = samples.map(Samples);
         let columns = |mut s: Samples| {
             let rate = batch as f64 / mean(&s).as_secs_f64();
@@ -227,6 +254,12 @@ fn bench_group_commit(args: &Args) {
             micros(fa.percentile(0.5)),
             micros(fa.percentile(0.99)),
         );
+        if unfilled != [0, 0] {
+            println!(
+                "      rollovers that created their segment unfilled: pwrite {}, mmap {}",
+                unfilled[0], unfilled[1]
+            );
+        }
     }
     fs::remove_dir_all(&dir).unwrap();
     println!("pwrite / mmap = the WAL's append + persist with each write mode (--wal-write), one WAL each;");

@@ -149,10 +149,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn lock(&self, lock_path: &Path) -> io::Result<Box<dyn Send>>;
     /// The names of the files in `dir`.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
-    /// Creates a new file of exactly `bytes` zero bytes with every block allocated and, where
-    /// the file system allows, written (see `StdBackend`), and maps it. On failure (ENOSPC
-    /// above all) no file is left behind. Can take a while: the WAL calls it on a helper
-    /// thread for the next segment, with `Pace::Ahead`.
+    /// Creates a new file of exactly `bytes` zero bytes with every block allocated and, unless
+    /// `pace` is `Unfilled`, written (see `StdBackend`), and maps it. On failure (ENOSPC above
+    /// all, or `Interrupted` for a cancelled `Pace::Ahead`) no file is left behind. A filled
+    /// one takes a while: the WAL creates the next segment on a helper thread, with
+    /// `Pace::Ahead`.
     fn create_segment(
         &self,
         path: &Path,
@@ -191,38 +192,47 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn file_bytes(&self, path: &Path) -> io::Result<u64>;
 }
 
-/// How urgently a segment is needed, which decides how fast it may be zero-filled.
+/// How urgently a segment is needed, which decides whether it is zero-filled and how fast.
 #[derive(Clone, Debug)]
 pub enum Pace {
-    /// Someone is waiting for it (opening an empty WAL, a rollover with no spare): full speed.
+    /// Someone is waiting for a zero-filled segment: filled at full speed. Opening an empty
+    /// WAL (its first segment takes the small batches a fresh node starts with, which are what
+    /// the fill is for, and it is a one-time cost) and `raftctl check disk` (which times a
+    /// filled file).
     Now,
-    /// Prepared ahead of need on a helper thread: paced, so it does not crowd the disk, until
-    /// the flag is set — a rollover is waiting for it (appends outran the paced zero-fill, as
-    /// 64 KiB values do: a 64 MiB segment then lasts about a second) — and from then on at
-    /// full speed.
+    /// Prepared ahead of need on a helper thread: paced, so it does not crowd the disk. Once
+    /// the flag is set (the WAL is closing) the fill stops and the creation fails with
+    /// `Interrupted`, leaving no file.
     Ahead(Arc<AtomicBool>),
+    /// Someone is waiting and the fill would be their wait: a rollover that found the segment
+    /// prepared ahead unfinished (appends outran its paced fill, as 64 KiB values do: a 64 MiB
+    /// segment then lasts about a second), or had no helper thread to prepare one. Only
+    /// preallocated: its extents stay unwritten (they read as zeros) and its persists convert
+    /// them, an extra metadata write per persist that the large batches of a disk-bound
+    /// workload hardly notice.
+    Unfilled,
 }
 
 impl Pace {
-    /// Prepared ahead of need, not hurried yet.
+    /// Prepared ahead of need, not cancelled.
     pub fn ahead() -> Pace {
         Pace::Ahead(Arc::new(AtomicBool::new(false)))
     }
 
-    /// Whether zero-fill may pause between chunks now.
+    /// Whether zero-fill may pause between chunks.
     fn paced(&self) -> bool {
-        matches!(self, Pace::Ahead(hurry) if !hurry.load(Ordering::Acquire))
+        matches!(self, Pace::Ahead(_))
     }
 
-    /// Whether a rollover asked for this segment at full speed.
-    pub fn hurried(&self) -> bool {
-        matches!(self, Pace::Ahead(hurry) if hurry.load(Ordering::Acquire))
+    /// Whether the segment prepared ahead is no longer wanted.
+    pub fn cancelled(&self) -> bool {
+        matches!(self, Pace::Ahead(cancel) if cancel.load(Ordering::Acquire))
     }
 
-    /// Tells the zero-fill of a segment prepared ahead that it is needed now.
-    pub fn hurry(&self) {
-        if let Pace::Ahead(hurry) = self {
-            hurry.store(true, Ordering::Release);
+    /// Tells the preparation of a segment ahead to stop and leave no file.
+    pub fn cancel(&self) {
+        if let Pace::Ahead(cancel) = self {
+            cancel.store(true, Ordering::Release);
         }
     }
 }
@@ -471,7 +481,8 @@ const WRITE_BEHIND_CHUNK_BYTES: usize = 1 << 20;
 const ZERO_FILL_CHUNK_BYTES: usize = 256 << 10;
 
 /// Writes zeros over a new (fallocated, not yet mapped) segment file and syncs them; the
-/// pages stay in the page cache for the map's first writes.
+/// pages stay in the page cache for the map's first writes. Stops with `Interrupted` when a
+/// `Pace::Ahead` is cancelled.
 ///
 /// fallocate leaves "unwritten" extents: the first msync over each range then converts them,
 /// which on ext4 is a second, synchronous metadata write inside every persist. Measured on this
@@ -479,7 +490,8 @@ const ZERO_FILL_CHUNK_BYTES: usize = 256 << 10;
 /// 175 us into a zero-filled one. The cost moves to segment creation, which the WAL does on a
 /// helper thread ahead of need. The price is that every segment is written twice; on a disk
 /// with a byte budget (this machine's virtual disk throttles after sustained writing) that is
-/// not free.
+/// not free, and when appends outrun the paced fill, a rollover does not wait for it but
+/// creates its segment `Pace::Unfilled` (see `Wal`'s rollover).
 ///
 /// The zeros go in with one 4 KiB `pwrite` per page, before the file is mapped. A larger write
 /// would let the page cache use large folios, and an msync writes a dirty folio back whole;
@@ -493,6 +505,12 @@ fn zero_fill(file: &File, len: u64, pace: Pace) -> io::Result<()> {
     static ZEROS: [u8; 4096] = [0; 4096];
     let mut at = 0u64;
     while at < len {
+        if pace.cancelled() {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the segment prepared ahead is no longer wanted",
+            ));
+        }
         let chunk = (ZERO_FILL_CHUNK_BYTES as u64).min(len - at);
         let started = std::time::Instant::now();
         let mut page = at;
@@ -696,9 +714,15 @@ impl Backend for StdBackend {
             .write(true)
             .create_new(true)
             .open(path)?;
+        // An unfilled file needs no sync here: the size and the allocation are metadata its
+        // data's retrieval needs, so the first persist's fdatasync (or msync) carries them,
+        // before the directory fsync that makes the name durable.
         let created = sys::preallocate(&file, bytes)
             .and_then(|()| file.set_len(bytes))
-            .and_then(|()| zero_fill(&file, bytes, pace))
+            .and_then(|()| match pace {
+                Pace::Unfilled => Ok(()),
+                pace => zero_fill(&file, bytes, pace),
+            })
             .and_then(|()| map_file(file, Access::Append, self.write));
         if created.is_err() {
             let _ = fs::remove_file(path);
@@ -844,6 +868,20 @@ mod tests {
                 Pace::Now,
                 WriteMode::Mmap,
             ),
+            // Unfilled: unwritten extents read as zeros, and writes through a shared map
+            // or by `pwrite` land in them like anywhere else.
+            (
+                "c",
+                2 * ZERO_FILL_CHUNK_BYTES as u64 + 100,
+                Pace::Unfilled,
+                WriteMode::Mmap,
+            ),
+            (
+                "d",
+                ZERO_FILL_CHUNK_BYTES as u64,
+                Pace::Unfilled,
+                WriteMode::Pwrite,
+            ),
         ] {
             let path = dir.path().join(name);
             let backend = StdBackend::new(write);
@@ -873,6 +911,22 @@ mod tests {
         assert!(StdBackend::default()
             .create_segment(&dir.path().join("a"), 4096, Pace::Now)
             .is_err());
+    }
+
+    // Proves a segment prepared ahead whose preparation was cancelled (the WAL closing)
+    // fails with `Interrupted` and leaves no file behind.
+    #[test]
+    fn a_cancelled_segment_prepared_ahead_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("next");
+        let pace = Pace::ahead();
+        pace.cancel();
+        let error = StdBackend::default()
+            .create_segment(&path, 4 * ZERO_FILL_CHUNK_BYTES as u64, pace)
+            .err()
+            .expect("a cancelled preparation fails");
+        assert_eq!(error.kind(), io::ErrorKind::Interrupted);
+        assert!(!path.exists());
     }
 
     // Proves the staging buffer's reads and its two rules: bytes written since the last sync

@@ -33,7 +33,10 @@
 //!   while mapped, so a full disk can never turn into a SIGBUS.
 //! * Segments are zero-filled before use, so a persist only writes data (no extent conversion);
 //!   the next one is prepared on a helper thread while the current one fills
-//!   ([`WalOptions::helper_threads`]), and a rollover renames it into place.
+//!   ([`WalOptions::helper_threads`]), and a rollover renames it into place. A rollover never
+//!   waits for that fill: if the next segment is unfinished (appends outran its pace) it
+//!   creates one preallocated only, whose persists convert extents, and takes the spare at a
+//!   later rollover ([`Wal::segments_unfilled`] counts them).
 //! * [`Wal::save_snapshot`] writes the snapshot atomically (temp file, fsync, rename, directory
 //!   fsync), persists a snapshot-marker record, then deletes the segments lying wholly at or
 //!   below the snapshot's index and every older snapshot file (on a helper thread with

@@ -5,15 +5,17 @@
 //! `sync_dir`). `crash` builds the file system a reboot would see; `crash_torn` additionally keeps
 //! a random subset of the unsynced 512-byte sectors, as kernel writeback may have written them.
 //! Faults: a full disk on segment creation, failing msync/fsync, a read-only directory.
+//! [`HoldAhead`] wraps any backend (this one or the real one) to keep the next segment's
+//! preparation unfinished, as when appends outrun its paced zero-fill.
 //!
 //! Also [`skip`], for the part of a test this machine cannot run (no root, no `/dev/shm`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::backend::{Backend, SegmentMap, Staging, SyncWait};
+use crate::backend::{Backend, Pace, SegmentMap, Staging, SyncWait};
 use crate::format::CHUNK_BYTES;
 
 /// Faults to inject; all off by default.
@@ -46,7 +48,7 @@ struct MemState {
     faults: Faults,
     syncs: u64,
     /// The pace each segment was created with, in order.
-    paces: Vec<(PathBuf, crate::backend::Pace)>,
+    paces: Vec<(PathBuf, Pace)>,
 }
 
 impl MemState {
@@ -91,7 +93,7 @@ impl MemBackend {
     }
 
     /// The segments created so far, in order, with the pace each was asked for.
-    pub fn segment_paces(&self) -> Vec<(PathBuf, crate::backend::Pace)> {
+    pub fn segment_paces(&self) -> Vec<(PathBuf, Pace)> {
         lock(&self.state).paces.clone()
     }
 
@@ -350,10 +352,12 @@ impl Backend for MemBackend {
         &self,
         path: &Path,
         bytes: u64,
-        pace: crate::backend::Pace,
+        pace: Pace,
     ) -> io::Result<Box<dyn SegmentMap>> {
         self.check_writable()?;
         let mut state = lock(&self.state);
+        // Filled or not, a new segment reads as zeros (unwritten extents do too), and its
+        // contents are as durable either way: only the pace is worth recording.
         state.paces.push((path.to_path_buf(), pace));
         if state.faults.no_space {
             return Err(os_error(libc::ENOSPC));
@@ -453,6 +457,162 @@ impl Backend for MemBackend {
         let file = self.file(path)?;
         let bytes = lock(&file).live.len() as u64;
         Ok(bytes)
+    }
+}
+
+/// A backend that keeps every segment prepared ahead (`Pace::Ahead`) unfinished until
+/// [`HoldAhead::release`]: the wrapped backend creates its file, but the call returns only
+/// once released, the way a paced zero-fill that appends outran is still under way. Cancelled
+/// before that (the WAL closing), it drops the map, removes the file and fails with
+/// `Interrupted`, as the real fill does. Everything else goes straight to the wrapped backend.
+#[derive(Clone, Debug)]
+pub struct HoldAhead {
+    inner: Arc<dyn Backend>,
+    gate: Arc<Gate>,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    released: bool,
+    /// Preparations whose file was created (held or not).
+    started: u64,
+    /// Preparations that returned a segment.
+    finished: u64,
+}
+
+impl HoldAhead {
+    /// Wraps `inner`, holding preparations from now on.
+    pub fn new(inner: Arc<dyn Backend>) -> HoldAhead {
+        HoldAhead {
+            inner,
+            gate: Arc::default(),
+        }
+    }
+
+    /// Lets every preparation held now or later finish.
+    pub fn release(&self) {
+        lock(&self.gate.state).released = true;
+        self.gate.changed.notify_all();
+    }
+
+    /// Waits until `count` preparations have created their file.
+    pub fn wait_started(&self, count: u64) {
+        self.wait_until(|state| state.started >= count);
+    }
+
+    /// Waits until `count` preparations returned a segment.
+    pub fn wait_finished(&self, count: u64) {
+        self.wait_until(|state| state.finished >= count);
+    }
+
+    fn wait_until(&self, done: impl Fn(&GateState) -> bool) {
+        let mut state = lock(&self.gate.state);
+        while !done(&state) {
+            state = self
+                .gate
+                .changed
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    /// Holds one preparation until released or cancelled; true if released.
+    fn hold(&self, pace: &Pace) -> bool {
+        let mut state = lock(&self.gate.state);
+        state.started += 1;
+        self.gate.changed.notify_all();
+        // The cancel flag has no condition variable of its own: look at it now and then.
+        while !state.released && !pace.cancelled() {
+            state = self
+                .gate
+                .changed
+                .wait_timeout(state, std::time::Duration::from_millis(5))
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+        if state.released {
+            state.finished += 1;
+            self.gate.changed.notify_all();
+        }
+        state.released
+    }
+}
+
+impl Backend for HoldAhead {
+    fn check_dir(&self, dir: &Path) -> io::Result<()> {
+        self.inner.check_dir(dir)
+    }
+
+    fn lock(&self, lock_path: &Path) -> io::Result<Box<dyn Send>> {
+        self.inner.lock(lock_path)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+
+    fn create_segment(
+        &self,
+        path: &Path,
+        bytes: u64,
+        pace: Pace,
+    ) -> io::Result<Box<dyn SegmentMap>> {
+        let map = self.inner.create_segment(path, bytes, pace.clone())?;
+        if !matches!(pace, Pace::Ahead(_)) || self.hold(&pace) {
+            return Ok(map);
+        }
+        drop(map);
+        let _ = self.inner.remove(path);
+        Err(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "the segment prepared ahead is no longer wanted",
+        ))
+    }
+
+    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentMap>> {
+        self.inner.open_segment(path)
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.inner.read(path)
+    }
+
+    fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.inner.read_range(path, offset, len)
+    }
+
+    fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_synced(path, bytes)
+    }
+
+    fn write_synced_parts(&self, path: &Path, head: &[u8], body: &[u8]) -> io::Result<()> {
+        self.inner.write_synced_parts(path, head, body)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path)
+    }
+
+    fn remove_gradually(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_gradually(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+
+    fn file_bytes(&self, path: &Path) -> io::Result<u64> {
+        self.inner.file_bytes(path)
     }
 }
 

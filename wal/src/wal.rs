@@ -43,7 +43,9 @@ pub struct WalOptions {
     /// while the current one fills, so a rollover only renames it (the spare file counts
     /// towards disk use); and delete compacted segments and old snapshot files, which on ext4
     /// with online discard takes about 25 ms for a written 64 MiB segment. Off in tests that
-    /// inject faults at exact moments or count files right after a compaction.
+    /// inject faults at exact moments or count files right after a compaction; then every
+    /// rollover creates its segment unfilled (`Pace::Unfilled`), as one that finds the next
+    /// segment unfinished does.
     pub helper_threads: bool,
 }
 
@@ -167,7 +169,6 @@ impl SnapshotWriter {
 /// when the WAL opens.
 const SPARE_NAME: &str = "next-segment.tmp";
 
-/// The next segment file, being created and zero-filled by a helper thread.
 /// What a persist under way makes durable (see `Wal::persist_start`).
 #[derive(Debug)]
 struct InFlight {
@@ -176,10 +177,13 @@ struct InFlight {
     last_index: LogIndex,
 }
 
+/// The next segment file, being created and zero-filled by a helper thread. A rollover takes
+/// it only once the thread is done; until then the file is the thread's alone, so a
+/// half-filled spare is never renamed into place.
 struct Spare {
     path: PathBuf,
     bytes: usize,
-    /// The pace it is zero-filled at; a rollover that waits for it hurries it.
+    /// The pace it is zero-filled at; closing the WAL cancels it.
     pace: Pace,
     thread: std::thread::JoinHandle<io::Result<Box<dyn SegmentMap>>>,
 }
@@ -221,6 +225,8 @@ pub struct Wal {
     /// Whether to prepare segments and delete files on helper threads (`WalOptions`).
     helper_threads: bool,
     spare: Option<Spare>,
+    /// Segments created unfilled by a rollover since open (no finished spare then).
+    segments_unfilled: u64,
     /// Deletes compacted files off the caller's thread; started at the first compaction.
     reaper: Option<Reaper>,
     /// The newest copy of term and vote outside the segments (see `vote`).
@@ -422,6 +428,7 @@ impl Wal {
             failed: None,
             helper_threads: options.helper_threads,
             spare: None,
+            segments_unfilled: 0,
             reaper: None,
             vote_copy: vote_copy.unwrap_or_default(),
             vote_files,
@@ -905,6 +912,13 @@ impl Wal {
         self.segments.len()
     }
 
+    /// How many segments a rollover created unfilled since open: the next segment's paced
+    /// zero-fill had not finished (appends outran it), or there was no helper thread to
+    /// prepare one. Each is preallocated only, and its persists convert unwritten extents.
+    pub fn segments_unfilled(&self) -> u64 {
+        self.segments_unfilled
+    }
+
     /// The WAL's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -1232,7 +1246,7 @@ impl Wal {
         let size = self.segment_bytes.max(needed.next_multiple_of(4096));
         let id = self.active_id() + 1;
         let first_index = self.durable_last_index.next();
-        let mut segment = self.create_segment(id, first_index, size)?;
+        let mut segment = self.create_segment(id, first_index, size, Pace::Unfilled)?;
         let old = self.segments.back_mut().expect("there is always a segment");
         let mut at = SEGMENT_HEADER_BYTES;
         let hard_state = format::hard_state_payload(&self.durable_hard_state);
@@ -1307,23 +1321,17 @@ impl Wal {
         }
     }
 
-    /// The prepared segment renamed to `path`, if there is one of at least `size` bytes (waits
-    /// for the helper thread if it is still zero-filling, which goes on at full speed then).
+    /// The prepared segment renamed to `path`, if there is one of at least `size` bytes and
+    /// its helper thread is done. One still being zero-filled is not waited for (appends
+    /// outran its pace, as a disk-bound workload's do): it goes on at its pace, under its
+    /// own name, and a later rollover takes it.
     fn take_spare(&mut self, path: &Path, size: usize) -> Option<Box<dyn SegmentMap>> {
-        if self.spare.as_ref()?.bytes < size {
+        let spare = self.spare.as_ref()?;
+        if spare.bytes < size || !spare.thread.is_finished() {
             return None;
         }
         let spare = self.spare.take()?;
-        spare.pace.hurry();
-        let waited = std::time::Instant::now();
-        let joined = spare.thread.join();
-        let waited = waited.elapsed();
-        if waited > std::time::Duration::from_millis(10) {
-            debug!(
-                "wal: waited {waited:?} for the next segment's zero-fill (appends outran its pace)"
-            );
-        }
-        let map = match joined {
+        let map = match spare.thread.join() {
             Ok(Ok(map)) => map,
             Ok(Err(error)) => {
                 warn!(
@@ -1352,17 +1360,26 @@ impl Wal {
         }
     }
 
-    /// Creates, preallocates and maps a segment and writes its header (not yet durable).
+    /// Takes the spare, or creates, preallocates and maps a segment at `pace`; then writes its
+    /// header (not yet durable).
     fn create_segment(
         &mut self,
         id: u64,
         first_index: LogIndex,
         size: usize,
+        pace: Pace,
     ) -> Result<Segment, WalError> {
         let path = self.dir.join(segment_name(id));
         let created = match self.take_spare(&path, size) {
             Some(map) => Ok(map),
-            None => self.backend.create_segment(&path, size as u64, Pace::Now),
+            None => {
+                let unfilled = matches!(pace, Pace::Unfilled);
+                let created = self.backend.create_segment(&path, size as u64, pace);
+                if unfilled && created.is_ok() {
+                    self.count_unfilled(id, size);
+                }
+                created
+            }
         };
         let mut map = match created {
             Ok(map) => map,
@@ -1390,9 +1407,33 @@ impl Wal {
         })
     }
 
+    /// Counts a segment created unfilled and says so: at info level the 1st, 2nd, 4th, 8th
+    /// ... time (a disk-bound workload rolls over about once a second), else at debug level.
+    fn count_unfilled(&mut self, id: u64, size: usize) {
+        self.segments_unfilled += 1;
+        let count = self.segments_unfilled;
+        let why = match &self.spare {
+            Some(spare) if spare.bytes < size => {
+                "the batch needs a larger segment than the next one"
+            }
+            Some(_) => "the next segment's zero-fill had not finished (appends outran its pace)",
+            None if self.helper_threads => "there was no next segment prepared",
+            None => "no helper thread prepares segments",
+        };
+        let text = format!(
+            "wal: segment {} created without zero-fill ({count} since open): {why}",
+            segment_name(id)
+        );
+        if count.is_power_of_two() {
+            info!("{text}");
+        } else {
+            debug!("{text}");
+        }
+    }
+
     fn create_first_segment(&mut self) -> Result<(), WalError> {
         let first_index = self.first_index();
-        let segment = self.create_segment(1, first_index, self.segment_bytes)?;
+        let segment = self.create_segment(1, first_index, self.segment_bytes, Pace::Now)?;
         self.segments.push_back(segment);
         self.batch_start = SEGMENT_HEADER_BYTES;
         self.write_pos = SEGMENT_HEADER_BYTES;
@@ -1546,12 +1587,15 @@ impl Drop for Reaper {
 }
 
 impl Drop for Wal {
-    /// Waits for pending deletions and for a segment being prepared, and deletes that, so a
+    /// Waits for pending deletions, stops a segment being prepared and deletes it, so a
     /// closed WAL leaves no spare file and no thread working in its directory.
     fn drop(&mut self) {
         // Finish deleting before the lock is released (fields drop after this).
         self.reaper.take();
         if let Some(spare) = self.spare.take() {
+            // A paced zero-fill could take seconds more; cancelled, its thread removes the
+            // file itself (and the remove below finds nothing), or finished already.
+            spare.pace.cancel();
             let _ = spare.thread.join();
             let _ = self.backend.remove(&spare.path);
         }

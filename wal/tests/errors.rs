@@ -297,34 +297,6 @@ fn no_space_while_preparing_the_next_segment_is_returned_at_rollover() {
     assert_eq!(all_entries(&wal).len() as u64, index);
 }
 
-// Proves that a rollover which takes the segment prepared ahead tells its zero-fill to stop
-// pacing itself: appends that outrun the paced preparation (64 KiB values fill a 64 MiB
-// segment in about a second) wait for the rest at full speed, not at a third of the disk's
-// pace. The in-memory backend records the pace each segment was created with; every spare a
-// rollover took is hurried, and the one being prepared for the next rollover is not yet.
-#[test]
-fn a_rollover_hurries_the_segment_prepared_ahead() {
-    let (backend, _, mut wal) = open_with_helper_threads();
-    fill_to_segments(&mut wal, &backend, 4);
-    let paces = backend.segment_paces();
-    let ahead: Vec<_> = paces
-        .iter()
-        .filter(|(_, pace)| matches!(pace, wal::Pace::Ahead(_)))
-        .collect();
-    let taken = segment_paths(&backend).len() - 1;
-    assert!(ahead.len() >= taken, "{paces:?}");
-    for (path, pace) in &ahead[..taken] {
-        assert!(pace.hurried(), "{} was taken unhurried", path.display());
-    }
-    if let Some((path, pace)) = ahead.get(taken) {
-        assert!(
-            !pace.hurried(),
-            "{} was hurried before it was needed",
-            path.display()
-        );
-    }
-}
-
 /// A WAL of 4 KiB segments in memory that prepares the next segment on a helper thread.
 fn open_with_helper_threads() -> (MemBackend, WalOptions, Wal) {
     let backend = MemBackend::with_dir(&dir());

@@ -14,12 +14,23 @@ use wal::{Wal, WalOptions};
 const CHILD_ENV: &str = "WAL_KILL_TEST_DIR";
 /// The write mode the child appends with ("pwrite" or "mmap").
 const CHILD_WRITE_ENV: &str = "WAL_KILL_TEST_WRITE";
+/// Set: the child's next segment is never finished (`wal::testing::HoldAhead`), so every
+/// rollover creates its segment unfilled.
+const CHILD_HOLD_ENV: &str = "WAL_KILL_TEST_HOLD_SPARE";
 
 fn options(write: wal::WriteMode) -> WalOptions {
     WalOptions {
         segment_bytes: 256 * 1024,
         backend: std::sync::Arc::new(wal::StdBackend::new(write)),
         ..WalOptions::default()
+    }
+}
+
+fn held_options(write: wal::WriteMode) -> WalOptions {
+    let real = options(write);
+    WalOptions {
+        backend: std::sync::Arc::new(wal::testing::HoldAhead::new(real.backend.clone())),
+        ..real
     }
 }
 
@@ -31,7 +42,11 @@ fn child_appends_until_killed() {
         return;
     };
     let write = std::env::var(CHILD_WRITE_ENV).unwrap().parse().unwrap();
-    let (mut wal, _) = Wal::open(&dir, options(write)).unwrap();
+    let options = match std::env::var_os(CHILD_HOLD_ENV) {
+        Some(_) => held_options(write),
+        None => options(write),
+    };
+    let (mut wal, _) = Wal::open(&dir, options).unwrap();
     let mut next = wal.last_index().get() + 1;
     let mut rand = xorshift(next);
     loop {
@@ -54,6 +69,9 @@ fn child_appends_until_killed() {
         }
         next += count;
         println!("{}", next - 1);
+        if wal.segments_unfilled() > 0 {
+            println!("unfilled {}", wal.segments_unfilled());
+        }
     }
 }
 
@@ -61,7 +79,9 @@ fn child_appends_until_killed() {
 // and `mmap` in turn: after each, the WAL opens (with the other write mode), holds every
 // index the child printed (persisted), and every entry is intact. With `pwrite`, bytes not
 // yet copied to the file live only in the process's staging buffer and die with it, so a sync
-// (whole or split) that forgot to copy them loses what it reported persisted.
+// (whole or split) that forgot to copy them loses what it reported persisted. In the last two
+// rounds the child's next segment is never finished, so its rollovers create unfilled
+// segments (unwritten extents) and the kill leaves a half-prepared spare file behind.
 #[test]
 fn sigkill_keeps_everything_persisted() {
     if std::env::var(CHILD_ENV).is_ok() {
@@ -74,7 +94,8 @@ fn sigkill_keeps_everything_persisted() {
         } else {
             (wal::WriteMode::Mmap, wal::WriteMode::Pwrite)
         };
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let mut child = Command::new(std::env::current_exe().unwrap());
+        child
             .args([
                 "--exact",
                 "child_appends_until_killed",
@@ -82,26 +103,35 @@ fn sigkill_keeps_everything_persisted() {
                 "--test-threads=1",
             ])
             .env(CHILD_ENV, temp.path())
-            .env(CHILD_WRITE_ENV, write.name())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .env(CHILD_WRITE_ENV, write.name());
+        if round >= 2 {
+            child.env(CHILD_HOLD_ENV, "1");
+        }
+        let mut child = child.stdout(Stdio::piped()).spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut persisted = 0u64;
+        let (mut persisted, mut unfilled) = (0u64, 0u64);
+        let mut read = |line: String| match line.trim().strip_prefix("unfilled ") {
+            Some(count) => unfilled = count.parse().unwrap(),
+            None => persisted = line.trim().parse().unwrap_or(persisted),
+        };
         let start = Instant::now();
         // Let it roll over a few segments, then kill it mid-flight.
         while start.elapsed() < Duration::from_millis(300) {
             match lines.next() {
-                Some(Ok(line)) => persisted = line.trim().parse().unwrap_or(persisted),
+                Some(Ok(line)) => read(line),
                 _ => break,
             }
         }
         child.kill().unwrap();
-        for line in lines.map_while(Result::ok) {
-            persisted = line.trim().parse().unwrap_or(persisted);
-        }
+        lines.map_while(Result::ok).for_each(&mut read);
         child.wait().unwrap();
         assert!(persisted > 0, "round {round}: the child persisted nothing");
+        if round >= 2 {
+            assert!(
+                unfilled > 0,
+                "round {round}: no rollover created an unfilled segment"
+            );
+        }
         let (wal, _) = Wal::open(temp.path(), options(reopen)).unwrap();
         assert!(
             wal.last_index() >= LogIndex(persisted),
