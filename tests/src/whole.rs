@@ -21,6 +21,7 @@
 use crate::lab::Outcome;
 use crate::linearizability::{self, Call, Operation, Ret};
 use crate::sim::{Micros, Queued, MS, SEC};
+use raftd::kv::HashKeys;
 use raftd::protocol::{
     Command, FaultSpec, Op, Outcome as Reply, Request, Response, Write, FRAME_REQUEST,
 };
@@ -301,6 +302,7 @@ pub struct WholeSim {
     recorded_commit: Vec<u64>,
     /// The fault phase is over: clients stop starting new random operations.
     healing: bool,
+    /// Every note, every frame delivered (its bytes) and, at the end, every disk's files.
     trace_hash: DefaultHasher,
     trace: bool,
     events: u64,
@@ -459,7 +461,11 @@ impl WholeSim {
         };
         let env = SimEnv::new(self.clock.clone());
         let seed = self.rng.gen();
-        let replica = match Replica::open(self.server_config(i), &wal_dir(i), options, seed, env) {
+        // The store's hash keys come from the seed too: they decide the order its keys
+        // are snapshotted in, so a snapshot's bytes (the daemon draws them at random).
+        let keys = HashKeys::from_seed(seed);
+        let config = self.server_config(i);
+        let replica = match Replica::open(config, &wal_dir(i), options, seed, keys, env) {
             Ok(replica) => replica,
             // Like a unit with Restart=on-failure: a node that cannot start on a full disk
             // is started again a while later (what it did durably before failing, such as
@@ -634,6 +640,22 @@ impl WholeSim {
         ));
     }
 
+    /// Folds every disk's files, names and bytes, into the trace hash: two runs of one seed
+    /// must end with the same bytes on every disk, not only take the same steps. The lock
+    /// file is left out: it holds the pid of the process that runs the simulator
+    /// (`Backend::lock`'s contract), the one thing on a simulated disk that is not the run's.
+    fn hash_disks(&mut self) {
+        for disk in &self.disks {
+            for path in disk.file_names() {
+                if path.file_name() == Some(std::ffi::OsStr::new(wal::LOCK_FILE)) {
+                    continue;
+                }
+                path.hash(&mut self.trace_hash);
+                disk.contents(&path).hash(&mut self.trace_hash);
+            }
+        }
+    }
+
     fn up(&self) -> usize {
         self.replicas.iter().filter(|r| r.is_some()).count()
     }
@@ -806,7 +828,7 @@ impl WholeSim {
                     return;
                 }
                 self.frames += 1;
-                body.len().hash(&mut self.trace_hash);
+                body.hash(&mut self.trace_hash);
                 (self.now(), from, to).hash(&mut self.trace_hash);
                 if let Some(r) = self.replicas[to].as_mut() {
                     r.on_peer_frame(from as u64 + 1, kind, &body);
@@ -830,7 +852,10 @@ impl WholeSim {
                     self.turn(node);
                 }
             }
-            Event::Response { client, body } => self.client_response(client, &body),
+            Event::Response { client, body } => {
+                (self.now(), client, &body).hash(&mut self.trace_hash);
+                self.client_response(client, &body)
+            }
             Event::ClientTimer { client, attempt } => {
                 if self.clients[client].attempt == attempt {
                     self.client_timer(client);
@@ -1521,6 +1546,7 @@ fn finish(mut sim: WholeSim, seed: u64) -> Outcome {
     }
     check_final_checkpoint(&mut sim);
     check_scrubbed(&mut sim);
+    sim.hash_disks();
     let committed = sim
         .replicas
         .iter()
