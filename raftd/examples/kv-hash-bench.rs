@@ -8,7 +8,7 @@
 //! Defaults: 100,000 keys (16-byte keys, 128-byte values, as `raftctl bench` writes) and
 //! 1,000 client sessions.
 
-use raftd::kv::Kv;
+use raftd::kv::{HashKeys, Kv};
 use raftd::protocol::{Command, Write};
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ fn main() {
         .map(|a| a.parse::<u64>().expect("a number"));
     let keys = args.next().unwrap_or(100_000);
     let sessions = args.next().unwrap_or(1_000).max(1);
-    let mut kv = Kv::new(sessions as usize);
+    let mut kv = Kv::new(sessions as usize, HashKeys::random());
     for i in 0..keys.max(sessions) {
         let command = Command {
             client_id: i % sessions + 1,

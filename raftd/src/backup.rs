@@ -8,7 +8,7 @@
 //! last; a node refuses to start in a data directory holding it (an interrupted restore), and
 //! a failed restore removes what it made.
 
-use crate::kv::{Kv, SESSIONS_MAX_DEFAULT};
+use crate::kv::{HashKeys, Kv, SESSIONS_MAX_DEFAULT};
 use crate::server::{identity_text, IDENTITY_FILE, RESTORE_MARKER_FILE};
 use raft::{HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
 use std::fs::File;
@@ -173,7 +173,7 @@ pub fn read_backup(path: &Path) -> Result<CheckedBackup, String> {
     if crc32fast::hash(&data) != header.data_crc {
         return Err("the data's CRC does not match: the backup is damaged".into());
     }
-    let kv = Kv::restore(&data, SESSIONS_MAX_DEFAULT)
+    let kv = Kv::restore(&data, SESSIONS_MAX_DEFAULT, HashKeys::random())
         .map_err(|e| format!("the store in the backup does not load: {e}"))?;
     if kv.len() as u64 != header.key_count {
         return Err(format!(

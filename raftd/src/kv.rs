@@ -10,10 +10,82 @@ use crate::consistency::xxh64;
 use crate::protocol::{CommandRef, Outcome, Response, WriteRef};
 use hashbrown::{hash_table, HashTable};
 use raft::codec::{Reader, Truncated, Writer};
+use siphasher::sip::SipHasher13;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::Arc;
+
+/// The keys of the store's hash function, chosen by whoever creates the store: random for
+/// the daemon ([`HashKeys::random`]), so that no client can pick keys that collide and
+/// pile up in one shard or one bucket; derived from the run's seed in the deterministic
+/// simulator ([`HashKeys::from_seed`]), where the order the keys are stored in decides the
+/// bytes of every snapshot (format version 2 writes them in that order), and so where a
+/// simulated bit rot lands in one and what a run does next: the same seed must replay the
+/// same run.
+///
+/// The function is SipHash-1-3, the one std's `RandomState` uses, from the `siphasher`
+/// crate: `RandomState` draws its keys itself and takes none. Each use in a store gets keys
+/// of its own, the creator's first key plus a number (the keys' tables use the creator's
+/// keys; the session table the ones after the 256 shards'), as std gives each
+/// `RandomState::new()` of a thread the previous first key plus one.
+#[derive(Clone, Copy)]
+pub struct HashKeys {
+    k0: u64,
+    k1: u64,
+}
+
+impl HashKeys {
+    /// Keys from the operating system's random source: the daemon's.
+    pub fn random() -> HashKeys {
+        use rand::RngCore;
+        let mut os = rand::rngs::OsRng;
+        HashKeys {
+            k0: os.next_u64(),
+            k1: os.next_u64(),
+        }
+    }
+
+    /// Keys derived from `seed` (SplitMix64): for the simulator and tests, never for a
+    /// daemon that serves clients (the keys are no secret).
+    pub fn from_seed(seed: u64) -> HashKeys {
+        HashKeys {
+            k0: splitmix64(seed),
+            k1: splitmix64(seed ^ 0x6b65_7973_6b65_7973),
+        }
+    }
+
+    /// The keys of the store's `n`th use of them.
+    fn nth(self, n: u64) -> HashKeys {
+        HashKeys {
+            k0: self.k0.wrapping_add(n),
+            k1: self.k1,
+        }
+    }
+}
+
+/// No keys in debug output: they are what keeps a client from choosing colliding keys.
+impl fmt::Debug for HashKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HashKeys(..)")
+    }
+}
+
+impl BuildHasher for HashKeys {
+    type Hasher = SipHasher13;
+
+    fn build_hasher(&self) -> SipHasher13 {
+        SipHasher13::new_with_keys(self.k0, self.k1)
+    }
+}
+
+/// SplitMix64's output function (Steele, Lea and Flood, 2014): spreads a seed over 64 bits.
+fn splitmix64(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
 
 /// How many client sessions are kept by default. The oldest (by last write's log index) is
 /// evicted first; a client evicted and then retrying an old write is told so.
@@ -45,16 +117,17 @@ type Table = HashTable<Record>;
 #[derive(Clone)]
 struct Store {
     shards: Vec<Shard>,
-    /// Hashes keys, randomly keyed so that clients cannot pick keys that collide.
-    hasher: RandomState,
+    /// Hashes keys, with keys of its own so that clients cannot pick keys that collide.
+    hasher: HashKeys,
     len: usize,
 }
 
 impl Store {
-    fn new() -> Store {
+    /// An empty store hashing with `keys`.
+    fn new(keys: HashKeys) -> Store {
         Store {
             shards: (0..SHARDS).map(|_| Shard::Own(Table::new())).collect(),
-            hasher: RandomState::new(),
+            hasher: keys,
             len: 0,
         }
     }
@@ -261,7 +334,8 @@ pub struct Kv {
     /// comparisons (a fifth of a node's CPU at 100,000 keys went to B-tree inserts); the
     /// snapshot sorts.
     data: Store,
-    sessions: HashMap<u64, Session>,
+    /// By client id, which a client chooses: hashed with the store's keys too.
+    sessions: HashMap<u64, Session, HashKeys>,
     /// (last_index, client_id) for every session: the eviction order.
     by_index: BTreeMap<(u64, u64), ()>,
     sessions_max: usize,
@@ -287,11 +361,11 @@ impl PartialEq for Kv {
 impl Eq for Kv {}
 
 impl Kv {
-    /// An empty store keeping at most `sessions_max` sessions.
-    pub fn new(sessions_max: usize) -> Kv {
+    /// An empty store keeping at most `sessions_max` sessions, hashing with `keys`.
+    pub fn new(sessions_max: usize, keys: HashKeys) -> Kv {
         Kv {
-            data: Store::new(),
-            sessions: HashMap::new(),
+            data: Store::new(keys),
+            sessions: HashMap::with_hasher(keys.nth(1 + SHARDS as u64)),
             by_index: BTreeMap::new(),
             sessions_max: sessions_max.max(1),
             data_bytes: 0,
@@ -406,7 +480,8 @@ impl Kv {
     }
 
     /// Serializes the whole state (the snapshot's bytes): keys in the store's own order
-    /// (which differs from node to node), sessions by eviction order.
+    /// (which differs from node to node: it follows the hash keys), sessions by eviction
+    /// order.
     pub fn snapshot(&self) -> Vec<u8> {
         encode_state(self.data.iter(), &self.encoded_sessions())
     }
@@ -452,9 +527,9 @@ impl Kv {
         sessions
     }
 
-    /// Rebuilds the state from [`Kv::snapshot`] bytes.
-    pub fn restore(bytes: &[u8], sessions_max: usize) -> Result<Kv, String> {
-        let mut kv = Kv::new(sessions_max);
+    /// Rebuilds the state from [`Kv::snapshot`] bytes, hashing with `keys`.
+    pub fn restore(bytes: &[u8], sessions_max: usize, keys: HashKeys) -> Result<Kv, String> {
+        let mut kv = Kv::new(sessions_max, keys);
         // Every read below fails the same way: the offset says where the bytes ran out.
         let truncated = |t: Truncated| format!("snapshot truncated at byte {}", t.offset);
         let mut r = Reader::new(bytes);
@@ -598,7 +673,7 @@ mod tests {
     /// first outcome, even after other writes changed the key.
     #[test]
     fn retried_write_applies_once() {
-        let mut kv = Kv::new(10);
+        let mut kv = Kv::new(10, HashKeys::from_seed(1));
         let first = kv.apply(1, 1, &put(7, 1, "k", "a"));
         kv.apply(2, 1, &put(8, 1, "k", "b"));
         let retry = kv.apply(3, 1, &put(7, 1, "k", "a"));
@@ -613,7 +688,7 @@ mod tests {
     /// Compare-and-swap writes only on a match and reports the current value otherwise.
     #[test]
     fn cas_matches_or_reports() {
-        let mut kv = Kv::new(10);
+        let mut kv = Kv::new(10, HashKeys::from_seed(1));
         let cas = |seq, expected: Option<&str>, new: &str| Command {
             client_id: 1,
             seq,
@@ -645,21 +720,21 @@ mod tests {
     /// a snapshot round trip restores the same state.
     #[test]
     fn sessions_bounded_and_snapshot_round_trips() {
-        let mut kv = Kv::new(3);
+        let mut kv = Kv::new(3, HashKeys::from_seed(1));
         for c in 0..10u64 {
             kv.apply(c + 1, 1, &put(c, 1, &format!("k{c}"), "v"));
         }
         assert_eq!(kv.session_count(), 3);
-        let restored = Kv::restore(&kv.snapshot(), 3).unwrap();
+        let restored = Kv::restore(&kv.snapshot(), 3, HashKeys::from_seed(2)).unwrap();
         assert_eq!(restored, kv);
-        assert!(Kv::restore(&kv.snapshot()[..20], 3).is_err());
+        assert!(Kv::restore(&kv.snapshot()[..20], 3, HashKeys::from_seed(2)).is_err());
     }
 
     /// A view taken before more writes encodes the state as it was when taken, byte for
     /// byte, however the store changed meanwhile (the records are shared, not copied).
     #[test]
     fn snapshot_view_is_the_state_when_taken() {
-        let mut kv = Kv::new(10);
+        let mut kv = Kv::new(10, HashKeys::from_seed(1));
         for c in 0..50u64 {
             kv.apply(
                 c + 1,
@@ -689,13 +764,19 @@ mod tests {
         let encoded = std::thread::spawn(move || view.encode()).join().unwrap();
         assert_eq!(encoded, before);
         assert_ne!(kv.snapshot(), before);
-        assert_eq!(Kv::restore(&kv.snapshot(), 10).unwrap(), kv);
+        assert_eq!(
+            Kv::restore(&kv.snapshot(), 10, HashKeys::from_seed(2)).unwrap(),
+            kv
+        );
         // With the view gone, the same-length writes change the records in place.
         for c in 0..13u64 {
             kv.apply(100 + c, 1, &put(1, 100 + c, &format!("k{c}"), "yyy"));
             assert_eq!(kv.get(format!("k{c}").as_bytes()), Some(&b"yyy"[..]));
         }
-        assert_eq!(Kv::restore(&kv.snapshot(), 10).unwrap(), kv);
+        assert_eq!(
+            Kv::restore(&kv.snapshot(), 10, HashKeys::from_seed(2)).unwrap(),
+            kv
+        );
     }
 
     /// The bytes of a small snapshot (two keys, two sessions, one of them remembering a
@@ -706,7 +787,7 @@ mod tests {
     /// (raftd/FORMAT.md).
     #[test]
     fn golden_snapshot_bytes() {
-        let mut kv = Kv::new(10);
+        let mut kv = Kv::new(10, HashKeys::from_seed(1));
         kv.apply(1, 1, &put(7, 1, "b", "2"));
         kv.apply(2, 1, &put(8, 1, "a", "1"));
         let cas = Command {
@@ -729,20 +810,24 @@ mod tests {
             format!("524b5632{count}{b}{a}{sessions}"),
         ];
         assert!(either.contains(&hex), "{hex}");
-        assert_eq!(Kv::restore(&kv.snapshot(), 10).unwrap(), kv);
+        assert_eq!(
+            Kv::restore(&kv.snapshot(), 10, HashKeys::from_seed(2)).unwrap(),
+            kv
+        );
         let v1 = format!("524b5631{count}{a}{b}{sessions}");
         let v1: Vec<u8> = (0..v1.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&v1[i..i + 2], 16).unwrap())
             .collect();
-        assert_eq!(Kv::restore(&v1, 10).unwrap(), kv);
+        assert_eq!(Kv::restore(&v1, 10, HashKeys::from_seed(2)).unwrap(), kv);
         // Also computed from these bytes by the reference xxHash library (libxxhash).
         assert_eq!(kv.hash(), 0x7c6b_0312_7708_6609);
     }
 
-    /// A store of `n` keys written by `clients` sessions, in the order `order` gives.
-    fn store(n: u64, clients: u64, order: impl Iterator<Item = u64>) -> Kv {
-        let mut kv = Kv::new(100);
+    /// A store hashing with the keys of `seed`, of `n` keys written by `clients` sessions,
+    /// in the order `order` gives.
+    fn store(seed: u64, n: u64, clients: u64, order: impl Iterator<Item = u64>) -> Kv {
+        let mut kv = Kv::new(100, HashKeys::from_seed(seed));
         for (index, i) in order.enumerate() {
             let index = index as u64 + 1;
             let command = put(i % clients + 1, index, &format!("k{i}"), &format!("v{i}"));
@@ -752,30 +837,40 @@ mod tests {
         kv
     }
 
+    /// The keys of a store in its own order.
+    fn order(kv: &Kv) -> Vec<Vec<u8>> {
+        kv.data.iter().map(|r| r.key().to_vec()).collect()
+    }
+
     /// Equal stores hash equal, whatever order their keys were written in and however
-    /// each store spreads them over its shards (every `Kv` picks its own routing, so their
-    /// iteration orders differ), and a snapshot round trip keeps the hash; one changed
+    /// each store spreads them over its shards (stores with other hash keys route and
+    /// iterate in other orders), and a snapshot round trip keeps the hash; one changed
     /// value, one changed key, one more or one fewer key, or one changed session (its
     /// sequence number or remembered outcome alone) changes it.
     #[test]
     fn store_hash_is_equal_for_equal_stores_and_changes_with_any_one_change() {
         let n = 500;
-        // The same puts by the same sessions at the same indices, in two stores.
-        // Each map hashes with its own random seed: a second store that happens to iterate
-        // in the first one's order (about 1 in 500) is built again, so the two surely differ.
-        let a = store(n, 7, 0..n);
-        let first = |kv: &Kv| format!("{:?}", kv.data.iter().next());
-        let b = (0..50)
-            .map(|_| store(n, 7, 0..n))
-            .find(|b| first(b) != first(&a))
-            .expect("two stores iterating in different orders");
+        // The same puts by the same sessions at the same indices, in two stores with
+        // other hash keys, so in two orders.
+        let a = store(1, n, 7, 0..n);
+        let b = store(2, n, 7, 0..n);
+        assert_ne!(
+            order(&a),
+            order(&b),
+            "two stores iterating in different orders"
+        );
         assert_eq!(a, b);
         let hash = a.hash();
         assert_eq!(b.hash(), hash);
-        assert_eq!(Kv::restore(&a.snapshot(), 100).unwrap().hash(), hash);
+        assert_eq!(
+            Kv::restore(&a.snapshot(), 100, HashKeys::from_seed(2))
+                .unwrap()
+                .hash(),
+            hash
+        );
         // Keys written in another order: the data is equal, the sessions remember other
         // writes, so only a store with the same data and the same sessions compares.
-        let other_order = store(n, 7, (0..n).rev());
+        let other_order = store(1, n, 7, (0..n).rev());
         assert_ne!(other_order.hash(), hash, "other sessions");
         type Change = (&'static str, fn(&mut Kv));
         let changes: [Change; 6] = [
@@ -796,17 +891,31 @@ mod tests {
             }),
         ];
         for (what, change) in changes {
-            let mut c = store(n, 7, 0..n);
+            let mut c = store(1, n, 7, 0..n);
             change(&mut c);
             assert_ne!(c.hash(), hash, "a changed {what} left the hash unchanged");
         }
+    }
+
+    /// The order of the keys, and so a snapshot's bytes, follows from the hash keys and the
+    /// writes alone: two stores with the same hash keys and the same writes write the same
+    /// bytes (the simulator replays a seed by this; `RandomState` gave every store other
+    /// keys); a store with other hash keys, equal to them, writes its keys in another order.
+    #[test]
+    fn same_hash_keys_same_snapshot_bytes() {
+        let a = store(3, 300, 5, 0..300);
+        let b = store(3, 300, 5, 0..300);
+        assert_eq!(a.snapshot(), b.snapshot());
+        let other = Kv::restore(&a.snapshot(), 100, HashKeys::from_seed(4)).unwrap();
+        assert_eq!(other, a);
+        assert_ne!(other.snapshot(), a.snapshot());
     }
 
     /// A checkpoint changes nothing, with a session or without: not the data, not the
     /// sessions, so not the hash; and it is answered as written where it was applied.
     #[test]
     fn checkpoint_changes_nothing() {
-        let mut kv = store(20, 3, 0..20);
+        let mut kv = store(1, 20, 3, 0..20);
         let (hash, sessions) = (kv.hash(), kv.session_count());
         for client_id in [0, 1, 99] {
             let checkpoint = Command {
@@ -835,7 +944,7 @@ mod tests {
                 w.u64_prefixed(b"v");
             }
             bytes.extend_from_slice(&0u64.to_le_bytes());
-            Kv::restore(&bytes, 3)
+            Kv::restore(&bytes, 3, HashKeys::from_seed(2))
         };
         let error = snapshot(SNAPSHOT_MAGIC_V1, [b"b", b"a"]).unwrap_err();
         assert!(error.contains("out of order"), "{error}");
@@ -874,7 +983,7 @@ mod tests {
         /// count, and a snapshot round trip gives the same store with the same hash.
         #[test]
         fn store_matches_a_naive_map(writes in prop::collection::vec(write(), 0..60)) {
-            let mut kv = Kv::new(10);
+            let mut kv = Kv::new(10, HashKeys::from_seed(1));
             let mut oracle: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
             for (seq, w) in writes.into_iter().enumerate() {
                 let index = seq as u64 + 1;
@@ -906,7 +1015,7 @@ mod tests {
             }
             let bytes: usize = oracle.iter().map(|(k, v)| k.len() + v.len()).sum();
             prop_assert_eq!(kv.data_bytes, bytes as u64);
-            let restored = Kv::restore(&kv.snapshot(), 10).unwrap();
+            let restored = Kv::restore(&kv.snapshot(), 10, HashKeys::from_seed(2)).unwrap();
             prop_assert_eq!(restored.hash(), kv.hash());
             prop_assert_eq!(restored, kv);
         }

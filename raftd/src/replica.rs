@@ -14,7 +14,7 @@
 
 use crate::backup_source::Backups;
 use crate::consistency::{self, Change, Checkpoints};
-use crate::kv::{Kv, SESSIONS_MAX_DEFAULT};
+use crate::kv::{HashKeys, Kv, SESSIONS_MAX_DEFAULT};
 use crate::log_memory::LogMemory;
 use crate::metrics::{Counters, Figures, RequestKind};
 use crate::protocol::{
@@ -182,6 +182,8 @@ struct Glue<E: Env> {
     env: E,
     wal: Wal,
     kv: Kv,
+    /// The keys the store hashes with, kept for a store restored from a leader's snapshot.
+    hash_keys: HashKeys,
     applied: LogIndex,
     /// The applied entries the core's in-memory log holds, by count and bytes (`trim_log`).
     log_memory: LogMemory,
@@ -253,13 +255,15 @@ fn addr_of(config: &ServerConfig, id: u64) -> Option<SocketAddr> {
 
 impl<E: Env> Replica<E> {
     /// Opens the WAL in `wal_dir` (through `wal_options.backend`), recovers the store from
-    /// the snapshot and the committed entries, and builds the core seeded with `seed`.
-    /// Errors are one clear line.
+    /// the snapshot and the committed entries, and builds the core seeded with `seed`. The
+    /// store hashes with `hash_keys` ([`HashKeys::random`] for the daemon; the simulator
+    /// derives them from its seed). Errors are one clear line.
     pub fn open(
         config: ServerConfig,
         wal_dir: &Path,
         wal_options: WalOptions,
         seed: u64,
+        hash_keys: HashKeys,
         env: E,
     ) -> Result<Replica<E>, String> {
         let (mut wal, recovered) = Wal::open(wal_dir, wal_options).map_err(|e| e.to_string())?;
@@ -282,9 +286,9 @@ impl<E: Env> Replica<E> {
         let snapshot = recovered.snapshot.unwrap_or_default();
         let snapshot_bytes = snapshot.data.len() as u64;
         let mut kv = if snapshot.is_empty() {
-            Kv::new(SESSIONS_MAX_DEFAULT)
+            Kv::new(SESSIONS_MAX_DEFAULT, hash_keys)
         } else {
-            Kv::restore(&snapshot.data, SESSIONS_MAX_DEFAULT)
+            Kv::restore(&snapshot.data, SESSIONS_MAX_DEFAULT, hash_keys)
                 .map_err(|e| format!("snapshot in {} does not load: {e}", wal_dir.display()))?
         };
         // The configuration where the core's log will start: the snapshot's, then each
@@ -346,6 +350,7 @@ impl<E: Env> Replica<E> {
             wal,
             env,
             kv,
+            hash_keys,
             applied,
             log_memory: LogMemory::new(config.log_memory_entries, config.log_memory_bytes),
             pending_writes: BTreeMap::new(),
@@ -1596,7 +1601,7 @@ impl<E: Env> Glue<E> {
 
     /// Loads a snapshot from the leader (already saved in the WAL) into the store.
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), String> {
-        self.kv = Kv::restore(&snapshot.data, SESSIONS_MAX_DEFAULT)
+        self.kv = Kv::restore(&snapshot.data, SESSIONS_MAX_DEFAULT, self.hash_keys)
             .map_err(|e| format!("snapshot from the leader does not load: {e}"))?;
         self.applied = snapshot.meta.index;
         // The core's log starts after the snapshot now: nothing applied is held.

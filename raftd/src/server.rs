@@ -7,6 +7,7 @@
 //! replica, which the simulator in `tests/` drives the same way with virtual time, a
 //! simulated network and a file system that loses unsynced writes on a power cut.
 
+use crate::kv::HashKeys;
 use crate::metrics::PeerFigures;
 use crate::metrics_http::Exporter;
 use crate::notify::Notifier;
@@ -324,7 +325,9 @@ impl Server {
             transport,
             epoch: Instant::now(),
         };
-        let replica = Replica::open(config, &wal_dir, options, rand::random(), live)?;
+        // Random hash keys: no client can choose keys that collide in the store.
+        let keys = HashKeys::random();
+        let replica = Replica::open(config, &wal_dir, options, rand::random(), keys, live)?;
         Ok(Server {
             replica,
             stop,

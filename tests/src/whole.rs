@@ -21,6 +21,7 @@
 use crate::lab::Outcome;
 use crate::linearizability::{self, Call, Operation, Ret};
 use crate::sim::{Micros, Queued, MS, SEC};
+use raftd::kv::HashKeys;
 use raftd::protocol::{
     Command, FaultSpec, Op, Outcome as Reply, Request, Response, Write, FRAME_REQUEST,
 };
@@ -301,6 +302,7 @@ pub struct WholeSim {
     recorded_commit: Vec<u64>,
     /// The fault phase is over: clients stop starting new random operations.
     healing: bool,
+    /// Every note, every frame delivered (its bytes) and, at the end, every disk's files.
     trace_hash: DefaultHasher,
     trace: bool,
     events: u64,
@@ -313,11 +315,22 @@ pub struct WholeSim {
     /// Draws for bit rot on running nodes, apart from `rng` so that a run without any
     /// draws the same faults as before the scrubber was simulated.
     rot_rng: SmallRng,
-    /// Per node: a bit that rotted while it ran (file, byte, the byte's rotted value), until
-    /// the file is gone or that byte changed.
-    rotted: Vec<Option<(PathBuf, usize, u8)>>,
+    /// Per node: a bit that rotted while it ran, until its file is gone or replaced or that
+    /// byte changed.
+    rotted: Vec<Option<Rot>>,
     /// Bits rotted on running nodes.
     pub live_rots: u64,
+}
+
+/// A bit that rotted on a running node.
+#[derive(Clone, Debug)]
+struct Rot {
+    path: PathBuf,
+    /// The file under `path` then (`MemBackend::file_id`).
+    file_id: u64,
+    /// The rotted byte's offset and its value after the flip.
+    byte: usize,
+    value: u8,
 }
 
 fn addr(id: u64) -> SocketAddr {
@@ -459,7 +472,11 @@ impl WholeSim {
         };
         let env = SimEnv::new(self.clock.clone());
         let seed = self.rng.gen();
-        let replica = match Replica::open(self.server_config(i), &wal_dir(i), options, seed, env) {
+        // The store's hash keys come from the seed too: they decide the order its keys
+        // are snapshotted in, so a snapshot's bytes (the daemon draws them at random).
+        let keys = HashKeys::from_seed(seed);
+        let config = self.server_config(i);
+        let replica = match Replica::open(config, &wal_dir(i), options, seed, keys, env) {
             Ok(replica) => replica,
             // Like a unit with Restart=on-failure: a node that cannot start on a full disk
             // is started again a while later (what it did durably before failing, such as
@@ -574,11 +591,19 @@ impl WholeSim {
         marked || self.rot_unhealed(j)
     }
 
+    /// Whether the bit that rotted on node `j` while it ran is still there: the same file
+    /// (not one that replaced it, as the same snapshot written again to mend it does) holds
+    /// the rotted value. The value alone is no proof: a snapshot written again may hold its
+    /// keys in another order, and one key or value may differ from another in that one bit
+    /// ("k1" and "k3", or the digits 3 and 7 in two values; seed 2776 failed on such a
+    /// mended file).
     fn rot_unhealed(&self, j: usize) -> bool {
-        self.rotted[j].as_ref().is_some_and(|(path, byte, value)| {
-            self.disks[j]
-                .contents(path)
-                .is_some_and(|bytes| bytes.get(*byte) == Some(value))
+        self.rotted[j].as_ref().is_some_and(|rot| {
+            let disk = &self.disks[j];
+            disk.file_id(&rot.path) == Some(rot.file_id)
+                && disk
+                    .contents(&rot.path)
+                    .is_some_and(|bytes| bytes.get(rot.byte) == Some(&rot.value))
         })
     }
 
@@ -624,14 +649,34 @@ impl WholeSim {
         };
         let bit = self.rot_rng.gen_range(0..bytes.len() * 8);
         self.disks[i].flip_bit(&path, bit);
-        let value = bytes[bit / 8] ^ (1 << (bit % 8));
-        self.rotted[i] = Some((path.clone(), bit / 8, value));
+        self.rotted[i] = Some(Rot {
+            file_id: self.disks[i].file_id(&path).expect("read above"),
+            path: path.clone(),
+            byte: bit / 8,
+            value: bytes[bit / 8] ^ (1 << (bit % 8)),
+        });
         self.live_rots += 1;
         self.note(format_args!(
             "bit rot on running node {} in {} at bit {bit}",
             i + 1,
             path.display()
         ));
+    }
+
+    /// Folds every disk's files, names and bytes, into the trace hash: two runs of one seed
+    /// must end with the same bytes on every disk, not only take the same steps. The lock
+    /// file is left out: it holds the pid of the process that runs the simulator
+    /// (`Backend::lock`'s contract), the one thing on a simulated disk that is not the run's.
+    fn hash_disks(&mut self) {
+        for disk in &self.disks {
+            for path in disk.file_names() {
+                if path.file_name() == Some(std::ffi::OsStr::new(wal::LOCK_FILE)) {
+                    continue;
+                }
+                path.hash(&mut self.trace_hash);
+                disk.contents(&path).hash(&mut self.trace_hash);
+            }
+        }
     }
 
     fn up(&self) -> usize {
@@ -806,7 +851,7 @@ impl WholeSim {
                     return;
                 }
                 self.frames += 1;
-                body.len().hash(&mut self.trace_hash);
+                body.hash(&mut self.trace_hash);
                 (self.now(), from, to).hash(&mut self.trace_hash);
                 if let Some(r) = self.replicas[to].as_mut() {
                     r.on_peer_frame(from as u64 + 1, kind, &body);
@@ -830,7 +875,10 @@ impl WholeSim {
                     self.turn(node);
                 }
             }
-            Event::Response { client, body } => self.client_response(client, &body),
+            Event::Response { client, body } => {
+                (self.now(), client, &body).hash(&mut self.trace_hash);
+                self.client_response(client, &body)
+            }
             Event::ClientTimer { client, attempt } => {
                 if self.clients[client].attempt == attempt {
                     self.client_timer(client);
@@ -1521,6 +1569,7 @@ fn finish(mut sim: WholeSim, seed: u64) -> Outcome {
     }
     check_final_checkpoint(&mut sim);
     check_scrubbed(&mut sim);
+    sim.hash_disks();
     let committed = sim
         .replicas
         .iter()

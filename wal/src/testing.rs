@@ -33,6 +33,9 @@ pub struct Faults {
 struct MemFile {
     live: Vec<u8>,
     durable: Vec<u8>,
+    /// Which file this is, as an inode number says: no other file of the file system had
+    /// it; kept by a rename, a rewrite in place and a crash.
+    id: u64,
 }
 
 type FileRef = Arc<Mutex<MemFile>>;
@@ -49,17 +52,39 @@ struct MemState {
     syncs: u64,
     /// The pace each segment was created with, in order.
     paces: Vec<(PathBuf, Pace)>,
+    /// Files created so far, which is the newest file's id.
+    files_created: u64,
 }
 
 impl MemState {
-    /// Adds a file whose contents are durable under a durable name.
-    fn insert_durable(&mut self, path: &Path, image: Vec<u8>) {
+    /// A new file (not yet in the directory) holding `image`, live and durable.
+    fn new_file(&mut self, image: Vec<u8>) -> FileRef {
+        self.files_created += 1;
+        Arc::new(Mutex::new(MemFile {
+            live: image.clone(),
+            durable: image,
+            id: self.files_created,
+        }))
+    }
+
+    /// Adds file `id`, whose contents are durable, under a durable name.
+    fn insert_durable(&mut self, path: &Path, image: Vec<u8>, id: u64) {
         let file = Arc::new(Mutex::new(MemFile {
             live: image.clone(),
             durable: image,
+            id,
         }));
         self.live.insert(path.to_path_buf(), file.clone());
         self.durable.insert(path.to_path_buf(), file);
+    }
+
+    /// An empty directory tree like this one's, which goes on numbering files after it.
+    fn successor(&self) -> MemState {
+        MemState {
+            dirs: self.dirs.clone(),
+            files_created: self.files_created,
+            ..MemState::default()
+        }
     }
 }
 
@@ -121,10 +146,7 @@ impl MemBackend {
 
     fn crash_with(&self, mut keep_sector: impl FnMut(&Path, usize) -> bool) -> MemBackend {
         let state = lock(&self.state);
-        let mut next = MemState {
-            dirs: state.dirs.clone(),
-            ..MemState::default()
-        };
+        let mut next = state.successor();
         for (path, file) in &state.durable {
             let file = lock(file);
             let mut image = file.durable.clone();
@@ -135,7 +157,7 @@ impl MemBackend {
                     chunk.copy_from_slice(live.expect("checked"));
                 }
             }
-            next.insert_durable(path, image);
+            next.insert_durable(path, image, file.id);
         }
         MemBackend {
             state: Arc::new(Mutex::new(next)),
@@ -147,13 +169,10 @@ impl MemBackend {
     /// check, should see).
     pub fn clean_copy(&self) -> MemBackend {
         let state = lock(&self.state);
-        let mut next = MemState {
-            dirs: state.dirs.clone(),
-            ..MemState::default()
-        };
+        let mut next = state.successor();
         for (path, file) in &state.live {
-            let image = lock(file).live.clone();
-            next.insert_durable(path, image);
+            let file = lock(file);
+            next.insert_durable(path, file.live.clone(), file.id);
         }
         MemBackend {
             state: Arc::new(Mutex::new(next)),
@@ -163,6 +182,12 @@ impl MemBackend {
     /// The names of the files in the directory now.
     pub fn file_names(&self) -> Vec<PathBuf> {
         lock(&self.state).live.keys().cloned().collect()
+    }
+
+    /// Which file is under `path` now (see `MemFile::id`): another number means another
+    /// file, one that replaced it (a rename over it) or came after its removal.
+    pub fn file_id(&self, path: &Path) -> Option<u64> {
+        lock(&self.state).live.get(path).map(|file| lock(file).id)
     }
 
     /// A file's live contents.
@@ -366,10 +391,7 @@ impl Backend for MemBackend {
             return Err(os_error(libc::EEXIST));
         }
         let zeros = vec![0u8; bytes as usize];
-        let file = Arc::new(Mutex::new(MemFile {
-            live: zeros.clone(),
-            durable: zeros.clone(),
-        }));
+        let file = state.new_file(zeros.clone());
         state.live.insert(path.to_path_buf(), file.clone());
         Ok(Box::new(MemSegment::new(self.state.clone(), file, zeros)))
     }
@@ -415,10 +437,7 @@ impl Backend for MemBackend {
             file.durable = bytes.to_vec();
             return Ok(());
         }
-        let file = Arc::new(Mutex::new(MemFile {
-            live: bytes.to_vec(),
-            durable: bytes.to_vec(),
-        }));
+        let file = state.new_file(bytes.to_vec());
         state.live.insert(path.to_path_buf(), file);
         Ok(())
     }

@@ -175,7 +175,9 @@ fn a_flip_in_the_segment_being_written_seals_it() {
 }
 
 // Proves a flip anywhere in the snapshot file is found, and writing the same snapshot again
-// (the store still holds that state) replaces the file and removes the marker.
+// (the store still holds that state) replaces the file and removes the marker. The file under
+// the name is then another one (`MemBackend::file_id`, which a crash keeps): how the
+// whole-server simulator tells a mended file from the rotted one.
 #[test]
 fn a_flip_in_the_snapshot_file_is_mended_by_writing_it_again() {
     let mut rand = xorshift(11);
@@ -183,14 +185,19 @@ fn a_flip_in_the_snapshot_file_is_mended_by_writing_it_again() {
         let backend = MemBackend::with_dir(&dir());
         let mut wal = build(&backend, 30, 30);
         let path = snapshot_paths(&backend)[0].clone();
+        let rotted = backend.file_id(&path).expect("a snapshot file");
         let len = backend.contents(&path).unwrap().len();
         backend.flip_bit(&path, rand() as usize % (len * 8));
+        assert_eq!(backend.crash().file_id(&path), Some(rotted));
         let damage = scrub_pass(&mut wal, 512).expect("found");
         assert_eq!(damage.file, path);
         assert!(marker(&backend));
         let written = wal.snapshot_writer().write(&snapshot(30)).unwrap();
         assert!(wal.install_snapshot_file(written).unwrap());
         assert!(wal.damaged_files().is_empty() && !marker(&backend));
+        let mended = backend.file_id(&path).expect("written again");
+        assert_ne!(mended, rotted);
+        assert_eq!(backend.crash().file_id(&path), Some(mended));
         assert_eq!(wal.snapshot().unwrap().unwrap(), snapshot(30));
         assert_eq!(scrub_pass(&mut wal, 512), None);
     }
