@@ -27,8 +27,8 @@ use std::sync::Arc;
 /// The function is SipHash-1-3, the one std's `RandomState` uses, from the `siphasher`
 /// crate: `RandomState` draws its keys itself and takes none. Each use in a store gets keys
 /// of its own, the creator's first key plus a number (the keys' tables use the creator's
-/// keys; the session table the ones after the 256 shards'), as std gives each
-/// `RandomState::new()` of a thread the previous first key plus one.
+/// keys, the session table its first key plus one), as std gives each `RandomState::new()`
+/// of a thread the previous first key plus one.
 #[derive(Clone, Copy)]
 pub struct HashKeys {
     k0: u64,
@@ -143,15 +143,28 @@ impl Store {
         self.shards[shard].table().find(hash, |r| r.key() == key)
     }
 
+    /// The key's slot in its shard's table (a shard a view shares is copied first), with the
+    /// key count, which a filled vacant slot must raise.
+    fn slot(&mut self, key: &[u8]) -> (hash_table::Entry<'_, Record>, &mut usize) {
+        let (shard, hash) = self.locate(key);
+        let Store {
+            shards,
+            hasher,
+            len,
+        } = self;
+        let slot =
+            shards[shard]
+                .table_mut()
+                .entry(hash, |r| r.key() == key, |r| hasher.hash_one(r.key()));
+        (slot, len)
+    }
+
     /// Sets `key` to `value`, returning the data bytes of the value it replaces. A record no
     /// view shares, whose value keeps its length, is overwritten in place: no allocation
     /// and no free per write (the common case of a store whose values are rewritten).
     fn put(&mut self, key: &[u8], value: &[u8]) -> Option<u64> {
-        let (shard, hash) = self.locate(key);
-        let hasher = &self.hasher;
-        let table = self.shards[shard].table_mut();
-        match table.entry(hash, |r| r.key() == key, |r| hasher.hash_one(r.key())) {
-            hash_table::Entry::Occupied(mut slot) => {
+        match self.slot(key) {
+            (hash_table::Entry::Occupied(mut slot), _) => {
                 let record = slot.get_mut();
                 let old = record.data_bytes();
                 if !record.overwrite_value(value) {
@@ -159,9 +172,9 @@ impl Store {
                 }
                 Some(old)
             }
-            hash_table::Entry::Vacant(slot) => {
+            (hash_table::Entry::Vacant(slot), len) => {
                 slot.insert(Record::new(key, value));
-                self.len += 1;
+                *len += 1;
                 None
             }
         }
@@ -169,18 +182,11 @@ impl Store {
 
     /// Inserts `record` unless its key is present; false (and nothing changed) if it is.
     fn insert_new(&mut self, record: Record) -> bool {
-        let (shard, hash) = self.locate(record.key());
-        let hasher = &self.hasher;
-        let table = self.shards[shard].table_mut();
-        match table.entry(
-            hash,
-            |r| r.key() == record.key(),
-            |r| hasher.hash_one(r.key()),
-        ) {
-            hash_table::Entry::Occupied(_) => false,
-            hash_table::Entry::Vacant(slot) => {
+        match self.slot(record.key()) {
+            (hash_table::Entry::Occupied(_), _) => false,
+            (hash_table::Entry::Vacant(slot), len) => {
                 slot.insert(record);
-                self.len += 1;
+                *len += 1;
                 true
             }
         }
@@ -365,7 +371,7 @@ impl Kv {
     pub fn new(sessions_max: usize, keys: HashKeys) -> Kv {
         Kv {
             data: Store::new(keys),
-            sessions: HashMap::with_hasher(keys.nth(1 + SHARDS as u64)),
+            sessions: HashMap::with_hasher(keys.nth(1)),
             by_index: BTreeMap::new(),
             sessions_max: sessions_max.max(1),
             data_bytes: 0,
