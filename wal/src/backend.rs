@@ -121,6 +121,17 @@ impl Staging {
         (self.from, &self.bytes)
     }
 
+    /// The staged bytes, with any padding (they start at the offset `to_sync` gave).
+    pub(crate) fn staged(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Appends `n` zero bytes behind the staged ones (the file holds zeros there), to be
+    /// written with them.
+    pub(crate) fn pad_with_zeros(&mut self, n: usize) {
+        self.bytes.resize(self.bytes.len() + n, 0);
+    }
+
     /// Forgets the staged bytes (they are in the file now), keeping the buffer for the next
     /// batch unless it grew large.
     pub(crate) fn clear(&mut self) {
@@ -332,6 +343,11 @@ struct StdSegment {
     map: Mapping,
     /// Shared with a split sync's wait (`sync_split`), which needs no handle of its own.
     file: Arc<File>,
+    /// `pwrite` mode: the file holds zeros from here to its end and nothing was written
+    /// there yet (a created segment: 0; an existing one: its length, unknown bytes). A write
+    /// whose last page ends in this range is padded with those zeros to the page's end, so
+    /// the page cache never has to read a partly written page from the disk first.
+    zeros_from: usize,
 }
 
 /// A segment's map, by write mode.
@@ -357,9 +373,21 @@ impl StdSegment {
     /// file. They leave the buffer only once the file has them, so reads never miss them.
     fn write_staged(&mut self, offset: usize, len: usize) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        if let Mapping::ReadOnly { staging, .. } = &mut self.map {
+        if let Mapping::ReadOnly { map, staging } = &mut self.map {
             let (from, staged) = staging.to_sync(offset, len);
+            let end = from + staged.len();
+            // A segment's zeros are written with direct IO, which leaves no page cached: a
+            // write that ended inside a page would make the kernel read the rest of the page
+            // from the disk, on the event loop, once for every page of the log.
+            let padded = end
+                .next_multiple_of(crate::recovery::PAGE_BYTES)
+                .min(map.len());
+            if end >= self.zeros_from && padded > end {
+                staging.pad_with_zeros(padded - end);
+            }
+            let staged = staging.staged();
             self.file.write_all_at(staged, from as u64)?;
+            self.zeros_from = self.zeros_from.max(from + staged.len());
             staging.clear();
         }
         Ok(())
@@ -480,9 +508,8 @@ const WRITE_BEHIND_CHUNK_BYTES: usize = 1 << 20;
 /// of zeros ahead of a concurrent persist.
 const ZERO_FILL_CHUNK_BYTES: usize = 256 << 10;
 
-/// Writes zeros over a new (fallocated, not yet mapped) segment file and syncs them; the
-/// pages stay in the page cache for the map's first writes. Stops with `Interrupted` when a
-/// `Pace::Ahead` is cancelled.
+/// Writes zeros over a new (fallocated, not yet mapped) segment file and syncs them. Stops
+/// with `Interrupted` when a `Pace::Ahead` is cancelled.
 ///
 /// fallocate leaves "unwritten" extents: the first msync over each range then converts them,
 /// which on ext4 is a second, synchronous metadata write inside every persist. Measured on this
@@ -493,24 +520,70 @@ const ZERO_FILL_CHUNK_BYTES: usize = 256 << 10;
 /// not free, and when appends outrun the paced fill, a rollover does not wait for it but
 /// creates its segment `Pace::Unfilled` (see `Wal`'s rollover).
 ///
-/// The zeros go in with one 4 KiB `pwrite` per page, before the file is mapped. A larger write
-/// would let the page cache use large folios, and an msync writes a dirty folio back whole;
-/// page-sized writes keep single-page folios, so a persist later writes back only the pages a
-/// batch touched (wal-bench persist latency is the same as after zeroing through the map).
-/// Zeroing through the map instead cost a page fault per page and, at every sync of the
-/// mapped pages, a TLB shootdown across the process's CPUs: with 256 clients it was 8-9 % of
-/// the machine's CPU, against 3-5 % this way.
-fn zero_fill(file: &File, len: u64, pace: Pace) -> io::Result<()> {
+/// `pwrite` mode writes the zeros with direct IO (`zero_fill_direct`) where the file system
+/// allows it; `mmap` mode, and `pwrite` mode where direct IO is refused, through the page
+/// cache (`zero_fill_buffered`).
+fn zero_fill(path: &Path, file: &File, len: u64, pace: Pace, write: WriteMode) -> io::Result<()> {
+    let direct = write == WriteMode::Pwrite
+        && len.is_multiple_of(DIRECT_ALIGN as u64)
+        && zero_fill_direct(path, len, &pace)?;
+    if !direct {
+        zero_fill_buffered(file, len, &pace)?;
+    }
+    file.sync_data()
+}
+
+/// Zeros through a second handle of the file opened for direct IO, in chunks of
+/// `ZERO_FILL_CHUNK_BYTES` from one zeroed buffer: a system call per chunk and no page
+/// cache, where the buffered fill costs a call, a page allocation and a writeback per page
+/// (with 256 clients the buffered fill was about a tenth of the three nodes' CPU). A
+/// `pwrite`-mode segment needs no cached pages: its writes cover whole pages
+/// (`StdSegment::write_staged`). Returns false, having written nothing, where the file
+/// system refuses direct IO. Not durable before the caller's fdatasync.
+fn zero_fill_direct(path: &Path, len: u64, pace: &Pace) -> io::Result<bool> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let unsupported = |e: &io::Error| e.raw_os_error() == Some(libc::EINVAL);
+    let file = match OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if unsupported(&e) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    // An anonymous map is page-aligned (as direct IO needs) and reads as zeros.
+    let zeros = MmapMut::map_anon(ZERO_FILL_CHUNK_BYTES)?;
+    let mut at = 0u64;
+    while at < len {
+        check_wanted(pace)?;
+        let chunk = (ZERO_FILL_CHUNK_BYTES as u64).min(len - at);
+        let started = std::time::Instant::now();
+        // A direct write returns once the disk has the chunk: the pacing below measures it.
+        match file.write_all_at(&zeros[..chunk as usize], at) {
+            Err(e) if at == 0 && unsupported(&e) => return Ok(false),
+            written => written?,
+        }
+        at += chunk;
+        pause_after_chunk(pace, started, at < len);
+    }
+    Ok(true)
+}
+
+/// The fill through the page cache, with one 4 KiB `pwrite` per page, before the file is
+/// mapped; the pages stay cached for the map's first writes. A larger write would let the
+/// page cache use large folios, and an msync writes a dirty folio back whole; page-sized
+/// writes keep single-page folios, so a persist later writes back only the pages a batch
+/// touched (wal-bench persist latency is the same as after zeroing through the map). Zeroing
+/// through the map instead cost a page fault per page and, at every sync of the mapped pages,
+/// a TLB shootdown across the process's CPUs: with 256 clients it was 8-9 % of the machine's
+/// CPU, against 3-5 % this way.
+fn zero_fill_buffered(file: &File, len: u64, pace: &Pace) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     static ZEROS: [u8; 4096] = [0; 4096];
     let mut at = 0u64;
     while at < len {
-        if pace.cancelled() {
-            return Err(io::Error::new(
-                io::ErrorKind::Interrupted,
-                "the segment prepared ahead is no longer wanted",
-            ));
-        }
+        check_wanted(pace)?;
         let chunk = (ZERO_FILL_CHUNK_BYTES as u64).min(len - at);
         let started = std::time::Instant::now();
         let mut page = at;
@@ -523,16 +596,31 @@ fn zero_fill(file: &File, len: u64, pace: Pace) -> io::Result<()> {
         // one chunk of zeros ahead of a concurrent persist.
         sys::write_behind(file, at, chunk, Some((at, chunk)))?;
         at += chunk;
-        // Ahead of need, paced at a third of the disk's pace in small chunks: the zeros are
-        // background work, and whatever of them is queued is what a concurrent persist waits
-        // behind (256-client p99 16.7-17.0 ms unpaced, 14.4 ms paced at half in 1 MiB
-        // chunks, 13.4-13.8 ms with no zero-fill at all; with 1 MiB chunks three nodes'
-        // persists still stalled together for 30-90 ms about a second after each rollover).
-        if pace.paced() && at < len {
-            std::thread::sleep(started.elapsed() * 2);
-        }
+        pause_after_chunk(pace, started, at < len);
     }
-    file.sync_data()
+    Ok(())
+}
+
+/// `Interrupted` once a segment prepared ahead is no longer wanted.
+fn check_wanted(pace: &Pace) -> io::Result<()> {
+    if pace.cancelled() {
+        return Err(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "the segment prepared ahead is no longer wanted",
+        ));
+    }
+    Ok(())
+}
+
+/// Ahead of need, the fill is paced at a third of the disk's pace in small chunks: the zeros
+/// are background work, and whatever of them is queued is what a concurrent persist waits
+/// behind (256-client p99 16.7-17.0 ms unpaced, 14.4 ms paced at half in 1 MiB chunks,
+/// 13.4-13.8 ms with no zero-fill at all; with 1 MiB chunks three nodes' persists still
+/// stalled together for 30-90 ms about a second after each rollover).
+fn pause_after_chunk(pace: &Pace, chunk_started: std::time::Instant, more: bool) {
+    if pace.paced() && more {
+        std::thread::sleep(chunk_started.elapsed() * 2);
+    }
 }
 
 /// How a new map will be used: scanned from the start (recovery), or appended to.
@@ -670,6 +758,10 @@ fn map_file(file: File, access: Access, write: WriteMode) -> io::Result<Box<dyn 
     Ok(Box::new(StdSegment {
         map,
         file: Arc::new(file),
+        zeros_from: match access {
+            Access::Scan => len,
+            Access::Append => 0,
+        },
     }))
 }
 
@@ -721,7 +813,7 @@ impl Backend for StdBackend {
             .and_then(|()| file.set_len(bytes))
             .and_then(|()| match pace {
                 Pace::Unfilled => Ok(()),
-                pace => zero_fill(&file, bytes, pace),
+                pace => zero_fill(path, &file, bytes, pace, self.write),
             })
             .and_then(|()| map_file(file, Access::Append, self.write));
         if created.is_err() {
