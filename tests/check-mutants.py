@@ -55,6 +55,11 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
   (ak) a read that stops at the first short read although the remote side hung up: frames
        and the end of the stream come in one readiness event, and the end is never read
        (the connection leaks)
+ Snapshots written as they are encoded:
+  (al) a streamed snapshot file whose CRC leaves out the data handed to it (the file is
+       refused when read back)
+  (am) streamed data of another length than announced written anyway (the header's data
+       length disagrees with the file)
 
 Usage: python3 tests/check-mutants.py [NAME...]   (from anywhere; a few minutes per bug)
        python3 tests/check-mutants.py --check     (only that every mutation still applies)
@@ -231,6 +236,14 @@ mutants = {
    "            let drained_if_short = conn.tls.is_none() && !closed;",
    "            let drained_if_short = conn.tls.is_none();",
    ['test:transport:loopback:client_that_sends_and_hangs_up_at_once_is_reported_closed']),
+ 'al_streamed_snapshot_crc_skips_data': (WAL,
+   "                crc.update(piece);\n",
+   "",
+   ['test:wal:api:streamed_snapshot_files_match_whole_ones']),
+ 'am_streamed_snapshot_length_unchecked': (WAL,
+   "            if handed != data_bytes {",
+   "            if handed != data_bytes && false {",
+   ['test:wal:api:streamed_snapshot_of_the_wrong_length_leaves_no_file']),
 }
 
 

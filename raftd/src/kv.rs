@@ -600,6 +600,37 @@ impl SnapshotView {
         encode_state(records, &self.sessions)
     }
 
+    /// The length of [`SnapshotView::encode`]'s bytes (a pass over the records: off the loop).
+    pub fn encoded_len(&self) -> u64 {
+        encoded_len(self.shards.iter().flat_map(|s| s.iter()), &self.sessions) as u64
+    }
+
+    /// [`SnapshotView::encode`]'s bytes, handed to `out` in pieces of about
+    /// `ENCODE_PIECE_BYTES` instead of gathered: a snapshot file is then written as it is
+    /// encoded, and the node never holds a second copy of its store in memory (the encoded
+    /// bytes were 438 MiB at 10 M keys, every page of them faulted in fresh).
+    pub fn encode_to(
+        &self,
+        out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let count: usize = self.shards.iter().map(|s| s.len()).sum();
+        let mut piece = Vec::with_capacity(ENCODE_PIECE_BYTES);
+        let mut w = Writer::new(&mut piece);
+        w.bytes(SNAPSHOT_MAGIC);
+        w.u64(count as u64);
+        for record in self.shards.iter().flat_map(|s| s.iter()) {
+            let mut w = Writer::new(&mut piece);
+            w.u64_prefixed(record.key());
+            w.u64_prefixed(record.value());
+            if piece.len() >= ENCODE_PIECE_BYTES {
+                out(&piece)?;
+                piece.clear();
+            }
+        }
+        piece.extend_from_slice(&self.sessions);
+        out(&piece)
+    }
+
     /// The store's hash, as `raftd/FORMAT.md` defines it ("The store's hash"): the sum of
     /// every record's XXH64, which needs no sorting (the shards differ in order from node to
     /// node), hashed with the key count and the snapshot's session bytes. It covers what
@@ -612,11 +643,20 @@ impl SnapshotView {
     }
 }
 
+/// What [`SnapshotView::encode_to`] hands over at a time.
+const ENCODE_PIECE_BYTES: usize = 64 << 10;
+
+/// The length of the snapshot's bytes of `records` and the encoded `sessions`: a magic, a
+/// count, each record's key and value with a length before each, the sessions.
+fn encoded_len<'a>(records: impl Iterator<Item = &'a Record>, sessions: &[u8]) -> usize {
+    let data_bytes: usize = records.map(|r| 16 + r.data_bytes() as usize).sum();
+    SNAPSHOT_MAGIC.len() + 8 + data_bytes + sessions.len()
+}
+
 /// The snapshot's bytes of `records` and the encoded `sessions`.
 fn encode_state<'a>(records: impl Iterator<Item = &'a Record>, sessions: &[u8]) -> Vec<u8> {
     let records: Vec<&Record> = records.collect();
-    let data_bytes: usize = records.iter().map(|r| 16 + r.data_bytes() as usize).sum();
-    let mut out = Vec::with_capacity(12 + data_bytes + sessions.len());
+    let mut out = Vec::with_capacity(encoded_len(records.iter().copied(), sessions));
     let mut w = Writer::new(&mut out);
     w.bytes(SNAPSHOT_MAGIC);
     w.u64(records.len() as u64);
@@ -734,6 +774,33 @@ mod tests {
         let restored = Kv::restore(&kv.snapshot(), 3, HashKeys::from_seed(2)).unwrap();
         assert_eq!(restored, kv);
         assert!(Kv::restore(&kv.snapshot()[..20], 3, HashKeys::from_seed(2)).is_err());
+    }
+
+    /// A view's bytes handed over in pieces are its encoded bytes, as long as it said, for an
+    /// empty store and for one of many pieces.
+    #[test]
+    fn a_view_streams_the_bytes_it_encodes() {
+        for keys in [0u64, 3, 5_000] {
+            let mut kv = Kv::new(100, HashKeys::from_seed(4));
+            for c in 0..keys {
+                let value = "v".repeat((c % 50) as usize);
+                kv.apply(c + 1, 1, &put(c % 150, c + 1, &format!("key{c}"), &value));
+            }
+            let view = kv.snapshot_view();
+            let mut streamed = Vec::new();
+            let mut pieces = 0;
+            view.encode_to(&mut |piece| {
+                streamed.extend_from_slice(piece);
+                pieces += 1;
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(view.encoded_len(), streamed.len() as u64, "{keys} keys");
+            assert!(streamed == kv.snapshot_view().encode(), "{keys} keys");
+            assert!(keys < 5_000 || pieces > 1, "{pieces} pieces");
+            let restored = Kv::restore(&streamed, 100, HashKeys::from_seed(5)).unwrap();
+            assert_eq!(restored, kv);
+        }
     }
 
     /// A view taken before more writes encodes the state as it was when taken, byte for

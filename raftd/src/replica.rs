@@ -1819,14 +1819,11 @@ impl<E: Env> Glue<E> {
         let writer = self.wal.snapshot_writer();
         let (done, result) = std::sync::mpsc::channel();
         let write = move || {
-            let data = view.encode();
-            let bytes = data.len();
-            let snapshot = Snapshot {
-                meta,
-                configuration,
-                data,
-            };
-            let written = writer.write(&snapshot).map(|w| (w, bytes));
+            // Encoded as the file is written: no second copy of the store in memory.
+            let bytes = view.encoded_len();
+            let written = writer
+                .write_streamed(meta, &configuration, bytes, |out| view.encode_to(out))
+                .map(|w| (w, bytes as usize));
             let _ = done.send(written);
         };
         match self.env.waker() {

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -188,6 +188,17 @@ pub trait Backend: Send + Sync + fmt::Debug {
         bytes.extend_from_slice(body);
         self.write_synced(path, &bytes)
     }
+    /// Creates or replaces `path`, to be written front to back in pieces and made durable by
+    /// the [`StreamedFile`]'s `finish`: a large file (a snapshot) written without all of it in
+    /// memory at once. By default the pieces are gathered in memory and written with
+    /// `write_synced` at the end.
+    fn create_streamed<'a>(&'a self, path: &Path) -> io::Result<Box<dyn StreamedFile + 'a>> {
+        Ok(Box::new(Gathered {
+            backend: self,
+            path: path.to_path_buf(),
+            bytes: Vec::new(),
+        }))
+    }
     /// Renames a file (not durable before `sync_dir`).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Deletes a file (not durable before `sync_dir`).
@@ -201,6 +212,46 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// The size of a file in bytes.
     fn file_bytes(&self, path: &Path) -> io::Result<u64>;
+}
+
+/// A file being written front to back (see [`Backend::create_streamed`]). Dropped without
+/// `finish`, it is left incomplete: the caller removes it.
+pub trait StreamedFile {
+    /// Appends `bytes`.
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Puts `head` over the file's first `head.len()` bytes (appended before, as
+    /// placeholders: a header that sums up what follows it), then fsyncs the file.
+    fn finish(self: Box<Self>, head: &[u8]) -> io::Result<()>;
+}
+
+/// The default [`StreamedFile`]: every piece in memory, written whole by `finish`.
+struct Gathered<'a, B: ?Sized> {
+    backend: &'a B,
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl<B: Backend + ?Sized> StreamedFile for Gathered<'_, B> {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.bytes.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>, head: &[u8]) -> io::Result<()> {
+        put_head(&mut self.bytes, head);
+        self.backend.write_synced(&self.path, &self.bytes)
+    }
+}
+
+/// Copies `head` over the start of `bytes`, which must hold at least as many.
+fn put_head(bytes: &mut [u8], head: &[u8]) {
+    assert!(
+        head.len() <= bytes.len(),
+        "a streamed file's head ({} bytes) is longer than what was appended ({} bytes)",
+        head.len(),
+        bytes.len()
+    );
+    bytes[..head.len()].copy_from_slice(head);
 }
 
 /// How urgently a segment is needed, which decides whether it is zero-filled and how fast.
@@ -691,6 +742,132 @@ fn write_direct(path: &Path, head: &[u8], body: &[u8]) -> io::Result<bool> {
     Ok(true)
 }
 
+/// The real backend's [`StreamedFile`]: the bytes go to the file a chunk of
+/// `DIRECT_CHUNK_BYTES` at a time, with direct IO where the file system allows it (as
+/// `write_direct`, which it replaces for large files: the whole file never sits in memory, and
+/// no fresh pages are faulted in for it), else through the page cache with write-behind (as
+/// `write_buffered`). The first chunk stays in memory until `finish` puts the head over it.
+struct ChunkedFile {
+    out: ChunkOut,
+    /// The chunk being filled; it starts at file offset `at`.
+    chunk: MmapMut,
+    filled: usize,
+    at: u64,
+    /// The file's first chunk, kept back for the head once the file grew past it.
+    first: Option<MmapMut>,
+}
+
+/// Where a [`ChunkedFile`]'s chunks go.
+struct ChunkOut {
+    file: File,
+    direct: bool,
+}
+
+impl ChunkOut {
+    /// Writes `bytes` (a chunk, or the last part of one) at `offset`. Direct IO writes whole
+    /// blocks: the caller pads the last chunk with zeros and cuts the file back.
+    fn write(&mut self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if self.direct {
+            match self.file.write_all_at(bytes, offset) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    // Refused after all (some file systems accept the flag at open only):
+                    // through the page cache from here on.
+                    sys::clear_direct(&self.file)?;
+                    self.direct = false;
+                }
+                written => return written,
+            }
+        }
+        self.file.write_all_at(bytes, offset)?;
+        // Only pacing, as in `write_buffered`: the fsync in `finish` makes the file durable.
+        let previous = offset
+            .checked_sub(bytes.len() as u64)
+            .map(|start| (start, bytes.len() as u64));
+        let _ = sys::write_behind(&self.file, offset, bytes.len() as u64, previous);
+        Ok(())
+    }
+}
+
+impl ChunkedFile {
+    fn create(path: &Path) -> io::Result<ChunkedFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let open = |flags| {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(flags)
+                .open(path)
+        };
+        let (file, direct) = match open(libc::O_DIRECT) {
+            Ok(file) => (file, true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (open(0)?, false),
+            Err(e) => return Err(e),
+        };
+        Ok(ChunkedFile {
+            out: ChunkOut { file, direct },
+            // An anonymous map is page-aligned, as direct IO requires of the memory it
+            // writes from.
+            chunk: MmapMut::map_anon(DIRECT_CHUNK_BYTES)?,
+            filled: 0,
+            at: 0,
+            first: None,
+        })
+    }
+}
+
+impl StreamedFile for ChunkedFile {
+    fn append(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let take = bytes.len().min(DIRECT_CHUNK_BYTES - self.filled);
+            self.chunk[self.filled..self.filled + take].copy_from_slice(&bytes[..take]);
+            self.filled += take;
+            bytes = &bytes[take..];
+            if self.filled == DIRECT_CHUNK_BYTES {
+                if self.at == 0 {
+                    let next = MmapMut::map_anon(DIRECT_CHUNK_BYTES)?;
+                    self.first = Some(std::mem::replace(&mut self.chunk, next));
+                } else {
+                    self.out.write(&self.chunk, self.at)?;
+                }
+                self.at += DIRECT_CHUNK_BYTES as u64;
+                self.filled = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>, head: &[u8]) -> io::Result<()> {
+        let total = self.at + self.filled as u64;
+        // Direct IO writes whole blocks: the last one is padded with zeros, cut off below.
+        let padded = if self.out.direct {
+            let padded = self.filled.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
+            self.chunk[self.filled..padded].fill(0);
+            padded
+        } else {
+            self.filled
+        };
+        match self.first.take() {
+            None => {
+                put_head(&mut self.chunk[..self.filled], head);
+                self.out.write(&self.chunk[..padded], 0)?;
+            }
+            Some(mut first) => {
+                if padded > 0 {
+                    self.out.write(&self.chunk[..padded], self.at)?;
+                }
+                put_head(&mut first, head);
+                self.out.write(&first, 0)?;
+            }
+        }
+        if self.out.file.metadata()?.len() != total {
+            self.out.file.set_len(total)?;
+        }
+        self.out.file.sync_all()
+    }
+}
+
 /// Writes `head` then `bytes` to a new file at `path` through the page cache and fsyncs it.
 fn write_buffered(path: &Path, head: &[u8], bytes: &[u8]) -> io::Result<()> {
     let mut file = OpenOptions::new()
@@ -856,6 +1033,10 @@ impl Backend for StdBackend {
         write_buffered(path, head, bytes)
     }
 
+    fn create_streamed<'a>(&'a self, path: &Path) -> io::Result<Box<dyn StreamedFile + 'a>> {
+        Ok(Box::new(ChunkedFile::create(path)?))
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         fs::rename(from, to)
     }
@@ -921,6 +1102,48 @@ mod tests {
             // Writing again over a longer file leaves exactly the new bytes.
             backend.write_synced_parts(&path, &[], &head).unwrap();
             assert_eq!(fs::read(&path).unwrap(), head);
+        }
+    }
+
+    /// A streamed file holds exactly what was appended, with the head put over its start, in
+    /// pieces of every size across blocks and chunks, with direct IO and through the page
+    /// cache (as where direct IO is refused).
+    #[test]
+    fn streamed_files_hold_exactly_their_bytes_in_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        for direct in [true, false] {
+            for (head_len, len) in [
+                (0, 0),
+                (5, 5),
+                (40, DIRECT_ALIGN + 1),
+                (40, DIRECT_CHUNK_BYTES),
+                (40, DIRECT_CHUNK_BYTES + 1),
+                (300, 3 * DIRECT_CHUNK_BYTES + 4321),
+            ] {
+                let path = dir.path().join(format!("streamed-{direct}-{len}"));
+                let bytes = pattern(len, 3);
+                let head = pattern(head_len, 4);
+                let mut file = ChunkedFile::create(&path).unwrap();
+                if !direct {
+                    sys::clear_direct(&file.out.file).unwrap();
+                    file.out.direct = false;
+                }
+                let mut file: Box<dyn StreamedFile> = Box::new(file);
+                let mut at = 0;
+                let mut step = 1;
+                while at < len {
+                    let n = step.min(len - at);
+                    file.append(&bytes[at..at + n]).unwrap();
+                    at += n;
+                    step = step * 7 % 700_001 + 1;
+                }
+                file.finish(&head).unwrap();
+                let mut expected = bytes.clone();
+                expected[..head_len].copy_from_slice(&head);
+                let read = fs::read(&path).unwrap();
+                assert_eq!(read.len(), len, "{}", path.display());
+                assert!(read == expected, "{}: bytes differ", path.display());
+            }
         }
     }
 

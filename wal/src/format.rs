@@ -474,6 +474,21 @@ pub fn encode_snapshot(meta: &SnapshotMeta, configuration: &Configuration, data:
 /// The start of a snapshot file holding `data`: the header and the configuration (the file
 /// is these bytes, then `data`).
 pub fn snapshot_header(meta: &SnapshotMeta, configuration: &Configuration, data: &[u8]) -> Vec<u8> {
+    let mut header = snapshot_header_unsealed(meta, configuration, data.len() as u64);
+    let mut crc = snapshot_crc_of_header(&header);
+    crc.update(data);
+    seal_snapshot_header(&mut header, crc);
+    header
+}
+
+/// The start of a snapshot file whose data will be `data_bytes` long, with its CRC field
+/// still zero: [`seal_snapshot_header`] fills it in once the data was hashed (after
+/// [`snapshot_crc_of_header`]), for a file written as its data is produced.
+pub fn snapshot_header_unsealed(
+    meta: &SnapshotMeta,
+    configuration: &Configuration,
+    data_bytes: u64,
+) -> Vec<u8> {
     let mut header = vec![0u8; SNAPSHOT_HEADER_BYTES];
     configuration.encode(&mut header);
     let configuration_bytes = header.len() - SNAPSHOT_HEADER_BYTES;
@@ -486,13 +501,21 @@ pub fn snapshot_header(meta: &SnapshotMeta, configuration: &Configuration, data:
         SNAPSHOT_CONFIGURATION_BYTES_OFFSET,
         configuration_bytes as u64,
     );
-    put_u64(&mut header, SNAPSHOT_DATA_BYTES_OFFSET, data.len() as u64);
+    put_u64(&mut header, SNAPSHOT_DATA_BYTES_OFFSET, data_bytes);
+    header
+}
+
+/// The file's CRC so far: every byte of `header` but its CRC field. The data is hashed on.
+pub fn snapshot_crc_of_header(header: &[u8]) -> crc32fast::Hasher {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&header[..SNAPSHOT_CRC_OFFSET]);
     hasher.update(&header[SNAPSHOT_CRC_OFFSET + 4..]);
-    hasher.update(data);
-    put_u32(&mut header, SNAPSHOT_CRC_OFFSET, hasher.finalize());
-    header
+    hasher
+}
+
+/// Writes the CRC of the header and all the data into the header.
+pub fn seal_snapshot_header(header: &mut [u8], crc: crc32fast::Hasher) {
+    put_u32(header, SNAPSHOT_CRC_OFFSET, crc.finalize());
 }
 
 /// Decodes a snapshot file, or says what is wrong with it.

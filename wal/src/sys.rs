@@ -54,6 +54,21 @@ pub(crate) fn lock_shared(file: &File) -> io::Result<()> {
     }
 }
 
+/// Turns direct IO off for `file` (its later writes go through the page cache).
+pub(crate) fn clear_direct(file: &File) -> io::Result<()> {
+    // SAFETY: fcntl with F_GETFL/F_SETFL only reads and sets the open file's status flags;
+    // the fd is open because `file` is borrowed.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Drops the clean cached pages of `file` in `[offset, offset + len)`, so the next faults there
 /// allocate fresh single-page folios (see `StdSegment::start_appending`).
 pub(crate) fn drop_cached(file: &File, offset: u64, len: u64) -> io::Result<()> {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use log::{debug, info, warn};
-use raft::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
+use raft::{Configuration, Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
 
 use crate::backend::{Backend, Pace, SegmentMap, StdBackend, SyncWait};
 use crate::error::{is_no_space, is_read_only, WalError};
@@ -131,23 +131,56 @@ impl SnapshotWriter {
     /// Writes `snapshot` to a temporary file, syncs it, renames it into place and syncs the
     /// directory. A full disk is `NoSpace` with nothing left behind.
     pub fn write(&self, snapshot: &Snapshot) -> Result<WrittenSnapshot, WalError> {
-        let meta = snapshot.meta;
+        let data = &snapshot.data;
+        self.write_streamed(
+            snapshot.meta,
+            &snapshot.configuration,
+            data.len() as u64,
+            |out| out(data),
+        )
+    }
+
+    /// Like [`SnapshotWriter::write`], with the snapshot's data produced while the file is
+    /// written: `data` hands `data_bytes` bytes, in as many pieces as it likes, to the
+    /// function it is given. The file is written a chunk at a time (the real backend), so the
+    /// data never needs to be in memory whole. `data` handing over another number of bytes
+    /// than it said is an error (`InvalidData`), leaving no file.
+    pub fn write_streamed(
+        &self,
+        meta: SnapshotMeta,
+        configuration: &Configuration,
+        data_bytes: u64,
+        data: impl FnOnce(&mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()>,
+    ) -> Result<WrittenSnapshot, WalError> {
         let name = snapshot_name(&meta);
         let path = self.dir.join(&name);
         let temp = self.dir.join(format!("{name}.tmp"));
-        // The header is built apart and written before the data: no copy of the data.
-        let header = format::snapshot_header(&meta, &snapshot.configuration, &snapshot.data);
-        let bytes = header.len() + snapshot.data.len();
-        let written = self
-            .backend
-            .write_synced_parts(&temp, &header, &snapshot.data);
+        let mut header = format::snapshot_header_unsealed(&meta, configuration, data_bytes);
+        let bytes = header.len() as u64 + data_bytes;
+        let written = (|| {
+            let mut file = self.backend.create_streamed(&temp)?;
+            // The header's place is held by its unsealed bytes until the data's CRC is known.
+            file.append(&header)?;
+            let mut crc = format::snapshot_crc_of_header(&header);
+            let mut handed = 0u64;
+            data(&mut |piece: &[u8]| {
+                crc.update(piece);
+                handed += piece.len() as u64;
+                file.append(piece)
+            })?;
+            if handed != data_bytes {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the snapshot's data was {handed} bytes, not the {data_bytes} said"),
+                ));
+            }
+            format::seal_snapshot_header(&mut header, crc);
+            file.finish(&header)
+        })();
         if let Err(source) = written {
             let _ = self.backend.remove(&temp);
             if is_no_space(&source) {
-                return Err(WalError::NoSpace {
-                    path: temp,
-                    bytes: bytes as u64,
-                });
+                return Err(WalError::NoSpace { path: temp, bytes });
             }
             return Err(io_error(&temp, "write snapshot", source));
         }
@@ -157,11 +190,7 @@ impl SnapshotWriter {
         self.backend
             .sync_dir(&self.dir)
             .map_err(|source| io_error(&self.dir, "fsync directory", source))?;
-        Ok(WrittenSnapshot {
-            meta,
-            name,
-            bytes: bytes as u64,
-        })
+        Ok(WrittenSnapshot { meta, name, bytes })
     }
 }
 
