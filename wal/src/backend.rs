@@ -175,9 +175,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentMap>>;
     /// Reads a whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
-    /// Reads up to `len` bytes of a file from `offset` (fewer at its end), from the disk
-    /// rather than from cached pages where the system allows: the scrubber's read.
-    fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// Reads up to `len` bytes of a file from `offset` (fewer at its end) into `into`
+    /// (replacing what it held), from the disk rather than from cached pages where the
+    /// system allows: the scrubber's read, into a buffer it keeps.
+    fn read_range(
+        &self,
+        path: &Path,
+        offset: u64,
+        len: usize,
+        into: &mut Vec<u8>,
+    ) -> io::Result<()>;
     /// Creates or replaces `path` with `bytes` and fsyncs it.
     fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
     /// Like `write_synced` with the file's bytes given in two parts (a header and a body),
@@ -895,19 +902,87 @@ fn write_buffered(path: &Path, head: &[u8], bytes: &[u8]) -> io::Result<()> {
 
 /// Up to `len` bytes of `file` from `offset` (fewer at its end).
 pub(crate) fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    read_at_into(file, offset, len, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// Up to `len` bytes of `file` from `offset` (fewer at its end), into `into`.
+pub(crate) fn read_at_into(
+    file: &File,
+    offset: u64,
+    len: usize,
+    into: &mut Vec<u8>,
+) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
-    let mut bytes = vec![0u8; len];
+    into.clear();
+    into.resize(len, 0);
     let mut filled = 0;
     while filled < len {
-        match file.read_at(&mut bytes[filled..], offset + filled as u64) {
+        match file.read_at(&mut into[filled..], offset + filled as u64) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    bytes.truncate(filled);
-    Ok(bytes)
+    into.truncate(filled);
+    Ok(())
+}
+
+thread_local! {
+    /// The aligned buffer `read_direct` reads into, kept for the next read.
+    static DIRECT_READ: std::cell::RefCell<Option<MmapMut>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Up to `len` bytes of the file at `path` from `offset`, into `into`, read with direct IO:
+/// from the disk whatever the page cache holds (pages this process maps included, which
+/// `fadvise` cannot drop), adding nothing to it, through a buffer kept from read to read.
+/// The read covers whole blocks around the range. Returns false, having read nothing, where
+/// the file system refuses direct IO.
+fn read_direct(path: &Path, offset: u64, len: usize, into: &mut Vec<u8>) -> io::Result<bool> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let unsupported = |e: &io::Error| e.raw_os_error() == Some(libc::EINVAL);
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if unsupported(&e) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let align = DIRECT_ALIGN as u64;
+    let start = offset - offset % align;
+    let skip = (offset - start) as usize;
+    let want = (skip + len).div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
+    DIRECT_READ.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.as_ref().is_none_or(|buffer| buffer.len() < want) {
+            // An anonymous map is page-aligned, as direct IO requires of the memory it
+            // reads into.
+            *cell = Some(MmapMut::map_anon(want.next_multiple_of(64 << 10))?);
+        }
+        let buffer = cell.as_mut().expect("just made");
+        let mut filled = 0;
+        while filled < want {
+            match file.read_at(&mut buffer[filled..want], start + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if filled == 0 && unsupported(&e) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+            if filled % DIRECT_ALIGN != 0 {
+                break; // The end of the file.
+            }
+        }
+        into.clear();
+        if filled > skip {
+            into.extend_from_slice(&buffer[skip..filled.min(skip + len)]);
+        }
+        Ok(true)
+    })
 }
 
 fn map_file(file: File, access: Access, write: WriteMode) -> io::Result<Box<dyn SegmentMap>> {
@@ -1011,12 +1086,23 @@ impl Backend for StdBackend {
         fs::read(path)
     }
 
-    fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    fn read_range(
+        &self,
+        path: &Path,
+        offset: u64,
+        len: usize,
+        into: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        // Direct IO: no page faults, no page cache filled and dropped again, no copy through
+        // it (the scrubber's reads were about 4 % of the three nodes' CPU at 256 clients).
+        if read_direct(path, offset, len, into)? {
+            return Ok(());
+        }
         let file = File::open(path)?;
         // Clean cached pages are dropped first, so the read comes from the disk, where bit
         // rot is. Pages this process still maps stay cached; failure only costs that.
         let _ = sys::drop_cached(&file, offset, len as u64);
-        read_at(&file, offset, len)
+        read_at_into(&file, offset, len, into)
     }
 
     fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -1102,6 +1188,43 @@ mod tests {
             // Writing again over a longer file leaves exactly the new bytes.
             backend.write_synced_parts(&path, &[], &head).unwrap();
             assert_eq!(fs::read(&path).unwrap(), head);
+        }
+    }
+
+    /// The scrubber's read returns exactly the file's bytes in the range asked for (fewer at
+    /// the end of the file, none past it), at offsets and lengths off every block boundary,
+    /// into a buffer reused from read to read (with direct IO where the file system allows,
+    /// as here, and through the page cache otherwise).
+    #[test]
+    fn range_reads_return_exactly_the_bytes_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("file");
+        let len = 3 * DIRECT_ALIGN + 123;
+        let bytes = pattern(len, 5);
+        fs::write(&path, &bytes).unwrap();
+        let backend = StdBackend::default();
+        let mut into = vec![9u8; 10];
+        for (offset, want) in [
+            (0, 0),
+            (0, 1),
+            (0, len),
+            (1, DIRECT_ALIGN),
+            (DIRECT_ALIGN - 1, 2),
+            (DIRECT_ALIGN, DIRECT_ALIGN),
+            (5000, 10_000),
+            (len - 1, 7),
+            (len, 5),
+            (len + 4096, 5),
+        ] {
+            backend
+                .read_range(&path, offset as u64, want, &mut into)
+                .unwrap();
+            let lo = offset.min(len);
+            let hi = (offset + want).min(len);
+            assert!(into == bytes[lo..hi], "{want} bytes at {offset}");
+            let file = File::open(&path).unwrap();
+            read_at_into(&file, offset as u64, want, &mut into).unwrap();
+            assert!(into == bytes[lo..hi], "buffered: {want} bytes at {offset}");
         }
     }
 

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use raft::{HardState, LogIndex, SnapshotMeta, Term};
 
-use crate::backend::{read_at, SegmentMap, StdBackend};
+use crate::backend::{read_at, read_at_into, SegmentMap, StdBackend};
 use crate::error::WalError;
 use crate::format::{self, get_u64, Record, RecordProblem, SEGMENT_HEADER_BYTES};
 use crate::recovery::{self, Segment, Verdict};
@@ -348,10 +348,12 @@ fn scan_snapshots(dir: &Path, names: &[String]) -> Result<Vec<SnapshotFile>, Wal
             .metadata()
             .map_err(|e| io_error(&path, "stat snapshot", e))?
             .len();
-        let mut read = |offset: u64, len: usize| read_at(&file, offset, len);
+        let mut read =
+            |offset: u64, len: usize, into: &mut Vec<u8>| read_at_into(&file, offset, len, into);
+        let mut buffer = Vec::new();
         let mut scan = SnapshotScan::new(name.clone());
         let damage = loop {
-            match scan.step(bytes, &mut read, WINDOW_BYTES * 16) {
+            match scan.step(bytes, &mut read, &mut buffer, WINDOW_BYTES * 16) {
                 Scanned::More(_) => continue,
                 Scanned::Done(_) => break None,
                 Scanned::Bad(offset, what) => {

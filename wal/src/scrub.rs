@@ -126,6 +126,10 @@ pub(crate) enum Scanned {
     Bad(usize, String),
 }
 
+/// A read of up to `len` bytes from an offset (of type `O`) into the buffer given (replacing
+/// what it held), fewer at the file's end.
+pub(crate) type ReadInto<'a, O> = dyn FnMut(O, usize, &mut Vec<u8>) -> io::Result<()> + 'a;
+
 /// A segment the scrubber reads.
 pub(crate) struct SegmentView<'a> {
     pub id: u64,
@@ -134,7 +138,11 @@ pub(crate) struct SegmentView<'a> {
     /// synced end for the one being written.
     pub limit: usize,
     pub sealed: bool,
-    pub read: &'a mut dyn FnMut(usize, usize) -> io::Result<Vec<u8>>,
+    /// Reads up to `len` bytes from an offset into the buffer it is given (replacing what
+    /// the buffer held), fewer at the file's end.
+    pub read: &'a mut ReadInto<'a, usize>,
+    /// Where the reads go: one buffer for every read, kept by the caller.
+    pub buffer: &'a mut Vec<u8>,
 }
 
 impl SegmentScan {
@@ -145,11 +153,11 @@ impl SegmentScan {
                 // A new segment whose header is not synced yet: nothing to check.
                 return Scanned::Done(0);
             }
-            let header = match (view.read)(0, SEGMENT_HEADER_BYTES) {
-                Ok(header) => header,
+            let header = match (view.read)(0, SEGMENT_HEADER_BYTES, view.buffer) {
+                Ok(()) => &view.buffer[..],
                 Err(e) => return Scanned::Bad(0, format!("segment header unreadable: {e}")),
             };
-            match format::decode_segment_header(&header) {
+            match format::decode_segment_header(header) {
                 Ok((id, first)) if id == view.id && first == view.first_index => {}
                 Ok((id, first)) => {
                     return Scanned::Bad(
@@ -186,8 +194,8 @@ impl SegmentScan {
     /// Checks one window of the zero tail of a sealed segment.
     fn zeros(&mut self, view: &mut SegmentView<'_>) -> Scanned {
         let len = WINDOW_BYTES.min(view.limit - self.pos);
-        let bytes = match (view.read)(self.pos, len) {
-            Ok(bytes) => bytes,
+        let bytes = match (view.read)(self.pos, len, view.buffer) {
+            Ok(()) => &view.buffer[..],
             Err(e) => return Scanned::Bad(self.pos, format!("unreadable: {e}")),
         };
         if let Some(at) = bytes.iter().position(|&b| b != 0) {
@@ -205,14 +213,14 @@ impl SegmentScan {
         let start = self.pos;
         let mut len = WINDOW_BYTES.min(view.limit - start);
         loop {
-            let bytes = match (view.read)(start, len) {
-                Ok(bytes) => bytes,
+            let bytes = match (view.read)(start, len, view.buffer) {
+                Ok(()) => &view.buffer[..],
                 Err(e) => return Scanned::Bad(start, format!("unreadable: {e}")),
             };
             let at_limit = start + bytes.len() >= view.limit;
             let mut rel = 0;
             while rel < bytes.len() {
-                let total = match record_extent(&bytes, rel) {
+                let total = match record_extent(bytes, rel) {
                     Some(total) => total,
                     // Fewer bytes than a header before the end of the file: the end of the
                     // records if they are zeros, as recovery reads it.
@@ -281,7 +289,7 @@ impl SegmentScan {
             if at_limit {
                 return Scanned::Bad(start, "a record runs past the end of the file".into());
             }
-            let want = record_extent(&bytes, 0).unwrap_or(RECORD_HEADER_BYTES);
+            let want = record_extent(bytes, 0).unwrap_or(RECORD_HEADER_BYTES);
             len = want.max(len * 2).min(view.limit - start);
         }
     }
@@ -306,12 +314,13 @@ impl SnapshotScan {
     pub fn step(
         &mut self,
         file_bytes: u64,
-        read: &mut dyn FnMut(u64, usize) -> io::Result<Vec<u8>>,
+        read: &mut ReadInto<'_, u64>,
+        buffer: &mut Vec<u8>,
         budget: usize,
     ) -> Scanned {
         let mut done = 0;
         if self.pos == 0 {
-            let header = match read(0, SNAPSHOT_HEADER_BYTES) {
+            let header = match read(0, SNAPSHOT_HEADER_BYTES, buffer).map(|()| &buffer[..]) {
                 Ok(h) if h.len() == SNAPSHOT_HEADER_BYTES => h,
                 Ok(h) => {
                     return Scanned::Bad(
@@ -324,12 +333,12 @@ impl SnapshotScan {
             if header[SNAPSHOT_MAGIC_OFFSET..SNAPSHOT_MAGIC_OFFSET + 8] != SNAPSHOT_MAGIC {
                 return Scanned::Bad(0, "bad snapshot magic".into());
             }
-            let version = get_u32(&header, SNAPSHOT_VERSION_OFFSET);
+            let version = get_u32(header, SNAPSHOT_VERSION_OFFSET);
             if version != format::SNAPSHOT_VERSION {
                 return Scanned::Bad(0, format!("unsupported snapshot format version {version}"));
             }
-            let configuration_bytes = get_u64(&header, SNAPSHOT_CONFIGURATION_BYTES_OFFSET);
-            let data_bytes = get_u64(&header, SNAPSHOT_DATA_BYTES_OFFSET);
+            let configuration_bytes = get_u64(header, SNAPSHOT_CONFIGURATION_BYTES_OFFSET);
+            let data_bytes = get_u64(header, SNAPSHOT_DATA_BYTES_OFFSET);
             let held = file_bytes.saturating_sub(SNAPSHOT_HEADER_BYTES as u64);
             if configuration_bytes.checked_add(data_bytes) != Some(held) {
                 return Scanned::Bad(
@@ -341,13 +350,13 @@ impl SnapshotScan {
             }
             self.crc.update(&header[..SNAPSHOT_CRC_OFFSET]);
             self.crc.update(&header[SNAPSHOT_CRC_OFFSET + 4..]);
-            self.expected = get_u32(&header, SNAPSHOT_CRC_OFFSET);
+            self.expected = get_u32(header, SNAPSHOT_CRC_OFFSET);
             self.pos = SNAPSHOT_HEADER_BYTES as u64;
             done += SNAPSHOT_HEADER_BYTES;
         }
         while done < budget && self.pos < file_bytes {
             let len = (WINDOW_BYTES as u64).min(file_bytes - self.pos) as usize;
-            let bytes = match read(self.pos, len) {
+            let bytes = match read(self.pos, len, buffer).map(|()| &buffer[..]) {
                 Ok(bytes) if bytes.len() == len => bytes,
                 Ok(_) => {
                     return Scanned::Bad(
@@ -357,7 +366,7 @@ impl SnapshotScan {
                 }
                 Err(e) => return Scanned::Bad(self.pos as usize, format!("unreadable: {e}")),
             };
-            self.crc.update(&bytes);
+            self.crc.update(bytes);
             self.pos += len as u64;
             done += len;
         }

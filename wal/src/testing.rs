@@ -408,12 +408,20 @@ impl Backend for MemBackend {
         Ok(bytes)
     }
 
-    fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    fn read_range(
+        &self,
+        path: &Path,
+        offset: u64,
+        len: usize,
+        into: &mut Vec<u8>,
+    ) -> io::Result<()> {
         let file = self.file(path)?;
         let file = lock(&file);
         let lo = (offset as usize).min(file.live.len());
         let hi = lo.saturating_add(len).min(file.live.len());
-        Ok(file.live[lo..hi].to_vec())
+        into.clear();
+        into.extend_from_slice(&file.live[lo..hi]);
+        Ok(())
     }
 
     fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -602,8 +610,14 @@ impl Backend for HoldAhead {
         self.inner.read(path)
     }
 
-    fn read_range(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        self.inner.read_range(path, offset, len)
+    fn read_range(
+        &self,
+        path: &Path,
+        offset: u64,
+        len: usize,
+        into: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        self.inner.read_range(path, offset, len, into)
     }
 
     fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {

@@ -271,6 +271,8 @@ pub struct Wal {
     /// Where the scrubber stands, and what it did so far.
     scrub: scrub::Cursor,
     scrub_totals: ScrubTotals,
+    /// The buffer the scrubber reads into, kept from read to read.
+    scrub_buffer: Vec<u8>,
 }
 
 pub(crate) fn segment_name(id: u64) -> String {
@@ -466,6 +468,7 @@ impl Wal {
             marker_on_disk: repairing,
             scrub: scrub::Cursor::Start,
             scrub_totals: ScrubTotals::default(),
+            scrub_buffer: Vec::new(),
         };
         // Recovery read every segment through its map and released each one's pages as it
         // went (`recovery::analyze`; its last pass ran after any cut), so none stay resident.
@@ -1152,13 +1155,16 @@ impl Wal {
         let active = position == self.segments.len() - 1;
         let (path, backend) = (segment.path.clone(), self.backend.clone());
         let file_bytes = segment.map.file_bytes();
-        let mut read = |offset: usize, len: usize| backend.read_range(&path, offset as u64, len);
+        let mut read = |offset: usize, len: usize, into: &mut Vec<u8>| {
+            backend.read_range(&path, offset as u64, len, into)
+        };
         let mut view = scrub::SegmentView {
             id: segment.id,
             first_index: segment.first_index,
             limit: if active { self.synced_end } else { file_bytes },
             sealed: !active,
             read: &mut read,
+            buffer: &mut self.scrub_buffer,
         };
         let scanned = scan.step(&mut view, budget);
         self.scrub = match scanned {
@@ -1194,8 +1200,10 @@ impl Wal {
             Ok(bytes) => bytes,
             Err(e) => return Some((Scanned::Bad(0, format!("cannot stat: {e}")), path)),
         };
-        let mut read = |offset: u64, len: usize| backend.read_range(&path, offset, len);
-        let scanned = scan.step(file_bytes, &mut read, budget);
+        let mut read = |offset: u64, len: usize, into: &mut Vec<u8>| {
+            backend.read_range(&path, offset, len, into)
+        };
+        let scanned = scan.step(file_bytes, &mut read, &mut self.scrub_buffer, budget);
         if let Scanned::More(_) = scanned {
             self.scrub = scrub::Cursor::Snapshot(scan);
         } else {
