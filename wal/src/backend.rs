@@ -599,16 +599,9 @@ fn zero_fill(path: &Path, file: &File, len: u64, pace: Pace, write: WriteMode) -
 /// (`StdSegment::write_staged`). Returns false, having written nothing, where the file
 /// system refuses direct IO. Not durable before the caller's fdatasync.
 fn zero_fill_direct(path: &Path, len: u64, pace: &Pace) -> io::Result<bool> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    let unsupported = |e: &io::Error| e.raw_os_error() == Some(libc::EINVAL);
-    let file = match OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-    {
-        Ok(file) => file,
-        Err(e) if unsupported(&e) => return Ok(false),
-        Err(e) => return Err(e),
+    use std::os::unix::fs::FileExt;
+    let Some(file) = open_direct(OpenOptions::new().write(true), path)? else {
+        return Ok(false);
     };
     // An anonymous map is page-aligned (as direct IO needs) and reads as zeros.
     let zeros = MmapMut::map_anon(ZERO_FILL_CHUNK_BYTES)?;
@@ -619,7 +612,7 @@ fn zero_fill_direct(path: &Path, len: u64, pace: &Pace) -> io::Result<bool> {
         let started = std::time::Instant::now();
         // A direct write returns once the disk has the chunk: the pacing below measures it.
         match file.write_all_at(&zeros[..chunk as usize], at) {
-            Err(e) if at == 0 && unsupported(&e) => return Ok(false),
+            Err(e) if at == 0 && refuses_direct(&e) => return Ok(false),
             written => written?,
         }
         at += chunk;
@@ -688,6 +681,22 @@ enum Access {
     Append,
 }
 
+/// Whether an error is the file system refusing direct IO (tmpfs before Linux 6.6, some
+/// network file systems).
+fn refuses_direct(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EINVAL)
+}
+
+/// Opens `path` with `options` and direct IO; `None` where the file system refuses it.
+fn open_direct(options: &mut OpenOptions, path: &Path) -> io::Result<Option<File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match options.custom_flags(libc::O_DIRECT).open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if refuses_direct(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The block size direct IO is aligned to (file offsets, lengths and memory): the largest
 /// logical block size in common use, so it satisfies 512-byte devices too.
 const DIRECT_ALIGN: usize = 4096;
@@ -700,18 +709,13 @@ const DIRECT_CHUNK_BYTES: usize = 1 << 20;
 /// cache) and fsyncs it. Returns false, leaving no file, when the file system refuses direct
 /// IO (tmpfs, some network file systems); the caller then writes through the page cache.
 fn write_direct(path: &Path, head: &[u8], body: &[u8]) -> io::Result<bool> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    let unsupported = |e: &io::Error| e.raw_os_error() == Some(libc::EINVAL);
-    let file = match OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-    {
-        Ok(file) => file,
-        Err(e) if unsupported(&e) => return Ok(false),
-        Err(e) => return Err(e),
+    use std::os::unix::fs::FileExt;
+    let Some(file) = open_direct(
+        OpenOptions::new().write(true).create(true).truncate(true),
+        path,
+    )?
+    else {
+        return Ok(false);
     };
     // An anonymous map is page-aligned, as direct IO requires of the memory it writes from.
     let mut buffer = MmapMut::map_anon(DIRECT_CHUNK_BYTES)?;
@@ -733,7 +737,7 @@ fn write_direct(path: &Path, head: &[u8], body: &[u8]) -> io::Result<bool> {
         let padded = filled.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
         buffer[filled..padded].fill(0);
         if let Err(e) = file.write_all_at(&buffer[..padded], offset) {
-            if offset == 0 && unsupported(&e) {
+            if offset == 0 && refuses_direct(&e) {
                 drop(file);
                 let _ = fs::remove_file(path);
                 return Ok(false);
@@ -777,7 +781,7 @@ impl ChunkOut {
         use std::os::unix::fs::FileExt;
         if self.direct {
             match self.file.write_all_at(bytes, offset) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                Err(e) if refuses_direct(&e) => {
                     // Refused after all (some file systems accept the flag at open only):
                     // through the page cache from here on.
                     sys::clear_direct(&self.file)?;
@@ -798,19 +802,11 @@ impl ChunkOut {
 
 impl ChunkedFile {
     fn create(path: &Path) -> io::Result<ChunkedFile> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let open = |flags| {
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .custom_flags(flags)
-                .open(path)
-        };
-        let (file, direct) = match open(libc::O_DIRECT) {
-            Ok(file) => (file, true),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (open(0)?, false),
-            Err(e) => return Err(e),
+        let mut options = OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        let (file, direct) = match open_direct(&mut options.clone(), path)? {
+            Some(file) => (file, true),
+            None => (options.open(path)?, false),
         };
         Ok(ChunkedFile {
             out: ChunkOut { file, direct },
@@ -941,16 +937,9 @@ thread_local! {
 /// The read covers whole blocks around the range. Returns false, having read nothing, where
 /// the file system refuses direct IO.
 fn read_direct(path: &Path, offset: u64, len: usize, into: &mut Vec<u8>) -> io::Result<bool> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    let unsupported = |e: &io::Error| e.raw_os_error() == Some(libc::EINVAL);
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-    {
-        Ok(file) => file,
-        Err(e) if unsupported(&e) => return Ok(false),
-        Err(e) => return Err(e),
+    use std::os::unix::fs::FileExt;
+    let Some(file) = open_direct(OpenOptions::new().read(true), path)? else {
+        return Ok(false);
     };
     let align = DIRECT_ALIGN as u64;
     let start = offset - offset % align;
@@ -970,7 +959,7 @@ fn read_direct(path: &Path, offset: u64, len: usize, into: &mut Vec<u8>) -> io::
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if filled == 0 && unsupported(&e) => return Ok(false),
+                Err(e) if filled == 0 && refuses_direct(&e) => return Ok(false),
                 Err(e) => return Err(e),
             }
             if filled % DIRECT_ALIGN != 0 {
