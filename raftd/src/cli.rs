@@ -142,7 +142,9 @@ pub struct Args {
     /// Re-read the write-ahead log's segments and snapshot file in the background at this
     /// many KiB per second, checking every CRC, so that bit rot is found and mended (from
     /// memory and the store, by a snapshot) while the cluster still holds good copies.
-    /// 0 turns the scrubber off.
+    /// While the node writes faster than this, the scrubber reads a quarter of it (what
+    /// such a node holds on disk is young, and the writes come first). 0 turns the scrubber
+    /// off.
     #[arg(long, default_value_t = 4096)]
     pub scrub_kib_per_sec: u64,
 

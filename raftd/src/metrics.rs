@@ -254,6 +254,7 @@ pub struct Counters {
     /// Writing a snapshot of the store: from its start to its file being durable.
     snapshot_save_duration: Histogram,
     snapshot_save_bytes: u64,
+    scrub_steps_yielded: u64,
     /// When the snapshot being written started.
     snapshot_started: Option<Duration>,
     /// Answers sent to clients, by [`RequestKind`] and outcome.
@@ -274,6 +275,7 @@ impl Counters {
             fsync_duration: Histogram::new(&DISK_BUCKETS),
             snapshot_save_duration: Histogram::new(&DISK_BUCKETS),
             snapshot_save_bytes: 0,
+            scrub_steps_yielded: 0,
             snapshot_started: None,
             requests: [[0; OUTCOMES.len()]; RequestKind::ALL.len()],
             round_trips: Vec::new(),
@@ -326,6 +328,11 @@ impl Counters {
                 .observe(now.saturating_sub(started));
             self.snapshot_save_bytes += bytes as u64;
         }
+    }
+
+    /// A scrubber step read less: the node wrote faster than the scrubber reads.
+    pub fn scrub_yielded(&mut self) {
+        self.scrub_steps_yielded += 1;
     }
 
     /// A snapshot's writing was given up (no space).
@@ -732,6 +739,12 @@ fn encode_disk(out: &mut DescriptorEncoder, f: &Figures) -> Result<(), FmtError>
         "raftd_disk_scrub_damage_found",
         "Damaged files the scrubber found (each once per pass).",
         f.scrub.damage_found,
+    )?;
+    counter(
+        out,
+        "raftd_disk_scrub_steps_yielded",
+        "Scrubber steps that read a quarter of their share because the node wrote faster than the scrubber reads.",
+        c.scrub_steps_yielded,
     )
 }
 
