@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Two builds of raftd against each other, in turn, on the same workload: where each one's CPU
 # goes, node by node (issue 18). For each round and build: a fresh 3-node cluster
-# (`raftctl local up`), `raftctl bench` (Put of 128-byte values to a random key out of
+# (`raftctl local up`), `raftctl bench` (Put of VALUE-byte values, 128 by default, to a random key out of
 # 100,000, closed loop) for 10 s after 2 s of warm-up, and over 6 s in the middle of it the
 # user and system CPU of each node (/proc/PID/stat fields 14 and 15) divided by the entries
 # the leader committed meanwhile (its commit index, from `raftctl status`). Prints one line
@@ -10,7 +10,7 @@
 #
 # Usage: tests/bench/ab.sh DIR_A DIR_B           (each DIR holds raftd and raftctl, e.g. a
 #                                                  CARGO_TARGET_DIR's release/ folder)
-#        ROUNDS=3 CLIENTS=256 tests/bench/ab.sh DIR_A DIR_B
+#        ROUNDS=3 CLIENTS=256 VALUE=128 tests/bench/ab.sh DIR_A DIR_B
 # Builds alternate (A, B, A, B, ...) so that a machine whose speed drifts over minutes (a
 # shared virtual machine does) weighs on both alike; compare the pairs, not absolute figures
 # from different hours.
@@ -18,8 +18,10 @@ set -euo pipefail
 [ $# -eq 2 ] || { echo "usage: $0 DIR_A DIR_B (folders holding raftd and raftctl)" >&2; exit 2; }
 ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-256}
+VALUE=${VALUE:-128}
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a whole number (got '$ROUNDS')" >&2; exit 2; }
 [[ $CLIENTS =~ ^[1-9][0-9]*$ ]] || { echo "CLIENTS must be a whole number (got '$CLIENTS')" >&2; exit 2; }
+[[ $VALUE =~ ^[1-9][0-9]*$ ]] || { echo "VALUE must be a whole number of bytes (got '$VALUE')" >&2; exit 2; }
 for d in "$1" "$2"; do
   [ -x "$d/raftd" ] && [ -x "$d/raftctl" ] || { echo "$d: no raftd and raftctl there" >&2; exit 2; }
 done
@@ -35,7 +37,7 @@ run() { # LABEL DIR
   pids=$(grep -o '"pid": *[0-9]*' "$dir/cluster.json" | grep -o '[0-9]*$' | tr '\n' ' ')
   commit() { "$bin/raftctl" status 2>/dev/null | awk '$4 == "leader" { print $7 }'; }
   ticks() { for p in $pids; do awk '{ printf "%s %s ", $14, $15 }' "/proc/$p/stat"; done; }
-  "$bin/raftctl" bench --clients "$CLIENTS" --duration 10s --value-bytes 128 --keys 100000 \
+  "$bin/raftctl" bench --clients "$CLIENTS" --duration 10s --value-bytes "$VALUE" --keys 100000 \
     --warmup 2s --mode write >"$dir.bench" 2>&1 &
   local bench=$!
   sleep 4
