@@ -4,6 +4,9 @@
 use crate::types::{Entry, LogIndex, SnapshotMeta, Term};
 use std::collections::VecDeque;
 
+/// The most entries `RaftLog::slice` reserves room for before it looks at their sizes.
+const SLICE_RESERVE_MAX: u64 = 1024;
+
 /// The log. Entries at or below `snapshot.index` have been compacted away.
 ///
 /// Invariants (checked by [`RaftLog::check_invariants`]):
@@ -95,7 +98,10 @@ impl RaftLog {
             self.snapshot.index
         );
         let hi = hi.min(self.last_index().next());
-        let mut out = Vec::new();
+        // Sized for the range up front (bounded: `bytes_max` may stop it long before `hi`), so
+        // a batch is one allocation rather than one per doubling.
+        let wanted = hi.get().saturating_sub(lo.get()).min(SLICE_RESERVE_MAX);
+        let mut out = Vec::with_capacity(wanted as usize);
         let mut bytes = 0u64;
         let mut index = lo;
         while index < hi {
