@@ -559,9 +559,6 @@ impl SegmentMap for StdSegment {
 /// `remove_gradually` frees this much of a file at a time.
 const REMOVE_CHUNK_BYTES: u64 = 1 << 20;
 
-/// Snapshot files are written and sent to the disk this much at a time.
-const WRITE_BEHIND_CHUNK_BYTES: usize = 1 << 20;
-
 /// Zeroing syncs this much at a time, so the disk queue never holds a whole segment's worth
 /// of zeros ahead of a concurrent persist.
 const ZERO_FILL_CHUNK_BYTES: usize = 256 << 10;
@@ -705,59 +702,14 @@ const DIRECT_ALIGN: usize = 4096;
 /// time, so a concurrent persist waits behind at most one of them.
 const DIRECT_CHUNK_BYTES: usize = 1 << 20;
 
-/// Writes `head` then `body` to a new file at `path` with direct IO (bypassing the page
-/// cache) and fsyncs it. Returns false, leaving no file, when the file system refuses direct
-/// IO (tmpfs, some network file systems); the caller then writes through the page cache.
-fn write_direct(path: &Path, head: &[u8], body: &[u8]) -> io::Result<bool> {
-    use std::os::unix::fs::FileExt;
-    let Some(file) = open_direct(
-        OpenOptions::new().write(true).create(true).truncate(true),
-        path,
-    )?
-    else {
-        return Ok(false);
-    };
-    // An anonymous map is page-aligned, as direct IO requires of the memory it writes from.
-    let mut buffer = MmapMut::map_anon(DIRECT_CHUNK_BYTES)?;
-    let total = head.len() + body.len();
-    let mut rest = [head, body];
-    let mut offset = 0u64;
-    loop {
-        let mut filled = 0;
-        for part in &mut rest {
-            let take = part.len().min(DIRECT_CHUNK_BYTES - filled);
-            buffer[filled..filled + take].copy_from_slice(&part[..take]);
-            *part = &part[take..];
-            filled += take;
-        }
-        if filled == 0 {
-            break;
-        }
-        // The last block is padded with zeros; the file is cut to its length below.
-        let padded = filled.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
-        buffer[filled..padded].fill(0);
-        if let Err(e) = file.write_all_at(&buffer[..padded], offset) {
-            if offset == 0 && refuses_direct(&e) {
-                drop(file);
-                let _ = fs::remove_file(path);
-                return Ok(false);
-            }
-            return Err(e);
-        }
-        offset += filled as u64;
-    }
-    if !total.is_multiple_of(DIRECT_ALIGN) {
-        file.set_len(total as u64)?;
-    }
-    file.sync_all()?;
-    Ok(true)
-}
-
-/// The real backend's [`StreamedFile`]: the bytes go to the file a chunk of
-/// `DIRECT_CHUNK_BYTES` at a time, with direct IO where the file system allows it (as
-/// `write_direct`, which it replaces for large files: the whole file never sits in memory, and
-/// no fresh pages are faulted in for it), else through the page cache with write-behind (as
-/// `write_buffered`). The first chunk stays in memory until `finish` puts the head over it.
+/// The real backend's [`StreamedFile`], and its way of writing any whole file
+/// (`write_synced`): the bytes go to the file a chunk of `DIRECT_CHUNK_BYTES` at a time, with
+/// direct IO where the file system allows it — through the page cache, a snapshot file is
+/// megabytes of writeback that every concurrent WAL persist's flush has to wait behind
+/// (measured here: buffered 64 MiB + fdatasync 43-385 MB/s, direct 1.1 GB/s) — else through
+/// the page cache with each chunk's writeback started at once and at most two chunks in
+/// flight. The file never sits in memory whole; the first chunk stays in memory until
+/// `finish` puts the head over it.
 struct ChunkedFile {
     out: ChunkOut,
     /// The chunk being filled; it starts at file offset `at`.
@@ -791,7 +743,7 @@ impl ChunkOut {
             }
         }
         self.file.write_all_at(bytes, offset)?;
-        // Only pacing, as in `write_buffered`: the fsync in `finish` makes the file durable.
+        // Only pacing: the fsync in `finish` makes the file durable and reports errors.
         let previous = offset
             .checked_sub(bytes.len() as u64)
             .map(|start| (start, bytes.len() as u64));
@@ -869,31 +821,6 @@ impl StreamedFile for ChunkedFile {
         }
         self.out.file.sync_all()
     }
-}
-
-/// Writes `head` then `bytes` to a new file at `path` through the page cache and fsyncs it.
-fn write_buffered(path: &Path, head: &[u8], bytes: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
-    file.write_all(head)?;
-    // Written in chunks, each one's writeback started at once and at most two chunks in
-    // flight: a snapshot file is megabytes, and left to a single fsync at the end it
-    // reaches the disk as one burst that every concurrent WAL persist has to wait behind.
-    let mut offset = head.len() as u64;
-    for chunk in bytes.chunks(WRITE_BEHIND_CHUNK_BYTES) {
-        file.write_all(chunk)?;
-        let len = chunk.len() as u64;
-        let previous = offset
-            .checked_sub(WRITE_BEHIND_CHUNK_BYTES as u64)
-            .map(|start| (start, WRITE_BEHIND_CHUNK_BYTES as u64));
-        // Only pacing: the fsync below is what makes the file durable and reports errors.
-        let _ = sys::write_behind(&file, offset, len, previous);
-        offset += len;
-    }
-    file.sync_all()
 }
 
 /// Up to `len` bytes of `file` from `offset` (fewer at its end).
@@ -1099,13 +1026,10 @@ impl Backend for StdBackend {
     }
 
     fn write_synced_parts(&self, path: &Path, head: &[u8], bytes: &[u8]) -> io::Result<()> {
-        // Direct IO first: through the page cache, a snapshot file is megabytes of writeback
-        // that every concurrent WAL persist's flush has to wait behind (measured here:
-        // buffered 64 MiB + fdatasync 43-385 MB/s, direct 1.1 GB/s).
-        if write_direct(path, head, bytes)? {
-            return Ok(());
-        }
-        write_buffered(path, head, bytes)
+        let mut file = ChunkedFile::create(path)?;
+        file.append(head)?;
+        file.append(bytes)?;
+        Box::new(file).finish(&[])
     }
 
     fn create_streamed<'a>(&'a self, path: &Path) -> io::Result<Box<dyn StreamedFile + 'a>> {

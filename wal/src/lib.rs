@@ -126,7 +126,9 @@ pub mod testing;
 mod vote;
 mod wal;
 
-pub use crate::backend::{Backend, Pace, SegmentMap, StdBackend, SyncWait, WriteMode};
+pub use crate::backend::{
+    Backend, Pace, SegmentMap, StdBackend, StreamedFile, SyncWait, WriteMode,
+};
 pub use crate::error::WalError;
 pub use crate::inspect::{dump_dir, verify_dir, VerifyReport};
 pub use crate::scrub::{Damage, ScrubStep, ScrubTotals};

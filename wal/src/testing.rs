@@ -15,7 +15,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::backend::{Backend, Pace, SegmentMap, Staging, SyncWait};
+use crate::backend::{Backend, Pace, SegmentMap, Staging, StreamedFile, SyncWait};
 use crate::format::CHUNK_BYTES;
 
 /// Faults to inject; all off by default.
@@ -626,6 +626,10 @@ impl Backend for HoldAhead {
 
     fn write_synced_parts(&self, path: &Path, head: &[u8], body: &[u8]) -> io::Result<()> {
         self.inner.write_synced_parts(path, head, body)
+    }
+
+    fn create_streamed<'a>(&'a self, path: &Path) -> io::Result<Box<dyn StreamedFile + 'a>> {
+        self.inner.create_streamed(path)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
