@@ -489,7 +489,7 @@ impl Kv {
     /// (which differs from node to node: it follows the hash keys), sessions by eviction
     /// order.
     pub fn snapshot(&self) -> Vec<u8> {
-        encode_state(self.data.iter(), &self.encoded_sessions())
+        encode_state(|| self.data.iter(), self.data.len, &self.encoded_sessions())
     }
 
     /// The store's hash now (see [`SnapshotView::hash`]).
@@ -596,13 +596,12 @@ impl SnapshotView {
     /// third of a snapshot's CPU (100,000 keys compared through pointers, a cache miss
     /// each), and restoring needs no order; the store's hash needs none either.
     pub fn encode(self) -> Vec<u8> {
-        let records = self.shards.iter().flat_map(|s| s.iter());
-        encode_state(records, &self.sessions)
+        encode_state(|| self.records(), self.count(), &self.sessions)
     }
 
     /// The length of [`SnapshotView::encode`]'s bytes (a pass over the records: off the loop).
     pub fn encoded_len(&self) -> u64 {
-        encoded_len(self.shards.iter().flat_map(|s| s.iter()), &self.sessions) as u64
+        encoded_len(self.records(), &self.sessions) as u64
     }
 
     /// [`SnapshotView::encode`]'s bytes, handed to `out` in pieces of about
@@ -613,22 +612,17 @@ impl SnapshotView {
         &self,
         out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
-        let count: usize = self.shards.iter().map(|s| s.len()).sum();
-        let mut piece = Vec::with_capacity(ENCODE_PIECE_BYTES);
-        let mut w = Writer::new(&mut piece);
-        w.bytes(SNAPSHOT_MAGIC);
-        w.u64(count as u64);
-        for record in self.shards.iter().flat_map(|s| s.iter()) {
-            let mut w = Writer::new(&mut piece);
-            w.u64_prefixed(record.key());
-            w.u64_prefixed(record.value());
-            if piece.len() >= ENCODE_PIECE_BYTES {
-                out(&piece)?;
-                piece.clear();
-            }
-        }
-        piece.extend_from_slice(&self.sessions);
-        out(&piece)
+        encode_state_to(self.records(), self.count(), &self.sessions, out)
+    }
+
+    /// Every record the view holds, in the shards' order.
+    fn records(&self) -> impl Iterator<Item = &Record> {
+        self.shards.iter().flat_map(|s| s.iter())
+    }
+
+    /// How many records the view holds.
+    fn count(&self) -> usize {
+        self.shards.iter().map(|s| s.len()).sum()
     }
 
     /// The store's hash, as `raftd/FORMAT.md` defines it ("The store's hash"): the sum of
@@ -639,7 +633,7 @@ impl SnapshotView {
     /// bytes, so the hash, but for a chance of about 2^-64; not against an adversary (XXH64
     /// is no cryptographic hash), which the check does not claim.
     pub fn hash(&self) -> u64 {
-        hash_state(self.shards.iter().flat_map(|s| s.iter()), &self.sessions)
+        hash_state(self.records(), &self.sessions)
     }
 }
 
@@ -653,19 +647,45 @@ fn encoded_len<'a>(records: impl Iterator<Item = &'a Record>, sessions: &[u8]) -
     SNAPSHOT_MAGIC.len() + 8 + data_bytes + sessions.len()
 }
 
-/// The snapshot's bytes of `records` and the encoded `sessions`.
-fn encode_state<'a>(records: impl Iterator<Item = &'a Record>, sessions: &[u8]) -> Vec<u8> {
-    let records: Vec<&Record> = records.collect();
-    let mut out = Vec::with_capacity(encoded_len(records.iter().copied(), sessions));
-    let mut w = Writer::new(&mut out);
+/// The snapshot's bytes of the `count` `records` and the encoded `sessions`.
+/// `records` gives them, twice: to size the buffer, then to encode.
+fn encode_state<'a, I: Iterator<Item = &'a Record>>(
+    records: impl Fn() -> I,
+    count: usize,
+    sessions: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(encoded_len(records(), sessions));
+    encode_state_to(records(), count, sessions, &mut |piece| {
+        out.extend_from_slice(piece);
+        Ok(())
+    })
+    .expect("gathering in memory does not fail");
+    out
+}
+
+/// The snapshot's bytes of the `count` `records` and the encoded `sessions`, handed to `out`
+/// in pieces of about `ENCODE_PIECE_BYTES`.
+fn encode_state_to<'a>(
+    records: impl Iterator<Item = &'a Record>,
+    count: usize,
+    sessions: &[u8],
+    out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut piece = Vec::with_capacity(ENCODE_PIECE_BYTES);
+    let mut w = Writer::new(&mut piece);
     w.bytes(SNAPSHOT_MAGIC);
-    w.u64(records.len() as u64);
-    for record in &records {
+    w.u64(count as u64);
+    for record in records {
+        let mut w = Writer::new(&mut piece);
         w.u64_prefixed(record.key());
         w.u64_prefixed(record.value());
+        if piece.len() >= ENCODE_PIECE_BYTES {
+            out(&piece)?;
+            piece.clear();
+        }
     }
-    out.extend_from_slice(sessions);
-    out
+    piece.extend_from_slice(sessions);
+    out(&piece)
 }
 
 /// The store's hash of `records` and the encoded `sessions` (see [`SnapshotView::hash`]).
