@@ -60,6 +60,10 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
        refused when read back)
   (am) streamed data of another length than announced written anyway (the header's data
        length disagrees with the file)
+ Reused segments:
+  (an) a freed segment zero-filled before its rename to the spare's name is durable (a power
+       cut brings the old segment's name back, holding zeros)
+  (ao) a freed segment reused without its zero-fill (its old records stay behind the tail)
 
 Usage: python3 tests/check-mutants.py [NAME...]   (from anywhere; a few minutes per bug)
        python3 tests/check-mutants.py --check     (only that every mutation still applies)
@@ -244,6 +248,14 @@ mutants = {
    "            if handed != data_bytes {",
    "            if handed != data_bytes && false {",
    ['test:wal:api:streamed_snapshot_of_the_wrong_length_leaves_no_file']),
+ 'an_reuse_zero_fills_before_the_rename_is_durable': (WAL,
+   "    let reused = backend\n        .sync_dir(dir)\n        .and_then(|()| backend.refill_segment(spare, bytes as u64, pace));",
+   "    let _ = dir;\n    let reused = backend.refill_segment(spare, bytes as u64, pace);",
+   ['test:wal:lib:a_reused_segment_never_keeps_its_old_name_with_new_contents']),
+ 'ao_reuse_without_zero_fill': (BACKEND,
+   "        zero_fill_buffered(&file, bytes, &pace, self.write)?;\n        file.sync_data()?;",
+   "        let _ = &pace;\n        file.sync_data()?;",
+   ['test:wal:reuse:reused_segments_on_disk_reopen_in_both_write_modes']),
 }
 
 

@@ -426,6 +426,8 @@ pub struct Figures {
     pub wal_segments: u64,
     /// WAL segments a rollover created without zero-fill since the process started.
     pub wal_segments_unfilled: u64,
+    /// WAL segments made from a segment compaction freed since the process started.
+    pub wal_segments_reused: u64,
     /// Where the latest snapshot ends.
     pub snapshot_index: u64,
     /// The scrubber's totals.
@@ -703,6 +705,12 @@ fn encode_disk(out: &mut DescriptorEncoder, f: &Figures) -> Result<(), FmtError>
         "raftd_disk_wal_segments_unfilled",
         "WAL segments a rollover created without zero-fill (preallocated only; its persists convert extents) because the next segment's paced zero-fill had not finished: appends outran it.",
         f.wal_segments_unfilled,
+    )?;
+    counter(
+        out,
+        "raftd_disk_wal_segments_reused",
+        "WAL segments made from a segment a snapshot freed (renamed, zero-filled over its cached pages) instead of created: no new blocks and no new page-cache pages.",
+        f.wal_segments_reused,
     )?;
     histogram(
         out,

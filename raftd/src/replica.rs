@@ -802,6 +802,7 @@ impl<E: Env> Replica<E> {
             wal_bytes: wal.disk_bytes(),
             wal_segments: wal.segment_count() as u64,
             wal_segments_unfilled: wal.segments_unfilled(),
+            wal_segments_reused: wal.segments_reused(),
             snapshot_index: wal.snapshot_meta().index.0,
             scrub: wal.scrub_totals(),
             clients: 0,
@@ -1296,6 +1297,7 @@ impl<E: Env> Replica<E> {
             "wal_bytes": self.g.wal.disk_bytes(),
             "wal_segments": self.g.wal.segment_count(),
             "wal_segments_unfilled": self.g.wal.segments_unfilled(),
+            "wal_segments_reused": self.g.wal.segments_reused(),
             "wal_write": self.g.config.wal_write.name(),
             "scrub": {
                 "bytes_per_sec": self.g.config.scrub_bytes_per_sec,

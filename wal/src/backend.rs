@@ -171,6 +171,17 @@ pub trait Backend: Send + Sync + fmt::Debug {
         bytes: u64,
         pace: Pace,
     ) -> io::Result<Box<dyn SegmentMap>>;
+    /// Overwrites the existing file `path`, exactly `bytes` long, with zeros at `pace`, syncs
+    /// it and maps it: what `create_segment(path, bytes, pace)` would leave, in a file whose
+    /// blocks (and cached pages) exist already. The WAL reuses a segment it no longer needs
+    /// this way, once the file is under a name no open keeps (FORMAT.md, "Reused segments").
+    /// On failure the file is left as it is, for the caller to remove.
+    fn refill_segment(
+        &self,
+        path: &Path,
+        bytes: u64,
+        pace: Pace,
+    ) -> io::Result<Box<dyn SegmentMap>>;
     /// Maps an existing file.
     fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentMap>>;
     /// Reads a whole file.
@@ -583,7 +594,7 @@ fn zero_fill(path: &Path, file: &File, len: u64, pace: Pace, write: WriteMode) -
         && len.is_multiple_of(DIRECT_ALIGN as u64)
         && zero_fill_direct(path, len, &pace)?;
     if !direct {
-        zero_fill_buffered(file, len, &pace)?;
+        zero_fill_buffered(file, len, &pace, write)?;
     }
     file.sync_data()
 }
@@ -618,27 +629,34 @@ fn zero_fill_direct(path: &Path, len: u64, pace: &Pace) -> io::Result<bool> {
     Ok(true)
 }
 
-/// The fill through the page cache, with one 4 KiB `pwrite` per page, before the file is
-/// mapped; the pages stay cached for the map's first writes. A larger write would let the
+/// The fill through the page cache, before the file is mapped; the pages stay cached for the
+/// first writes. In `mmap` mode one 4 KiB `pwrite` per page: a larger write would let the
 /// page cache use large folios, and an msync writes a dirty folio back whole; page-sized
 /// writes keep single-page folios, so a persist later writes back only the pages a batch
 /// touched (wal-bench persist latency is the same as after zeroing through the map). Zeroing
 /// through the map instead cost a page fault per page and, at every sync of the mapped pages,
 /// a TLB shootdown across the process's CPUs: with 256 clients it was 8-9 % of the machine's
-/// CPU, against 3-5 % this way.
-fn zero_fill_buffered(file: &File, len: u64, pace: &Pace) -> io::Result<()> {
+/// CPU, against 3-5 % this way. In `pwrite` mode, whose writes cover whole pages
+/// (`StdSegment::write_staged`), one `pwrite` per chunk.
+fn zero_fill_buffered(file: &File, len: u64, pace: &Pace, write: WriteMode) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
-    static ZEROS: [u8; 4096] = [0; 4096];
+    let zeros = vec![
+        0u8;
+        match write {
+            WriteMode::Mmap => 4096,
+            WriteMode::Pwrite => ZERO_FILL_CHUNK_BYTES,
+        }
+    ];
     let mut at = 0u64;
     while at < len {
         check_wanted(pace)?;
         let chunk = (ZERO_FILL_CHUNK_BYTES as u64).min(len - at);
         let started = std::time::Instant::now();
-        let mut page = at;
-        while page < at + chunk {
-            let n = (ZEROS.len() as u64).min(at + chunk - page) as usize;
-            file.write_all_at(&ZEROS[..n], page)?;
-            page += n as u64;
+        let mut piece = at;
+        while piece < at + chunk {
+            let n = (zeros.len() as u64).min(at + chunk - piece) as usize;
+            file.write_all_at(&zeros[..n], piece)?;
+            piece += n as u64;
         }
         // Written back and waited for chunk by chunk, so the disk queue never holds more than
         // one chunk of zeros ahead of a concurrent persist.
@@ -988,6 +1006,27 @@ impl Backend for StdBackend {
             let _ = fs::remove_file(path);
         }
         created
+    }
+
+    /// The zeros go through the page cache, over the pages the file's records left cached:
+    /// direct IO would drop those pages, and the records written next would need new ones.
+    fn refill_segment(
+        &self,
+        path: &Path,
+        bytes: u64,
+        pace: Pace,
+    ) -> io::Result<Box<dyn SegmentMap>> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let len = file.metadata()?.len();
+        if len != bytes {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{len} bytes, not the segment size {bytes}"),
+            ));
+        }
+        zero_fill_buffered(&file, bytes, &pace, self.write)?;
+        file.sync_data()?;
+        map_file(file, Access::Append, self.write)
     }
 
     fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentMap>> {

@@ -54,6 +54,8 @@ struct MemState {
     paces: Vec<(PathBuf, Pace)>,
     /// Files created so far, which is the newest file's id.
     files_created: u64,
+    /// The files `refill_segment` zero-filled, in order.
+    refilled: Vec<PathBuf>,
 }
 
 impl MemState {
@@ -117,9 +119,14 @@ impl MemBackend {
         lock(&self.state).faults = faults;
     }
 
-    /// The segments created so far, in order, with the pace each was asked for.
+    /// The segments created or reused so far, in order, with the pace each was asked for.
     pub fn segment_paces(&self) -> Vec<(PathBuf, Pace)> {
         lock(&self.state).paces.clone()
+    }
+
+    /// The files zero-filled for reuse so far, in order (`Backend::refill_segment`).
+    pub fn refilled_segments(&self) -> Vec<PathBuf> {
+        lock(&self.state).refilled.clone()
     }
 
     /// The number of successful segment syncs and directory fsyncs so far.
@@ -396,6 +403,32 @@ impl Backend for MemBackend {
         Ok(Box::new(MemSegment::new(self.state.clone(), file, zeros)))
     }
 
+    /// The zeros written and synced: durable in the file, whatever name it has.
+    fn refill_segment(
+        &self,
+        path: &Path,
+        bytes: u64,
+        pace: Pace,
+    ) -> io::Result<Box<dyn SegmentMap>> {
+        self.check_writable()?;
+        let file = self.file(path)?;
+        let mut state = lock(&self.state);
+        if state.faults.fail_sync {
+            return Err(os_error(libc::EIO));
+        }
+        if lock(&file).live.len() as u64 != bytes {
+            return Err(os_error(libc::EINVAL));
+        }
+        state.paces.push((path.to_path_buf(), pace));
+        state.refilled.push(path.to_path_buf());
+        let zeros = vec![0u8; bytes as usize];
+        let mut image = lock(&file);
+        image.live.clone_from(&zeros);
+        image.durable.clone_from(&zeros);
+        drop(image);
+        Ok(Box::new(MemSegment::new(self.state.clone(), file, zeros)))
+    }
+
     fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentMap>> {
         let file = self.file(path)?;
         let bytes = lock(&file).live.clone();
@@ -549,6 +582,25 @@ impl HoldAhead {
         }
     }
 
+    /// A segment prepared ahead (`pace` is `Ahead`) is held until released, and removed if
+    /// cancelled meanwhile; any other passes.
+    fn held(
+        &self,
+        map: Box<dyn SegmentMap>,
+        path: &Path,
+        pace: &Pace,
+    ) -> io::Result<Box<dyn SegmentMap>> {
+        if !matches!(pace, Pace::Ahead(_)) || self.hold(pace) {
+            return Ok(map);
+        }
+        drop(map);
+        let _ = self.inner.remove(path);
+        Err(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "the segment prepared ahead is no longer wanted",
+        ))
+    }
+
     /// Holds one preparation until released or cancelled; true if released.
     fn hold(&self, pace: &Pace) -> bool {
         let mut state = lock(&self.gate.state);
@@ -591,15 +643,17 @@ impl Backend for HoldAhead {
         pace: Pace,
     ) -> io::Result<Box<dyn SegmentMap>> {
         let map = self.inner.create_segment(path, bytes, pace.clone())?;
-        if !matches!(pace, Pace::Ahead(_)) || self.hold(&pace) {
-            return Ok(map);
-        }
-        drop(map);
-        let _ = self.inner.remove(path);
-        Err(io::Error::new(
-            io::ErrorKind::Interrupted,
-            "the segment prepared ahead is no longer wanted",
-        ))
+        self.held(map, path, &pace)
+    }
+
+    fn refill_segment(
+        &self,
+        path: &Path,
+        bytes: u64,
+        pace: Pace,
+    ) -> io::Result<Box<dyn SegmentMap>> {
+        let map = self.inner.refill_segment(path, bytes, pace.clone())?;
+        self.held(map, path, &pace)
     }
 
     fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentMap>> {

@@ -212,6 +212,8 @@ struct InFlight {
 struct Spare {
     path: PathBuf,
     bytes: usize,
+    /// Made from a freed segment rather than created.
+    reused: bool,
     /// The pace it is zero-filled at; closing the WAL cancels it.
     pace: Pace,
     thread: std::thread::JoinHandle<io::Result<Box<dyn SegmentMap>>>,
@@ -254,8 +256,13 @@ pub struct Wal {
     /// Whether to prepare segments and delete files on helper threads (`WalOptions`).
     helper_threads: bool,
     spare: Option<Spare>,
+    /// A segment compaction freed, kept back from deletion to become the next spare
+    /// (FORMAT.md, "Reused segments").
+    reusable: Option<PathBuf>,
     /// Segments created unfilled by a rollover since open (no finished spare then).
     segments_unfilled: u64,
+    /// Spares made from a freed segment and taken by a rollover since open.
+    segments_reused: u64,
     /// Deletes compacted files off the caller's thread; started at the first compaction.
     reaper: Option<Reaper>,
     /// The newest copy of term and vote outside the segments (see `vote`).
@@ -459,7 +466,9 @@ impl Wal {
             failed: None,
             helper_threads: options.helper_threads,
             spare: None,
+            reusable: None,
             segments_unfilled: 0,
+            segments_reused: 0,
             reaper: None,
             vote_copy: vote_copy.unwrap_or_default(),
             vote_files,
@@ -936,7 +945,11 @@ impl Wal {
             .sum();
         let snapshot = self.snapshot_bytes;
         let spare = self.spare.as_ref().map_or(0, |spare| spare.bytes as u64);
-        segments + snapshot + spare
+        let reusable = self
+            .reusable
+            .as_ref()
+            .map_or(0, |_| self.segment_bytes as u64);
+        segments + snapshot + spare + reusable
     }
 
     /// The number of segment files.
@@ -949,6 +962,12 @@ impl Wal {
     /// prepare one. Each is preallocated only, and its persists convert unwritten extents.
     pub fn segments_unfilled(&self) -> u64 {
         self.segments_unfilled
+    }
+
+    /// How many segments since open were made from a segment compaction freed, instead of
+    /// created (FORMAT.md, "Reused segments").
+    pub fn segments_reused(&self) -> u64 {
+        self.segments_reused
     }
 
     /// The WAL's directory.
@@ -1342,14 +1361,21 @@ impl Wal {
         let (backend, bytes, target) = (self.backend.clone(), self.segment_bytes, path.clone());
         let pace = Pace::ahead();
         let thread_pace = pace.clone();
+        let reused = self.reusable.take();
+        let reusing = reused.is_some();
+        let dir = self.dir.clone();
         let spawned = std::thread::Builder::new()
             .name("wal-next-segment".into())
-            .spawn(move || backend.create_segment(&target, bytes as u64, thread_pace));
+            .spawn(move || match reused {
+                Some(from) => reuse_segment(&*backend, &from, &dir, &target, bytes, thread_pace),
+                None => backend.create_segment(&target, bytes as u64, thread_pace),
+            });
         match spawned {
             Ok(thread) => {
                 self.spare = Some(Spare {
                     path,
                     bytes,
+                    reused: reusing,
                     pace,
                     thread,
                 })
@@ -1384,7 +1410,10 @@ impl Wal {
             }
         };
         match self.backend.rename(&spare.path, path) {
-            Ok(()) => Some(map),
+            Ok(()) => {
+                self.segments_reused += u64::from(spare.reused);
+                Some(map)
+            }
             Err(error) => {
                 warn!(
                     "wal: renaming {} failed ({error}); creating the segment now",
@@ -1497,8 +1526,15 @@ impl Wal {
         let mut doomed = Vec::new();
         while self.segments.len() > 1 && self.segments[1].first_index <= snapshot_index.next() {
             let segment = self.segments.pop_front().expect("more than one segment");
-            doomed.push(segment.path.clone());
-            // Unmapped here, before the file is deleted.
+            let reusable = self.helper_threads
+                && self.reusable.is_none()
+                && segment.map.file_bytes() == self.segment_bytes;
+            if reusable {
+                self.reusable = Some(segment.path.clone());
+            } else {
+                doomed.push(segment.path.clone());
+            }
+            // Unmapped here, before the file is deleted or reused.
             drop(segment);
         }
         let names = match self.backend.list(&self.dir) {
@@ -1543,6 +1579,29 @@ impl Wal {
         self.reaper
             .get_or_insert_with(|| Reaper::start(backend, dir))
     }
+}
+
+/// Makes `from`, a segment compaction freed, the spare `spare` in `dir` (FORMAT.md, "Reused
+/// segments"): renamed, the rename made durable, and only then zero-filled and synced, so no
+/// file under a segment's name ever holds part old records and part zeros, and a crash from
+/// the first zero on leaves a `.tmp` file, which open deletes. On failure nothing is left
+/// under either name.
+fn reuse_segment(
+    backend: &dyn Backend,
+    from: &Path,
+    dir: &Path,
+    spare: &Path,
+    bytes: usize,
+    pace: Pace,
+) -> io::Result<Box<dyn SegmentMap>> {
+    backend.rename(from, spare)?;
+    let reused = backend
+        .sync_dir(dir)
+        .and_then(|()| backend.refill_segment(spare, bytes as u64, pace));
+    if reused.is_err() {
+        let _ = backend.remove(spare);
+    }
+    reused
 }
 
 /// What the reaper appends to a file's name before deleting it (a `.tmp` name: the next
@@ -1627,6 +1686,14 @@ impl Drop for Wal {
     /// Waits for pending deletions, stops a segment being prepared and deletes it, so a
     /// closed WAL leaves no spare file and no thread working in its directory.
     fn drop(&mut self) {
+        // A freed segment no spare took is deleted with the rest.
+        if let Some(path) = self.reusable.take() {
+            if let Some(paths) = self.reaper().delete(vec![path]) {
+                for path in paths {
+                    let _ = self.backend.remove(&path);
+                }
+            }
+        }
         // Finish deleting before the lock is released (fields drop after this).
         self.reaper.take();
         if let Some(spare) = self.spare.take() {
@@ -1836,4 +1903,41 @@ fn cut(
     backend
         .sync_dir(dir)
         .map_err(|e| io_error(dir, "fsync directory", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::MemBackend;
+
+    // Proves the order of a reuse (FORMAT.md, "Reused segments"): a power cut right after it
+    // finds the freed file under the spare's name only, holding zeros, never under its old
+    // name with its new contents (the rename was made durable before the zeros were
+    // written); and a reuse that fails leaves the file under neither name.
+    #[test]
+    fn a_reused_segment_never_keeps_its_old_name_with_new_contents() {
+        let dir = Path::new("/wal");
+        let backend = MemBackend::with_dir(dir);
+        let old = dir.join(segment_name(1));
+        let spare = dir.join(SPARE_NAME);
+        backend.write_synced(&old, &[7u8; 4096]).unwrap();
+        backend.sync_dir(dir).unwrap();
+        let map = reuse_segment(&backend, &old, dir, &spare, 4096, Pace::ahead()).unwrap();
+        assert_eq!(map.file_bytes(), 4096);
+        drop(map);
+        let crashed = backend.crash();
+        assert_eq!(crashed.file_names(), vec![spare.clone()]);
+        assert_eq!(crashed.read(&spare).unwrap(), vec![0u8; 4096]);
+
+        // Not the segment size: refused, and neither name is left.
+        let other = dir.join(segment_name(2));
+        backend.remove(&spare).unwrap();
+        backend.write_synced(&other, &[7u8; 4096]).unwrap();
+        assert!(reuse_segment(&backend, &other, dir, &spare, 8192, Pace::ahead()).is_err());
+        assert!(
+            backend.file_names().is_empty(),
+            "{:?}",
+            backend.file_names()
+        );
+    }
 }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -175,16 +175,6 @@ fn without_helper_threads_rollovers_are_unfilled() {
     assert_eq!(wal.segments_unfilled(), 2);
     drop(wal);
     check_crash(&backend.crash(), next, "after close");
-}
-
-fn wal_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .collect();
-    files.sort();
-    files
 }
 
 // Proves on disk, in both write modes, that rollovers with the spare held create unfilled
