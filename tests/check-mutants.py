@@ -64,6 +64,10 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
   (an) a freed segment zero-filled before its rename to the spare's name is durable (a power
        cut brings the old segment's name back, holding zeros)
   (ao) a freed segment reused without its zero-fill (its old records stay behind the tail)
+ Frames encoded straight into the outbox:
+  (ap) a frame refused for a full outbox left half-written in it (no header, the peer reads
+       garbage)
+  (aq) a frame over the limit left in the outbox although refused
 
 Usage: python3 tests/check-mutants.py [NAME...]   (from anywhere; a few minutes per bug)
        python3 tests/check-mutants.py --check     (only that every mutation still applies)
@@ -252,6 +256,14 @@ mutants = {
    "    let reused = backend\n        .sync_dir(dir)\n        .and_then(|()| backend.refill_segment(spare, bytes as u64, pace));",
    "    let _ = dir;\n    let reused = backend.refill_segment(spare, bytes as u64, pace);",
    ['test:wal:lib:a_reused_segment_never_keeps_its_old_name_with_new_contents']),
+ 'ap_refused_encoded_frame_left_in_the_outbox': (TRANSPORT,
+   "        if conn.outbox_pending() > self.config.outbox_bytes_max {\n            conn.outbox.truncate(start);",
+   "        if conn.outbox_pending() > self.config.outbox_bytes_max {\n            let _ = start;",
+   ['test:transport:loopback:exchange_a_million_mixed_frames_in_order']),
+ 'aq_too_large_encoded_frame_left_in_the_outbox': (TRANSPORT,
+   "        if len > max {\n            conn.outbox.truncate(start);",
+   "        if len > max {\n            let _ = start;",
+   ['test:transport:loopback:an_encoded_frame_over_the_limit_is_refused_and_leaves_nothing']),
  'ao_reuse_without_zero_fill': (BACKEND,
    "        zero_fill_buffered(&file, bytes, &pace, self.write)?;\n        file.sync_data()?;",
    "        let _ = &pace;\n        file.sync_data()?;",

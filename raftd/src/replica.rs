@@ -45,8 +45,10 @@ pub trait Env {
     type Client: Copy + std::fmt::Debug;
     /// Time since an arbitrary fixed origin; never goes backwards.
     fn now(&self) -> Duration;
-    /// Queues a frame for peer `to`.
-    fn send_peer(&mut self, to: u64, kind: u8, body: &[u8]);
+    /// Queues a frame for peer `to`, whose body `encode` appends to the buffer it is handed
+    /// (the transport's outbox, where the host can: the body is then not copied there from
+    /// another buffer).
+    fn send_peer(&mut self, to: u64, kind: u8, encode: impl FnOnce(&mut Vec<u8>));
     /// Queues a frame for a client connection.
     fn send_client(&mut self, client: Self::Client, kind: u8, body: &[u8]);
     /// Starts writing what was queued (the replica calls it before a disk write, so frames
@@ -1615,13 +1617,10 @@ impl<E: Env> Glue<E> {
             self.metrics
                 .heartbeat_sent(m.to.0, read_seq, self.env.now());
         }
-        // One encoding buffer for every message: the transport copies into its outbox.
-        let mut body = std::mem::take(&mut self.encode_buffer);
-        body.clear();
-        codec::encode(m, &mut body);
-        // Losing a message is within Raft's model; the transport counts drops.
-        self.env.send_peer(m.to.0, FRAME_RAFT, &body);
-        self.encode_buffer = body;
+        // Encoded straight into the outbox. Losing a message is within Raft's model; the
+        // transport counts drops.
+        self.env
+            .send_peer(m.to.0, FRAME_RAFT, |out| codec::encode(m, out));
     }
 
     /// Loads a snapshot from the leader (already saved in the WAL) into the store.
@@ -1738,7 +1737,8 @@ impl<E: Env> Glue<E> {
         let body = CheckpointReport { index, hash }.encode();
         for &peer in self.checkpoints.members() {
             if peer != self.config.id {
-                self.env.send_peer(peer, FRAME_CHECKPOINT, &body);
+                self.env
+                    .send_peer(peer, FRAME_CHECKPOINT, |out| out.extend_from_slice(&body));
             }
         }
     }

@@ -178,9 +178,9 @@ impl Env for Live {
         self.epoch.elapsed()
     }
 
-    fn send_peer(&mut self, to: u64, kind: u8, body: &[u8]) {
+    fn send_peer(&mut self, to: u64, kind: u8, encode: impl FnOnce(&mut Vec<u8>)) {
         // Losing a message is within Raft's model; the transport counts drops.
-        let _ = self.transport.send_peer(to, kind, body);
+        let _ = self.transport.send_peer_encoded(to, kind, encode);
     }
 
     fn send_client(&mut self, client: ClientId, kind: u8, body: &[u8]) {

@@ -91,12 +91,10 @@ impl Env for SimEnv {
         Duration::from_micros(self.clock.get())
     }
 
-    fn send_peer(&mut self, to: u64, kind: u8, body: &[u8]) {
-        self.out.push(Out::Peer {
-            to,
-            kind,
-            body: body.to_vec(),
-        });
+    fn send_peer(&mut self, to: u64, kind: u8, encode: impl FnOnce(&mut Vec<u8>)) {
+        let mut body = Vec::new();
+        encode(&mut body);
+        self.out.push(Out::Peer { to, kind, body });
     }
 
     fn send_client(&mut self, client: usize, _kind: u8, body: &[u8]) {

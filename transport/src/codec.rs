@@ -41,19 +41,37 @@ fn frame_crc(len_field: &[u8], kind: u8, body: &[u8]) -> u32 {
 /// If `body` is longer than [`FRAME_BYTES_LIMIT`]; callers check their configured
 /// `frame_bytes_max` (which is at most that) before encoding.
 pub fn encode_frame(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
+    out.reserve(HEADER_BYTES + body.len());
+    let start = begin_frame(out);
+    out.extend_from_slice(body);
+    finish_frame(out, start, kind);
+}
+
+/// Starts a frame at the end of `out` (room for its header); returns where it starts. The
+/// body is then appended to `out` in place, and [`finish_frame`] closes the frame: a body
+/// encoded straight into an outbox is never copied there from another buffer.
+pub fn begin_frame(out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER_BYTES]);
+    start
+}
+
+/// Closes the frame begun at `start` (by [`begin_frame`]), whose body is everything after
+/// its header: writes the header's length, CRC and `kind`.
+///
+/// # Panics
+/// If the body is longer than [`FRAME_BYTES_LIMIT`] (as [`encode_frame`]).
+pub fn finish_frame(out: &mut [u8], start: usize, kind: u8) {
+    let (header, body) = out[start..].split_at_mut(HEADER_BYTES);
     assert!(
         body.len() <= FRAME_BYTES_LIMIT,
         "frame body of {} bytes",
         body.len()
     );
-    let mut header = [0u8; HEADER_BYTES];
     LittleEndian::write_u32(&mut header[LEN_OFFSET..CRC_OFFSET], body.len() as u32);
     let crc = frame_crc(&header[LEN_OFFSET..CRC_OFFSET], kind, body);
     LittleEndian::write_u32(&mut header[CRC_OFFSET..KIND_OFFSET], crc);
     header[KIND_OFFSET] = kind;
-    out.reserve(HEADER_BYTES + body.len());
-    out.extend_from_slice(&header);
-    out.extend_from_slice(body);
 }
 
 /// What [`decode`] found at the start of a buffer.

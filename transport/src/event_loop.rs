@@ -1,8 +1,9 @@
 //! The event loop: one mio `Poll`, a listener, a waker, and connections in a slab.
 
 use crate::codec::{
-    decode, encode_frame, frame_bytes, judge_hello, take_frame, Decoded, DialError, Dialer, Hello,
-    Role, Status, Welcome, FRAME_BYTES_LIMIT, HELLO_BYTES_MAX, PROTOCOL_VERSION,
+    begin_frame, decode, encode_frame, finish_frame, frame_bytes, judge_hello, take_frame, Decoded,
+    DialError, Dialer, Hello, Role, Status, Welcome, FRAME_BYTES_LIMIT, HEADER_BYTES,
+    HELLO_BYTES_MAX, PROTOCOL_VERSION,
 };
 use crate::fault::{Faults, Verdict};
 use crate::slab::Slab;
@@ -771,6 +772,55 @@ impl Transport {
         encode_frame(&mut conn.outbox, kind, body);
         peer.stats.frames_out += 1;
         peer.stats.bytes_out += bytes as u64;
+        if !conn.flush_queued {
+            conn.flush_queued = true;
+            self.flush_list.push(index);
+        }
+        Ok(())
+    }
+
+    /// Like [`Transport::send_peer`], for a body that `encode` appends to the buffer it is
+    /// handed: the peer connection's outbox itself, so the body is written once instead of
+    /// encoded into a buffer and copied into the outbox (a leader's appends carry every entry
+    /// to each follower). Refused, with nothing queued, where `send_peer` would refuse it.
+    /// With faults injected, the body is encoded aside and goes through `send_peer`.
+    pub fn send_peer_encoded(
+        &mut self,
+        to: u64,
+        kind: u8,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), SendError> {
+        if !self.faults.is_none() {
+            let mut body = Vec::new();
+            encode(&mut body);
+            return self.send_peer(to, kind, &body);
+        }
+        let peer_index = self.peer_index(to).ok_or(SendError::UnknownPeer(to))?;
+        let peer = &mut self.peers[peer_index];
+        let Some(index) = peer.outbound.filter(|_| peer.up) else {
+            peer.stats.dropped_not_connected += 1;
+            return Err(SendError::NotConnected(to));
+        };
+        let conn = self
+            .connections
+            .get_mut(index)
+            .expect("an up peer has a live connection");
+        let start = begin_frame(&mut conn.outbox);
+        encode(&mut conn.outbox);
+        let len = conn.outbox.len() - start - HEADER_BYTES;
+        let max = self.config.frame_bytes_max;
+        if len > max {
+            conn.outbox.truncate(start);
+            return Err(SendError::TooLarge { len, max });
+        }
+        if conn.outbox_pending() > self.config.outbox_bytes_max {
+            conn.outbox.truncate(start);
+            peer.stats.dropped_outbox_full += 1;
+            return Err(SendError::OutboxFull);
+        }
+        finish_frame(&mut conn.outbox, start, kind);
+        peer.stats.frames_out += 1;
+        peer.stats.bytes_out += frame_bytes(len) as u64;
         if !conn.flush_queued {
             conn.flush_queued = true;
             self.flush_list.push(index);

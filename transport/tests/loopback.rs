@@ -11,7 +11,9 @@ use transport::client::Connection;
 use transport::{Event, SendError, Transport};
 
 /// Sends `count` frames from `node` to peer `to`, polling (which flushes) whenever the outbox is
-/// full, while checking frames arriving from `to` carry `body_for(0..count)` in order.
+/// full, while checking frames arriving from `to` carry `body_for(0..count)` in order. Every
+/// other frame is encoded straight into the outbox (`send_peer_encoded`), so a refusal of
+/// either kind that left bytes behind would show as a corrupt or misordered frame.
 /// Once done, it keeps polling until its outbox is written and the other side is done too
 /// (`done` counts finished sides), so no frame is left unsent when the transport is dropped.
 fn send_and_check(mut node: Transport, to: u64, count: u64, done: Arc<AtomicUsize>) -> Transport {
@@ -25,7 +27,13 @@ fn send_and_check(mut node: Transport, to: u64, count: u64, done: Arc<AtomicUsiz
             "stalled: sent {sent}, received {received}"
         );
         while sent < count {
-            match node.send_peer(to, 7, &body_for(sent)) {
+            let body = body_for(sent);
+            let queued = if sent % 2 == 0 {
+                node.send_peer(to, 7, &body)
+            } else {
+                node.send_peer_encoded(to, 7, |out| out.extend_from_slice(&body))
+            };
+            match queued {
                 Ok(()) => sent += 1,
                 Err(SendError::OutboxFull) => break,
                 Err(error) => panic!("send {sent}: {error}"),
@@ -255,4 +263,55 @@ fn waker_interrupts_poll() {
     assert_eq!(events, vec![Event::Woken]);
     assert!(start.elapsed() < Duration::from_secs(5));
     handle.join().unwrap();
+}
+
+/// Proves a body encoded straight into the outbox that exceeds the frame limit is refused
+/// (`TooLarge`) with nothing queued, and that the frames around it arrive intact.
+#[test]
+fn an_encoded_frame_over_the_limit_is_refused_and_leaves_nothing() {
+    init_logs();
+    let mut config1 = config(1);
+    config1.frame_bytes_max = 1024;
+    let (mut one, mut two) = connected_pair(config1, config(2));
+    one.send_peer_encoded(2, 3, |out| out.extend_from_slice(b"before"))
+        .unwrap();
+    let pending = one.pending_bytes();
+    assert_eq!(
+        one.send_peer_encoded(2, 3, |out| out.extend_from_slice(&[9u8; 1025])),
+        Err(SendError::TooLarge {
+            len: 1025,
+            max: 1024
+        })
+    );
+    assert_eq!(
+        one.pending_bytes(),
+        pending,
+        "the refused body stayed queued"
+    );
+    one.send_peer_encoded(2, 3, |out| out.extend_from_slice(b"after"))
+        .unwrap();
+    let mut events = vec![Vec::new(), Vec::new()];
+    pump_until(
+        &mut [&mut one, &mut two],
+        &mut events,
+        Duration::from_secs(10),
+        |e| {
+            e[1].iter()
+                .filter(|e| matches!(e, Event::PeerFrame { .. }))
+                .count()
+                >= 2
+        },
+    );
+    let bodies: Vec<&[u8]> = events[1]
+        .iter()
+        .filter_map(|e| match e {
+            Event::PeerFrame {
+                from: 1,
+                kind: 3,
+                body,
+            } => Some(body.as_slice()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bodies, vec![&b"before"[..], &b"after"[..]]);
 }
