@@ -11,7 +11,7 @@ use crate::protocol::{CommandRef, Outcome, Response, WriteRef};
 use hashbrown::{hash_table, HashTable};
 use raft::codec::{Reader, Truncated, Writer};
 use siphasher::sip::SipHasher13;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{hash_map, BTreeMap, HashMap};
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -411,7 +411,11 @@ impl Kv {
         if command.write == WriteRef::Checkpoint {
             return Outcome::Written { index, term };
         }
-        if let Some(s) = self.sessions.get(&command.client_id) {
+        // One lookup of the session, held while the write is executed (the store and the
+        // session table are separate fields): checked, then updated in place.
+        let slot = self.sessions.entry(command.client_id);
+        if let hash_map::Entry::Occupied(s) = &slot {
+            let s = s.get();
             if command.seq == s.seq {
                 return s.outcome.clone();
             }
@@ -424,59 +428,36 @@ impl Kv {
                 };
             }
         }
-        let outcome = self.execute(index, term, command.write);
-        self.remember(command.client_id, command.seq, index, outcome.clone());
+        let outcome = execute(
+            &mut self.data,
+            &mut self.data_bytes,
+            index,
+            term,
+            command.write,
+        );
+        let session = Session {
+            seq: command.seq,
+            outcome: outcome.clone(),
+            last_index: index,
+        };
+        remember_in(&mut self.by_index, slot, session);
+        self.evict_sessions();
         outcome
     }
 
-    fn execute(&mut self, index: u64, term: u64, write: WriteRef<'_>) -> Outcome {
-        match write {
-            WriteRef::Put { key, value } => {
-                self.put(key, value);
-                Outcome::Written { index, term }
-            }
-            WriteRef::Delete { key } => {
-                if let Some(old) = self.data.take(key) {
-                    self.data_bytes -= old.data_bytes();
-                }
-                Outcome::Written { index, term }
-            }
-            WriteRef::Cas { key, expected, new } => {
-                let current = self.get(key);
-                if current == expected {
-                    self.put(key, new);
-                    Outcome::Written { index, term }
-                } else {
-                    Outcome::CasMismatch {
-                        current: current.map(<[u8]>::to_vec),
-                        index,
-                    }
-                }
-            }
-            WriteRef::Checkpoint => Outcome::Written { index, term },
-        }
-    }
-
-    fn put(&mut self, key: &[u8], value: &[u8]) {
-        self.data_bytes += (key.len() + value.len()) as u64;
-        if let Some(old) = self.data.put(key, value) {
-            self.data_bytes -= old;
-        }
-    }
-
+    /// Records `client_id`'s latest write (a session restored from a snapshot).
     fn remember(&mut self, client_id: u64, seq: u64, index: u64, outcome: Outcome) {
-        if let Some(old) = self.sessions.get(&client_id) {
-            self.by_index.remove(&(old.last_index, client_id));
-        }
-        self.sessions.insert(
-            client_id,
-            Session {
-                seq,
-                outcome,
-                last_index: index,
-            },
-        );
-        self.by_index.insert((index, client_id), ());
+        let session = Session {
+            seq,
+            outcome,
+            last_index: index,
+        };
+        remember_in(&mut self.by_index, self.sessions.entry(client_id), session);
+        self.evict_sessions();
+    }
+
+    /// Evicts the oldest sessions (by last write's index) while there are too many.
+    fn evict_sessions(&mut self) {
         while self.sessions.len() > self.sessions_max {
             let (&(_, evicted), _) = self.by_index.iter().next().expect("non-empty");
             self.by_index
@@ -580,6 +561,69 @@ impl Kv {
         }
         Ok(kv)
     }
+}
+
+/// Executes a write on the store (`data_bytes` counts its keys' and values' bytes).
+fn execute(
+    data: &mut Store,
+    data_bytes: &mut u64,
+    index: u64,
+    term: u64,
+    write: WriteRef<'_>,
+) -> Outcome {
+    match write {
+        WriteRef::Put { key, value } => {
+            put(data, data_bytes, key, value);
+            Outcome::Written { index, term }
+        }
+        WriteRef::Delete { key } => {
+            if let Some(old) = data.take(key) {
+                *data_bytes -= old.data_bytes();
+            }
+            Outcome::Written { index, term }
+        }
+        WriteRef::Cas { key, expected, new } => {
+            let current = data.get(key).map(Record::value);
+            if current == expected {
+                put(data, data_bytes, key, new);
+                Outcome::Written { index, term }
+            } else {
+                Outcome::CasMismatch {
+                    current: current.map(<[u8]>::to_vec),
+                    index,
+                }
+            }
+        }
+        WriteRef::Checkpoint => Outcome::Written { index, term },
+    }
+}
+
+fn put(data: &mut Store, data_bytes: &mut u64, key: &[u8], value: &[u8]) {
+    *data_bytes += (key.len() + value.len()) as u64;
+    if let Some(old) = data.put(key, value) {
+        *data_bytes -= old;
+    }
+}
+
+/// Puts `session` in its slot of the session table and moves it to the newest end of the
+/// eviction order (`by_index`).
+fn remember_in(
+    by_index: &mut BTreeMap<(u64, u64), ()>,
+    slot: hash_map::Entry<'_, u64, Session>,
+    session: Session,
+) {
+    let client_id = *slot.key();
+    let index = session.last_index;
+    match slot {
+        hash_map::Entry::Occupied(mut s) => {
+            let old = std::mem::replace(s.get_mut(), session);
+            by_index.remove(&(old.last_index, client_id));
+        }
+        hash_map::Entry::Vacant(s) => {
+            s.insert(session);
+        }
+    }
+    by_index.insert((index, client_id), ());
 }
 
 /// The store's state at one moment, to be encoded as snapshot bytes (see
@@ -967,12 +1011,16 @@ mod tests {
         assert_ne!(other_order.hash(), hash, "other sessions");
         type Change = (&'static str, fn(&mut Kv));
         let changes: [Change; 6] = [
-            ("value", |kv| kv.put(b"k3", b"v4")),
+            ("value", |kv| {
+                super::put(&mut kv.data, &mut kv.data_bytes, b"k3", b"v4")
+            }),
             ("key", |kv| {
                 let v = kv.data.take(b"k3").unwrap();
-                kv.put(b"k3x", v.value());
+                super::put(&mut kv.data, &mut kv.data_bytes, b"k3x", v.value());
             }),
-            ("extra key", |kv| kv.put(b"new", b"")),
+            ("extra key", |kv| {
+                super::put(&mut kv.data, &mut kv.data_bytes, b"new", b"")
+            }),
             ("missing key", |kv| {
                 kv.data.take(b"k3").unwrap();
             }),
