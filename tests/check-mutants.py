@@ -64,6 +64,7 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
   (an) a freed segment zero-filled before its rename to the spare's name is durable (a power
        cut brings the old segment's name back, holding zeros)
   (ao) a freed segment reused without its zero-fill (its old records stay behind the tail)
+  (ar) a segment the scrubber found damaged kept for reuse instead of deleted
  Frames encoded straight into the outbox:
   (ap) a frame refused for a full outbox left half-written in it (no header, the peer reads
        garbage)
@@ -264,6 +265,10 @@ mutants = {
    "        if len > max {\n            conn.outbox.truncate(start);",
    "        if len > max {\n            let _ = start;",
    ['test:transport:loopback:an_encoded_frame_over_the_limit_is_refused_and_leaves_nothing']),
+ 'ar_damaged_segment_kept_for_reuse': (WAL,
+   "                && segment.map.file_bytes() == self.segment_bytes\n                && !self.damaged.contains(&segment.path);",
+   "                && segment.map.file_bytes() == self.segment_bytes;",
+   ['test:raftd-tests:damage:the_scrubber_finds_and_mends_bit_rot_on_a_running_node']),
  'ao_reuse_without_zero_fill': (BACKEND,
    "        zero_fill_buffered(&file, bytes, &pace, self.write)?;\n        file.sync_data()?;",
    "        let _ = &pace;\n        file.sync_data()?;",

@@ -1526,9 +1526,12 @@ impl Wal {
         let mut doomed = Vec::new();
         while self.segments.len() > 1 && self.segments[1].first_index <= snapshot_index.next() {
             let segment = self.segments.pop_front().expect("more than one segment");
+            // A file the scrubber found damaged is deleted, not reused: the disk may keep
+            // failing there, and the operator sees it go.
             let reusable = self.helper_threads
                 && self.reusable.is_none()
-                && segment.map.file_bytes() == self.segment_bytes;
+                && segment.map.file_bytes() == self.segment_bytes
+                && !self.damaged.contains(&segment.path);
             if reusable {
                 self.reusable = Some(segment.path.clone());
             } else {
