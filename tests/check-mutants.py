@@ -69,6 +69,9 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
   (ap) a frame refused for a full outbox left half-written in it (no header, the peer reads
        garbage)
   (aq) a frame over the limit left in the outbox although refused
+ Sessions in an eviction queue:
+  (as) a stale entry of the eviction order (its session wrote again since) taken for the
+       oldest session: a session still in use is evicted
 
 Usage: python3 tests/check-mutants.py [NAME...]   (from anywhere; a few minutes per bug)
        python3 tests/check-mutants.py --check     (only that every mutation still applies)
@@ -265,6 +268,10 @@ mutants = {
    "        if len > max {\n            conn.outbox.truncate(start);",
    "        if len > max {\n            let _ = start;",
    ['test:transport:loopback:an_encoded_frame_over_the_limit_is_refused_and_leaves_nothing']),
+ 'as_stale_eviction_entry_taken_as_live': (KV,
+   "            if Self::is_live(sessions, entry) {",
+   "            if sessions.contains_key(&entry.1) {",
+   ['test:raftd:lib:sessions_evict_like_a_model']),
  'ar_damaged_segment_kept_for_reuse': (WAL,
    "                && segment.map.file_bytes() == self.segment_bytes\n                && !self.damaged.contains(&segment.path);",
    "                && segment.map.file_bytes() == self.segment_bytes;",

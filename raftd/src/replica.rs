@@ -1393,6 +1393,10 @@ impl<E: Env> Host for Glue<E> {
         reads: Vec<ReadState>,
         dropped_reads: Vec<u64>,
     ) {
+        if entries.len() >= WARM_MIN_ENTRIES {
+            let keys: Vec<&[u8]> = entries.iter().filter_map(written_key).collect();
+            self.kv.warm(&keys);
+        }
         for entry in entries {
             self.apply_entry(entry);
         }
@@ -2038,6 +2042,23 @@ fn replay_wal(
 
 /// Applies a committed normal entry's command to the store; true with it when the command
 /// was a checkpoint.
+/// Batches of at least this many entries have their keys' records brought into the cache
+/// first ([`Kv::warm`]): for fewer the overlap gains little against decoding them twice.
+const WARM_MIN_ENTRIES: usize = 4;
+
+/// The key an entry's command writes, if it is a write of a key.
+fn written_key(entry: &Entry) -> Option<&[u8]> {
+    if entry.kind != EntryKind::Normal {
+        return None;
+    }
+    match CommandRef::decode(&entry.data).ok()?.write {
+        WriteRef::Put { key, .. } | WriteRef::Delete { key } | WriteRef::Cas { key, .. } => {
+            Some(key)
+        }
+        WriteRef::Checkpoint => None,
+    }
+}
+
 fn apply_to_store(kv: &mut Kv, node: u64, entry: &Entry) -> (Outcome, bool) {
     if entry.kind != EntryKind::Normal {
         let outcome = Outcome::Written {
