@@ -1394,8 +1394,8 @@ impl<E: Env> Host for Glue<E> {
         dropped_reads: Vec<u64>,
     ) {
         if entries.len() >= WARM_MIN_ENTRIES {
-            let keys: Vec<&[u8]> = entries.iter().filter_map(written_key).collect();
-            self.kv.warm(&keys);
+            let writes: Vec<(u64, &[u8])> = entries.iter().filter_map(written_key).collect();
+            self.kv.warm(&writes);
         }
         for entry in entries {
             self.apply_entry(entry);
@@ -2046,14 +2046,15 @@ fn replay_wal(
 /// first ([`Kv::warm`]): for fewer the overlap gains little against decoding them twice.
 const WARM_MIN_ENTRIES: usize = 4;
 
-/// The key an entry's command writes, if it is a write of a key.
-fn written_key(entry: &Entry) -> Option<&[u8]> {
+/// The client and the key an entry's command writes, if it is a write of a key.
+fn written_key(entry: &Entry) -> Option<(u64, &[u8])> {
     if entry.kind != EntryKind::Normal {
         return None;
     }
-    match CommandRef::decode(&entry.data).ok()?.write {
+    let command = CommandRef::decode(&entry.data).ok()?;
+    match command.write {
         WriteRef::Put { key, .. } | WriteRef::Delete { key } | WriteRef::Cas { key, .. } => {
-            Some(key)
+            Some((command.client_id, key))
         }
         WriteRef::Checkpoint => None,
     }
