@@ -72,6 +72,10 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
  Sessions in an eviction queue:
   (as) a stale entry of the eviction order (its session wrote again since) taken for the
        oldest session: a session still in use is evicted
+ The scrubber's reads on a thread:
+  (at) a step that read while a compaction removed its file kept: the missing or zeroed file
+       is reported as damage and marked for repair
+  (au) compactions not counted as file changes (the same, by the other half of the check)
 
 Usage: python3 tests/check-mutants.py [NAME...]   (from anywhere; a few minutes per bug)
        python3 tests/check-mutants.py --check     (only that every mutation still applies)
@@ -183,8 +187,8 @@ mutants = {
    "            let entry = match Ok::<_, format::RecordProblem>((format::Record::Entry { index: LogIndex(index), term: Term(0), kind: raft::EntryKind::Normal, data: &[] }, 0)) {",
    ['test:wal:api:a_read_back_entry_that_rotted_on_disk_is_refused']),
  'u_scrubber_silent': (WAL,
-   "                    step.damage = Some(damage.clone());\n                    self.scrub_totals.damage_found += 1;\n                    self.damage_found(damage)?;\n",
-   "                    let _ = damage;\n",
+   "                step.damage = Some(damage.clone());\n                self.scrub_totals.damage_found += 1;\n                self.damage_found(damage)?;\n",
+   "                let _ = damage;\n",
    ['whole', 'test:wal:scrub:a_flip_in_a_sealed_segment_is_found_and_mended_by_a_snapshot']),
  'v_damage_not_mended': (REPLICA,
    "                    self.g.mend = true;",
@@ -272,6 +276,14 @@ mutants = {
    "            if Self::is_live(sessions, entry) {",
    "            if sessions.contains_key(&entry.1) {",
    ['test:raftd:lib:sessions_evict_like_a_model']),
+ 'at_scrub_step_across_compaction_kept': (WAL,
+   "        if files_changed != self.files_changed {",
+   "        if files_changed != self.files_changed && false {",
+   ['test:wal:scrub:a_step_that_read_across_a_compaction_is_dropped']),
+ 'au_compaction_not_counted_as_a_file_change': (WAL,
+   "        self.files_changed += 1;\n",
+   "",
+   ['test:wal:scrub:a_step_that_read_across_a_compaction_is_dropped']),
  'ar_damaged_segment_kept_for_reuse': (WAL,
    "                && segment.map.file_bytes() == self.segment_bytes\n                && !self.damaged.contains(&segment.path);",
    "                && segment.map.file_bytes() == self.segment_bytes;",

@@ -226,6 +226,9 @@ struct Glue<E: Env> {
     mend: bool,
     /// The last damage the scrubber found, for `status`.
     last_damage: Option<String>,
+    /// The thread the scrubber reads on, with a host that runs threads (started at the
+    /// first step).
+    scrubber: Option<ScrubThread>,
     /// A snapshot file being read back on a thread for a follower that needs it.
     snapshot_read: Option<Receiver<Result<Snapshot, wal::WalError>>>,
     /// The index of the configuration last handed to the host (`sync_members`).
@@ -382,6 +385,7 @@ impl<E: Env> Replica<E> {
             appended_since_scrub: 0,
             mend: false,
             last_damage: None,
+            scrubber: None,
             encode_buffer: Vec::with_capacity(64 << 10),
             snapshot_job: None,
             snapshot_waiters: Vec::new(),
@@ -729,6 +733,18 @@ impl<E: Env> Replica<E> {
     /// still read, a pass only takes longer; an idle or lightly loaded node scrubs at the
     /// full rate.
     fn scrub(&mut self, now: Duration) {
+        // A step read on the scrubber's thread comes back here (a turn without a persist
+        // in flight, which `scrub_end` needs).
+        if let Some(thread) = &mut self.g.scrubber {
+            if thread.out {
+                let Ok(job) = thread.done.try_recv() else {
+                    return;
+                };
+                thread.out = false;
+                let outcome = self.g.wal.scrub_end(job);
+                self.scrubbed(outcome);
+            }
+        }
         let rate = self.g.config.scrub_bytes_per_sec;
         if rate == 0 || now < self.g.next_scrub {
             return;
@@ -739,8 +755,40 @@ impl<E: Env> Replica<E> {
             budget = (budget / SCRUB_YIELD).max(4096);
             self.g.metrics.scrub_yielded();
         }
+        if self.g.scrubber.is_none() {
+            if let Some(wake) = self.g.env.waker() {
+                self.g.scrubber = ScrubThread::start(wake, self.g.config.id);
+            }
+        }
+        match &mut self.g.scrubber {
+            // The reads happen on the thread: one behind a busy disk (a snapshot being
+            // written, the other nodes' syncs on a shared disk) took up to 170 ms, and the
+            // loop waited for all of them.
+            Some(thread) => match self.g.wal.scrub_begin(budget as usize) {
+                wal::ScrubBegin::Job(job) => match thread.jobs.send(job) {
+                    Ok(()) => thread.out = true,
+                    Err(std::sync::mpsc::SendError(job)) => {
+                        // The thread is gone: the step is read here, and so are the next.
+                        self.g.scrubber = None;
+                        let mut job = job;
+                        job.run();
+                        let outcome = self.g.wal.scrub_end(job);
+                        self.scrubbed(outcome);
+                    }
+                },
+                wal::ScrubBegin::PassFinished | wal::ScrubBegin::Busy => {}
+            },
+            None => {
+                let outcome = self.g.wal.scrub(budget as usize);
+                self.scrubbed(outcome);
+            }
+        }
+    }
+
+    /// Reports what a scrubber step found.
+    fn scrubbed(&mut self, outcome: Result<wal::ScrubStep, wal::WalError>) {
         let id = self.g.config.id;
-        match self.g.wal.scrub(budget as usize) {
+        match outcome {
             Ok(step) => {
                 if let Some(damage) = step.damage {
                     let text = format!(
@@ -2042,6 +2090,46 @@ fn replay_wal(
 
 /// Applies a committed normal entry's command to the store; true with it when the command
 /// was a checkpoint.
+/// The scrubber's thread: it reads the steps the loop hands it ([`wal::ScrubJob::run`]),
+/// hands them back and wakes the loop. It ends when the loop drops this.
+struct ScrubThread {
+    jobs: Sender<Box<wal::ScrubJob>>,
+    done: Receiver<Box<wal::ScrubJob>>,
+    /// A step is on the thread.
+    out: bool,
+}
+
+impl ScrubThread {
+    fn start(wake: Box<dyn Fn() + Send>, node: u64) -> Option<ScrubThread> {
+        let (jobs, todo) = std::sync::mpsc::channel::<Box<wal::ScrubJob>>();
+        let (finished, done) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("scrubber".into())
+            .spawn(move || {
+                for mut job in todo {
+                    job.run();
+                    if finished.send(job).is_err() {
+                        break;
+                    }
+                    wake();
+                }
+            });
+        match spawned {
+            Ok(_) => Some(ScrubThread {
+                jobs,
+                done,
+                out: false,
+            }),
+            Err(e) => {
+                log::error!(
+                    "node {node}: cannot start the scrubber thread ({e}); it reads on the loop"
+                );
+                None
+            }
+        }
+    }
+}
+
 /// Batches of at least this many entries have their keys' records brought into the cache
 /// first ([`Kv::warm`]): for fewer the overlap gains little against decoding them twice.
 const WARM_MIN_ENTRIES: usize = 4;

@@ -209,8 +209,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Creates or replaces `path`, to be written front to back in pieces and made durable by
     /// the [`StreamedFile`]'s `finish`: a large file (a snapshot) written without all of it in
     /// memory at once. By default the pieces are gathered in memory and written with
-    /// `write_synced` at the end.
-    fn create_streamed<'a>(&'a self, path: &Path) -> io::Result<Box<dyn StreamedFile + 'a>> {
+    /// `write_synced` at the end. `paced`: written on a helper thread while the node serves,
+    /// so it may pause to leave the disk to the WAL's persists.
+    fn create_streamed<'a>(
+        &'a self,
+        path: &Path,
+        paced: bool,
+    ) -> io::Result<Box<dyn StreamedFile + 'a>> {
+        let _ = paced;
         Ok(Box::new(Gathered {
             backend: self,
             path: path.to_path_buf(),
@@ -736,6 +742,13 @@ struct ChunkedFile {
     at: u64,
     /// The file's first chunk, kept back for the head once the file grew past it.
     first: Option<MmapMut>,
+    /// A file written on a helper thread while the node serves (a snapshot): after each
+    /// chunk it pauses twice as long as the chunk took to write, as a segment's zero-fill
+    /// ahead of need does, so that it takes at most a third of the disk's time. Written at
+    /// full speed, the three nodes' snapshot files (17 MB each at 100,000 keys) queued
+    /// ahead of every WAL persist's flush: with 256 clients the longest gap between two
+    /// acknowledged writes was 40-120 ms with snapshots and 10-11 ms without them.
+    paced: bool,
 }
 
 /// Where a [`ChunkedFile`]'s chunks go.
@@ -786,6 +799,7 @@ impl ChunkedFile {
             filled: 0,
             at: 0,
             first: None,
+            paced: false,
         })
     }
 }
@@ -802,7 +816,11 @@ impl StreamedFile for ChunkedFile {
                     let next = MmapMut::map_anon(DIRECT_CHUNK_BYTES)?;
                     self.first = Some(std::mem::replace(&mut self.chunk, next));
                 } else {
+                    let started = std::time::Instant::now();
                     self.out.write(&self.chunk, self.at)?;
+                    if self.paced {
+                        std::thread::sleep(started.elapsed() * 2);
+                    }
                 }
                 self.at += DIRECT_CHUNK_BYTES as u64;
                 self.filled = 0;
@@ -1071,8 +1089,14 @@ impl Backend for StdBackend {
         Box::new(file).finish(&[])
     }
 
-    fn create_streamed<'a>(&'a self, path: &Path) -> io::Result<Box<dyn StreamedFile + 'a>> {
-        Ok(Box::new(ChunkedFile::create(path)?))
+    fn create_streamed<'a>(
+        &'a self,
+        path: &Path,
+        paced: bool,
+    ) -> io::Result<Box<dyn StreamedFile + 'a>> {
+        let mut file = ChunkedFile::create(path)?;
+        file.paced = paced;
+        Ok(Box::new(file))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -134,8 +134,8 @@ pub use crate::inspect::{dump_dir, verify_dir, VerifyReport};
 pub use crate::scrub::{Damage, ScrubStep, ScrubTotals};
 pub use crate::vote::REPAIR_FILE;
 pub use crate::wal::{
-    Recovered, SnapshotReader, SnapshotWriter, Wal, WalOptions, WrittenSnapshot, LOCK_FILE,
-    SEGMENT_BYTES_DEFAULT,
+    Recovered, ScrubBegin, ScrubJob, SnapshotReader, SnapshotWriter, Wal, WalOptions,
+    WrittenSnapshot, LOCK_FILE, SEGMENT_BYTES_DEFAULT,
 };
 
 /// Blocks of this size and more are mapped on their own and unmapped when freed.

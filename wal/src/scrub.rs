@@ -71,7 +71,7 @@ pub(crate) enum Cursor {
 }
 
 /// Progress through one segment.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct SegmentScan {
     pub id: u64,
     /// The next byte to read; 0 before the header is checked.
@@ -96,7 +96,7 @@ impl SegmentScan {
 }
 
 /// Progress through one snapshot file.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct SnapshotScan {
     pub name: String,
     pub pos: u64,

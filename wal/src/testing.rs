@@ -682,8 +682,12 @@ impl Backend for HoldAhead {
         self.inner.write_synced_parts(path, head, body)
     }
 
-    fn create_streamed<'a>(&'a self, path: &Path) -> io::Result<Box<dyn StreamedFile + 'a>> {
-        self.inner.create_streamed(path)
+    fn create_streamed<'a>(
+        &'a self,
+        path: &Path,
+        paced: bool,
+    ) -> io::Result<Box<dyn StreamedFile + 'a>> {
+        self.inner.create_streamed(path, paced)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

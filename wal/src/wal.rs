@@ -132,11 +132,12 @@ impl SnapshotWriter {
     /// directory. A full disk is `NoSpace` with nothing left behind.
     pub fn write(&self, snapshot: &Snapshot) -> Result<WrittenSnapshot, WalError> {
         let data = &snapshot.data;
-        self.write_streamed(
+        self.write_from(
             snapshot.meta,
             &snapshot.configuration,
             data.len() as u64,
             |out| out(data),
+            false,
         )
     }
 
@@ -144,7 +145,10 @@ impl SnapshotWriter {
     /// written: `data` hands `data_bytes` bytes, in as many pieces as it likes, to the
     /// function it is given. The file is written a chunk at a time (the real backend), so the
     /// data never needs to be in memory whole. `data` handing over another number of bytes
-    /// than it said is an error (`InvalidData`), leaving no file.
+    /// than it said is an error (`InvalidData`), leaving no file. Meant for a helper thread
+    /// while the node serves: the real backend paces the writes, leaving two thirds of the
+    /// disk's time to the WAL's persists, where [`SnapshotWriter::write`] (a snapshot a
+    /// follower installs, waited for) writes at full speed.
     pub fn write_streamed(
         &self,
         meta: SnapshotMeta,
@@ -152,13 +156,24 @@ impl SnapshotWriter {
         data_bytes: u64,
         data: impl FnOnce(&mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()>,
     ) -> Result<WrittenSnapshot, WalError> {
+        self.write_from(meta, configuration, data_bytes, data, true)
+    }
+
+    fn write_from(
+        &self,
+        meta: SnapshotMeta,
+        configuration: &Configuration,
+        data_bytes: u64,
+        data: impl FnOnce(&mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()>,
+        paced: bool,
+    ) -> Result<WrittenSnapshot, WalError> {
         let name = snapshot_name(&meta);
         let path = self.dir.join(&name);
         let temp = self.dir.join(format!("{name}.tmp"));
         let mut header = format::snapshot_header_unsealed(&meta, configuration, data_bytes);
         let bytes = header.len() as u64 + data_bytes;
         let written = (|| {
-            let mut file = self.backend.create_streamed(&temp)?;
+            let mut file = self.backend.create_streamed(&temp, paced)?;
             // The header's place is held by its unsealed bytes until the data's CRC is known.
             file.append(&header)?;
             let mut crc = format::snapshot_crc_of_header(&header);
@@ -280,6 +295,13 @@ pub struct Wal {
     scrub_totals: ScrubTotals,
     /// The buffer the scrubber reads into, kept from read to read.
     scrub_buffer: Vec<u8>,
+    /// A scrubber step is out ([`Wal::scrub_begin`] handed it over and
+    /// [`Wal::scrub_end`] has not taken it back).
+    scrub_out: bool,
+    /// Counts the changes that remove or replace files (compactions, installed
+    /// snapshots): a scrubber step that read while one happened read a file that may have
+    /// been deleted, reused or rewritten under it, and is done again.
+    files_changed: u64,
 }
 
 pub(crate) fn segment_name(id: u64) -> String {
@@ -478,6 +500,8 @@ impl Wal {
             scrub: scrub::Cursor::Start,
             scrub_totals: ScrubTotals::default(),
             scrub_buffer: Vec::new(),
+            scrub_out: false,
+            files_changed: 0,
         };
         // Recovery read every segment through its map and released each one's pages as it
         // went (`recovery::analyze`; its last pass ran after any cut), so none stay resident.
@@ -1108,37 +1132,145 @@ impl Wal {
         let mut step = ScrubStep::default();
         while step.bytes < budget as u64 {
             let left = budget - step.bytes as usize;
-            let (scanned, path) = match std::mem::take(&mut self.scrub) {
-                scrub::Cursor::Start => {
-                    self.scrub = scrub::Cursor::Segment(SegmentScan::new(self.segments[0].id));
-                    continue;
-                }
-                scrub::Cursor::Segment(scan) => match self.scrub_segment(scan, left) {
-                    Some(done) => done,
-                    None => continue,
-                },
-                scrub::Cursor::Snapshot(scan) => match self.scrub_snapshot(scan, left) {
-                    Some(done) => done,
-                    None => {
-                        self.scrub_totals.passes += 1;
-                        step.pass_finished = true;
-                        break;
-                    }
-                },
-            };
-            match scanned {
-                Scanned::More(n) | Scanned::Done(n) => step.bytes += n as u64,
-                Scanned::Bad(offset, what) => {
-                    let damage = Damage {
-                        file: path,
-                        offset: offset as u64,
-                        what,
-                    };
-                    step.damage = Some(damage.clone());
-                    self.scrub_totals.damage_found += 1;
-                    self.damage_found(damage)?;
+            let mut job = match self.scrub_begin(left) {
+                ScrubBegin::Job(job) => job,
+                ScrubBegin::PassFinished => {
+                    step.pass_finished = true;
                     break;
                 }
+                ScrubBegin::Busy => break,
+            };
+            job.run();
+            let done = self.scrub_end(job)?;
+            step.bytes += done.bytes;
+            if done.damage.is_some() {
+                step.damage = done.damage;
+                break;
+            }
+        }
+        Ok(step)
+    }
+
+    /// The next scrubber step, up to about `budget` bytes of one file, to be run anywhere
+    /// ([`ScrubJob::run`] only reads) and handed back to [`Wal::scrub_end`]: how a host
+    /// keeps the scrubber's reads, which may wait long behind a busy disk, off the thread
+    /// that writes. One step at a time: `Busy` while one is out.
+    pub fn scrub_begin(&mut self, budget: usize) -> ScrubBegin {
+        if self.scrub_out {
+            return ScrubBegin::Busy;
+        }
+        loop {
+            match std::mem::take(&mut self.scrub) {
+                scrub::Cursor::Start => {
+                    self.scrub = scrub::Cursor::Segment(SegmentScan::new(self.segments[0].id));
+                }
+                scrub::Cursor::Segment(mut scan) => {
+                    let first = self.segments[0].id;
+                    if scan.id < first {
+                        scan = SegmentScan::new(first); // Compacted away meanwhile.
+                    }
+                    let position = (scan.id - first) as usize;
+                    let Some(segment) = self.segments.get(position) else {
+                        self.scrub = self.scrub_snapshot_cursor();
+                        continue;
+                    };
+                    let active = position == self.segments.len() - 1;
+                    let target = ScrubTarget::Segment {
+                        before: scan.clone(),
+                        scan,
+                        first_index: segment.first_index,
+                        // Below the synced end, the segment being written never changes
+                        // (a conflicting suffix is cut by a record after it).
+                        limit: if active {
+                            self.synced_end
+                        } else {
+                            segment.map.file_bytes()
+                        },
+                        sealed: !active,
+                    };
+                    return ScrubBegin::Job(self.scrub_job(segment.path.clone(), target, budget));
+                }
+                scrub::Cursor::Snapshot(scan) => {
+                    if self.snapshot_name.as_deref() != Some(scan.name.as_str()) {
+                        // No snapshot, or a newer one was installed meanwhile: the pass is
+                        // over (the cursor is back at the start).
+                        self.scrub_totals.passes += 1;
+                        return ScrubBegin::PassFinished;
+                    }
+                    let path = self.dir.join(&scan.name);
+                    let target = ScrubTarget::Snapshot {
+                        before: scan.clone(),
+                        scan,
+                    };
+                    return ScrubBegin::Job(self.scrub_job(path, target, budget));
+                }
+            }
+        }
+    }
+
+    fn scrub_job(&mut self, path: PathBuf, target: ScrubTarget, budget: usize) -> Box<ScrubJob> {
+        self.scrub_out = true;
+        Box::new(ScrubJob {
+            backend: self.backend.clone(),
+            path,
+            target,
+            budget,
+            buffer: std::mem::take(&mut self.scrub_buffer),
+            files_changed: self.files_changed,
+            scanned: None,
+        })
+    }
+
+    /// Takes a step from [`Wal::scrub_begin`] back after [`ScrubJob::run`]: moves the
+    /// cursor on and records damage found, durably (see [`Wal::scrub`]). A step during which
+    /// files were removed or replaced (a compaction, an installed snapshot) is dropped, its
+    /// cursor put back where it started: what it read may have been deleted, reused or
+    /// rewritten under it, so its verdict is no evidence either way. Call it without a
+    /// persist in flight (damage in the segment being written rolls over to a new one).
+    pub fn scrub_end(&mut self, job: Box<ScrubJob>) -> Result<ScrubStep, WalError> {
+        assert!(self.scrub_out, "scrub_end without a step out");
+        self.scrub_out = false;
+        let ScrubJob {
+            path,
+            target,
+            buffer,
+            files_changed,
+            scanned,
+            ..
+        } = *job;
+        self.scrub_buffer = buffer;
+        let scanned = scanned.expect("a scrubber step is run before it is ended");
+        let mut step = ScrubStep::default();
+        if files_changed != self.files_changed {
+            self.scrub = match target {
+                ScrubTarget::Segment { before, .. } => scrub::Cursor::Segment(before),
+                ScrubTarget::Snapshot { before, .. } => scrub::Cursor::Snapshot(before),
+            };
+            return Ok(step);
+        }
+        self.scrub = match (target, &scanned) {
+            (ScrubTarget::Segment { scan, .. }, Scanned::More(_)) => scrub::Cursor::Segment(scan),
+            (ScrubTarget::Segment { sealed: false, .. }, _) => self.scrub_snapshot_cursor(),
+            (ScrubTarget::Segment { scan, .. }, _) => {
+                scrub::Cursor::Segment(SegmentScan::new(scan.id + 1))
+            }
+            (ScrubTarget::Snapshot { scan, .. }, Scanned::More(_)) => scrub::Cursor::Snapshot(scan),
+            // Done or damaged: the pass ends at the next step.
+            (ScrubTarget::Snapshot { .. }, _) => {
+                scrub::Cursor::Snapshot(SnapshotScan::new(String::new()))
+            }
+        };
+        match scanned {
+            Scanned::More(n) | Scanned::Done(n) => step.bytes = n as u64,
+            Scanned::Bad(offset, what) => {
+                let damage = Damage {
+                    file: path,
+                    offset: offset as u64,
+                    what,
+                };
+                step.damage = Some(damage.clone());
+                self.scrub_totals.damage_found += 1;
+                self.damage_found(damage)?;
             }
         }
         self.scrub_totals.bytes += step.bytes;
@@ -1155,81 +1287,12 @@ impl Wal {
         self.damaged.iter().cloned().collect()
     }
 
-    /// One scan step in a segment; sets the cursor to where the scan goes on. `None` when the
-    /// segment is gone or was finished before (the cursor moved on; nothing was read).
-    fn scrub_segment(
-        &mut self,
-        mut scan: SegmentScan,
-        budget: usize,
-    ) -> Option<(Scanned, PathBuf)> {
-        let first = self.segments[0].id;
-        if scan.id < first {
-            scan = SegmentScan::new(first); // Compacted away meanwhile.
-        }
-        let position = (scan.id - first) as usize;
-        let Some(segment) = self.segments.get(position) else {
-            self.scrub = self.scrub_snapshot_cursor();
-            return None;
-        };
-        let active = position == self.segments.len() - 1;
-        let (path, backend) = (segment.path.clone(), self.backend.clone());
-        let file_bytes = segment.map.file_bytes();
-        let mut read = |offset: usize, len: usize, into: &mut Vec<u8>| {
-            backend.read_range(&path, offset as u64, len, into)
-        };
-        let mut view = scrub::SegmentView {
-            id: segment.id,
-            first_index: segment.first_index,
-            limit: if active { self.synced_end } else { file_bytes },
-            sealed: !active,
-            read: &mut read,
-            buffer: &mut self.scrub_buffer,
-        };
-        let scanned = scan.step(&mut view, budget);
-        self.scrub = match scanned {
-            Scanned::More(_) => scrub::Cursor::Segment(scan),
-            Scanned::Done(_) | Scanned::Bad(..) if active => self.scrub_snapshot_cursor(),
-            Scanned::Done(_) | Scanned::Bad(..) => {
-                scrub::Cursor::Segment(SegmentScan::new(scan.id + 1))
-            }
-        };
-        Some((scanned, path))
-    }
-
     fn scrub_snapshot_cursor(&self) -> scrub::Cursor {
         match &self.snapshot_name {
             Some(name) => scrub::Cursor::Snapshot(SnapshotScan::new(name.clone())),
             // Nothing after the segments: the pass ends at the next step.
             None => scrub::Cursor::Snapshot(SnapshotScan::new(String::new())),
         }
-    }
-
-    /// One scan step in the snapshot file. `None` when the pass is over (the cursor is back
-    /// at the start).
-    fn scrub_snapshot(
-        &mut self,
-        mut scan: SnapshotScan,
-        budget: usize,
-    ) -> Option<(Scanned, PathBuf)> {
-        if self.snapshot_name.as_deref() != Some(scan.name.as_str()) {
-            return None; // No snapshot, or a newer one was installed meanwhile: next pass.
-        }
-        let (path, backend) = (self.dir.join(&scan.name), self.backend.clone());
-        let file_bytes = match backend.file_bytes(&path) {
-            Ok(bytes) => bytes,
-            Err(e) => return Some((Scanned::Bad(0, format!("cannot stat: {e}")), path)),
-        };
-        let mut read = |offset: u64, len: usize, into: &mut Vec<u8>| {
-            backend.read_range(&path, offset, len, into)
-        };
-        let scanned = scan.step(file_bytes, &mut read, &mut self.scrub_buffer, budget);
-        if let Scanned::More(_) = scanned {
-            self.scrub = scrub::Cursor::Snapshot(scan);
-        } else {
-            // Done or damaged: the pass ends at the next step.
-            self.scrub = scrub::Cursor::Snapshot(SnapshotScan::new(String::new()));
-        }
-        Some((scanned, path))
     }
 
     /// Records damage durably; seals the segment being written if the damage is in it.
@@ -1522,6 +1585,7 @@ impl Wal {
     /// written one that is not installed yet. With helper threads the deletions happen on the
     /// reaper thread; they need not be durable (recovery compacts again at open).
     fn compact_files(&mut self) -> Result<(), WalError> {
+        self.files_changed += 1;
         let snapshot_index = self.log.snapshot.index;
         let mut doomed = Vec::new();
         while self.segments.len() > 1 && self.segments[1].first_index <= snapshot_index.next() {
@@ -1942,5 +2006,93 @@ mod tests {
             "{:?}",
             backend.file_names()
         );
+    }
+}
+
+/// What [`Wal::scrub_begin`] hands out.
+#[derive(Debug)]
+pub enum ScrubBegin {
+    /// A step to run, then to give back to [`Wal::scrub_end`].
+    Job(Box<ScrubJob>),
+    /// A pass over every file ended; the next step starts the next one.
+    PassFinished,
+    /// A step is out already.
+    Busy,
+}
+
+/// One scrubber step, taken out of the WAL (see [`Wal::scrub_begin`]): it holds the file's
+/// name, where the scan stands in it and the backend, nothing else of the WAL, so it can
+/// read on any thread while the WAL goes on writing.
+#[derive(Debug)]
+pub struct ScrubJob {
+    backend: Arc<dyn Backend>,
+    path: PathBuf,
+    target: ScrubTarget,
+    budget: usize,
+    buffer: Vec<u8>,
+    files_changed: u64,
+    scanned: Option<Scanned>,
+}
+
+#[derive(Debug)]
+enum ScrubTarget {
+    Segment {
+        /// Where the scan stood before this step (put back if the step is dropped).
+        before: SegmentScan,
+        scan: SegmentScan,
+        first_index: LogIndex,
+        limit: usize,
+        sealed: bool,
+    },
+    Snapshot {
+        before: SnapshotScan,
+        scan: SnapshotScan,
+    },
+}
+
+impl ScrubJob {
+    /// Reads and checks the step's bytes (blocking on the disk).
+    pub fn run(&mut self) {
+        let ScrubJob {
+            backend,
+            path,
+            target,
+            budget,
+            buffer,
+            scanned,
+            ..
+        } = self;
+        let outcome = match target {
+            ScrubTarget::Segment {
+                scan,
+                first_index,
+                limit,
+                sealed,
+                ..
+            } => {
+                let mut read = |offset: usize, len: usize, into: &mut Vec<u8>| {
+                    backend.read_range(path, offset as u64, len, into)
+                };
+                let mut view = scrub::SegmentView {
+                    id: scan.id,
+                    first_index: *first_index,
+                    limit: *limit,
+                    sealed: *sealed,
+                    read: &mut read,
+                    buffer,
+                };
+                scan.step(&mut view, *budget)
+            }
+            ScrubTarget::Snapshot { scan, .. } => match backend.file_bytes(path) {
+                Ok(file_bytes) => {
+                    let mut read = |offset: u64, len: usize, into: &mut Vec<u8>| {
+                        backend.read_range(path, offset, len, into)
+                    };
+                    scan.step(file_bytes, &mut read, buffer, *budget)
+                }
+                Err(e) => Scanned::Bad(0, format!("cannot stat: {e}")),
+            },
+        };
+        *scanned = Some(outcome);
     }
 }

@@ -234,3 +234,63 @@ fn the_marker_covers_both_repair_and_found_damage() {
         "found damage still in the log keeps the marker"
     );
 }
+
+/// Takes the next scrubber step out of the WAL (see `Wal::scrub_begin`).
+fn begin(wal: &mut Wal, budget: usize) -> Box<wal::ScrubJob> {
+    match wal.scrub_begin(budget) {
+        wal::ScrubBegin::Job(job) => job,
+        other => panic!("no step to take out: {other:?}"),
+    }
+}
+
+// Proves a step taken out of the WAL, read while the WAL goes on writing (more entries, a
+// rollover, a persist), still finds a flip in the sealed segment it reads, and that only one
+// step is out at a time.
+#[test]
+fn a_step_read_while_the_wal_writes_finds_damage() {
+    let backend = MemBackend::with_dir(&dir());
+    let mut wal = build(&backend, 60, 0);
+    let target = sealed(&backend)[0].clone();
+    backend.flip_bit(&target, 8 * 300);
+    let mut job = begin(&mut wal, 1 << 20);
+    assert!(matches!(wal.scrub_begin(1 << 20), wal::ScrubBegin::Busy));
+    for i in 61..=90 {
+        wal.append(&[entry(i, 1, 300)]).unwrap();
+        wal.persist().unwrap();
+    }
+    job.run();
+    let step = wal.scrub_end(job).unwrap();
+    let damage = step.damage.expect("the flip is found");
+    assert_eq!(damage.file, target);
+    assert_eq!(wal.damaged_files(), vec![target]);
+    assert!(marker(&backend));
+}
+
+// Proves a step that read while files were removed (a snapshot compacted the segment it was
+// reading, which then reads as missing or as zeros) reports nothing and marks nothing, and
+// that the scrubber goes on from where it stood: the next pass is clean and complete.
+#[test]
+fn a_step_that_read_across_a_compaction_is_dropped() {
+    let backend = MemBackend::with_dir(&dir());
+    let mut wal = build(&backend, 60, 0);
+    let target = sealed(&backend)[0].clone();
+    let mut job = begin(&mut wal, 1 << 20);
+    wal.save_snapshot(&snapshot(60)).unwrap();
+    assert!(
+        !backend.file_names().contains(&target),
+        "the snapshot deleted the segment being read"
+    );
+    job.run();
+    let step = wal.scrub_end(job).unwrap();
+    assert_eq!(
+        step,
+        wal::ScrubStep::default(),
+        "a dropped step reports nothing"
+    );
+    assert!(wal.damaged_files().is_empty());
+    assert!(!marker(&backend));
+    assert_eq!(wal.scrub_totals().damage_found, 0);
+    let passes = wal.scrub_totals().passes;
+    assert_eq!(scrub_pass(&mut wal, 4096), None);
+    assert_eq!(wal.scrub_totals().passes, passes + 1);
+}
