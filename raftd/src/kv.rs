@@ -99,8 +99,14 @@ struct Session {
     last_index: u64,
 }
 
-/// How many tables the keys are spread over (see [`Store`]).
-const SHARDS: usize = 256;
+/// How many tables the keys are spread over (see [`Store`]). The first write to a shard a
+/// view still holds copies it on the event loop, a reference count touched per key, a cache
+/// miss each: with 256 shards a store of 10 M keys copied 39,000 keys per shard, and a
+/// batch of a hundred writes right after a snapshot began copied a hundred shards (the
+/// 10 M-key fill of `tests/bench/scale.sh` had a 1.46 s gap between writes, longer than an
+/// election timeout); with 4,096, 2,400 keys each, its longest gap was 150-220 ms. The
+/// price is a larger array of shards to find a key's table in (160 KB instead of 10 KB).
+const SHARDS: usize = 4096;
 
 /// One shard's keys: a hash table of records, searched by key.
 type Table = HashTable<Record>;
@@ -108,10 +114,10 @@ type Table = HashTable<Record>;
 /// The keys, spread by hash over [`SHARDS`] tables. A snapshot view shares the [`SHARDS`]
 /// tables behind reference counts instead of taking one reference per key (the event loop
 /// stalled 10-28 ms taking a view of 100,000 keys); a write to a shard a view still holds
-/// copies that shard first (a few hundred references), which spreads the copying over the
+/// copies that shard first (a reference per key it holds), which spreads the copying over the
 /// writes that follow instead of stalling on it at once.
 ///
-/// A key is hashed once per lookup: bits 48-55 of its hash pick the shard, and the whole
+/// A key is hashed once per lookup: bits 44-55 of its hash pick the shard, and the whole
 /// hash places it in that shard's table (which uses the low bits for the bucket and the top
 /// seven as its tag, neither overlapping the shard's bits).
 #[derive(Clone)]
@@ -135,7 +141,7 @@ impl Store {
     /// The key's shard and hash.
     fn locate(&self, key: &[u8]) -> (usize, u64) {
         let hash = self.hasher.hash_one(key);
-        ((hash >> 48) as usize % SHARDS, hash)
+        ((hash >> 44) as usize % SHARDS, hash)
     }
 
     fn get(&self, key: &[u8]) -> Option<&Record> {
