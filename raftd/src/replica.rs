@@ -2088,8 +2088,6 @@ fn replay_wal(
     Ok(held.into())
 }
 
-/// Applies a committed normal entry's command to the store; true with it when the command
-/// was a checkpoint.
 /// The scrubber's thread: it reads the steps the loop hands it ([`wal::ScrubJob::run`]),
 /// hands them back and wakes the loop. It ends when the loop drops this.
 struct ScrubThread {
@@ -2148,6 +2146,8 @@ fn written_key(entry: &Entry) -> Option<(u64, &[u8])> {
     }
 }
 
+/// Applies a committed normal entry's command to the store; true with it when the command
+/// was a checkpoint.
 fn apply_to_store(kv: &mut Kv, node: u64, entry: &Entry) -> (Outcome, bool) {
     if entry.kind != EntryKind::Normal {
         let outcome = Outcome::Written {
