@@ -247,3 +247,45 @@ fn an_operation_submitted_for_later_waits_for_its_time() {
     );
     assert!(received_at.get().is_some_and(|t| t >= at));
 }
+
+// Proves that answers of every size arrive whole, on one connection, when many come at once:
+// small ones sharing a read, long ones (up to the largest value) spanning many reads and
+// growing the receive buffer, which is given back and grown again between them.
+#[test]
+fn answers_of_every_size_arrive_whole() {
+    const OPS: usize = 48;
+    let value_of = |key: &[u8]| -> Vec<u8> {
+        let n: usize = std::str::from_utf8(key).unwrap().parse().unwrap();
+        let len = match n % 4 {
+            0 => n,
+            1 => 70_000 + n * 13,
+            2 => raftd_client::protocol::VALUE_BYTES_MAX - n,
+            _ => 16_000 + n,
+        };
+        (0..len).map(|i| (i * 31 + n) as u8).collect()
+    };
+    let mut node = FakeNode::new(1, move |request| match &request.op {
+        Op::Get { key } => Some(Outcome::Value(Some(value_of(key)))),
+        _ => None,
+    });
+    let mut client =
+        Client::new(&config(vec![node.addr()], Duration::from_secs(5)), OPS, 0).unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    for round in 0..2 {
+        for tag in 0..OPS {
+            let key = (round * OPS + tag).to_string().into_bytes();
+            client.submit(tag, Op::Get { key }, until);
+        }
+        let events = run(&mut client, || node.pump());
+        let mut answered = 0;
+        for event in events {
+            let Event::Answered { tag, outcome } = event else {
+                panic!("one connection, every answer on it: {event:?}");
+            };
+            let key = (round * OPS + tag).to_string().into_bytes();
+            assert_eq!(outcome, Outcome::Value(Some(value_of(&key))), "tag {tag}");
+            answered += 1;
+        }
+        assert_eq!(answered, OPS);
+    }
+}
