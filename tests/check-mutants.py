@@ -76,6 +76,9 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
   (at) a step that read while a compaction removed its file kept: the missing or zeroed file
        is reported as damage and marked for repair
   (au) compactions not counted as file changes (the same, by the other half of the check)
+ A snapshot that replaces the log:
+  (av) no truncate-suffix record with its marker: after the segment holding the snapshot's
+       index is compacted away, recovery keeps the stale entries after it
 
 Usage: python3 tests/check-mutants.py [NAME...]   (from anywhere; a few minutes per bug)
        python3 tests/check-mutants.py --check     (only that every mutation still applies)
@@ -288,6 +291,10 @@ mutants = {
    "                && segment.map.file_bytes() == self.segment_bytes\n                && !self.damaged.contains(&segment.path);",
    "                && segment.map.file_bytes() == self.segment_bytes;",
    ['test:raftd-tests:damage:the_scrubber_finds_and_mends_bit_rot_on_a_running_node']),
+ 'av_replacing_snapshot_without_truncation_record': (WAL,
+   "            self.log.last_index() > meta.index && self.log.term(meta.index) != Some(meta.term);",
+   "            self.log.last_index() > meta.index && self.log.term(meta.index) != Some(meta.term) && false;",
+   ['test:wal:snapshot:a_log_replaced_by_a_snapshot_stays_replaced_across_a_compacted_segment']),
  'ao_reuse_without_zero_fill': (BACKEND,
    "        zero_fill_buffered(&file, bytes, &pace, self.write)?;\n        file.sync_data()?;",
    "        let _ = &pace;\n        file.sync_data()?;",

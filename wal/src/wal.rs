@@ -829,7 +829,26 @@ impl Wal {
             }
             return Ok(false);
         }
-        self.reserve(format::MARKER_RECORD_BYTES)?;
+        // A snapshot whose last entry the log holds with another term (or not at all)
+        // replaces the whole log (Raft §7). Said with a truncation record too, not left to
+        // the marker: recovery knows the terms of the segments that remain only, and when the
+        // entry at the snapshot's index was in a segment this snapshot compacts away, a
+        // marker alone cannot tell it that the entries after it are stale — it kept them,
+        // found the new leader's entry at the same index after them, and refused the log as
+        // damaged (found by the whole-server simulator: a deposed leader that installed its
+        // successor's snapshot while its own entry began a segment).
+        let replaces_log =
+            self.log.last_index() > meta.index && self.log.term(meta.index) != Some(meta.term);
+        let mut bytes = format::MARKER_RECORD_BYTES;
+        if replaces_log {
+            bytes += format::TRUNCATE_RECORD_BYTES;
+        }
+        self.reserve(bytes)?;
+        if replaces_log {
+            let from = meta.index.next();
+            self.put_record(kind::TRUNCATE_SUFFIX, &format::truncate_payload(from), &[]);
+            self.log.truncate_from(from.get());
+        }
         self.put_record(kind::SNAPSHOT_MARKER, &format::marker_payload(&meta), &[]);
         self.log.compact(meta);
         self.snapshot_name = Some(written.name);

@@ -159,6 +159,47 @@ fn mismatching_snapshot_discards_the_log() {
     assert_eq!(all_entries(&wal), vec![entry(51, 4, 8)]);
 }
 
+// Proves a log replaced by a mismatching snapshot stays replaced after reopen when the entry
+// at the snapshot's index was in a segment the snapshot compacted away and the stale entry
+// after it began the segment that remains: recovery cannot compare that entry's term, so the
+// WAL says it with a truncation record (the whole-server simulator found a deposed leader
+// whose log then failed to open: the stale entry and its successor's at the same index).
+#[test]
+fn a_log_replaced_by_a_snapshot_stays_replaced_across_a_compacted_segment() {
+    let backend = MemBackend::with_dir(&dir());
+    let (mut wal, _) = open(&backend, 4096).unwrap();
+    // Entries of term 2, one at a time, until one begins a new segment.
+    let mut index = 0;
+    loop {
+        index += 1;
+        let segments = wal.segment_count();
+        wal.append(&[entry(index, 2, 200)]).unwrap();
+        wal.persist().unwrap();
+        if wal.segment_count() > segments {
+            break;
+        }
+    }
+    let first_of_segment = index;
+    // Another leader's snapshot through the entry before it, of a later term.
+    let meta = SnapshotMeta {
+        index: LogIndex(first_of_segment - 1),
+        term: Term(3),
+    };
+    wal.save_snapshot(&Snapshot {
+        configuration: raft::Configuration::default(),
+        meta,
+        data: vec![7],
+    })
+    .unwrap();
+    assert_eq!(wal.last_index(), meta.index, "the stale entry is gone");
+    wal.append(&[entry(first_of_segment, 3, 100)]).unwrap();
+    wal.persist().unwrap();
+    drop(wal);
+    let (wal, _) = open(&backend.crash(), 4096).unwrap();
+    assert_eq!(wal.snapshot_meta(), meta);
+    assert_eq!(all_entries(&wal), vec![entry(first_of_segment, 3, 100)]);
+}
+
 // Proves a damaged newest snapshot file is skipped for the older valid one while the log still
 // covers the gap, and refused (naming what is missing) once the log was compacted past it.
 #[test]
