@@ -562,12 +562,7 @@ impl Wal {
         }
         self.reserve(bytes)?;
         if overwrite {
-            self.put_record(
-                kind::TRUNCATE_SUFFIX,
-                &format::truncate_payload(first.index),
-                &[],
-            );
-            self.log.truncate_from(first.index.get());
+            self.put_truncate(first.index);
         }
         let segment_id = self.active_id();
         for entry in entries {
@@ -845,9 +840,7 @@ impl Wal {
         }
         self.reserve(bytes)?;
         if replaces_log {
-            let from = meta.index.next();
-            self.put_record(kind::TRUNCATE_SUFFIX, &format::truncate_payload(from), &[]);
-            self.log.truncate_from(from.get());
+            self.put_truncate(meta.index.next());
         }
         self.put_record(kind::SNAPSHOT_MARKER, &format::marker_payload(&meta), &[]);
         self.log.compact(meta);
@@ -1025,6 +1018,13 @@ impl Wal {
     }
 
     // ---- helpers -------------------------------------------------------------------------
+
+    /// Records that the entries at and after `from` are discarded, and discards them (the
+    /// caller reserved `TRUNCATE_RECORD_BYTES`).
+    fn put_truncate(&mut self, from: LogIndex) {
+        self.put_record(kind::TRUNCATE_SUFFIX, &format::truncate_payload(from), &[]);
+        self.log.truncate_from(from.get());
+    }
 
     fn check_writable(&self) -> Result<(), WalError> {
         match &self.failed {
