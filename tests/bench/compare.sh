@@ -28,10 +28,15 @@
 #                                                    tests/bench/etcd-tls.sh: MODE=write and
 #                                                    MEMBERS=3 only)
 #        KEEP_DATA=1 ...                           (keep both sides' data directories)
+#        DISK_PROBE=0 ...                          (skip the disk probe below)
 # Prints, per client count, raftd's line, etcd's line, and the ratios raftd/etcd of ops/s
 # (above 1: raftd is faster), of p99 (below 1: raftd's tail is shorter) and etcd/raftd of
 # CPU per operation (above 1: raftd spends less); then RSS. The machine's load average is
 # printed at the start and end of each side: figures taken while other work runs are noisy.
+# Before the raftd side, `disk-floor` (wal/examples/disk-floor.rs) probes the disk under
+# BENCH_TMP: one small pwrite + fdatasync alone, and MEMBERS of them at once, one per file,
+# whose majority-th completion is the disk's share of a 1-client write for either system
+# (every node syncs its own copy on the same device); printed with the summary.
 set -euo pipefail
 ROOT="$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
 DUR=${DUR:-15}
@@ -81,6 +86,7 @@ trap cleanup EXIT INT TERM
 if [ -z "${SKIP_BUILD:-}" ]; then
   echo "== building raftd and raftctl (release)"
   (cd "$ROOT" && nice cargo build --release -q -p raftd -p raftctl)
+  [ "${DISK_PROBE:-1}" = 0 ] || (cd "$ROOT" && nice cargo build --release -q -p wal --example disk-floor)
 fi
 [ -x "$RAFTCTL" ] || fail "$RAFTCTL is missing; build it (cargo build --release) or unset SKIP_BUILD"
 
@@ -92,6 +98,13 @@ echo "== machine: $(nproc) cores; load at start: $(load)"
 echo "== workload: MODE=$MODE VALUE=${VALUE}B MEMBERS=$MEMBERS DUR=${DUR}s CLIENTS=\"$CLIENTS\""
 rm -rf "$DIR"
 mkdir -p "$TMP"
+DISK=""
+if [ "${DISK_PROBE:-1}" != 0 ]; then
+  PROBE=$TARGET/release/examples/disk-floor
+  [ -x "$PROBE" ] || fail "$PROBE is missing; build it (cargo build --release -p wal --example disk-floor) or set DISK_PROBE=0"
+  DISK=$("$PROBE" --dir "$TMP" --members "$MEMBERS" --rounds 300) || fail "the disk probe failed"
+  echo "== disk: $DISK"
+fi
 unset RAFTCTL_CLUSTER
 export RAFTD_LOCAL_DIR=$DIR
 "$RAFTCTL" local up --dir "$DIR" --nodes "$MEMBERS" "${UP_FLAGS[@]}" >"$TMP/up.txt"
@@ -181,5 +194,7 @@ for c in $CLIENTS; do
       " cpu_us_per_op etcd/raftd x$(ratio "${THEIRS_CPU[$c]:-}" "${OURS_CPU[$c]:-}")"
   fi
 done
+[ -z "$DISK" ] || echo "disk before the run: single fdatasync p50 $(field "$DISK" single_p50_us) us;" \
+  "$MEMBERS at once, majority-th done p50 $(field "$DISK" quorum_p50_us) us (the disk's share of a 1-client write)"
 printf '%s' "$RSS"
 grep 'rss_kb' <<<"$ETCD_OUT" || true
