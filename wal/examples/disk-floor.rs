@@ -229,10 +229,15 @@ fn skeleton(
                 write_and_sync(&own, &buf, round)?;
             }
             while acked.iter().filter(|&&n| n > round).count() < needed {
-                let mut fds: Vec<libc::pollfd> = followers
+                // Only the followers still owing this round's answer: one that answered its
+                // last round may have closed already.
+                let waiting: Vec<usize> = (0..followers.len())
+                    .filter(|&k| acked[k] <= round)
+                    .collect();
+                let mut fds: Vec<libc::pollfd> = waiting
                     .iter()
-                    .map(|f| libc::pollfd {
-                        fd: f.as_raw_fd(),
+                    .map(|&k| libc::pollfd {
+                        fd: followers[k].as_raw_fd(),
                         events: libc::POLLIN,
                         revents: 0,
                     })
@@ -242,7 +247,7 @@ fn skeleton(
                 if n < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                for (k, fd) in fds.iter().enumerate() {
+                for (&k, fd) in waiting.iter().zip(&fds) {
                     if fd.revents != 0 {
                         let mut answers = [0u8; 64];
                         match followers[k].read(&mut answers)? {
@@ -254,6 +259,15 @@ fn skeleton(
             }
             client.write_all(&[1])?;
         }
+        // Every answer read before the sockets close: one closed with unread bytes is reset,
+        // and a follower still reading its last records would see them cut off.
+        for (k, f) in followers.iter_mut().enumerate() {
+            let mut answer = [0u8; 1];
+            while acked[k] < rounds {
+                f.read_exact(&mut answer)?;
+                acked[k] += 1;
+            }
+        }
         Ok(())
     }));
     let mut leader = TcpStream::connect(leader_addr)?;
@@ -261,16 +275,22 @@ fn skeleton(
     let data = vec![b'p'; record];
     let mut answer = [0u8; 1];
     let mut took = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        let start = Instant::now();
-        leader.write_all(&data)?;
-        leader.read_exact(&mut answer)?;
-        took.push(start.elapsed());
-    }
+    let mut client = || -> std::io::Result<()> {
+        for _ in 0..rounds {
+            let start = Instant::now();
+            leader.write_all(&data)?;
+            leader.read_exact(&mut answer)?;
+            took.push(start.elapsed());
+        }
+        Ok(())
+    };
+    let outcome = client();
     drop(leader);
+    // A thread's error is the cause of the client's (the leader hung up): it goes first.
     for t in threads {
         t.join().expect("a skeleton thread panicked")?;
     }
+    outcome?;
     took.sort();
     Ok(took)
 }
