@@ -36,7 +36,9 @@
 # Before the raftd side, `disk-floor` (wal/examples/disk-floor.rs) probes the disk under
 # BENCH_TMP: one small pwrite + fdatasync alone, and MEMBERS of them at once, one per file,
 # whose majority-th completion is the disk's share of a 1-client write for either system
-# (every node syncs its own copy on the same device); printed with the summary.
+# (every node syncs its own copy on the same device), and the bare skeleton of a replicated
+# write (client, leader and followers as threads over loopback, each syncing its copy: the
+# 1-client latency no implementation can beat here); printed with the summary.
 set -euo pipefail
 ROOT="$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
 DUR=${DUR:-15}
@@ -102,7 +104,7 @@ DISK=""
 if [ "${DISK_PROBE:-1}" != 0 ]; then
   PROBE=$TARGET/release/examples/disk-floor
   [ -x "$PROBE" ] || fail "$PROBE is missing; build it (cargo build --release -p wal --example disk-floor) or set DISK_PROBE=0"
-  DISK=$("$PROBE" --dir "$TMP" --members "$MEMBERS" --rounds 300) || fail "the disk probe failed"
+  DISK=$("$PROBE" --dir "$TMP" --members "$MEMBERS" --rounds 300 --path) || fail "the disk probe failed"
   echo "== disk: $DISK"
 fi
 unset RAFTCTL_CLUSTER
@@ -195,6 +197,7 @@ for c in $CLIENTS; do
   fi
 done
 [ -z "$DISK" ] || echo "disk before the run: single fdatasync p50 $(field "$DISK" single_p50_us) us;" \
-  "$MEMBERS at once, majority-th done p50 $(field "$DISK" quorum_p50_us) us (the disk's share of a 1-client write)"
+  "$MEMBERS at once, majority-th done p50 $(field "$DISK" quorum_p50_us) us (the disk's share of a 1-client write);" \
+  "a bare replicated write (4 loopback hops and the syncs, nothing else) p50 $(field "$DISK" path_p50_us) us"
 printf '%s' "$RSS"
 grep 'rss_kb' <<<"$ETCD_OUT" || true
