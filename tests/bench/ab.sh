@@ -5,8 +5,9 @@
 # 100,000, closed loop) for 10 s after 2 s of warm-up, and over 6 s in the middle of it the
 # user and system CPU of each node (/proc/PID/stat fields 14 and 15) divided by the entries
 # the leader committed meanwhile (its commit index, from `raftctl status`). Prints one line
-# per run: ops/s over that window, the total CPU per write, and each node's user/system
-# share (the leader's is the largest).
+# per run: ops/s over that window, the total CPU per write, the bench's p99, each node's peak
+# resident memory (VmHWM, MiB, leader and followers in node order) and each node's
+# user/system share (the leader's is the largest).
 #
 # Usage: tests/bench/ab.sh DIR_A DIR_B           (each DIR holds raftd and raftctl, e.g. a
 #                                                  CARGO_TARGET_DIR's release/ folder)
@@ -46,14 +47,17 @@ run() { # LABEL DIR
   sleep 6
   t1=$(ticks); c1=$(commit)
   wait "$bench" || true
+  local p99 hwm
+  p99=$(grep -o ' p99=[0-9.]*ms' "$dir.bench" | tail -1 | tr -d ' ' || true)
+  hwm=$(for p in $pids; do awk '/^VmHWM/ { printf "%d/", $2 / 1024 }' "/proc/$p/status"; done)
   "$bin/raftctl" local down --dir "$dir" >/dev/null 2>&1 || true
-  awk -v label="$label" -v ops="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" -v a="$t0" -v b="$t1" 'BEGIN {
+  awk -v label="$label" -v ops="$((c1 - c0))" -v p99="${p99:-p99=?}" -v hwm="${hwm%/}" -v hz="$(getconf CLK_TCK)" -v a="$t0" -v b="$t1" 'BEGIN {
     n = split(a, x, " "); split(b, y, " "); total = 0; nodes = ""
     for (i = 1; i <= n; i += 2) {
       u = (y[i] - x[i]) / hz * 1e6 / ops; s = (y[i+1] - x[i+1]) / hz * 1e6 / ops; total += u + s
       nodes = nodes sprintf(" | node %d user %.2f sys %.2f", (i + 1) / 2, u, s)
     }
-    printf "%s ops/s=%d cpu_us_per_write=%.2f%s\n", label, ops / 6, total, nodes
+    printf "%s ops/s=%d cpu_us_per_write=%.2f %s peak_rss_mb=%s%s\n", label, ops / 6, total, p99, hwm, nodes
   }'
   rm -rf "$dir" "$dir.bench"
 }
