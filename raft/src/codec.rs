@@ -11,9 +11,9 @@
 
 use crate::membership::Configuration;
 use crate::message::{Body, ConflictHint, Message};
+use crate::shared_bytes::SharedBytes;
 use crate::types::{Entry, EntryKind, LogIndex, NodeId, SnapshotMeta, Term};
 use std::fmt;
-use std::sync::Arc;
 
 /// Bytes before the body: kind u8, from u64, to u64, term u64.
 pub const HEADER_BYTES: usize = 1 + 8 + 8 + 8;
@@ -218,7 +218,20 @@ fn put_entry(w: &mut Writer<'_>, entry: &Entry) {
 }
 
 /// Decodes one message that occupies all of `bytes`.
+///
+/// Each entry's bytes are copied out of `bytes`; [`decode_shared`] slices them instead.
 pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+    decode_from(bytes, None)
+}
+
+/// [`decode`] of a message held in a [`SharedBytes`]: each entry's bytes are a slice of `frame`
+/// (no allocation and no copy per entry), which stays allocated while any of them is held.
+pub fn decode_shared(frame: &SharedBytes) -> Result<Message, DecodeError> {
+    decode_from(frame, Some(frame))
+}
+
+/// `owner`, when given, holds exactly `bytes`: entries are sliced from it.
+fn decode_from(bytes: &[u8], owner: Option<&SharedBytes>) -> Result<Message, DecodeError> {
     let mut r = Reader::new(bytes);
     let kind = r.u8("kind")?;
     let from = NodeId(r.u64("from")?);
@@ -251,7 +264,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             }
             let mut entries = Vec::with_capacity(count);
             for _ in 0..count {
-                entries.push(decode_entry(&mut r)?);
+                entries.push(decode_entry(&mut r, owner)?);
             }
             Body::Append {
                 prev_index,
@@ -323,12 +336,16 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     })
 }
 
-fn decode_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
+fn decode_entry(r: &mut Reader<'_>, owner: Option<&SharedBytes>) -> Result<Entry, DecodeError> {
     let term = Term(r.u64("entry_term")?);
     let index = LogIndex(r.u64("entry_index")?);
     let kind_byte = r.u8("entry_kind")?;
     let kind = EntryKind::from_u8(kind_byte).ok_or(DecodeError::UnknownEntryKind(kind_byte))?;
-    let data: Arc<[u8]> = Arc::from(r.u32_prefixed("entry_data")?);
+    let data = r.u32_prefixed("entry_data")?;
+    let data = match owner {
+        Some(frame) => frame.slice_ref(data),
+        None => SharedBytes::copy_from_slice(data),
+    };
     if kind == EntryKind::Config {
         Configuration::decode(&data).map_err(DecodeError::BadConfiguration)?;
     }
@@ -722,7 +739,7 @@ mod tests {
             term: Term(7),
             index: LogIndex(0x0809),
             kind,
-            data: data.into(),
+            data: SharedBytes::copy_from_slice(data),
         };
         let cases = [
             (
@@ -936,7 +953,17 @@ mod tests {
             let mut buf = Vec::new();
             encode(&m, &mut buf);
             prop_assert_eq!(buf.len(), encoded_len(&m));
-            prop_assert_eq!(decode(&buf).unwrap(), m);
+            prop_assert_eq!(decode(&buf).unwrap(), m.clone());
+            // Shared: the same message, each entry's bytes a slice of the frame itself.
+            let frame = SharedBytes::from(buf);
+            let shared = decode_shared(&frame).unwrap();
+            if let Body::Append { entries, .. } = &shared.body {
+                let range = frame.as_ptr_range();
+                for e in entries.iter().filter(|e| !e.data.is_empty()) {
+                    prop_assert!(range.contains(&e.data.as_ptr()), "entry {} was copied", e.index);
+                }
+            }
+            prop_assert_eq!(shared, m);
         }
 
         /// Arbitrary bytes never panic the decoder, and every strict prefix of a valid
@@ -949,6 +976,7 @@ mod tests {
             encode(&m, &mut buf);
             for cut in 0..buf.len() {
                 prop_assert!(decode(&buf[..cut]).is_err());
+                prop_assert!(decode_shared(&SharedBytes::copy_from_slice(&buf[..cut])).is_err());
             }
         }
     }

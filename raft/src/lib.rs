@@ -76,10 +76,12 @@ pub mod membership;
 pub mod message;
 mod node;
 mod progress;
+mod shared_bytes;
 pub mod types;
 
 pub use config::Config;
 pub use membership::{ConfChangeError, Configuration, MemberChange};
 pub use message::{Body, ConflictHint, Message};
 pub use node::{EntriesWanted, ProposeError, RawNode, Ready, Restore, RoleKind, Status, StepError};
+pub use shared_bytes::SharedBytes;
 pub use types::*;

@@ -5,6 +5,7 @@ use crate::log::RaftLog;
 use crate::membership::{ConfChangeError, ConfHistory, Configuration, MemberChange, VoteResult};
 use crate::message::{Body, ConflictHint, Message};
 use crate::progress::{Progress, ProgressState};
+use crate::shared_bytes::SharedBytes;
 use crate::types::{
     Entry, EntryKind, HardState, LogIndex, NodeId, ReadState, Snapshot, SnapshotMeta, Term,
 };
@@ -725,8 +726,8 @@ impl RawNode {
 
     /// Proposes a command. On a leader it is appended and will be replicated; the returned
     /// index is where it will commit if this leader stays in charge.
-    pub fn propose(&mut self, data: impl Into<Arc<[u8]>>) -> Result<LogIndex, ProposeError> {
-        let data: Arc<[u8]> = data.into();
+    pub fn propose(&mut self, data: impl Into<SharedBytes>) -> Result<LogIndex, ProposeError> {
+        let data: SharedBytes = data.into();
         let index = self.log.last_index().next();
         let term = self.term;
         let Role::Leader(l) = &mut self.role else {
@@ -808,7 +809,7 @@ impl RawNode {
     /// the followers it adds get a progress.
     fn append_configuration(&mut self, conf: Configuration) -> LogIndex {
         let index = self.log.last_index().next();
-        let data: Arc<[u8]> = conf.to_bytes().into();
+        let data: SharedBytes = conf.to_bytes().into();
         log::info!(
             "node {}: configuration change at {index} (term {}): {} -> {conf}",
             self.config.id,
@@ -2151,7 +2152,7 @@ impl RawNode {
                 term: self.term,
                 index,
                 kind: EntryKind::Noop,
-                data: Arc::from([]),
+                data: SharedBytes::new(),
             });
         }
         for to in self.peers() {

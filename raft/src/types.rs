@@ -4,8 +4,8 @@
 //! expected. Log indices start at 1; index 0 with term 0 stands for the empty log.
 
 use crate::membership::Configuration;
+use crate::shared_bytes::SharedBytes;
 use std::fmt;
-use std::sync::Arc;
 
 macro_rules! newtype_u64 {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
@@ -107,8 +107,10 @@ pub struct Entry {
     pub kind: EntryKind,
     /// The command bytes (empty for a no-op). Shared: the log, the messages that carry an
     /// entry to each follower, the batch handed out for persisting and the one handed out
-    /// for applying all hold the same bytes.
-    pub data: Arc<[u8]>,
+    /// for applying all hold the same bytes; entries decoded with
+    /// [`codec::decode_shared`](crate::codec::decode_shared) are slices of the message they
+    /// came in (one allocation per message, not one per entry).
+    pub data: SharedBytes,
 }
 
 impl Entry {

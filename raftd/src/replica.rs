@@ -26,7 +26,7 @@ use crate::server::{ServerConfig, TICK_MS};
 use raft::driver::{Driver, Host, Persisted, Write};
 use raft::{
     codec, Body, Config, EntriesWanted, Entry, EntryKind, LogIndex, MemberChange, Message, NodeId,
-    ProposeError, RawNode, ReadState, Restore, Snapshot, SnapshotMeta, StepError,
+    ProposeError, RawNode, ReadState, Restore, SharedBytes, Snapshot, SnapshotMeta, StepError,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -897,10 +897,10 @@ impl<E: Env> Replica<E> {
         }
     }
 
-    /// A frame from peer `from`.
-    pub fn on_peer_frame(&mut self, from: u64, kind: u8, body: &[u8]) {
+    /// A frame from peer `from`. The entries a message carries keep slices of `body`.
+    pub fn on_peer_frame(&mut self, from: u64, kind: u8, body: SharedBytes) {
         if kind == FRAME_CHECKPOINT {
-            match CheckpointReport::decode(body) {
+            match CheckpointReport::decode(&body) {
                 Ok(r) => {
                     let change = self.g.checkpoints.peer(from, r.index, r.hash);
                     self.g.log_consistency(change);
@@ -919,7 +919,7 @@ impl<E: Env> Replica<E> {
             );
             return;
         }
-        match codec::decode(body) {
+        match codec::decode_shared(&body) {
             Ok(m) if m.from == NodeId(from) => self.step(m),
             Ok(m) => log::warn!(
                 "node {}: peer {from} sent a message claiming to be from {}; dropped",
@@ -934,12 +934,12 @@ impl<E: Env> Replica<E> {
     }
 
     /// A frame from a client connection. An error is fatal (an operator's snapshot found
-    /// the WAL failed).
+    /// the WAL failed). A write's entry keeps a slice of `body`.
     pub fn on_client_frame(
         &mut self,
         client: E::Client,
         kind: u8,
-        body: &[u8],
+        body: SharedBytes,
     ) -> Result<(), String> {
         if kind != FRAME_REQUEST {
             self.g.reply(
@@ -952,12 +952,13 @@ impl<E: Env> Replica<E> {
         }
         // A write goes to the log as the request carries it: checked, not decoded into
         // owned parts and encoded again (the path every write of a busy leader takes).
-        if let Some(Ok((id, command, bytes))) = Request::split_write(body) {
+        if let Some(Ok((id, command, bytes))) = Request::split_write(&body) {
             let kind = RequestKind::of_write(command.write);
+            let bytes = body.slice_ref(bytes);
             self.propose(client, id, kind, bytes);
             return Ok(());
         }
-        match Request::decode(body) {
+        match Request::decode(&body) {
             Ok(req) => self.handle_request(client, req),
             Err(e) => {
                 self.g.reply(
@@ -1013,7 +1014,7 @@ impl<E: Env> Replica<E> {
             return Ok(());
         }
         match req.op {
-            Op::Write(command) => self.propose(client, id, kind, &command.encode()),
+            Op::Write(command) => self.propose(client, id, kind, command.encode().into()),
             Op::Get { key } => {
                 let context = self.g.next_read_context;
                 self.g.next_read_context += 1;
@@ -1125,7 +1126,13 @@ impl<E: Env> Replica<E> {
     }
 
     /// Proposes a client's write, `command` being its encoding as the log holds it.
-    fn propose(&mut self, client: E::Client, request_id: u64, kind: RequestKind, command: &[u8]) {
+    fn propose(
+        &mut self,
+        client: E::Client,
+        request_id: u64,
+        kind: RequestKind,
+        command: SharedBytes,
+    ) {
         match self.raw.propose(command) {
             Ok(index) => {
                 let term = self.raw.term();

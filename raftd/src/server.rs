@@ -500,9 +500,11 @@ impl Server {
 
     fn handle_event(&mut self, event: Event) -> Result<(), String> {
         match event {
-            Event::PeerFrame { from, kind, body } => self.replica.on_peer_frame(from, kind, &body),
+            Event::PeerFrame { from, kind, body } => {
+                self.replica.on_peer_frame(from, kind, body.into())
+            }
             Event::ClientFrame { client, kind, body } => {
-                self.replica.on_client_frame(client, kind, &body)?
+                self.replica.on_client_frame(client, kind, body.into())?
             }
             Event::ClientClosed(_) | Event::Woken => {}
             Event::PeerUp(id) => {

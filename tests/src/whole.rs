@@ -852,7 +852,7 @@ impl WholeSim {
                 body.hash(&mut self.trace_hash);
                 (self.now(), from, to).hash(&mut self.trace_hash);
                 if let Some(r) = self.replicas[to].as_mut() {
-                    r.on_peer_frame(from as u64 + 1, kind, &body);
+                    r.on_peer_frame(from as u64 + 1, kind, body.into());
                     self.turn(to);
                 }
             }
@@ -866,7 +866,7 @@ impl WholeSim {
                     return; // The connection died with the node.
                 }
                 if let Some(r) = self.replicas[node].as_mut() {
-                    if let Err(e) = r.on_client_frame(client, FRAME_REQUEST, &body) {
+                    if let Err(e) = r.on_client_frame(client, FRAME_REQUEST, body.into()) {
                         self.failed(node, e);
                         return;
                     }

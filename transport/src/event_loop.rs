@@ -167,8 +167,9 @@ pub enum Event {
         from: u64,
         /// The frame's kind byte.
         kind: u8,
-        /// The frame's body.
-        body: Vec<u8>,
+        /// The frame's body, in an allocation of its own that a receiver can keep parts of
+        /// without copying (the entries of an append stay slices of it).
+        body: Arc<[u8]>,
     },
     /// A frame from a client connection.
     ClientFrame {
@@ -176,8 +177,9 @@ pub enum Event {
         client: ClientId,
         /// The frame's kind byte.
         kind: u8,
-        /// The frame's body.
-        body: Vec<u8>,
+        /// The frame's body, in an allocation of its own that a receiver can keep parts of
+        /// without copying (the entries of an append stay slices of it).
+        body: Arc<[u8]>,
     },
     /// A client connection closed; its id is no longer valid.
     ClientClosed(ClientId),
@@ -1377,7 +1379,7 @@ impl Transport {
                     out.push(Event::PeerFrame {
                         from: peer.id,
                         kind,
-                        body: body.to_vec(),
+                        body: Arc::from(body),
                     });
                 }
                 State::Client => {
@@ -1385,7 +1387,7 @@ impl Transport {
                     out.push(Event::ClientFrame {
                         client,
                         kind,
-                        body: body.to_vec(),
+                        body: Arc::from(body),
                     });
                 }
                 State::AwaitHello => {

@@ -10,7 +10,7 @@ fn frames_from(events: &[Event], peer: u64) -> Vec<Vec<u8>> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::PeerFrame { from, body, .. } if *from == peer => Some(body.clone()),
+            Event::PeerFrame { from, body, .. } if *from == peer => Some(body.to_vec()),
             _ => None,
         })
         .collect()

@@ -47,7 +47,7 @@ fn send_and_check(mut node: Transport, to: u64, count: u64, done: Arc<AtomicUsiz
                     assert_eq!((from, kind), (to, 7));
                     assert_eq!(
                         body,
-                        body_for(received),
+                        body_for(received).into(),
                         "frame {received} corrupted or out of order"
                     );
                     received += 1;
@@ -130,7 +130,7 @@ fn peer_restart_reconnects() {
     let wanted = Event::PeerFrame {
         from: 1,
         kind: 3,
-        body: b"after restart".to_vec(),
+        body: b"after restart".as_slice().into(),
     };
     pump_until(
         &mut [&mut one, &mut two],
@@ -231,7 +231,7 @@ fn client_that_sends_and_hangs_up_at_once_is_reported_closed() {
             for event in events.drain(..) {
                 match event {
                     Event::ClientFrame { kind: 9, body, .. } => {
-                        assert_eq!(body, [round, frames]);
+                        assert_eq!(*body, [round, frames]);
                         frames += 1;
                     }
                     Event::ClientClosed(_) => closed = true,
@@ -309,7 +309,7 @@ fn an_encoded_frame_over_the_limit_is_refused_and_leaves_nothing() {
                 from: 1,
                 kind: 3,
                 body,
-            } => Some(body.as_slice()),
+            } => Some(&**body),
             _ => None,
         })
         .collect();

@@ -460,7 +460,7 @@ pub fn read_entry_unchecked(bytes: &[u8], pos: usize) -> Entry {
         term: Term(get_u64(payload, ENTRY_TERM_OFFSET)),
         kind: EntryKind::from_u8(payload[ENTRY_KIND_OFFSET])
             .expect("entry kind checked on write or open"),
-        data: payload[ENTRY_DATA_OFFSET..].into(),
+        data: raft::SharedBytes::copy_from_slice(&payload[ENTRY_DATA_OFFSET..]),
     }
 }
 
