@@ -54,6 +54,19 @@ impl SharedBytes {
             range: start..start + sub.len(),
         }
     }
+
+    /// The bytes `range` of `buf`, shared (no copy).
+    ///
+    /// # Panics
+    /// If `range` is not within `buf`.
+    pub fn from_parts(buf: Arc<[u8]>, range: Range<usize>) -> SharedBytes {
+        assert!(
+            range.start <= range.end && range.end <= buf.len(),
+            "range {range:?} outside a buffer of {} bytes",
+            buf.len()
+        );
+        SharedBytes { buf, range }
+    }
 }
 
 impl Default for SharedBytes {

@@ -501,10 +501,10 @@ impl Server {
     fn handle_event(&mut self, event: Event) -> Result<(), String> {
         match event {
             Event::PeerFrame { from, kind, body } => {
-                self.replica.on_peer_frame(from, kind, body.into())
+                self.replica.on_peer_frame(from, kind, shared(body))
             }
             Event::ClientFrame { client, kind, body } => {
-                self.replica.on_client_frame(client, kind, body.into())?
+                self.replica.on_client_frame(client, kind, shared(body))?
             }
             Event::ClientClosed(_) | Event::Woken => {}
             Event::PeerUp(id) => {
@@ -529,4 +529,10 @@ impl Server {
         }
         log::info!("node {id}: stopped");
     }
+}
+
+/// A received frame's body as the core keeps entries: the same bytes, no copy.
+fn shared(body: transport::Body) -> raft::SharedBytes {
+    let (buf, range) = body.into_parts();
+    raft::SharedBytes::from_parts(buf, range)
 }

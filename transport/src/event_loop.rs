@@ -1,5 +1,6 @@
 //! The event loop: one mio `Poll`, a listener, a waker, and connections in a slab.
 
+use crate::body::Body;
 use crate::codec::{
     begin_frame, decode, encode_frame, finish_frame, frame_bytes, judge_hello, take_frame, Decoded,
     DialError, Dialer, Hello, Role, Status, Welcome, FRAME_BYTES_LIMIT, HEADER_BYTES,
@@ -18,6 +19,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -167,9 +169,9 @@ pub enum Event {
         from: u64,
         /// The frame's kind byte.
         kind: u8,
-        /// The frame's body, in an allocation of its own that a receiver can keep parts of
-        /// without copying (the entries of an append stay slices of it).
-        body: Arc<[u8]>,
+        /// The frame's body, which a receiver can keep parts of without copying (the entries
+        /// of an append stay slices of it).
+        body: Body,
     },
     /// A frame from a client connection.
     ClientFrame {
@@ -177,9 +179,9 @@ pub enum Event {
         client: ClientId,
         /// The frame's kind byte.
         kind: u8,
-        /// The frame's body, in an allocation of its own that a receiver can keep parts of
-        /// without copying (the entries of an append stay slices of it).
-        body: Arc<[u8]>,
+        /// The frame's body, which a receiver can keep parts of without copying (the entries
+        /// of an append stay slices of it).
+        body: Body,
     },
     /// A client connection closed; its id is no longer valid.
     ClientClosed(ClientId),
@@ -486,6 +488,8 @@ pub struct Transport {
     /// Connections that still had bytes to read when their read budget ran out.
     /// Each with whether its socket reported the remote side closed (see `on_readable`).
     read_again: Vec<(usize, u64, bool)>,
+    /// The frames [`Transport::deliver_frames`] takes from one inbox (kept to spare an allocation).
+    frames_scratch: Vec<(u8, Range<usize>)>,
     /// Handshake deadlines in the order they were set; all share one timeout, so the queue is
     /// sorted by deadline.
     handshake_deadlines: VecDeque<(Instant, usize, u64)>,
@@ -571,6 +575,7 @@ impl Transport {
             peers,
             flush_list: Vec::new(),
             read_again: Vec::new(),
+            frames_scratch: Vec::new(),
             handshake_deadlines: VecDeque::new(),
             delayed: BinaryHeap::new(),
             delayed_seq: 0,
@@ -1366,30 +1371,15 @@ impl Transport {
                 }
                 Decoded::Frame { kind, body, .. } => (kind, body),
             };
+            if let State::FromPeer { .. } | State::Client = conn.state {
+                if !self.deliver_frames(index, generation, (kind, body), out) {
+                    return false;
+                }
+                continue;
+            }
             let body = &conn.inbox[body];
             match conn.state {
-                State::FromPeer { peer } => {
-                    let peer = &mut self.peers[peer];
-                    if self.faults.drops_inbound(peer.id) {
-                        peer.stats.dropped_by_faults += 1;
-                        continue;
-                    }
-                    peer.stats.frames_in += 1;
-                    peer.stats.bytes_in += frame_bytes(body.len()) as u64;
-                    out.push(Event::PeerFrame {
-                        from: peer.id,
-                        kind,
-                        body: Arc::from(body),
-                    });
-                }
-                State::Client => {
-                    let client = ClientId::new(index, generation);
-                    out.push(Event::ClientFrame {
-                        client,
-                        kind,
-                        body: Arc::from(body),
-                    });
-                }
+                State::FromPeer { .. } | State::Client => unreachable!("delivered above"),
                 State::AwaitHello => {
                     let hello = Hello::decode(kind, body);
                     if !self.on_hello(index, hello, out) {
@@ -1411,6 +1401,74 @@ impl Transport {
                     return false;
                 }
                 State::Connecting { .. } => unreachable!("no reads before the connect completes"),
+            }
+        }
+    }
+}
+
+impl Transport {
+    /// Delivers the data frame `first` (just taken from connection `index`'s inbox) and every
+    /// complete frame buffered behind it, their bodies ranges of one allocation: a busy
+    /// connection's frames arrive many to a read, and the receiver keeps parts of them (a
+    /// write's command, an append's entries) until they are applied, so one allocation per
+    /// read spares an allocation and a free per frame. A bad frame among them closes the
+    /// connection after those before it are delivered, as if taken one by one. Returns false
+    /// if the connection was closed.
+    fn deliver_frames(
+        &mut self,
+        index: usize,
+        generation: u64,
+        first: (u8, Range<usize>),
+        out: &mut Vec<Event>,
+    ) -> bool {
+        let conn = self.connections.get_mut(index).expect("open");
+        let limit = frame_limit(conn.state, self.config.frame_bytes_max);
+        let mut frames = std::mem::take(&mut self.frames_scratch);
+        frames.push(first);
+        let bad = loop {
+            let received = &conn.inbox[..conn.inbox_end];
+            match take_frame(received, &mut conn.inbox_start, limit) {
+                Decoded::Frame { kind, body, .. } => frames.push((kind, body)),
+                Decoded::NeedMore { .. } => break None,
+                Decoded::Error(error) => break Some(error),
+            }
+        };
+        let span = frames[0].1.start..frames[frames.len() - 1].1.end;
+        let buf: Arc<[u8]> = Arc::from(&conn.inbox[span.clone()]);
+        let state = conn.state;
+        for (kind, body) in frames.drain(..) {
+            let body = Body::new(
+                Arc::clone(&buf),
+                body.start - span.start..body.end - span.start,
+            );
+            match state {
+                State::FromPeer { peer } => {
+                    let peer = &mut self.peers[peer];
+                    if self.faults.drops_inbound(peer.id) {
+                        peer.stats.dropped_by_faults += 1;
+                        continue;
+                    }
+                    peer.stats.frames_in += 1;
+                    peer.stats.bytes_in += frame_bytes(body.len()) as u64;
+                    out.push(Event::PeerFrame {
+                        from: peer.id,
+                        kind,
+                        body,
+                    });
+                }
+                _ => out.push(Event::ClientFrame {
+                    client: ClientId::new(index, generation),
+                    kind,
+                    body,
+                }),
+            }
+        }
+        self.frames_scratch = frames;
+        match bad {
+            None => true,
+            Some(error) => {
+                self.reject(index, &format!("bad frame: {error}"), out);
+                false
             }
         }
     }

@@ -78,6 +78,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod body;
 pub mod client;
 pub mod codec;
 mod event_loop;
@@ -85,5 +86,6 @@ pub mod fault;
 mod slab;
 pub mod tls;
 
+pub use body::Body;
 pub use event_loop::{ClientId, Event, PeerStats, SendError, Stats, Transport, TransportConfig};
 pub use fault::{Direction, Faults};

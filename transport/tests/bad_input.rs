@@ -364,3 +364,46 @@ fn foreign_node_is_refused_and_backs_off() {
     }
     assert!(server.rejected() >= 2);
 }
+
+/// Proves the frames that arrive in one read are delivered in order with their bodies ranges
+/// of one shared buffer, and that a bad frame behind them closes the connection only after
+/// they are delivered, as if they had been taken one by one.
+#[test]
+fn frames_of_one_read_share_a_buffer_and_precede_a_bad_one() {
+    init_logs();
+    let mut node = Transport::new(server_config()).unwrap();
+    let addr = node.local_addr();
+    let client = thread::spawn(move || {
+        let mut stream = raw_client(addr);
+        let mut frames = Vec::new();
+        for body in [&b"first"[..], b"second", b""] {
+            codec::encode_frame(&mut frames, 5, body);
+        }
+        let bad_at = frames.len();
+        codec::encode_frame(&mut frames, 5, b"checksummed");
+        frames[bad_at + 12] ^= 0x01;
+        stream.write_all(&frames).unwrap();
+        assert_closed_within(&mut stream, Duration::from_secs(5));
+    });
+    let mut events = Vec::new();
+    let mut bodies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node.stats().connections_rejected == 0 {
+        assert!(Instant::now() < deadline, "the bad frame was not refused");
+        node.poll(Some(Duration::from_millis(10)), &mut events)
+            .unwrap();
+        for event in events.drain(..) {
+            if let Event::ClientFrame { kind: 5, body, .. } = event {
+                bodies.push(body);
+            }
+        }
+    }
+    client.join().unwrap();
+    let texts: Vec<&[u8]> = bodies.iter().map(|b| &**b).collect();
+    assert_eq!(texts, [&b"first"[..], b"second", b""]);
+    let buffers: Vec<Arc<[u8]>> = bodies.into_iter().map(|b| b.into_parts().0).collect();
+    assert!(
+        Arc::ptr_eq(&buffers[0], &buffers[1]) && Arc::ptr_eq(&buffers[1], &buffers[2]),
+        "each frame of the read was copied on its own"
+    );
+}
