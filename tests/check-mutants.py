@@ -76,6 +76,9 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
   (at) a step that read while a compaction removed its file kept: the missing or zeroed file
        is reported as damage and marked for repair
   (au) compactions not counted as file changes (the same, by the other half of the check)
+ Entries kept as ranges of their receive buffer:
+  (aw) the in-memory log's byte bound counting an entry's own bytes only, not the buffer it
+       keeps allocated (one small write per read would hold a whole read buffer each)
  A snapshot that replaces the log:
   (av) no truncate-suffix record with its marker: after the segment holding the snapshot's
        index is compacted away, recovery keeps the stale entries after it
@@ -238,6 +241,10 @@ mutants = {
    "        let by_bytes = (held > u64::MAX).then(|| {",
    ['test:raftd:lib:trims_by_bytes_when_the_entries_are_large',
     'test:raftd-tests:cluster:the_in_memory_log_is_bounded_in_bytes']),
+ 'aw_held_bytes_count_ranges_only': (LOG_MEMORY,
+   "            data.buffer_len() as u64\n",
+   "            data.len() as u64\n",
+   ['test:raftd:lib:an_entry_counts_the_buffer_it_keeps']),
  'af_restart_ignores_log_bytes': (REPLICA,
    "!(committed && held_bytes > config.log_memory_bytes)",
    "!(committed && held_bytes > u64::MAX)",

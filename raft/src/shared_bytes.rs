@@ -69,6 +69,19 @@ impl SharedBytes {
     }
 }
 
+impl SharedBytes {
+    /// Bytes of the whole buffer these bytes are a range of: what holding them keeps
+    /// allocated.
+    pub fn buffer_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether `self` and `other` are ranges of one buffer.
+    pub fn same_buffer(&self, other: &SharedBytes) -> bool {
+        Arc::ptr_eq(&self.buf, &other.buf)
+    }
+}
+
 impl Default for SharedBytes {
     fn default() -> SharedBytes {
         SharedBytes::new()
@@ -178,6 +191,8 @@ mod tests {
         assert_eq!(first, SharedBytes::from("first"));
         assert_ne!(first, second);
         assert!(whole.slice_ref(&[]).is_empty());
+        assert!(first.same_buffer(&second) && !first.same_buffer(&SharedBytes::from("first")));
+        assert_eq!((first.len(), first.buffer_len()), (5, whole.len()));
         assert_eq!(SharedBytes::new(), SharedBytes::default());
         assert_eq!(format!("{first:?}"), format!("{:?}", b"first".as_slice()));
     }

@@ -102,9 +102,10 @@ pub struct Args {
     #[arg(long, default_value_t = 25_000)]
     pub log_memory_entries: u64,
 
-    /// Keep at most this many MiB of applied entries' data in memory, too: whichever of
-    /// this and --log-memory-entries is reached first sends older entries to the disk-only
-    /// part of the log (25,000 entries of 64 KiB would be 1.6 GB).
+    /// Keep at most this many MiB of applied entries' data in memory, too (counting the
+    /// receive buffer an entry's bytes are kept in): whichever of this and
+    /// --log-memory-entries is reached first sends older entries to the disk-only part of
+    /// the log (25,000 entries of 64 KiB would be 1.6 GB).
     #[arg(long, default_value_t = 64)]
     pub log_memory_mib: u64,
 

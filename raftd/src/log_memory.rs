@@ -9,7 +9,7 @@
 //! the core's in-memory log starts, and asks it where to trim; the trim itself is the
 //! core's (`RawNode::trim`).
 
-use raft::LogIndex;
+use raft::{LogIndex, SharedBytes};
 use std::collections::VecDeque;
 
 /// How many entries past its bound the in-memory log may grow before it is trimmed:
@@ -31,6 +31,8 @@ pub struct LogMemory {
     /// `applied_bytes` before it was applied. The indices are consecutive (checked as they
     /// are pushed), and the byte totals never decrease.
     marks: VecDeque<(LogIndex, u64)>,
+    /// The data of the entry [`LogMemory::held_bytes_of`] counted last, for its buffer.
+    last_counted: Option<SharedBytes>,
 }
 
 impl LogMemory {
@@ -42,6 +44,26 @@ impl LogMemory {
             bytes_max,
             applied_bytes: 0,
             marks: VecDeque::new(),
+            last_counted: None,
+        }
+    }
+
+    /// What keeping `data` (an applied entry's) in memory costs, to pass to
+    /// [`LogMemory::applied`]: an entry's bytes may be a range of a larger buffer that it
+    /// keeps allocated (the frames of one read: a client's requests, a leader's appends),
+    /// so the first entry of a buffer counts the whole buffer and the ones after it that
+    /// share it their own bytes. Counting ranges alone would let one small write per read
+    /// among large reads keep a whole read buffer each, far past `--log-memory-mib`.
+    pub fn held_bytes_of(&mut self, data: &SharedBytes) -> u64 {
+        if self
+            .last_counted
+            .as_ref()
+            .is_some_and(|last| last.same_buffer(data))
+        {
+            data.len() as u64
+        } else {
+            self.last_counted = Some(data.clone());
+            data.buffer_len() as u64
         }
     }
 
@@ -125,6 +147,23 @@ mod tests {
             m.applied(LogIndex(i as u64 + 1), bytes);
         }
         m
+    }
+
+    /// Proves an entry that is a small range of a large buffer counts the buffer it keeps
+    /// allocated, and the entries after it that share the buffer count only their bytes.
+    #[test]
+    fn an_entry_counts_the_buffer_it_keeps() {
+        let mut m = LogMemory::new(100, 1000);
+        let read = SharedBytes::from(vec![7u8; 4096]);
+        let lone = read.slice_ref(&read[..10]);
+        assert_eq!(m.held_bytes_of(&lone), 4096);
+        let next = read.slice_ref(&read[10..30]);
+        assert_eq!(m.held_bytes_of(&next), 20);
+        let own = SharedBytes::from(vec![1u8; 50]);
+        assert_eq!(m.held_bytes_of(&own), 50);
+        // A buffer counted before another one is counted whole again: an overcount, never
+        // an undercount.
+        assert_eq!(m.held_bytes_of(&read.slice_ref(&read[30..40])), 4096);
     }
 
     /// Proves the byte bound: with few entries but many bytes, the log is trimmed to at

@@ -1713,7 +1713,8 @@ impl<E: Env> Glue<E> {
 
     fn apply_entry(&mut self, entry: Entry) {
         self.applied = entry.index;
-        self.log_memory.applied(entry.index, entry.payload_bytes());
+        let held = self.log_memory.held_bytes_of(&entry.data);
+        self.log_memory.applied(entry.index, held);
         let pending = self.pending_writes.remove(&entry.index);
         if entry.kind != EntryKind::Normal {
             if let Some(w) = pending {
