@@ -67,9 +67,7 @@ impl SharedBytes {
         );
         SharedBytes { buf, range }
     }
-}
 
-impl SharedBytes {
     /// Bytes of the whole buffer these bytes are a range of: what holding them keeps
     /// allocated.
     pub fn buffer_len(&self) -> usize {
