@@ -33,7 +33,9 @@ pub struct Config {
     pub inflight_bytes_max: u64,
     /// At most this many payload bytes in one append (at least one entry is always sent).
     pub append_bytes_max: u64,
-    /// A leader refuses proposals while its uncommitted entries hold more payload than this.
+    /// A leader refuses proposals while its uncommitted entries keep more bytes allocated
+    /// than this. An entry that is a range of a larger buffer (a client's write within the
+    /// read its frame came in) counts that buffer, once for all its ranges in a row.
     pub uncommitted_bytes_max: u64,
     /// At most this many committed-entry bytes handed out in one `Ready`.
     pub apply_bytes_max: u64,

@@ -93,8 +93,12 @@ struct LeaderState {
     reads_waiting_for_commit: Vec<(u64, NodeId)>,
     /// (target, ticks since the transfer started).
     transfer: Option<(NodeId, u64)>,
-    /// Payload bytes of entries appended in this term and not yet committed.
+    /// Bytes that the entries appended in this term and not yet committed keep allocated
+    /// (each counted as [`held_bytes`] at its append): what `uncommitted_bytes_max` bounds.
     uncommitted_bytes: u64,
+    /// Each such entry's index and what it added to `uncommitted_bytes`, oldest first;
+    /// a commit takes off exactly what was added.
+    uncommitted: VecDeque<(LogIndex, u64)>,
     /// Nodes a committed configuration removed, kept in `progress` for a while: (the
     /// index of the configuration that removed them, ticks left). They are sent entries up
     /// to that index only, and heartbeats whose commit index tells them they were removed
@@ -738,13 +742,14 @@ impl RawNode {
         if l.transfer.is_some() {
             return Err(ProposeError::TransferInProgress);
         }
-        let bytes = data.len() as u64;
+        let bytes = held_bytes(&data, self.log.entry(self.log.last_index()));
         if l.uncommitted_bytes > 0
             && l.uncommitted_bytes + bytes > self.config.uncommitted_bytes_max
         {
             return Err(ProposeError::Backpressure);
         }
         l.uncommitted_bytes += bytes;
+        l.uncommitted.push_back((index, bytes));
         self.log.push(Entry {
             term,
             index,
@@ -817,7 +822,9 @@ impl RawNode {
             self.confs.current()
         );
         if let Role::Leader(l) = &mut self.role {
-            l.uncommitted_bytes += data.len() as u64;
+            let bytes = held_bytes(&data, self.log.entry(self.log.last_index()));
+            l.uncommitted_bytes += bytes;
+            l.uncommitted.push_back((index, bytes));
         }
         self.log.push(Entry {
             term: self.term,
@@ -1952,17 +1959,17 @@ impl RawNode {
         if candidate <= self.log.commit || self.log.term(candidate) != Some(self.term) {
             return;
         }
-        let old = self.log.commit;
         self.log.commit_to(candidate);
-        let freed: u64 = (old.0 + 1..=candidate.0)
-            .filter_map(|i| self.log.entry(LogIndex(i)))
-            .filter(|e| e.term == self.term)
-            .map(Entry::payload_bytes)
-            .sum();
         let Role::Leader(l) = &mut self.role else {
             unreachable!()
         };
-        l.uncommitted_bytes = l.uncommitted_bytes.saturating_sub(freed);
+        while let Some(&(index, bytes)) = l.uncommitted.front() {
+            if index > candidate {
+                break;
+            }
+            l.uncommitted.pop_front();
+            l.uncommitted_bytes -= bytes;
+        }
         let waiting = std::mem::take(&mut l.reads_waiting_for_commit);
         for (context, from) in waiting {
             self.leader_read(context, from);
@@ -2141,6 +2148,7 @@ impl RawNode {
             reads_waiting_for_commit: Vec::new(),
             transfer: None,
             uncommitted_bytes: 0,
+            uncommitted: VecDeque::new(),
             departing: BTreeMap::new(),
         }));
         self.leader = self.config.id;
@@ -2469,6 +2477,19 @@ impl RawNode {
             }
             Role::PreCandidate { .. } | Role::Follower { .. } => {}
         }
+    }
+}
+
+/// What an entry holding `data`, appended right after `previous`, keeps allocated: its
+/// whole buffer (a client's write is a range of the read its frame came in), or only its
+/// own bytes when `previous` is a range of the same buffer and was counted for it. The
+/// ranges of one buffer are appended one after another, so the sum over uncommitted
+/// entries is at least what they keep allocated, less at most the one buffer the first of
+/// them shares with a committed entry, and at most twice it.
+fn held_bytes(data: &SharedBytes, previous: Option<&Entry>) -> u64 {
+    match previous {
+        Some(p) if p.data.same_buffer(data) => data.len() as u64,
+        _ => data.buffer_len() as u64,
     }
 }
 

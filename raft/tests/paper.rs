@@ -975,6 +975,56 @@ fn uncommitted_bytes_are_bounded() {
     assert!(refused, "no back-pressure after 200 uncommitted bytes");
 }
 
+/// The uncommitted budget counts what entries keep allocated: a proposal that is a small
+/// range of a large buffer (a client's write within one read of its connection) counts the
+/// whole buffer, once for the ranges of it proposed in a row, and a commit frees exactly what
+/// its entries counted.
+#[test]
+fn uncommitted_bytes_count_the_buffers_entries_keep() {
+    use raft::SharedBytes;
+    let mut c = Cluster::with(3, |cfg| cfg.uncommitted_bytes_max = 1_000);
+    let leader = c.elect();
+    c.settle();
+    for id in 1..=3 {
+        if id != leader {
+            c.isolate(id);
+        }
+    }
+    // Five 10-byte ranges of one 600-byte buffer: 600 + 4 * 10 bytes counted.
+    let read = SharedBytes::from(vec![7u8; 600]);
+    for i in 0..5 {
+        let range = read.slice_ref(&read[i * 10..i * 10 + 10]);
+        assert_eq!(
+            c.node(leader).propose(range).map(|_| ()),
+            Ok(()),
+            "range {i} of one buffer"
+        );
+    }
+    // A range of another 600-byte buffer would make 1,240: refused, though its own 10
+    // bytes fit many times over.
+    let other = SharedBytes::from(vec![8u8; 600]);
+    assert_eq!(
+        c.node(leader).propose(other.slice_ref(&other[..10])),
+        Err(ProposeError::Backpressure),
+        "a range pinning a second 600-byte buffer was counted as its 10 bytes"
+    );
+    // Once committed, the budget is whole again.
+    c.heal();
+    c.settle();
+    assert_eq!(
+        c.node(leader)
+            .propose(other.slice_ref(&other[..10]))
+            .map(|_| ()),
+        Ok(())
+    );
+    let another = SharedBytes::from(vec![9u8; 600]);
+    assert_eq!(
+        c.node(leader).propose(another.slice_ref(&another[..10])),
+        Err(ProposeError::Backpressure),
+        "the committed entries' bytes were not the ones freed"
+    );
+}
+
 /// Every message kind prints on one line in the documented shape.
 #[test]
 fn messages_display_on_one_line() {
