@@ -72,10 +72,9 @@ fn main() {
     // what they touch warmed: `Kv::warm`), then applied one after another. Only the warm
     // and the applies are timed.
     const BATCH: usize = 128;
-    let mut batched = Duration::ZERO;
     let mut fastest_batched = Duration::MAX;
     for _run in 0..3 {
-        batched = Duration::ZERO;
+        let mut batched = Duration::ZERO;
         for _ in 0..writes / BATCH as u64 {
             let commands: Vec<Command> = (0..BATCH)
                 .map(|_| {
@@ -110,7 +109,6 @@ fn main() {
         }
         fastest_batched = fastest_batched.min(batched);
     }
-    let _ = batched;
     println!(
         "put in batches of {BATCH}, warmed first: {:.0} ns per write (warm and apply only)",
         fastest_batched.as_secs_f64() * 1e9 / (writes / BATCH as u64 * BATCH as u64) as f64
