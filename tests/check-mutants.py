@@ -79,6 +79,9 @@ source however it ends. Exits 1 if a scenario listed for a bug does not catch it
  Entries kept as ranges of their receive buffer:
   (aw) the in-memory log's byte bound counting an entry's own bytes only, not the buffer it
        keeps allocated (one small write per read would hold a whole read buffer each)
+ The leader's budget of uncommitted bytes, with entries as ranges of a read:
+  (ax) the budget counting an entry's own bytes only, not the read buffer it keeps allocated
+  (ay) a commit that takes nothing off the budget (the leader refuses every write after it)
  A snapshot that replaces the log:
   (av) no truncate-suffix record with its marker: after the segment holding the snapshot's
        index is compacted away, recovery keeps the stale entries after it
