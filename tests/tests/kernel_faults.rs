@@ -153,8 +153,21 @@ fn kernel_loss_and_thin_links_slow_the_cluster_but_lose_nothing() {
             assert!(p.longest_gap < Duration::from_secs(5), "{line}");
         }
         report.push(line);
-        // Let the healed cluster settle before the next phase.
+        // Let the healed cluster settle before the next phase: 2 s, then until a write is
+        // acknowledged again. After a severe phase a leader can take seconds to emerge (a
+        // deposed leader's heartbeats, retransmitted late by TCP, still reset the followers'
+        // timers), and the client's request in flight may wait out its timeout; neither
+        // belongs to the next phase's figures.
         std::thread::sleep(Duration::from_secs(2));
+        let healed_at = acknowledged.lock().unwrap().len();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while acknowledged.lock().unwrap().len() == healed_at {
+            assert!(
+                Instant::now() < deadline,
+                "no write acknowledged within 30 s after healing {name}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
