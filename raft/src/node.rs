@@ -106,6 +106,25 @@ struct LeaderState {
     departing: BTreeMap<NodeId, (LogIndex, u64)>,
 }
 
+impl LeaderState {
+    /// Counts the entry appended at `index` as keeping `bytes` allocated until it commits.
+    fn hold_uncommitted(&mut self, index: LogIndex, bytes: u64) {
+        self.uncommitted_bytes += bytes;
+        self.uncommitted.push_back((index, bytes));
+    }
+
+    /// Takes off what the entries through `commit` added, now that they are committed.
+    fn release_uncommitted_through(&mut self, commit: LogIndex) {
+        while let Some(&(index, bytes)) = self.uncommitted.front() {
+            if index > commit {
+                break;
+            }
+            self.uncommitted.pop_front();
+            self.uncommitted_bytes -= bytes;
+        }
+    }
+}
+
 /// Why a proposal was not accepted. None of these appended anything to the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProposeError {
@@ -748,8 +767,7 @@ impl RawNode {
         {
             return Err(ProposeError::Backpressure);
         }
-        l.uncommitted_bytes += bytes;
-        l.uncommitted.push_back((index, bytes));
+        l.hold_uncommitted(index, bytes);
         self.log.push(Entry {
             term,
             index,
@@ -822,9 +840,10 @@ impl RawNode {
             self.confs.current()
         );
         if let Role::Leader(l) = &mut self.role {
-            let bytes = held_bytes(&data, self.log.entry(self.log.last_index()));
-            l.uncommitted_bytes += bytes;
-            l.uncommitted.push_back((index, bytes));
+            l.hold_uncommitted(
+                index,
+                held_bytes(&data, self.log.entry(self.log.last_index())),
+            );
         }
         self.log.push(Entry {
             term: self.term,
@@ -1963,13 +1982,7 @@ impl RawNode {
         let Role::Leader(l) = &mut self.role else {
             unreachable!()
         };
-        while let Some(&(index, bytes)) = l.uncommitted.front() {
-            if index > candidate {
-                break;
-            }
-            l.uncommitted.pop_front();
-            l.uncommitted_bytes -= bytes;
-        }
+        l.release_uncommitted_through(candidate);
         let waiting = std::mem::take(&mut l.reads_waiting_for_commit);
         for (context, from) in waiting {
             self.leader_read(context, from);

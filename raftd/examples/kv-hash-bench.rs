@@ -13,6 +13,33 @@ use raftd::kv::{HashKeys, Kv};
 use raftd::protocol::{Command, Write};
 use std::time::{Duration, Instant};
 
+/// Puts of 128-byte values to random keys out of `keys`, from 256 clients, at log index
+/// `index` onwards.
+struct Puts {
+    state: u64,
+    index: u64,
+    keys: u64,
+}
+
+impl Puts {
+    /// The next put (its index is `self.index` afterwards), of `value_byte`s.
+    fn next(&mut self, value_byte: u8) -> Command {
+        // xorshift: a random key per write, the same on every run.
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.index += 1;
+        Command {
+            client_id: self.state % 256 + 1,
+            seq: self.index,
+            write: Write::Put {
+                key: format!("key-{:012}", self.state % self.keys).into_bytes(),
+                value: vec![value_byte; 128],
+            },
+        }
+    }
+}
+
 /// The fastest of `runs` runs of `f` (the machine is shared; the minimum is the cost).
 fn fastest<T>(runs: usize, mut f: impl FnMut() -> T) -> Duration {
     (0..runs)
@@ -44,24 +71,15 @@ fn main() {
         kv.apply(i + 1, 1, &command);
     }
     let writes = 1_000_000u64;
-    let mut index = keys.max(sessions);
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut puts = Puts {
+        state: 0x9e37_79b9_7f4a_7c15,
+        index: keys.max(sessions),
+        keys: keys.max(1),
+    };
     let put = fastest(3, || {
         for _ in 0..writes {
-            // xorshift: a random key per write, the same on every run.
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            index += 1;
-            let command = Command {
-                client_id: state % 256 + 1,
-                seq: index,
-                write: Write::Put {
-                    key: format!("key-{:012}", state % keys.max(1)).into_bytes(),
-                    value: vec![b'w'; 128],
-                },
-            };
-            kv.apply(index, 1, &command);
+            let command = puts.next(b'w');
+            kv.apply(puts.index, 1, &command);
         }
     });
     println!(
@@ -76,22 +94,7 @@ fn main() {
     for _run in 0..3 {
         let mut batched = Duration::ZERO;
         for _ in 0..writes / BATCH as u64 {
-            let commands: Vec<Command> = (0..BATCH)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    index += 1;
-                    Command {
-                        client_id: state % 256 + 1,
-                        seq: index,
-                        write: Write::Put {
-                            key: format!("key-{:012}", state % keys.max(1)).into_bytes(),
-                            value: vec![b'x'; 128],
-                        },
-                    }
-                })
-                .collect();
+            let commands: Vec<Command> = (0..BATCH).map(|_| puts.next(b'x')).collect();
             let touched: Vec<(u64, &[u8])> = commands
                 .iter()
                 .map(|c| match &c.write {
@@ -101,7 +104,7 @@ fn main() {
                 .collect();
             let start = Instant::now();
             kv.warm(&touched);
-            let first = index - BATCH as u64 + 1;
+            let first = puts.index - BATCH as u64 + 1;
             for (i, command) in commands.iter().enumerate() {
                 kv.apply(first + i as u64, 1, command);
             }

@@ -421,13 +421,15 @@ impl Kv {
             let mut bytes = 0u8;
             for record in found.iter().flatten() {
                 let all = &record.0;
-                let mut lines = std::sync::Arc::strong_count(all) as u8;
-                if all.len() <= WARM_LINES_MAX * CACHE_LINE_BYTES {
-                    for at in (0..all.len()).step_by(CACHE_LINE_BYTES) {
-                        lines ^= all[at];
-                    }
+                let stride = if all.len() <= WARM_LINES_MAX * CACHE_LINE_BYTES {
+                    CACHE_LINE_BYTES
+                } else {
+                    all.len()
+                };
+                bytes ^= std::sync::Arc::strong_count(all) as u8 ^ all[all.len() - 1];
+                for at in (0..all.len()).step_by(stride) {
+                    bytes ^= all[at];
                 }
-                bytes ^= lines ^ all[0] ^ all[all.len() - 1];
             }
             let mut seqs = 0u64;
             for (client_id, _) in step {
